@@ -1,0 +1,3 @@
+//! The audit log: event type, canonical encoding, signed chained writer, reader, verifier.
+
+pub mod event;

@@ -1,0 +1,284 @@
+//! `firma init`: scaffold `<workspace>/.firma/` and the user data dir.
+//!
+//! With `--yes`, or when stdin is not a terminal, flags and defaults decide everything (a note
+//! says so when no terminal is present); otherwise a short wizard asks for each value a flag
+//! did not give.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::prompt::ask;
+use super::{CommandResult, Outcome, output};
+use crate::config::dirs::{resolve_data_dir, resolve_state_dir};
+use crate::config::load::validate_agent_id;
+use crate::config::providers::{self, DEFAULT_AGENT, DEFAULT_PROVIDER, KNOWN_AGENTS};
+use crate::config::scaffold::{
+    AuthorityChoice, FileOutcome, ScaffoldOptions, ScaffoldReport, parse_listen, scaffold,
+};
+use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
+use crate::error::Hinted;
+
+const INIT_EXAMPLES: &str = "\
+Examples:
+  firma init                                   # interactive wizard
+  firma init --agent codex --provider anthropic --workspace ./proj --authority local --yes
+  firma init --force --sidecar-listen 127.0.0.1:8181 --yes";
+
+#[derive(Debug, Args)]
+#[command(after_help = INIT_EXAMPLES)]
+pub struct InitArgs {
+    /// Agent id: the Cedar principal and the agent_id in tokens and audit records
+    /// (claude, codex, generic, or your own name).
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+
+    /// Model provider whose API hosts the default rules and policy allow.
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+
+    /// Project root; the config goes to <workspace>/.firma/ [default: current directory].
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// `local` (sidecar start boots the Authority) or the URL of a remote Authority.
+    #[arg(long, value_name = "local|URL")]
+    pub authority: Option<String>,
+
+    /// Do not prompt: take flags and defaults.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Overwrite existing files, including keys (a previous audit log is archived, not deleted).
+    #[arg(long)]
+    pub force: bool,
+
+    /// gRPC listen address of the local Authority.
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_AUTHORITY_LISTEN)]
+    pub authority_listen: String,
+
+    /// Listen address of the Sidecar's HTTP(S) proxy.
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_SIDECAR_LISTEN)]
+    pub sidecar_listen: String,
+
+    /// State directory to create (env: FIRMA_STATE_DIR) [default: $XDG_RUNTIME_DIR/firma, else /tmp/firma-$UID].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
+    // Flags are checked before any prompt so a typo fails fast.
+    let authority_listen = parse_listen("--authority-listen", &args.authority_listen)?;
+    let sidecar_listen = parse_listen("--sidecar-listen", &args.sidecar_listen)?;
+    let authority = args
+        .authority
+        .as_deref()
+        .map(AuthorityChoice::parse)
+        .transpose()?;
+    if let Some(agent) = &args.agent {
+        check_agent(agent).map_err(|err| flag_error("--agent", err))?;
+    }
+    if let Some(provider) = &args.provider {
+        check_provider(provider).map_err(|err| flag_error("--provider", err))?;
+    }
+    let interactive = !args.yes && std::io::stdin().is_terminal();
+    if !args.yes && !interactive {
+        output::info("stdin is not a terminal: using flags and defaults (as with --yes)");
+    }
+    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
+    let data_dir = resolve_data_dir()?;
+
+    let options = if interactive {
+        wizard(
+            &args,
+            authority,
+            authority_listen,
+            sidecar_listen,
+            state_dir,
+            data_dir,
+        )?
+    } else {
+        ScaffoldOptions {
+            workspace: args.workspace.clone().unwrap_or_else(|| PathBuf::from(".")),
+            agent: args.agent.clone().unwrap_or_else(|| DEFAULT_AGENT.into()),
+            provider: args
+                .provider
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PROVIDER.into()),
+            authority: authority.unwrap_or(AuthorityChoice::Local),
+            authority_listen,
+            sidecar_listen,
+            state_dir,
+            data_dir,
+            force: args.force,
+        }
+    };
+    let report = scaffold(&options)?;
+    print_report(&report, &options);
+    Ok(Outcome::Success)
+}
+
+/// Name the flag that carried a bad value.
+fn flag_error(flag: &str, err: Hinted) -> Hinted {
+    let hinted = Hinted::new(format!("{flag}: {}", err.message()));
+    match err.hint_text() {
+        Some(hint) => hinted.hint(hint),
+        None => hinted,
+    }
+}
+
+fn check_agent(agent: &str) -> Result<String, Hinted> {
+    validate_agent_id(agent)
+        .map(|()| agent.to_string())
+        .map_err(|reason| {
+            Hinted::new(format!("agent {agent:?} {reason}"))
+                .hint("use letters, digits, '.', '_' or '-' (at most 64), e.g. codex")
+        })
+}
+
+fn check_provider(provider: &str) -> Result<String, Hinted> {
+    providers::find(provider)
+        .map(|p| p.name.to_string())
+        .ok_or_else(|| {
+            Hinted::new(format!("unknown provider {provider:?}"))
+                .hint(format!("choose one of: {}", providers::names().join(", ")))
+        })
+}
+
+fn wizard(
+    args: &InitArgs,
+    authority: Option<AuthorityChoice>,
+    authority_listen: SocketAddr,
+    sidecar_listen: SocketAddr,
+    state_dir: PathBuf,
+    data_dir: PathBuf,
+) -> Result<ScaffoldOptions, Hinted> {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let workspace = match &args.workspace {
+        Some(dir) => dir.clone(),
+        None => ask(&mut input, "workspace path", ".", |answer| {
+            let path = PathBuf::from(answer);
+            let existing = path
+                .ancestors()
+                .find(|p| p.exists())
+                .unwrap_or(Path::new("/"));
+            if existing.is_dir() {
+                Ok(path)
+            } else {
+                Err(Hinted::new(format!(
+                    "{} is not a directory",
+                    existing.display()
+                )))
+            }
+        })?,
+    };
+    let agents: Vec<&str> = KNOWN_AGENTS.iter().map(|(name, _)| *name).collect();
+    let agent = match &args.agent {
+        Some(agent) => agent.clone(),
+        None => ask(
+            &mut input,
+            &format!("agent ({})", agents.join(" | ")),
+            DEFAULT_AGENT,
+            check_agent,
+        )?,
+    };
+    let provider = match &args.provider {
+        Some(provider) => provider.clone(),
+        None => ask(
+            &mut input,
+            &format!("provider ({})", providers::names().join(" | ")),
+            DEFAULT_PROVIDER,
+            check_provider,
+        )?,
+    };
+    let authority = match authority {
+        Some(choice) => choice,
+        None => ask(
+            &mut input,
+            "authority (`local` or a URL like https://firma-auth.example)",
+            "local",
+            AuthorityChoice::parse,
+        )?,
+    };
+    Ok(ScaffoldOptions {
+        workspace,
+        agent,
+        provider,
+        authority,
+        authority_listen,
+        sidecar_listen,
+        state_dir,
+        data_dir,
+        force: args.force,
+    })
+}
+
+fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions) {
+    output::ok(format!(
+        "firma project initialized in {}",
+        report.project_dir.display()
+    ));
+    let mut kept = 0;
+    for (path, outcome) in &report.files {
+        let label = match outcome {
+            FileOutcome::Written => "wrote",
+            FileOutcome::Replaced => "replaced",
+            FileOutcome::Kept => {
+                kept += 1;
+                "kept"
+            }
+        };
+        println!("  {label:<9}{}", path.display());
+    }
+    println!(
+        "  state dir {}  (pids, logs, audit.jsonl; never set in firma.toml)",
+        report.state_dir.display()
+    );
+    println!(
+        "  data dir  {}  (revocations.txt)",
+        report.data_dir.display()
+    );
+    match &options.authority {
+        AuthorityChoice::Local => println!(
+            "  authority local, gRPC on {} (plain text on loopback)",
+            options.authority_listen
+        ),
+        AuthorityChoice::Remote(url) => {
+            println!("  authority remote at {url}");
+            output::warn(format!(
+                "copy the remote Authority's public key to {} before starting the sidecar",
+                report.project_dir.join("authority.pub").display()
+            ));
+        }
+    }
+    if kept > 0 {
+        output::warn(format!(
+            "kept {kept} existing file(s); use --force to regenerate them"
+        ));
+    }
+    if let Some(archive) = &report.archived_audit {
+        output::warn(format!(
+            "audit.key was regenerated; the previous audit log was moved to {}",
+            archive.display()
+        ));
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let discovered = cwd.starts_with(
+        report
+            .config_path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/")),
+    );
+    let config_flag = if discovered {
+        String::new()
+    } else {
+        format!(" --config {}", report.config_path.display())
+    };
+    println!("next:");
+    println!("  firma sidecar start{config_flag}    # boot the Authority and the Sidecar");
+    println!("  firma monitor                 # watch decisions and daemon logs");
+}

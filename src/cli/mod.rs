@@ -1,0 +1,139 @@
+//! The command line: flags, help text, dispatch, and the one place errors become exit codes.
+//!
+//! Exit codes: 0 success; 1 "looked and found something wrong" where a command documents it;
+//! 2 for errors (printed as `error: …` plus a hint).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Hinted;
+
+pub mod audit;
+pub mod authority;
+pub mod config;
+pub mod init;
+pub mod lifecycle;
+pub mod logging;
+pub mod monitor;
+pub mod output;
+pub mod prompt;
+pub mod sidecar;
+pub mod token;
+
+pub use output::ColorChoice;
+
+const AFTER_HELP: &str = "\
+Examples:
+  firma init --agent codex --provider anthropic --workspace ./proj --yes
+  firma sidecar start --detach
+  firma monitor --source audit --decision deny --since 15m --format json
+  firma sidecar stop
+
+Config discovery: --config, then FIRMA_CONFIG, then the nearest .firma/firma.toml above the
+working directory. State directory: --state-dir, then FIRMA_STATE_DIR, then
+$XDG_RUNTIME_DIR/firma, then /tmp/firma-$UID.";
+
+/// firma: an authority layer for AI agents.
+///
+/// Every outbound call of an agent passes through a local Sidecar that decides, per call, whether
+/// it happens (Cedar policies + capability tokens signed by the Authority) and writes a signed,
+/// hash-chained audit record of every decision.
+#[derive(Debug, Parser)]
+#[command(name = "firma", version, about, long_about, after_help = AFTER_HELP)]
+#[command(propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file (env: FIRMA_CONFIG); default: the nearest .firma/firma.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// When to use colour (NO_COLOR is honoured by `auto`).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a project: <workspace>/.firma/ (config, keys, mapping rules, policies).
+    Init(init::InitArgs),
+    /// Inspect the configuration: which firma.toml is used, and whether it loads.
+    Config(config::ConfigArgs),
+
+    /// Run the Authority (gRPC trust root) in the foreground.
+    #[command(hide = true)]
+    Authority(authority::AuthorityArgs),
+
+    /// Run the Sidecar proxy in the foreground; `start | stop | status` manage the daemon pair.
+    #[command(hide = true)]
+    Sidecar(sidecar::SidecarArgs),
+
+    /// Live tail of audit events and daemon logs from the state directory.
+    #[command(hide = true)]
+    Monitor(monitor::MonitorArgs),
+
+    /// Verify the signed, hash-chained audit log.
+    #[command(hide = true)]
+    Audit(audit::AuditArgs),
+
+    /// Issue and revoke capability tokens through the running Authority.
+    #[command(hide = true)]
+    Token(token::TokenArgs),
+}
+
+/// Parse the command line, run the command, and map the outcome to an exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    output::set_color_choice(cli.color);
+    let result = match cli.command {
+        Command::Init(args) => init::run(args, cli.config),
+        Command::Config(args) => config::run(args, cli.config),
+        Command::Authority(args) => authority::run(args, cli.config),
+        Command::Sidecar(args) => sidecar::run(args, cli.config),
+        Command::Monitor(args) => monitor::run(args, cli.config),
+        Command::Audit(args) => audit::run(args, cli.config),
+        Command::Token(args) => token::run(args, cli.config),
+    };
+    finish(result)
+}
+
+/// What a command reports: success, or a documented non-error failure (exit 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    FoundProblems,
+}
+
+pub type CommandResult = Result<Outcome, Hinted>;
+
+/// A command whose implementation has not landed yet (such commands are hidden from help).
+pub fn not_yet(command: &str) -> CommandResult {
+    Err(
+        Hinted::new(format!("{command} is not implemented in this build"))
+            .hint("see the project's open issues"),
+    )
+}
+
+fn finish(result: CommandResult) -> ExitCode {
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::FoundProblems) => ExitCode::from(1),
+        Err(err) => {
+            output::error(&err);
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

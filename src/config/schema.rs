@@ -1,0 +1,288 @@
+//! The typed `firma.toml`: one sectioned file, `[project]`, `[authority]` and `[sidecar.*]`.
+//!
+//! Every struct rejects unknown keys so a typo is an error naming file, line and column rather
+//! than a silently ignored setting. Paths are stored as written; [`super::load`] resolves relative
+//! ones against the file's directory. `docs/configuration.md` documents every key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FirmaConfig {
+    pub project: ProjectConfig,
+    pub authority: AuthorityConfig,
+    #[serde(default)]
+    pub sidecar: SidecarConfig,
+}
+
+/// `[project]`: who the agent is and which provider it talks to.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Agent id: the Cedar principal and the `agent_id` in tokens and audit records.
+    pub agent: String,
+    /// Provider name from the built-in provider table (`anthropic`, `openai`, ...).
+    pub provider: String,
+    /// Action classes `firma run` asks the Authority for.
+    #[serde(default = "default_run_actions")]
+    pub actions: Vec<String>,
+    /// Lifetime `firma run` requests for its token (refreshed before expiry).
+    #[serde(default = "default_token_ttl", with = "duration_str")]
+    pub token_ttl: Duration,
+}
+
+/// `[authority]`: a local Authority the daemon boots, or a remote one it only uses.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityConfig {
+    pub mode: AuthorityMode,
+    /// gRPC listen address of a local Authority (`mode = "local"`). Port 0 picks a free port.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// URL of a remote Authority (`mode = "remote"`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Ed25519 signing key (PKCS#8 PEM) for capability tokens.
+    #[serde(default = "default_authority_key")]
+    pub key: PathBuf,
+    /// Directory of runtime Cedar policies (`*.cedar`) and `schema.cedarschema`.
+    #[serde(default = "default_policies")]
+    pub policies: PathBuf,
+    /// Directory of issuance policies: who may obtain tokens for which action classes.
+    #[serde(default = "default_issuance_policies")]
+    pub issuance_policies: PathBuf,
+    /// Upper bound on a token's lifetime; longer requests are clamped.
+    #[serde(default = "default_max_ttl", with = "duration_str")]
+    pub max_ttl: Duration,
+    /// How long a sidecar may enforce with a policy bundle without a refresh.
+    #[serde(default = "default_bundle_ttl", with = "duration_str")]
+    pub bundle_ttl: Duration,
+    /// TLS certificate chain (PEM) for the gRPC server; with `tls_key`, the Authority speaks TLS.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain-text gRPC on a non-loopback address (logged loudly). Off by default.
+    #[serde(default)]
+    pub allow_insecure_listen: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorityMode {
+    Local,
+    Remote,
+}
+
+/// `[sidecar.*]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub authority: SidecarAuthorityConfig,
+}
+
+/// `[sidecar.proxy]`: the forward proxy agents reach through `HTTP(S)_PROXY`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default = "default_sidecar_listen")]
+    pub listen: SocketAddr,
+    /// Hosts whose HTTPS traffic is decrypted with the generated CA so method and path can be
+    /// classified (globs such as `*.example.com`). Other `CONNECT`s are decided on host and tunnelled.
+    #[serde(default)]
+    pub intercept_hosts: Vec<String>,
+    /// Upstream connect + response-head timeout.
+    #[serde(default = "default_upstream_timeout", with = "duration_str")]
+    pub upstream_timeout: Duration,
+}
+
+/// What the Sidecar does with traffic no mapping rule classifies.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmappedPolicy {
+    #[default]
+    Deny,
+    Passthrough,
+}
+
+/// `[sidecar.mapping]`: how requests become action classes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    #[serde(default = "default_mapping_rules")]
+    pub rules: PathBuf,
+    #[serde(default)]
+    pub unmapped: UnmappedPolicy,
+}
+
+/// When the audit writer calls fsync.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every record, before the caller continues.
+    Always,
+    /// Group commit: at most every `fsync_interval`.
+    #[default]
+    Batched,
+    /// Leave it to the OS.
+    Never,
+}
+
+/// `[sidecar.audit]`: the signed, chained `audit.jsonl` in the state dir.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 signing key (PKCS#8 PEM) for audit records.
+    #[serde(default = "default_audit_key")]
+    pub key: PathBuf,
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    #[serde(default = "default_fsync_interval", with = "duration_str")]
+    pub fsync_interval: Duration,
+}
+
+/// `[sidecar.authority]`: how the Sidecar reaches the Authority and checks its tokens.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarAuthorityConfig {
+    /// gRPC URL; `firma sidecar start` overrides it with the local Authority's bound address.
+    #[serde(default = "default_authority_url")]
+    pub url: String,
+    /// The Authority's public key (PEM) used to verify capability tokens offline.
+    #[serde(default = "default_authority_pub")]
+    pub public_key: PathBuf,
+    /// CA certificate (PEM) to verify an `https://` Authority.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Allow plain `http://` to a non-loopback Authority (logged loudly). Off by default.
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_sidecar_listen(),
+            intercept_hosts: Vec::new(),
+            upstream_timeout: default_upstream_timeout(),
+        }
+    }
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        Self {
+            rules: default_mapping_rules(),
+            unmapped: UnmappedPolicy::Deny,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            key: default_audit_key(),
+            fsync: FsyncPolicy::Batched,
+            fsync_interval: default_fsync_interval(),
+        }
+    }
+}
+
+impl Default for SidecarAuthorityConfig {
+    fn default() -> Self {
+        Self {
+            url: default_authority_url(),
+            public_key: default_authority_pub(),
+            ca_cert: None,
+            allow_insecure: false,
+        }
+    }
+}
+
+pub const DEFAULT_AUTHORITY_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_SIDECAR_LISTEN: &str = "127.0.0.1:8080";
+
+fn default_run_actions() -> Vec<String> {
+    vec![
+        "communication.external.send".into(),
+        "communication.internal.send".into(),
+    ]
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_authority_key() -> PathBuf {
+    "authority.key".into()
+}
+fn default_authority_pub() -> PathBuf {
+    "authority.pub".into()
+}
+fn default_audit_key() -> PathBuf {
+    "audit.key".into()
+}
+fn default_policies() -> PathBuf {
+    "policies".into()
+}
+fn default_issuance_policies() -> PathBuf {
+    "issuance-policies".into()
+}
+fn default_mapping_rules() -> PathBuf {
+    "mapping-rules.toml".into()
+}
+fn default_max_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_bundle_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_fsync_interval() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_sidecar_listen() -> SocketAddr {
+    DEFAULT_SIDECAR_LISTEN.parse().expect("constant address")
+}
+fn default_authority_url() -> String {
+    format!("http://{DEFAULT_AUTHORITY_LISTEN}")
+}
+
+/// Durations as humantime strings (`"30s"`, `"15m"`, `"1h"`); zero is rejected.
+pub mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let value = humantime::parse_duration(&text).map_err(|err| {
+            D::Error::custom(format!(
+                "invalid duration {text:?}: {err} (use e.g. \"30s\", \"15m\", \"1h\")"
+            ))
+        })?;
+        if value.is_zero() {
+            return Err(D::Error::custom(format!(
+                "duration {text:?} must be greater than zero"
+            )));
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,9 @@
+//! firma: an authority layer for AI agents. See `docs/architecture.md` for the map of modules.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod proto;
+pub mod sidecar;

@@ -1,0 +1,3 @@
+//! The Sidecar: forward proxy, classification, enforcement pipeline, Cedar, CA.
+
+pub mod mapping;
