@@ -33,6 +33,9 @@ use super::upstream::{self, HttpClient};
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A response that ends a call early (boxed: responses are large).
+type Refusal = Box<Response<ProxyBody>>;
+
 pub struct Proxy {
     pub pipeline: Pipeline,
     pub http: HttpClient,
@@ -122,7 +125,10 @@ impl Proxy {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         if req.method() == Method::CONNECT {
             return Ok(self.connect(req, started).await);
@@ -132,21 +138,21 @@ impl Proxy {
 
     /// Decide, record, and return the verdict when the call may proceed — or the response that
     /// refuses it.
-    fn decide(&self, call: &Call<'_>, started: Instant) -> Result<Verdict, Response<ProxyBody>> {
+    fn decide(&self, call: &Call<'_>, started: Instant) -> Result<Verdict, Refusal> {
         let verdict = self.pipeline.decide(call);
         self.record(&verdict, call, started)?;
         if verdict.forwards() {
             Ok(verdict)
         } else {
-            Err(responses::denied(&verdict))
+            Err(Box::new(responses::denied(&verdict)))
         }
     }
 
-    fn record(&self, verdict: &Verdict, call: &Call<'_>, started: Instant) -> Result<(), Response<ProxyBody>> {
+    fn record(&self, verdict: &Verdict, call: &Call<'_>, started: Instant) -> Result<(), Refusal> {
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.pipeline.record(verdict, call, latency).map_err(|err| {
             tracing::error!(error = %err, "cannot write the audit record; refusing the call");
-            responses::audit_unavailable(err.message())
+            Box::new(responses::audit_unavailable(err.message()))
         })
     }
 
@@ -161,7 +167,7 @@ impl Proxy {
             token: &token,
         };
         if let Err(response) = self.record(&verdict, &call, started) {
-            return response;
+            return *response;
         }
         responses::bad_request(detail)
     }
@@ -185,13 +191,17 @@ impl Proxy {
         failed.reason = reason;
         failed.detail = detail;
         if let Err(response) = self.record(&failed, call, started) {
-            return response;
+            return *response;
         }
         responses::upstream_failure(status, reason.code(), &failed.detail, &verdict.action_class)
     }
 
     /// `GET http://host/path` and friends.
-    async fn forward_absolute(&self, req: Request<Incoming>, started: Instant) -> Response<ProxyBody> {
+    async fn forward_absolute(
+        &self,
+        req: Request<Incoming>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
         let method = req.method().as_str().to_ascii_uppercase();
         let uri = req.uri();
         if uri.scheme().is_none() {
@@ -221,7 +231,7 @@ impl Proxy {
         };
         let verdict = match self.decide(&call, started) {
             Ok(verdict) => verdict,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -254,7 +264,11 @@ impl Proxy {
     }
 
     /// `CONNECT host:port`.
-    async fn connect(self: Arc<Self>, mut req: Request<Incoming>, started: Instant) -> Response<ProxyBody> {
+    async fn connect(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
         let Some(authority) = req.uri().authority().cloned() else {
             return self.malformed("CONNECT", "CONNECT target must be host:port", started);
         };
@@ -304,7 +318,7 @@ impl Proxy {
         };
         let verdict = match self.decide(&call, started) {
             Ok(verdict) => verdict,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         // Connect before answering 200, so a dead upstream is a proper 502/504.
         let upstream = match tokio::time::timeout(
@@ -382,7 +396,11 @@ impl Proxy {
     }
 
     /// One request inside a decrypted tunnel (origin-form target).
-    async fn forward_decrypted(&self, req: Request<Incoming>, tunnel: Arc<Tunnel>) -> Response<ProxyBody> {
+    async fn forward_decrypted(
+        &self,
+        req: Request<Incoming>,
+        tunnel: Arc<Tunnel>,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().as_str().to_ascii_uppercase();
         if req.method() == Method::CONNECT {
@@ -404,7 +422,7 @@ impl Proxy {
         };
         let verdict = match self.decide(&call, started) {
             Ok(verdict) => verdict,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -414,7 +432,9 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_string();
-        parts.uri = target.parse::<Uri>().unwrap_or_else(|_| Uri::from_static("/"));
+        parts.uri = target
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
         if !parts.headers.contains_key(header::HOST) {
             let host = if tunnel.port == 443 {
                 tunnel.host.clone()
@@ -433,9 +453,8 @@ impl Proxy {
                 None => false,
             };
             if !reusable {
-                *upstream = Some(
-                    upstream::connect_tls(self.tls.clone(), &tunnel.host, tunnel.port).await?,
-                );
+                *upstream =
+                    Some(upstream::connect_tls(self.tls.clone(), &tunnel.host, tunnel.port).await?);
             }
             let sender = upstream.as_mut().expect("connected above");
             sender
