@@ -175,8 +175,7 @@ async fn watch_revocations(channel: Channel, url: String, state: Arc<AuthoritySt
                                     tracing::info!("revocation snapshot received");
                                 }
                                 state.revocation_snapshot_complete();
-                            } else if !event.token_id.is_empty() && state.revoke(&event.token_id)
-                            {
+                            } else if !event.token_id.is_empty() && state.revoke(&event.token_id) {
                                 tracing::info!(token_id = %event.token_id, reason = %event.reason, "token revoked");
                             }
                         }

@@ -101,18 +101,27 @@ impl CertificateAuthority {
                 .map_err(|err| Hinted::new(format!("cannot read {}: {err}", path.display())))
         };
         let key = KeyPair::from_pem(&read(key_path)?).map_err(|err| {
-            Hinted::new(format!("{} is not a PEM private key: {err}", key_path.display()))
-                .hint("delete the generated-firma-ca directory to generate a new CA")
+            Hinted::new(format!(
+                "{} is not a PEM private key: {err}",
+                key_path.display()
+            ))
+            .hint("delete the generated-firma-ca directory to generate a new CA")
         })?;
         let cert_pem = read(&cert_path)?;
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
             .map(|der: CertificateDer<'_>| der.into_owned())
             .map_err(|err| {
-                Hinted::new(format!("{} is not a PEM certificate: {err}", cert_path.display()))
-                    .hint("delete the generated-firma-ca directory to generate a new CA")
+                Hinted::new(format!(
+                    "{} is not a PEM certificate: {err}",
+                    cert_path.display()
+                ))
+                .hint("delete the generated-firma-ca directory to generate a new CA")
             })?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|err| {
-            Hinted::new(format!("{} is not an X.509 certificate: {err}", cert_path.display()))
+            Hinted::new(format!(
+                "{} is not an X.509 certificate: {err}",
+                cert_path.display()
+            ))
         })?;
         if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(Hinted::new(format!(
@@ -185,14 +194,13 @@ impl CertificateAuthority {
             .map_err(|err| err.to_string())?;
         let chain = vec![leaf.der().clone(), self.cert_der.clone()];
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|err| err.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|err| err.to_string())?;
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|err| err.to_string())?
+                .with_no_client_auth()
+                .with_single_cert(chain, private)
+                .map_err(|err| err.to_string())?;
         // The decrypted side is served as HTTP/1.1.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)

@@ -142,7 +142,10 @@ impl PolicyBundle {
         let context = Context::from_pairs([
             ("phase".to_string(), string("enforce")),
             ("session_id".to_string(), string(call.session_id)),
-            ("time".to_string(), RestrictedExpression::new_long(call.time)),
+            (
+                "time".to_string(),
+                RestrictedExpression::new_long(call.time),
+            ),
             ("method".to_string(), string(call.method)),
             ("host".to_string(), string(call.host)),
             ("path".to_string(), string(call.path)),

@@ -195,7 +195,10 @@ impl Pipeline {
             Ok(capability) => capability,
             Err(TokenRejection::Invalid(why)) => return deny(Reason::TokenInvalid, why),
             Err(TokenRejection::Expired { token_id }) => {
-                let mut v = deny(Reason::TokenExpired, "the capability token has expired".into());
+                let mut v = deny(
+                    Reason::TokenExpired,
+                    "the capability token has expired".into(),
+                );
                 v.token_id = token_id;
                 return v;
             }
@@ -283,10 +286,7 @@ impl Pipeline {
                 } else if eval.determining.is_empty() {
                     deny(
                         Reason::PolicyDenied,
-                        format!(
-                            "no policy permits {} on {resource}",
-                            rule.action_class
-                        ),
+                        format!("no policy permits {} on {resource}", rule.action_class),
                     )
                 } else {
                     deny(
@@ -301,7 +301,12 @@ impl Pipeline {
     }
 
     /// Write the audit record of a decision (or of an upstream failure after one).
-    pub fn record(&self, verdict: &Verdict, call: &Call<'_>, latency_us: u64) -> Result<(), Hinted> {
+    pub fn record(
+        &self,
+        verdict: &Verdict,
+        call: &Call<'_>,
+        latency_us: u64,
+    ) -> Result<(), Hinted> {
         self.audit.record(AuditDraft {
             decision: verdict.decision,
             reason: verdict.audit_reason(),

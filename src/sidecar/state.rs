@@ -51,7 +51,10 @@ impl AuthorityState {
     }
 
     pub fn is_revoked(&self, token_id: &str) -> bool {
-        self.revoked.read().expect("revocation lock").contains(token_id)
+        self.revoked
+            .read()
+            .expect("revocation lock")
+            .contains(token_id)
     }
 
     /// Record a revocation; returns whether it was new.
