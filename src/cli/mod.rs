@@ -67,7 +67,6 @@ pub enum Command {
     Authority(authority::AuthorityArgs),
 
     /// Run the Sidecar proxy in the foreground; `start | stop | status` manage the daemon pair.
-    #[command(hide = true)]
     Sidecar(sidecar::SidecarArgs),
 
     /// Live tail of audit events and daemon logs from the state directory.
