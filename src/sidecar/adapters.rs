@@ -2,10 +2,11 @@
 //! from `authority::token`, and the signed, chained audit writer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{RwLock, mpsc};
 
 use chrono::{DateTime, Utc};
 use ed25519_dalek::VerifyingKey;
+use tokio::sync::oneshot;
 
 use super::pipeline::{AuditSink, Capability, TokenRejection, TokenVerifier};
 use crate::audit::event::AuditDraft;
@@ -94,12 +95,39 @@ impl TokenVerifier for AuthorityTokens {
     }
 }
 
-/// Records decisions with the audit writer (returns after the line is written).
-pub struct WriterSink(pub Arc<AuditWriter>);
+/// Records decisions with the audit writer on a dedicated thread.
+///
+/// `AuditWriter::append` signs and writes under the writer's lock; called from the proxy's async
+/// workers, a worker waiting for that lock could serve no one else. Here the workers hand the
+/// draft over and await the outcome (the call still waits for its record — no decision without
+/// one), while the appender thread does the signing and the write(2).
+pub struct AppenderThread {
+    jobs: mpsc::Sender<Job>,
+}
 
-impl AuditSink for WriterSink {
-    fn record(&self, draft: AuditDraft) -> Result<(), Hinted> {
-        self.0.append(draft).map(|_| ())
+type Job = (AuditDraft, oneshot::Sender<Result<(), Hinted>>);
+
+impl AppenderThread {
+    pub fn start(writer: AuditWriter) -> Result<Self, Hinted> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("firma-audit".into())
+            .spawn(move || {
+                for (draft, reply) in queue {
+                    let _ = reply.send(writer.append(draft).map(|_| ()));
+                }
+            })
+            .map_err(|err| Hinted::new(format!("cannot start the audit thread: {err}")))?;
+        Ok(Self { jobs })
+    }
+}
+
+impl AuditSink for AppenderThread {
+    fn submit(&self, draft: AuditDraft) -> oneshot::Receiver<Result<(), Hinted>> {
+        let (reply, outcome) = oneshot::channel();
+        // If the thread is gone the reply sender is dropped and the caller sees an error.
+        let _ = self.jobs.send((draft, reply));
+        outcome
     }
 }
 

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::oneshot;
+
 use super::cedar::CedarCall;
 use super::identity::Presented;
 use super::mapping::MappingTable;
@@ -39,9 +41,9 @@ pub trait TokenVerifier: Send + Sync {
     fn scope_covers(&self, scope: &str, resource: &str) -> bool;
 }
 
-/// Where decisions are recorded. `record` returns only once the record is written.
+/// Where decisions are recorded. The receiver resolves once the record is written.
 pub trait AuditSink: Send + Sync {
-    fn record(&self, draft: AuditDraft) -> Result<(), Hinted>;
+    fn submit(&self, draft: AuditDraft) -> oneshot::Receiver<Result<(), Hinted>>;
 }
 
 /// Why a call was decided the way it was.
@@ -301,13 +303,13 @@ impl Pipeline {
     }
 
     /// Write the audit record of a decision (or of an upstream failure after one).
-    pub fn record(
+    pub async fn record(
         &self,
         verdict: &Verdict,
         call: &Call<'_>,
         latency_us: u64,
     ) -> Result<(), Hinted> {
-        self.audit.record(AuditDraft {
+        let written = self.audit.submit(AuditDraft {
             decision: verdict.decision,
             reason: verdict.audit_reason(),
             agent_id: verdict.agent_id.clone(),
@@ -324,6 +326,9 @@ impl Pipeline {
                 determining: verdict.determining.clone(),
             },
             latency_us,
+        });
+        written.await.unwrap_or_else(|_| {
+            Err(Hinted::new("the audit thread stopped").hint("restart the Sidecar"))
         })
     }
 }

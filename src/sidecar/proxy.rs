@@ -108,6 +108,8 @@ impl Proxy {
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
+            // A client that shuts down its write side after the request still gets the answer.
+            .half_close(true)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -138,9 +140,9 @@ impl Proxy {
 
     /// Decide, record, and return the verdict when the call may proceed — or the response that
     /// refuses it.
-    fn decide(&self, call: &Call<'_>, started: Instant) -> Result<Verdict, Refusal> {
+    async fn decide(&self, call: &Call<'_>, started: Instant) -> Result<Verdict, Refusal> {
         let verdict = self.pipeline.decide(call);
-        self.record(&verdict, call, started)?;
+        self.record(&verdict, call, started).await?;
         if verdict.forwards() {
             Ok(verdict)
         } else {
@@ -148,16 +150,24 @@ impl Proxy {
         }
     }
 
-    fn record(&self, verdict: &Verdict, call: &Call<'_>, started: Instant) -> Result<(), Refusal> {
+    async fn record(
+        &self,
+        verdict: &Verdict,
+        call: &Call<'_>,
+        started: Instant,
+    ) -> Result<(), Refusal> {
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.pipeline.record(verdict, call, latency).map_err(|err| {
-            tracing::error!(error = %err, "cannot write the audit record; refusing the call");
-            Box::new(responses::audit_unavailable(err.message()))
-        })
+        self.pipeline
+            .record(verdict, call, latency)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "cannot write the audit record; refusing the call");
+                Box::new(responses::audit_unavailable(err.message()))
+            })
     }
 
     /// Refuse a request the proxy cannot understand, with its own audit record.
-    fn malformed(&self, method: &str, detail: &str, started: Instant) -> Response<ProxyBody> {
+    async fn malformed(&self, method: &str, detail: &str, started: Instant) -> Response<ProxyBody> {
         let verdict = Verdict::malformed(detail);
         let token = Presented::None;
         let call = Call {
@@ -166,14 +176,14 @@ impl Proxy {
             path: "",
             token: &token,
         };
-        if let Err(response) = self.record(&verdict, &call, started) {
+        if let Err(response) = self.record(&verdict, &call, started).await {
             return *response;
         }
         responses::bad_request(detail)
     }
 
     /// Record the failure of an allowed call upstream and answer 502/504.
-    fn upstream_failed(
+    async fn upstream_failed(
         &self,
         verdict: &Verdict,
         call: &Call<'_>,
@@ -190,7 +200,7 @@ impl Proxy {
         let mut failed = verdict.clone();
         failed.reason = reason;
         failed.detail = detail;
-        if let Err(response) = self.record(&failed, call, started) {
+        if let Err(response) = self.record(&failed, call, started).await {
             return *response;
         }
         responses::upstream_failure(status, reason.code(), &failed.detail, &verdict.action_class)
@@ -209,17 +219,21 @@ impl Proxy {
                 &method,
                 "not a proxy request: the request target must be an absolute URI (http://host/path)",
                 started,
-            );
+            ).await;
         }
         if uri.scheme_str() != Some("http") {
-            return self.malformed(
-                &method,
-                "only http:// URIs are forwarded; use CONNECT for https",
-                started,
-            );
+            return self
+                .malformed(
+                    &method,
+                    "only http:// URIs are forwarded; use CONNECT for https",
+                    started,
+                )
+                .await;
         }
         let Some(host) = uri.host().filter(|h| !h.is_empty()).map(normalize_host) else {
-            return self.malformed(&method, "absolute URI without a host", started);
+            return self
+                .malformed(&method, "absolute URI without a host", started)
+                .await;
         };
         let path = uri.path().to_string();
         let token = presented_token(req.headers());
@@ -229,7 +243,7 @@ impl Proxy {
             path: &path,
             token: &token,
         };
-        let verdict = match self.decide(&call, started) {
+        let verdict = match self.decide(&call, started).await {
             Ok(verdict) => verdict,
             Err(response) => return *response,
         };
@@ -249,17 +263,21 @@ impl Proxy {
                 let detail = error_chain(&err);
                 let timeout = detail.contains("timed out") || detail.contains("timeout");
                 self.upstream_failed(&verdict, &call, started, timeout, detail)
+                    .await
             }
-            Err(_) => self.upstream_failed(
-                &verdict,
-                &call,
-                started,
-                true,
-                format!(
-                    "no response from {host} within {}",
-                    humantime::format_duration(self.upstream_timeout)
-                ),
-            ),
+            Err(_) => {
+                self.upstream_failed(
+                    &verdict,
+                    &call,
+                    started,
+                    true,
+                    format!(
+                        "no response from {host} within {}",
+                        humantime::format_duration(self.upstream_timeout)
+                    ),
+                )
+                .await
+            }
         }
     }
 
@@ -270,11 +288,15 @@ impl Proxy {
         started: Instant,
     ) -> Response<ProxyBody> {
         let Some(authority) = req.uri().authority().cloned() else {
-            return self.malformed("CONNECT", "CONNECT target must be host:port", started);
+            return self
+                .malformed("CONNECT", "CONNECT target must be host:port", started)
+                .await;
         };
         let host = normalize_host(authority.host());
         if host.is_empty() {
-            return self.malformed("CONNECT", "CONNECT target without a host", started);
+            return self
+                .malformed("CONNECT", "CONNECT target without a host", started)
+                .await;
         }
         let port = authority.port_u16().unwrap_or(443);
         let token = presented_token(req.headers());
@@ -316,7 +338,7 @@ impl Proxy {
             path: "",
             token: &token,
         };
-        let verdict = match self.decide(&call, started) {
+        let verdict = match self.decide(&call, started).await {
             Ok(verdict) => verdict,
             Err(response) => return *response,
         };
@@ -329,22 +351,26 @@ impl Proxy {
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) => {
-                return self.upstream_failed(
-                    &verdict,
-                    &call,
-                    started,
-                    false,
-                    format!("connect {host}:{port}: {err}"),
-                );
+                return self
+                    .upstream_failed(
+                        &verdict,
+                        &call,
+                        started,
+                        false,
+                        format!("connect {host}:{port}: {err}"),
+                    )
+                    .await;
             }
             Err(_) => {
-                return self.upstream_failed(
-                    &verdict,
-                    &call,
-                    started,
-                    true,
-                    format!("connect {host}:{port}: timed out"),
-                );
+                return self
+                    .upstream_failed(
+                        &verdict,
+                        &call,
+                        started,
+                        true,
+                        format!("connect {host}:{port}: timed out"),
+                    )
+                    .await;
             }
         };
         let _ = upstream.set_nodelay(true);
@@ -404,7 +430,9 @@ impl Proxy {
         let started = Instant::now();
         let method = req.method().as_str().to_ascii_uppercase();
         if req.method() == Method::CONNECT {
-            return self.malformed(&method, "CONNECT inside an intercepted tunnel", started);
+            return self
+                .malformed(&method, "CONNECT inside an intercepted tunnel", started)
+                .await;
         }
         let path = req.uri().path().to_string();
         // The inner request may carry its own Proxy-Authorization; else the CONNECT's token.
@@ -420,7 +448,7 @@ impl Proxy {
             path: &path,
             token,
         };
-        let verdict = match self.decide(&call, started) {
+        let verdict = match self.decide(&call, started).await {
             Ok(verdict) => verdict,
             Err(response) => return *response,
         };
@@ -464,18 +492,24 @@ impl Proxy {
         };
         match tokio::time::timeout(self.upstream_timeout, exchange).await {
             Ok(Ok(response)) => relay(response),
-            Ok(Err(detail)) => self.upstream_failed(&verdict, &call, started, false, detail),
-            Err(_) => self.upstream_failed(
-                &verdict,
-                &call,
-                started,
-                true,
-                format!(
-                    "no response from {} within {}",
-                    tunnel.host,
-                    humantime::format_duration(self.upstream_timeout)
-                ),
-            ),
+            Ok(Err(detail)) => {
+                self.upstream_failed(&verdict, &call, started, false, detail)
+                    .await
+            }
+            Err(_) => {
+                self.upstream_failed(
+                    &verdict,
+                    &call,
+                    started,
+                    true,
+                    format!(
+                        "no response from {} within {}",
+                        tunnel.host,
+                        humantime::format_duration(self.upstream_timeout)
+                    ),
+                )
+                .await
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use super::adapters::{AuthorityTokens, WriterSink};
+use super::adapters::{AppenderThread, AuthorityTokens};
 use super::authority_link;
 use super::ca::{CaOrigin, CertificateAuthority};
 use super::mapping::MappingTable;
@@ -119,7 +119,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
         unmapped: config.mapping.unmapped,
         verifier: Arc::new(AuthorityTokens::new(authority_key)),
         authority: authority.clone(),
-        audit: Arc::new(WriterSink(writer.clone())),
+        audit: Arc::new(AppenderThread::start((*writer).clone())?),
     };
     let proxy = Arc::new(Proxy {
         pipeline,
