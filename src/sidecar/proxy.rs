@@ -27,7 +27,7 @@ use super::identity::{Presented, presented_token};
 use super::mapping::glob_match;
 use super::pipeline::{Call, Pipeline, Reason, Verdict};
 use super::responses::{self, ProxyBody};
-use super::upstream::{self, HttpClient};
+use super::upstream;
 
 /// Largest request head (request line + headers) accepted; bigger ones get 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -38,12 +38,19 @@ type Refusal = Box<Response<ProxyBody>>;
 
 pub struct Proxy {
     pub pipeline: Pipeline,
-    pub http: HttpClient,
     pub tls: Arc<ClientConfig>,
     pub ca: Arc<CertificateAuthority>,
     /// Lower-case host globs decrypted with the CA.
     pub intercept_hosts: Vec<String>,
     pub upstream_timeout: Duration,
+}
+
+/// The plain-HTTP upstream connection a client connection used last: an agent's keep-alive
+/// connection usually talks to one host, so its requests reuse one upstream connection without
+/// a shared pool in between.
+#[derive(Default)]
+struct Affinity {
+    upstream: Mutex<Option<(String, SendRequest<Incoming>)>>,
 }
 
 /// Requests inside one decrypted tunnel share what the `CONNECT` established.
@@ -103,7 +110,8 @@ impl Proxy {
     ) {
         let _ = stream.set_nodelay(true);
         let proxy = self.clone();
-        let service = service_fn(move |req| proxy.clone().handle(req));
+        let affinity = Arc::new(Affinity::default());
+        let service = service_fn(move |req| proxy.clone().handle(req, affinity.clone()));
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -130,12 +138,13 @@ impl Proxy {
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
+        affinity: Arc<Affinity>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         if req.method() == Method::CONNECT {
             return Ok(self.connect(req, started).await);
         }
-        Ok(self.forward_absolute(req, started).await)
+        Ok(self.forward_absolute(req, &affinity, started).await)
     }
 
     /// Decide, record, and return the verdict when the call may proceed — or the response that
@@ -210,6 +219,7 @@ impl Proxy {
     async fn forward_absolute(
         &self,
         req: Request<Incoming>,
+        affinity: &Affinity,
         started: Instant,
     ) -> Response<ProxyBody> {
         let method = req.method().as_str().to_ascii_uppercase();
@@ -256,13 +266,37 @@ impl Proxy {
         {
             parts.headers.insert(header::HOST, value);
         }
+        let port = parts.uri.port_u16().unwrap_or(80);
+        // Origin-form towards the server.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        parts.uri = target
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
         let request = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.upstream_timeout, self.http.request(request)).await {
+        let key = format!("{host}:{port}");
+        let exchange = async {
+            let mut slot = affinity.upstream.lock().await;
+            let reusable = match slot.as_mut() {
+                Some((known, sender)) if *known == key => sender.ready().await.is_ok(),
+                _ => false,
+            };
+            if !reusable {
+                *slot = Some((key.clone(), upstream::connect_http(&host, port).await?));
+            }
+            let (_, sender) = slot.as_mut().expect("connected above");
+            sender
+                .send_request(request)
+                .await
+                .map_err(|err| error_chain(&err))
+        };
+        match tokio::time::timeout(self.upstream_timeout, exchange).await {
             Ok(Ok(response)) => relay(response),
-            Ok(Err(err)) => {
-                let detail = error_chain(&err);
-                let timeout = detail.contains("timed out") || detail.contains("timeout");
-                self.upstream_failed(&verdict, &call, started, timeout, detail)
+            Ok(Err(detail)) => {
+                self.upstream_failed(&verdict, &call, started, false, detail)
                     .await
             }
             Err(_) => {

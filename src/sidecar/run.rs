@@ -42,7 +42,11 @@ pub struct RunOptions {
 
 /// Run the Sidecar until it is told to stop. Errors are startup failures.
 pub fn run(options: RunOptions) -> Result<(), Hinted> {
+    // More workers than cores: a worker waiting for its audit record or for a busy core must
+    // not leave the others' connections unserved.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((2 * cores).max(4))
         .enable_all()
         .thread_name("firma-sidecar")
         .build()
@@ -123,7 +127,6 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     };
     let proxy = Arc::new(Proxy {
         pipeline,
-        http: upstream::http_client(config.proxy.upstream_timeout),
         tls,
         ca: Arc::new(ca),
         intercept_hosts: config

@@ -1,5 +1,6 @@
-//! Connections to upstream servers: a pooled plain-HTTP client for absolute-form requests, and
-//! TLS connections for decrypted (intercepted) HTTPS traffic.
+//! Connections to upstream servers: plain HTTP/1.1 for absolute-form requests, and TLS for
+//! decrypted (intercepted) HTTPS traffic. Each client connection keeps its own upstream
+//! connection alive between requests (see `proxy.rs`).
 //!
 //! Upstream TLS trusts the Mozilla roots (webpki-roots) plus, when `FIRMA_SIDECAR_UPSTREAM_CA`
 //! names a PEM file, every certificate in it — for internal services with a private CA (and for
@@ -7,12 +8,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::net::TcpStream;
@@ -23,20 +22,29 @@ use crate::error::Hinted;
 /// Extra PEM CA bundle upstream TLS trusts, besides the Mozilla roots.
 pub const UPSTREAM_CA_ENV: &str = "FIRMA_SIDECAR_UPSTREAM_CA";
 
-pub type HttpClient = Client<HttpConnector, Incoming>;
+/// Open a plain TCP connection to `host:port` and an HTTP/1.1 client connection over it.
+pub async fn connect_http(host: &str, port: u16) -> Result<SendRequest<Incoming>, String> {
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|err| format!("connect {host}:{port}: {err}"))?;
+    let _ = tcp.set_nodelay(true);
+    handshake(TokioIo::new(tcp), host, port).await
+}
 
-/// Pooled keep-alive client for plain HTTP upstreams.
-pub fn http_client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+async fn handshake<T>(io: T, host: &str, port: u16) -> Result<SendRequest<Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|err| format!("HTTP handshake with {host}:{port}: {err}"))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "upstream connection closed");
+        }
+    });
+    Ok(sender)
 }
 
 /// TLS client settings for upstream servers.
@@ -76,7 +84,7 @@ pub async fn connect_tls(
     tls: Arc<ClientConfig>,
     host: &str,
     port: u16,
-) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
+) -> Result<SendRequest<Incoming>, String> {
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|err| format!("connect {host}:{port}: {err}"))?;
@@ -87,14 +95,5 @@ pub async fn connect_tls(
         .connect(name, tcp)
         .await
         .map_err(|err| format!("TLS handshake with {host}:{port}: {err}"))?;
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| format!("HTTP handshake with {host}:{port}: {err}"))?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, "upstream TLS connection closed");
-        }
-    });
-    Ok(sender)
+    handshake(TokioIo::new(stream), host, port).await
 }
