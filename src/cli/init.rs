@@ -281,5 +281,8 @@ fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions) {
     let start = format!("firma sidecar start{config_flag}");
     println!("next:");
     println!("  {start:<24}  # boot the Authority and the Sidecar");
-    println!("  {:<24}  # watch decisions and daemon logs", "firma monitor");
+    println!(
+        "  {:<24}  # watch decisions and daemon logs",
+        "firma monitor"
+    );
 }

@@ -12,6 +12,7 @@ use crate::error::Hinted;
 
 pub mod audit;
 pub mod authority;
+pub mod completions;
 pub mod config;
 pub mod init;
 pub mod lifecycle;
@@ -82,6 +83,12 @@ pub enum Command {
     /// Issue and revoke capability tokens through the running Authority.
     #[command(hide = true)]
     Token(token::TokenArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+
+    /// Write man pages for firma and every subcommand into a directory.
+    Manpages(completions::ManpagesArgs),
 }
 
 /// Parse the command line, run the command, and map the outcome to an exit code.
@@ -96,6 +103,8 @@ pub fn run() -> ExitCode {
         Command::Monitor(args) => monitor::run(args, cli.config),
         Command::Audit(args) => audit::run(args, cli.config),
         Command::Token(args) => token::run(args, cli.config),
+        Command::Completions(args) => completions::completions(args),
+        Command::Manpages(args) => completions::manpages(args),
     };
     finish(result)
 }
