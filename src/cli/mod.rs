@@ -14,6 +14,7 @@ pub mod audit;
 pub mod authority;
 pub mod completions;
 pub mod config;
+pub mod doctor;
 pub mod init;
 pub mod lifecycle;
 pub mod logging;
@@ -84,6 +85,9 @@ pub enum Command {
     #[command(hide = true)]
     Token(token::TokenArgs),
 
+    /// Diagnose the installation: config, keys, directories, daemon, audit log, clock.
+    Doctor(doctor::DoctorArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
 
@@ -103,6 +107,7 @@ pub fn run() -> ExitCode {
         Command::Monitor(args) => monitor::run(args, cli.config),
         Command::Audit(args) => audit::run(args, cli.config),
         Command::Token(args) => token::run(args, cli.config),
+        Command::Doctor(args) => doctor::run(args, cli.config),
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),
     };
