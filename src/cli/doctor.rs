@@ -219,7 +219,7 @@ fn dir_check(name: &'static str, dir: &Path, creator: &str) -> Check {
         Err(_) => Check::warn(
             name,
             format!("{} not present yet", dir.display()),
-            "it is created by `firma init` or `firma sidecar start`",
+            creator,
         ),
         Ok(meta) if !meta.is_dir() => Check::fail(
             name,
