@@ -216,11 +216,7 @@ fn key_checks(loaded: &LoadedConfig) -> Vec<Check> {
 
 fn dir_check(name: &'static str, dir: &Path, creator: &str) -> Check {
     match std::fs::metadata(dir) {
-        Err(_) => Check::warn(
-            name,
-            format!("{} not present yet", dir.display()),
-            creator,
-        ),
+        Err(_) => Check::warn(name, format!("{} not present yet", dir.display()), creator),
         Ok(meta) if !meta.is_dir() => Check::fail(
             name,
             format!("{} is not a directory", dir.display()),
