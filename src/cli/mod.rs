@@ -21,6 +21,7 @@ pub mod logging;
 pub mod monitor;
 pub mod output;
 pub mod prompt;
+pub mod run;
 pub mod sidecar;
 pub mod token;
 
@@ -85,6 +86,10 @@ pub enum Command {
     #[command(hide = true)]
     Token(token::TokenArgs),
 
+    /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
+    #[command(hide = true)]
+    Run(run::RunArgs),
+
     /// Diagnose the installation: config, keys, directories, daemon, audit log, clock.
     Doctor(doctor::DoctorArgs),
 
@@ -99,7 +104,12 @@ pub enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     output::set_color_choice(cli.color);
+    if let Command::Run(args) = cli.command {
+        // `run` exits with the agent's own status.
+        return run::run(args, cli.config);
+    }
     let result = match cli.command {
+        Command::Run(_) => unreachable!("handled above"),
         Command::Init(args) => init::run(args, cli.config),
         Command::Config(args) => config::run(args, cli.config),
         Command::Authority(args) => authority::run(args, cli.config),
