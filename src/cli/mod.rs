@@ -14,6 +14,7 @@ pub mod audit;
 pub mod authority;
 pub mod completions;
 pub mod config;
+pub mod demo;
 pub mod doctor;
 pub mod init;
 pub mod lifecycle;
@@ -90,6 +91,10 @@ pub enum Command {
     #[command(hide = true)]
     Run(run::RunArgs),
 
+    /// The whole system in one command: scaffold, start, allowed/denied/passthrough calls, monitor, verify, stop.
+    #[command(hide = true)]
+    Demo(demo::DemoArgs),
+
     /// Diagnose the installation: config, keys, directories, daemon, audit log, clock.
     Doctor(doctor::DoctorArgs),
 
@@ -118,6 +123,7 @@ pub fn run() -> ExitCode {
         Command::Audit(args) => audit::run(args, cli.config),
         Command::Token(args) => token::run(args, cli.config),
         Command::Doctor(args) => doctor::run(args, cli.config),
+        Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),
     };
