@@ -79,7 +79,6 @@ pub enum Command {
     Audit(audit::AuditArgs),
 
     /// Issue and revoke capability tokens through the running Authority.
-    #[command(hide = true)]
     Token(token::TokenArgs),
 }
 
