@@ -173,6 +173,16 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     ]);
     assert_success(&out);
     let issued: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut shape = issued.clone();
+    for (field, placeholder) in [
+        ("token", "[token]"),
+        ("token_id", "[token id]"),
+        ("expires_at", "[expiry]"),
+        ("session_id", "[session]"),
+    ] {
+        shape[field] = placeholder.into();
+    }
+    insta::assert_json_snapshot!("token_issue_json", shape);
     let token = issued["token"].as_str().unwrap();
     let token_id = issued["token_id"].as_str().unwrap();
     let claims = verify_token(token, &public_key(&world), chrono::Utc::now()).unwrap();
