@@ -186,7 +186,15 @@ pub fn verify_token(
     key: &VerifyingKey,
     now: DateTime<Utc>,
 ) -> Result<CapabilityClaims, TokenError> {
-    let claims = verify_signature(token, key)?;
+    check_validity(verify_signature(token, key)?, now)
+}
+
+/// The time checks of [`verify_token`] alone, for callers that cache signature checks: valid
+/// from `issued_at - LEEWAY` until `expires_at + LEEWAY` (exclusive).
+pub fn check_validity(
+    claims: CapabilityClaims,
+    now: DateTime<Utc>,
+) -> Result<CapabilityClaims, TokenError> {
     let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
     if claims.expires_at + leeway <= now {
         return Err(TokenError::Expired {
