@@ -782,3 +782,28 @@ async fn tls_authority_is_reached_with_the_ca_file() {
     assert_success(&out);
     assert!(stdout(&out).starts_with("v4.public."), "{}", stdout(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_are_refreshed_before_their_ttl_runs_out() {
+    let world = World::new();
+    world.init(&[]);
+    edit_config(&world, |text| {
+        text.replacen("bundle_ttl = \"30s\"", "bundle_ttl = \"1s\"", 1)
+    });
+    let authority = AuthorityProcess::start(&world);
+    let mut client = authority.client().await;
+    let mut stream = client
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_bundle(&mut stream, DEADLINE).await.expect("bundle");
+    assert_eq!(first.ttl_seconds, 1);
+    // Unchanged policies: the same version is re-sent (at half the TTL) with a newer sent_at.
+    for _ in 0..2 {
+        let refresh = next_bundle(&mut stream, DEADLINE).await.expect("refresh");
+        assert_eq!(refresh.version, first.version);
+        let (a, b) = (first.sent_at.unwrap(), refresh.sent_at.unwrap());
+        assert!((b.seconds, b.nanos) > (a.seconds, a.nanos));
+    }
+}
