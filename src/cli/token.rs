@@ -16,7 +16,18 @@ use crate::config::{Discovery, LoadedConfig, dirs};
 use crate::error::Hinted;
 use crate::proto::{IssueCapabilityRequest, RevokeRequest};
 
+const AFTER_HELP: &str = "\
+Examples:
+  firma token issue --agent codex --action communication.external.send --scope api.anthropic.com
+  firma token issue --agent codex --action code.read --action code.write --ttl 1h --json
+  firma token revoke 0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42 --reason \"leaked in CI logs\"
+
+The running Authority is found through <state_dir>/authority.listen (written by
+`firma sidecar start`), else [authority] listen (or url) in firma.toml. `issue` prints the token
+alone on stdout. See docs/tokens.md and docs/authority.md.";
+
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct TokenArgs {
     #[command(subcommand)]
     pub command: TokenCommand,
@@ -41,7 +52,7 @@ pub struct IssueArgs {
     /// Session id [default: a new UUID].
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
-    /// Resource scope (`*`, a host, or host/path prefix).
+    /// Resource scope: `*`, a host, `*.domain`, or a host/path prefix.
     #[arg(long, value_name = "SCOPE", default_value = "*")]
     pub scope: String,
     /// Requested lifetime (clamped to the Authority's max_ttl).
