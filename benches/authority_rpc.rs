@@ -101,11 +101,14 @@ async fn fan_out(url: &str, policy_file: &Path, n: usize, round: usize) -> Durat
         streams.push((client, stream));
     }
     let edited = Instant::now();
+    // Saved the way editors do (temporary file + rename): one complete change per round.
+    let tmp = policy_file.with_extension("tmp");
     std::fs::write(
-        policy_file,
+        &tmp,
         format!("{ISSUANCE}// round {round} with {n} streams\n"),
     )
     .unwrap();
+    std::fs::rename(&tmp, policy_file).unwrap();
     let waits = streams.into_iter().map(|(_client, mut stream)| {
         tokio::spawn(async move {
             tokio::time::timeout(Duration::from_secs(10), stream.next())

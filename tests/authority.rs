@@ -119,6 +119,14 @@ fn public_key(world: &World) -> ed25519_dalek::VerifyingKey {
     firma::config::keys::load_verifying_key(&world.project_dir().join("authority.pub")).unwrap()
 }
 
+/// Save like a careful editor: a temporary file renamed over the target, so the watcher never
+/// sees a half-written policy.
+fn save(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
     let path = world.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -382,11 +390,10 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
 
     let policy = world.project_dir().join("policies/extra.cedar");
     let saved = Instant::now();
-    std::fs::write(
+    save(
         &policy,
         "@id(\"extra\")\npermit (principal, action == Firma::Action::\"code.read\", resource);\n",
-    )
-    .unwrap();
+    );
     let second = next_bundle(&mut stream, DEADLINE)
         .await
         .expect("edited bundle");
@@ -400,11 +407,10 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
     assert_eq!(also.version, second.version);
 
     // A broken edit: logged with file:line:column, no new bundle, issuance keeps working.
-    std::fs::write(
+    save(
         &policy,
         "@id(\"extra\")\npermit (principal, action, resource)\nwhen { ;\n",
-    )
-    .unwrap();
+    );
     let location = format!("{}:3:", policy.display());
     wait_for("the reload error in the log", DEADLINE, || {
         authority.log().contains(&location).then_some(())
@@ -437,11 +443,10 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
     );
 
     // Fixing it publishes again.
-    std::fs::write(
+    save(
         &policy,
         "@id(\"extra\")\npermit (principal, action == Firma::Action::\"code.write\", resource);\n",
-    )
-    .unwrap();
+    );
     let third = next_bundle(&mut stream, DEADLINE)
         .await
         .expect("fixed bundle");
