@@ -68,7 +68,6 @@ pub enum Command {
     Config(config::ConfigArgs),
 
     /// Run the Authority (gRPC trust root) in the foreground.
-    #[command(hide = true)]
     Authority(authority::AuthorityArgs),
 
     /// Run the Sidecar proxy in the foreground; `start | stop | status` manage the daemon pair.
@@ -84,7 +83,6 @@ pub enum Command {
     Audit(audit::AuditArgs),
 
     /// Issue and revoke capability tokens through the running Authority.
-    #[command(hide = true)]
     Token(token::TokenArgs),
 
     /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
