@@ -68,7 +68,6 @@ pub enum Command {
     Authority(authority::AuthorityArgs),
 
     /// Run the Sidecar proxy in the foreground; `start | stop | status` manage the daemon pair.
-    #[command(hide = true)]
     Sidecar(sidecar::SidecarArgs),
 
     /// Live tail of audit events and daemon logs from the state directory.
@@ -82,6 +81,10 @@ pub enum Command {
     /// Issue and revoke capability tokens through the running Authority.
     #[command(hide = true)]
     Token(token::TokenArgs),
+
+    /// Internal: the detached supervisor `firma sidecar start --detach` runs.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(lifecycle::SuperviseArgs),
 }
 
 /// Parse the command line, run the command, and map the outcome to an exit code.
@@ -96,6 +99,7 @@ pub fn run() -> ExitCode {
         Command::Monitor(args) => monitor::run(args, cli.config),
         Command::Audit(args) => audit::run(args, cli.config),
         Command::Token(args) => token::run(args, cli.config),
+        Command::Supervise(args) => lifecycle::supervise(args),
     };
     finish(result)
 }
