@@ -1,6 +1,7 @@
 //! firma: an authority layer for AI agents. See `docs/architecture.md` for the map of modules.
 
 pub mod audit;
+pub mod authority;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -64,7 +64,6 @@ pub enum Command {
     Config(config::ConfigArgs),
 
     /// Run the Authority (gRPC trust root) in the foreground.
-    #[command(hide = true)]
     Authority(authority::AuthorityArgs),
 
     /// Run the Sidecar proxy in the foreground; `start | stop | status` manage the daemon pair.
