@@ -109,6 +109,15 @@ impl NotifyChannel {
     }
 }
 
+impl NotifyChannel {
+    /// A datagram already queued, if any (used after the sender exited).
+    pub fn try_recv(&self) -> Option<Notification> {
+        let mut buf = vec![0u8; 8192];
+        let n = self.socket.try_recv(&mut buf).ok()?;
+        Some(Notification::parse(&String::from_utf8_lossy(&buf[..n])))
+    }
+}
+
 impl Drop for NotifyChannel {
     fn drop(&mut self) {
         if let Some(path) = &self.path {

@@ -79,6 +79,7 @@ pub async fn launch(
     tokio::pin!(give_up);
     loop {
         tokio::select! {
+            biased;
             note = channel.recv() => {
                 let note = note.map_err(|e| Hinted::new(format!("readiness socket failed: {e}")))?;
                 if note.ready {
@@ -95,6 +96,12 @@ pub async fn launch(
                 }
             }
             status = child.wait() => {
+                // It reports before exiting; a report may still be queued.
+                while let Some(note) = channel.try_recv() {
+                    if let Some(message) = note.error {
+                        return Err(Hinted::new(message).hint(note.hint.unwrap_or(log_hint)));
+                    }
+                }
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 return Err(Hinted::new(format!("the supervisor exited before the pair was ready ({status})"))
                     .hint(log_hint));

@@ -110,20 +110,43 @@ pub fn spawn(
     })
 }
 
-/// The last meaningful line of a child's log, for an error message: the `message` (and `error`)
-/// of a JSON log line, or the raw line.
+/// The last meaningful line of a child's log, for an error message: the last `error: …` line or
+/// ERROR-level JSON line (its `message` plus `error`-like fields), else the last line.
 pub fn last_log_line(path: &Path) -> Option<String> {
     let text = std::fs::read(path).ok()?;
     let tail = &text[text.len().saturating_sub(16 * 1024)..];
     let tail = String::from_utf8_lossy(tail);
-    let line = tail.lines().rev().find(|l| !l.trim().is_empty())?.trim();
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) {
-        let message = map.get("message").and_then(|v| v.as_str()).unwrap_or("");
-        let mut text = message.to_string();
-        for key in ["error", "err", "reason", "hint"] {
+    let lines: Vec<&str> = tail
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let json = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    let is_error = |line: &str| {
+        line.starts_with("error:")
+            || json(line).is_some_and(|m| m.get("level").and_then(|v| v.as_str()) == Some("ERROR"))
+    };
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| is_error(l))
+        .or_else(|| lines.last())?;
+    if let Some(rest) = line.strip_prefix("error:") {
+        return Some(rest.trim().to_string());
+    }
+    if let Some(map) = json(line) {
+        let mut text = map
+            .get("message")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        for key in ["error", "err", "reason"] {
             if let Some(v) = map.get(key) {
                 let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                text.push_str(&format!(" {key}={v}"));
+                text.push_str(&format!(" ({key}: {v})"));
             }
         }
         if !text.is_empty() {
@@ -143,13 +166,15 @@ mod tests {
         let log = tmp.path().join("a.log");
         std::fs::write(
             &log,
-            "{\"level\":\"INFO\",\"message\":\"x\"}\n{\"level\":\"ERROR\",\"message\":\"cannot bind\",\"error\":\"address in use\"}\n\n",
+            "{\"level\":\"ERROR\",\"message\":\"cannot bind\",\"error\":\"address in use\"}\n{\"level\":\"INFO\",\"message\":\"x\"}\n\n",
         )
         .unwrap();
         assert_eq!(
             last_log_line(&log).unwrap(),
-            "cannot bind error=address in use"
+            "cannot bind (error: address in use)"
         );
+        std::fs::write(&log, "error: bad policy at a.cedar:1:2\n  hint: fix it\n").unwrap();
+        assert_eq!(last_log_line(&log).unwrap(), "bad policy at a.cedar:1:2");
         std::fs::write(&log, "thread 'main' panicked at x\n").unwrap();
         assert_eq!(last_log_line(&log).unwrap(), "thread 'main' panicked at x");
     }
