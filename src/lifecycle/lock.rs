@@ -76,8 +76,7 @@ impl StackLock {
         let file = self.file.as_mut().expect("lock file present");
         file.set_len(0)?;
         file.rewind()?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
-        file.sync_all()
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
     }
 
     pub fn path(&self) -> &Path {

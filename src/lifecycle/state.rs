@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
-use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
 
 /// A process `start` manages and the state files named after it.
@@ -177,6 +176,34 @@ pub struct StackMeta {
     pub authority_ca_cert: Option<PathBuf>,
     /// Whether a detached `__supervise` owns the pair.
     pub detached: bool,
+}
+
+/// Atomic (temp file + rename) but not fsynced: these files describe running processes, so they
+/// are worthless after a crash of the machine anyway, and an fsync per file would put tens of
+/// milliseconds between "ready" and `start` returning.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|err| {
+        let _ = fs::remove_file(&tmp);
+        Hinted::new(format!("cannot write {}: {err}", path.display()))
+            .hint("check that the state directory exists and is writable")
+    })
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {

@@ -13,7 +13,6 @@ use super::identity::Identity;
 use super::lock::{LockError, StackLock};
 use super::procs::{group_present, process_present, signal_group, signal_process};
 use super::state::{Role, StateDir, remove_if_present};
-use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
 
 /// How long to wait for SIGKILLed processes to vanish.
@@ -76,11 +75,13 @@ pub fn stop(state: &StateDir, timeout: Duration) -> Result<StopReport, Hinted> {
     }
     report.stopped = targets.iter().map(|t| t.role).collect();
     // Tell the supervisor the exits it is about to see were asked for.
-    write_atomic(
-        &state.stop_marker(),
-        format!("{}\n", std::process::id()).as_bytes(),
-        0o600,
-    )?;
+    std::fs::write(state.stop_marker(), format!("{}\n", std::process::id())).map_err(|err| {
+        Hinted::new(format!(
+            "cannot write {}: {err}",
+            state.stop_marker().display()
+        ))
+        .hint("check the permissions of the state directory")
+    })?;
     let deadline = Instant::now() + timeout;
 
     // 1. The Sidecar, alone, so its streams to the Authority close first.
