@@ -596,9 +596,9 @@ fn a_pidfile_naming_an_unrelated_process_is_left_alone() {
     stack.assert_clean();
 }
 
-#[test]
-fn a_child_ignoring_sigterm_is_hard_killed_after_the_timeout() {
-    let stack = Stack::new();
+/// A Sidecar whose process-group leader ignores SIGTERM (the real or stand-in Sidecar runs as
+/// its child and does exit on SIGTERM).
+fn stubborn_sidecar(stack: &Stack) -> String {
     let dir = stack.world.path().join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     let wrapper = dir.join("stubborn-sidecar");
@@ -616,7 +616,35 @@ fn a_child_ignoring_sigterm_is_hard_killed_after_the_timeout() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let wrapper = wrapper.display().to_string();
+    wrapper.display().to_string()
+}
+
+#[test]
+fn a_second_ctrl_c_hard_kills_a_stubborn_child() {
+    let stack = Stack::new();
+    let wrapper = stubborn_sidecar(&stack);
+    let mut cmd = stack.cmd(&["sidecar", "start"]);
+    cmd.env("FIRMA_TEST_SIDECAR_EXE", &wrapper)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    wait_for("sidecar.listen", LONG, || {
+        stack.state().join("sidecar.listen").exists().then_some(())
+    });
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    kill(pid, Signal::SIGINT).unwrap();
+    let out = run_until_exit(&mut child, LONG);
+    assert_success(&out);
+    assert!(stderr(&out).contains("second signal"), "{}", stderr(&out));
+    stack.assert_clean();
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_hard_killed_after_the_timeout() {
+    let stack = Stack::new();
+    let wrapper = stubborn_sidecar(&stack);
     let out = stack.run_env(
         &["sidecar", "start", "--detach"],
         &[("FIRMA_TEST_SIDECAR_EXE", &wrapper)],

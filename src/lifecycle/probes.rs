@@ -61,12 +61,14 @@ pub async fn grpc_health(url: &str, tls: &ProbeTls, timeout: Duration) -> Result
         .connect_timeout(timeout)
         .timeout(timeout);
     if url.starts_with("https://") {
-        let mut config = ClientTlsConfig::new();
-        if let Some(ca) = &tls.ca_cert {
-            let pem = std::fs::read(ca)
-                .map_err(|err| format!("cannot read CA certificate {}: {err}", ca.display()))?;
-            config = config.ca_certificate(Certificate::from_pem(pem));
-        }
+        // Like the Sidecar's own link: TLS to the Authority is verified against the configured CA.
+        let ca = tls
+            .ca_cert
+            .as_ref()
+            .ok_or_else(|| format!("{url} uses TLS but [sidecar.authority].ca_cert is not set"))?;
+        let pem = std::fs::read(ca)
+            .map_err(|err| format!("cannot read CA certificate {}: {err}", ca.display()))?;
+        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
         endpoint = endpoint
             .tls_config(config)
             .map_err(|err| format!("TLS setup for {url}: {err}"))?;

@@ -542,7 +542,29 @@ impl Running {
                 "exited unexpectedly; tearing the other component down"
             ),
         }
-        let clean = self.shutdown(TEARDOWN_WINDOW).await;
+        // A second Ctrl-C (or SIGTERM) during the graceful window means "now": hard-kill.
+        // Not while `firma sidecar stop` runs: it signals us as part of its own order.
+        let stop_marker = self.state.stop_marker();
+        let graceful = {
+            let shutdown = self.shutdown(TEARDOWN_WINDOW);
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    clean = &mut shutdown => break Some(clean),
+                    sig = signals.recv() => {
+                        if stop_marker.exists() {
+                            continue;
+                        }
+                        tracing::warn!(signal = sig, "second signal: hard-killing the pair");
+                        break None;
+                    }
+                }
+            }
+        };
+        let clean = match graceful {
+            Some(clean) => clean,
+            None => self.shutdown(Duration::ZERO).await,
+        };
         (ended, clean)
     }
 
