@@ -228,6 +228,36 @@ mod tests {
         assert!(elapsed < Duration::from_secs(3600));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn stat_parsing_survives_any_command_name(
+            comm in "[ -~]{0,15}",
+            pid in 1i32..4_000_000,
+            pgrp in 1i32..4_000_000,
+            start in 0u64..u64::MAX,
+        ) {
+            let line = format!(
+                "{pid} ({comm}) S 1 {pgrp} {pgrp} 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 {start} 1000 10"
+            );
+            let stat = ProcStat::parse(&line).unwrap();
+            proptest::prop_assert_eq!(stat.pid, pid);
+            proptest::prop_assert_eq!(stat.pgrp, pgrp);
+            proptest::prop_assert_eq!(stat.session, pgrp);
+            proptest::prop_assert_eq!(stat.start_ticks, start);
+        }
+
+        #[test]
+        fn identity_encoding_round_trips(
+            pid in 1i32..i32::MAX,
+            start in 0u64..u64::MAX,
+            session in 0i32..i32::MAX,
+            boot in "[0-9a-f-]{0,36}",
+        ) {
+            let id = Identity { pid, start_ticks: start, session, boot_id: boot };
+            proptest::prop_assert_eq!(Identity::decode(&id.encode()), Some(id));
+        }
+    }
+
     #[test]
     fn reaped_child_is_gone() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
