@@ -7,4 +7,5 @@ pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub mod proto;
+pub mod run;
 pub mod sidecar;
