@@ -124,10 +124,11 @@ pub fn stop(state: &StateDir, timeout: Duration) -> Result<StopReport, Hinted> {
 fn clean_files(state: &StateDir) -> Result<bool, Hinted> {
     // The supervisor releases the lock as it exits; give it a moment.
     let deadline = Instant::now() + Duration::from_secs(1);
+    // Looked at before locking: taking the lock creates `stack.lock`.
+    let had = state.has_runtime_files();
     loop {
         match StackLock::try_acquire(&state.lock_file()) {
             Ok(lock) => {
-                let had = state.has_runtime_files();
                 state.remove_runtime_files();
                 lock.release();
                 return Ok(had);
