@@ -16,8 +16,21 @@ use nix::unistd::Pid;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Until the real `firma sidecar` lands, the Sidecar is a stand-in (see tests/fixtures).
-const FAKE_SIDECAR: Option<&str> = Some("tests/fixtures/fake-sidecar");
+/// The real `firma sidecar` when this build has it; otherwise the stand-in in tests/fixtures
+/// (through the documented `FIRMA_TEST_SIDECAR_EXE` hook), so the lifecycle mechanics are still
+/// exercised.
+fn fake_sidecar() -> Option<&'static str> {
+    static FAKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let fake = *FAKE.get_or_init(|| {
+        let out = Command::new(common::FIRMA)
+            .args(["sidecar", "--config", "/nonexistent/firma.toml"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).contains("not implemented in this build")
+    });
+    fake.then_some("tests/fixtures/fake-sidecar")
+}
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -38,7 +51,7 @@ impl Stack {
 
     fn from_world(world: World) -> Self {
         let mut extra_env = Vec::new();
-        if let Some(fake) = FAKE_SIDECAR {
+        if let Some(fake) = fake_sidecar() {
             extra_env.push((
                 "FIRMA_TEST_SIDECAR_EXE".into(),
                 fixture(fake).display().to_string(),
@@ -468,6 +481,31 @@ fn a_bad_policy_file_fails_the_authority_and_rolls_back() {
 }
 
 #[test]
+fn bad_mapping_rules_fail_the_sidecar_and_roll_the_authority_back() {
+    if fake_sidecar().is_some() {
+        eprintln!("skipped: this build has no real `firma sidecar` yet");
+        return;
+    }
+    let stack = Stack::new();
+    std::fs::write(
+        stack.world.project_dir().join("mapping-rules.toml"),
+        "[[rule]]\nthis is not toml\n",
+    )
+    .unwrap();
+    let out = stack.run(&["sidecar", "start", "--detach"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sidecar: exited before becoming ready"),
+        "{err}"
+    );
+    assert!(err.contains("mapping-rules.toml"), "{err}");
+    // The Authority had been booted and was rolled back.
+    assert!(stack.read("authority.log").contains("ready"));
+    stack.assert_clean();
+}
+
+#[test]
 fn a_child_that_never_becomes_ready_times_out_and_rolls_back() {
     let stack = Stack::new();
     let out = stack.run_env(
@@ -477,7 +515,7 @@ fn a_child_that_never_becomes_ready_times_out_and_rolls_back() {
                 "FIRMA_TEST_SIDECAR_EXE",
                 &fixture("tests/fixtures/fake-sidecar").display().to_string(),
             ),
-            ("FAKE_SIDECAR", "never-ready"),
+            ("fake_sidecar()", "never-ready"),
             ("FIRMA_READY_TIMEOUT", "1s"),
         ],
     );
@@ -602,7 +640,7 @@ fn stubborn_sidecar(stack: &Stack) -> String {
     let dir = stack.world.path().join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     let wrapper = dir.join("stubborn-sidecar");
-    let real = match FAKE_SIDECAR {
+    let real = match fake_sidecar() {
         Some(fake) => fixture(fake).display().to_string(),
         None => common::FIRMA.to_string(),
     };
