@@ -515,7 +515,7 @@ fn a_child_that_never_becomes_ready_times_out_and_rolls_back() {
                 "FIRMA_TEST_SIDECAR_EXE",
                 &fixture("tests/fixtures/fake-sidecar").display().to_string(),
             ),
-            ("fake_sidecar()", "never-ready"),
+            ("FAKE_SIDECAR", "never-ready"),
             ("FIRMA_READY_TIMEOUT", "1s"),
         ],
     );
