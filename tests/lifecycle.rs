@@ -193,6 +193,16 @@ fn alive(pid: i32) -> bool {
             .starts_with('Z')
 }
 
+/// The `timestamp` of the last JSON log line with this message (RFC 3339 UTC sorts as text).
+fn log_time(log: &str, message: &str) -> String {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .filter_map(|v| v["timestamp"].as_str().map(str::to_string))
+        .last()
+        .unwrap_or_else(|| panic!("no {message:?} line in:\n{log}"))
+}
+
 fn component<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     json["components"]
         .as_array()
@@ -288,6 +298,15 @@ fn detach_status_and_stop() {
     let stop = stack.run(&["sidecar", "stop"]);
     assert_success(&stop);
     assert!(stdout(&stop).contains("stopped"), "{}", stdout(&stop));
+    // Stop order: the Sidecar was gone before the Authority was asked to shut down.
+    if fake_sidecar().is_none() {
+        let sidecar_stopped = log_time(&stack.read("sidecar.log"), "stopped");
+        let authority_told = log_time(&stack.read("authority.log"), "shutting down");
+        assert!(
+            sidecar_stopped <= authority_told,
+            "sidecar stopped at {sidecar_stopped}, authority told at {authority_told}"
+        );
+    }
     // Logs are kept.
     assert!(stack.state().join("authority.log").exists());
     assert!(stack.state().join("supervisor.log").exists());
@@ -547,6 +566,28 @@ fn sigkill_of_a_child_tears_the_other_down() {
     }
     let log = stack.read("supervisor.log");
     assert!(log.contains("exited unexpectedly"), "{log}");
+    stack.assert_clean();
+}
+
+#[test]
+fn foreground_start_exits_non_zero_when_a_child_dies() {
+    let stack = Stack::new();
+    let mut cmd = stack.cmd(&["sidecar", "start"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    wait_for("sidecar.listen", LONG, || {
+        stack.state().join("sidecar.listen").exists().then_some(())
+    });
+    let authority = stack.pid("authority");
+    killpg(Pid::from_raw(stack.pid("sidecar")), Signal::SIGKILL).unwrap();
+    let out = run_until_exit(&mut child, LONG);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sidecar exited unexpectedly (signal SIGKILL); the authority was torn down"),
+        "{err}"
+    );
+    assert!(!alive(authority));
     stack.assert_clean();
 }
 
