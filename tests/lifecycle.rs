@@ -196,10 +196,10 @@ fn alive(pid: i32) -> bool {
 /// The `timestamp` of the last JSON log line with this message (RFC 3339 UTC sorts as text).
 fn log_time(log: &str, message: &str) -> String {
     log.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == message)
-        .filter_map(|v| v["timestamp"].as_str().map(str::to_string))
-        .last()
+        .find_map(|v| v["timestamp"].as_str().map(str::to_string))
         .unwrap_or_else(|| panic!("no {message:?} line in:\n{log}"))
 }
 
