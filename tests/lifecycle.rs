@@ -623,6 +623,39 @@ fn after_sigkill_of_everything_stale_files_read_stopped_and_start_works() {
 }
 
 #[test]
+fn children_orphaned_by_a_killed_supervisor_block_start_until_stop() {
+    let stack = Stack::new();
+    stack.start_detached();
+    let (authority, sidecar) = (stack.pid("authority"), stack.pid("sidecar"));
+    kill(Pid::from_raw(stack.pid("stack")), Signal::SIGKILL).unwrap();
+    wait_for("the supervisor to die", LONG, || {
+        (!alive(stack.pid("stack"))).then_some(())
+    });
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 1);
+    assert_eq!(component(&json, "supervisor")["state"], "stopped", "{json}");
+    assert_eq!(component(&json, "sidecar")["state"], "running", "{json}");
+    let out = stack.run(&["sidecar", "start", "--detach"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("still running without its supervisor"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(alive(authority) && alive(sidecar));
+    let stop = stack.run(&["sidecar", "stop"]);
+    assert_success(&stop);
+    assert!(
+        !alive(authority) && !alive(sidecar),
+        "{} {:?} {:?}",
+        stdout(&stop),
+        std::fs::read_to_string(format!("/proc/{authority}/stat")),
+        std::fs::read_to_string(format!("/proc/{sidecar}/stat"))
+    );
+    stack.assert_clean();
+}
+
+#[test]
 fn a_pidfile_naming_an_unrelated_process_is_left_alone() {
     let stack = Stack::new();
     stack.start_detached();

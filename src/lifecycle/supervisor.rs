@@ -95,6 +95,9 @@ pub struct Running {
     lock: Option<StackLock>,
     authority: Option<Member>,
     sidecar: Option<Member>,
+    /// Whether this start took over the state files (after checking no live process of an
+    /// earlier stack owns them). Before that, a rollback must not touch them.
+    claimed: bool,
     pub info: StackInfo,
 }
 
@@ -110,6 +113,7 @@ pub async fn boot(opts: &StartOptions, signals: &mut Signals) -> Result<Running,
         lock: Some(lock),
         authority: None,
         sidecar: None,
+        claimed: false,
         info: StackInfo::default(),
     };
     match boot_inner(&mut running, opts, signals).await {
@@ -130,6 +134,7 @@ async fn boot_inner(
     let state = running.state.clone();
     refuse_orphans(&state)?;
     // We hold the lock: whatever pid/listen files exist were left by a dead stack.
+    running.claimed = true;
     state.remove_runtime_files();
     let me = Identity::current()
         .ok_or_else(|| Hinted::new("cannot read /proc/self/stat").hint("firma needs /proc"))?;
@@ -579,9 +584,9 @@ impl Running {
         {
             clean &= stop_member(member, window).await;
         }
-        if clean {
+        if clean && self.claimed {
             self.state.remove_runtime_files();
-        } else {
+        } else if !clean {
             tracing::error!(
                 "a component could not be proven gone; state files kept for `firma sidecar stop`"
             );
