@@ -60,6 +60,9 @@ pub async fn launch(
         .arg("--state-dir")
         .arg(&state.dir)
         .env(NOTIFY_SOCKET_ENV, channel.address())
+        // A daemon must not pin the operator's working directory (every path it needs is
+        // absolute: the config file, and paths inside it resolve against the file).
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
