@@ -16,30 +16,13 @@ use nix::unistd::Pid;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// The real `firma sidecar` when this build has it; otherwise the stand-in in tests/fixtures
-/// (through the documented `FIRMA_TEST_SIDECAR_EXE` hook), so the lifecycle mechanics are still
-/// exercised.
-fn fake_sidecar() -> Option<&'static str> {
-    static FAKE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let fake = *FAKE.get_or_init(|| {
-        let out = Command::new(common::FIRMA)
-            .args(["sidecar", "--config", "/nonexistent/firma.toml"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stderr).contains("not implemented in this build")
-    });
-    fake.then_some("tests/fixtures/fake-sidecar")
-}
-
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// A world with a scaffolded project on port 0, and its commands wired to the Sidecar in use.
+/// A world with a scaffolded project on port 0 (real Authority and Sidecar).
 struct Stack {
     world: World,
-    extra_env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -50,14 +33,7 @@ impl Stack {
     }
 
     fn from_world(world: World) -> Self {
-        let mut extra_env = Vec::new();
-        if let Some(fake) = fake_sidecar() {
-            extra_env.push((
-                "FIRMA_TEST_SIDECAR_EXE".into(),
-                fixture(fake).display().to_string(),
-            ));
-        }
-        Self { world, extra_env }
+        Self { world }
     }
 
     fn state(&self) -> PathBuf {
@@ -67,9 +43,6 @@ impl Stack {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = self.world.cmd();
         cmd.args(args);
-        for (k, v) in &self.extra_env {
-            cmd.env(k, v);
-        }
         cmd
     }
 
@@ -299,14 +272,12 @@ fn detach_status_and_stop() {
     assert_success(&stop);
     assert!(stdout(&stop).contains("stopped"), "{}", stdout(&stop));
     // Stop order: the Sidecar was gone before the Authority was asked to shut down.
-    if fake_sidecar().is_none() {
-        let sidecar_stopped = log_time(&stack.read("sidecar.log"), "stopped");
-        let authority_told = log_time(&stack.read("authority.log"), "shutting down");
-        assert!(
-            sidecar_stopped <= authority_told,
-            "sidecar stopped at {sidecar_stopped}, authority told at {authority_told}"
-        );
-    }
+    let sidecar_stopped = log_time(&stack.read("sidecar.log"), "stopped");
+    let authority_told = log_time(&stack.read("authority.log"), "shutting down");
+    assert!(
+        sidecar_stopped <= authority_told,
+        "sidecar stopped at {sidecar_stopped}, authority told at {authority_told}"
+    );
     // Logs are kept.
     assert!(stack.state().join("authority.log").exists());
     assert!(stack.state().join("supervisor.log").exists());
@@ -501,10 +472,6 @@ fn a_bad_policy_file_fails_the_authority_and_rolls_back() {
 
 #[test]
 fn bad_mapping_rules_fail_the_sidecar_and_roll_the_authority_back() {
-    if fake_sidecar().is_some() {
-        eprintln!("skipped: this build has no real `firma sidecar` yet");
-        return;
-    }
     let stack = Stack::new();
     std::fs::write(
         stack.world.project_dir().join("mapping-rules.toml"),
@@ -714,10 +681,7 @@ fn stubborn_sidecar(stack: &Stack) -> String {
     let dir = stack.world.path().join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     let wrapper = dir.join("stubborn-sidecar");
-    let real = match fake_sidecar() {
-        Some(fake) => fixture(fake).display().to_string(),
-        None => common::FIRMA.to_string(),
-    };
+    let real = common::FIRMA;
     std::fs::write(
         &wrapper,
         format!("#!/bin/sh\ntrap '' TERM\n'{real}' \"$@\" &\nwhile :; do sleep 0.05; done\n"),
