@@ -709,7 +709,11 @@ fn a_second_ctrl_c_hard_kills_a_stubborn_child() {
     });
     let pid = Pid::from_raw(child.id() as i32);
     kill(pid, Signal::SIGINT).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The teardown has begun once the real Sidecar under the stubborn wrapper has stopped.
+    wait_for("the graceful teardown to begin", LONG, || {
+        let log = std::fs::read_to_string(stack.state().join("sidecar.log")).unwrap_or_default();
+        log.contains("\"stopped\"").then_some(())
+    });
     kill(pid, Signal::SIGINT).unwrap();
     let out = run_until_exit(&mut child, LONG);
     assert_success(&out);
