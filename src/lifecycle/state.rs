@@ -150,6 +150,28 @@ impl StateDir {
         }
         remove_if_present(&self.meta_file());
         remove_if_present(&self.stop_marker());
+        self.remove_orphaned_sockets();
+    }
+
+    /// Readiness sockets (`.notify-<tag>-<pid>.sock`) whose creator died without removing them
+    /// (a launcher killed while waiting). Live creators' sockets are left alone.
+    fn remove_orphaned_sockets(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".notify-")?.strip_suffix(".sock"))
+                .and_then(|rest| rest.rsplit('-').next()?.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if super::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
+                remove_if_present(&entry.path());
+            }
+        }
     }
 
     /// Whether any pid/listen/lock file is present (what `stop` reports as leftover state).
@@ -238,7 +260,14 @@ mod tests {
             fs::read_to_string(state.listen_file(Role::Sidecar)).unwrap(),
             "127.0.0.1:1\n"
         );
+        fs::write(tmp.path().join(".notify-launch-999999999.sock"), "").unwrap();
+        let mine = tmp
+            .path()
+            .join(format!(".notify-launch-{}.sock", std::process::id()));
+        fs::write(&mine, "").unwrap();
         state.remove_runtime_files();
         assert!(!state.has_runtime_files());
+        assert!(!tmp.path().join(".notify-launch-999999999.sock").exists());
+        assert!(mine.exists(), "a live creator's socket is kept");
     }
 }
