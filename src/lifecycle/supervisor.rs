@@ -671,11 +671,6 @@ async fn wait_gone(member: &mut Member, until: Instant) -> bool {
     }
 }
 
-/// Whether a start with this config would manage a local Authority.
-pub fn is_local(config: &LoadedConfig) -> bool {
-    config.config.authority.mode == AuthorityMode::Local
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
