@@ -120,8 +120,16 @@ pub async fn boot(opts: &StartOptions, signals: &mut Signals) -> Result<Running,
         Ok(()) => Ok(running),
         Err(err) => {
             tracing::error!(error = %err, "start failed; rolling back");
-            running.shutdown(ROLLBACK_WINDOW).await;
-            Err(err)
+            if running.shutdown(ROLLBACK_WINDOW).await {
+                Err(err)
+            } else {
+                let state_dir = running.state.dir.display().to_string();
+                Err(Hinted::new(format!(
+                    "{}; rollback incomplete: a child could not be proven gone, state files kept",
+                    err.message()
+                ))
+                .hint(format!("run `firma sidecar stop --state-dir {state_dir}`")))
+            }
         }
     }
 }
