@@ -81,7 +81,6 @@ pub enum Command {
     Audit(audit::AuditArgs),
 
     /// Issue and revoke capability tokens through the running Authority.
-    #[command(hide = true)]
     Token(token::TokenArgs),
 
     /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
