@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{
@@ -27,7 +28,12 @@ pub struct PolicyBundle {
     resource_type: EntityTypeName,
     authorizer: Authorizer,
     entities: Entities,
+    /// Decisions already made with this bundle (see [`PolicyBundle::evaluate_memoized`]).
+    memo: RwLock<HashMap<String, Result<Evaluation, String>>>,
 }
+
+/// Distinct calls remembered per bundle before the memo starts over.
+const MEMO_CAPACITY: usize = 8192;
 
 /// One classified call, as Cedar sees it.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +116,7 @@ impl PolicyBundle {
                 resource_type: name("Resource"),
                 authorizer: Authorizer::new(),
                 entities: Entities::empty(),
+                memo: RwLock::new(HashMap::new()),
             },
             warnings,
         ))
@@ -127,6 +134,33 @@ impl PolicyBundle {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// [`Self::evaluate`], remembering the answer. Evaluation without entities is a pure
+    /// function of the request, and `time` (whole seconds) is part of the key, so a remembered
+    /// answer is exactly what Cedar would say again; a new bundle starts with an empty memo.
+    pub fn evaluate_memoized(&self, call: &CedarCall<'_>) -> Result<Evaluation, String> {
+        let key = format!(
+            "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
+            call.agent_id,
+            call.action_class,
+            call.resource,
+            call.session_id,
+            call.time,
+            call.method,
+            call.host,
+            call.path
+        );
+        if let Some(known) = self.memo.read().expect("memo lock").get(&key) {
+            return known.clone();
+        }
+        let result = self.evaluate(call);
+        let mut memo = self.memo.write().expect("memo lock");
+        if memo.len() >= MEMO_CAPACITY {
+            memo.clear();
+        }
+        memo.insert(key, result.clone());
+        result
     }
 
     /// Evaluate one call. `Err` means the call could not be evaluated (unknown action, context
@@ -246,6 +280,23 @@ permit (principal, action == Firma::Action::"code.read", resource == Firma::Reso
             .unwrap();
         assert!(!eval.allowed);
         assert!(eval.determining.is_empty());
+    }
+
+    #[test]
+    fn memoized_answers_equal_fresh_ones() {
+        let b = bundle();
+        for path in ["/x", "/admin/x", "/x"] {
+            for agent in ["codex", "mallory"] {
+                let c = call(agent, "communication.internal.send", path);
+                assert_eq!(b.evaluate_memoized(&c), b.evaluate(&c));
+                assert_eq!(b.evaluate_memoized(&c), b.evaluate(&c));
+            }
+        }
+        let later = CedarCall {
+            time: 1_800_000_001,
+            ..call("codex", "no.such", "/x")
+        };
+        assert!(b.evaluate_memoized(&later).is_err());
     }
 
     #[test]

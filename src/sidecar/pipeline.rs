@@ -266,7 +266,7 @@ impl Pipeline {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let evaluation = bundle.evaluate(&CedarCall {
+        let evaluation = bundle.evaluate_memoized(&CedarCall {
             agent_id: &capability.agent_id,
             action_class: &rule.action_class,
             resource: &resource,
