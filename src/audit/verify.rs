@@ -25,7 +25,7 @@ use super::record::{self, LineProblem, key_fingerprint, line_hash};
 use crate::error::Hinted;
 
 /// Lines per unit of work.
-const CHUNK_LINES: usize = 512;
+const CHUNK_LINES: usize = 2048;
 /// Recent line hashes kept to recognise a duplicated line (bounded memory).
 const DUPLICATE_WINDOW: usize = 4096;
 
