@@ -71,7 +71,6 @@ pub enum Command {
     Authority(authority::AuthorityArgs),
 
     /// Run the Sidecar proxy in the foreground; `start | stop | status` manage the daemon pair.
-    #[command(hide = true)]
     Sidecar(sidecar::SidecarArgs),
 
     /// Live tail of audit events and daemon logs from the state directory.
@@ -79,7 +78,6 @@ pub enum Command {
     Monitor(monitor::MonitorArgs),
 
     /// Verify the signed, hash-chained audit log.
-    #[command(hide = true)]
     Audit(audit::AuditArgs),
 
     /// Issue and revoke capability tokens through the running Authority.
@@ -101,6 +99,10 @@ pub enum Command {
 
     /// Write man pages for firma and every subcommand into a directory.
     Manpages(completions::ManpagesArgs),
+
+    /// Internal: the detached supervisor `firma sidecar start --detach` runs.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(lifecycle::SuperviseArgs),
 }
 
 /// Parse the command line, run the command, and map the outcome to an exit code.
@@ -124,6 +126,7 @@ pub fn run() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),
+        Command::Supervise(args) => lifecycle::supervise(args),
     };
     finish(result)
 }
