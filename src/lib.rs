@@ -4,6 +4,11 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
+#[path = "../formatters/mod.rs"]
+pub mod formatters;
 pub mod lifecycle;
+pub mod monitor;
 pub mod proto;
 pub mod sidecar;
+#[path = "../sources/mod.rs"]
+pub mod sources;

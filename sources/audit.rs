@@ -1,0 +1,153 @@
+//! `audit`: the signed, hash-chained decision log (`audit.jsonl`), one canonical JSON record
+//! per line. Lines that are not audit records become malformed records (reported, never
+//! dropped). Signatures are not checked here: that is `firma audit verify`.
+
+use std::borrow::Cow;
+
+use chrono::DateTime;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+use crate::audit::event::Decision;
+use crate::monitor::{Kind, Record, Source, SourcePlugin};
+
+pub struct AuditSource;
+
+/// The fields a record must have, with their types; checked without copying.
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct Shape<'a> {
+    v: u32,
+    seq: u64,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    event_id: IgnoredAny,
+    decision: Decision,
+    reason: IgnoredAny,
+    agent_id: IgnoredAny,
+    session_id: IgnoredAny,
+    token_id: IgnoredAny,
+    intent: IntentShape,
+    policy: IgnoredAny,
+    latency_us: u64,
+    prev: IgnoredAny,
+}
+
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct IntentShape {
+    action_class: String,
+    method: IgnoredAny,
+    host: IgnoredAny,
+    path: IgnoredAny,
+}
+
+fn malformed(line: &[u8], offset: u64, reason: String) -> Record {
+    Record::new("audit", offset, Kind::Malformed { reason }, line)
+}
+
+impl Source for AuditSource {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn about(&self) -> &'static str {
+        "audit events (audit.jsonl): one per decision"
+    }
+
+    fn file_name(&self) -> &'static str {
+        "audit.jsonl"
+    }
+
+    fn parse(&self, line: &[u8], offset: u64) -> Record {
+        let value: Value = match serde_json::from_slice(line) {
+            Ok(value) => value,
+            Err(err) => return malformed(line, offset, format!("not JSON: {err}")),
+        };
+        let time = match Shape::deserialize(&value) {
+            Ok(shape) => match DateTime::parse_from_rfc3339(&shape.ts) {
+                Ok(time) => time.to_utc(),
+                Err(err) => {
+                    return malformed(line, offset, format!("ts {:?}: {err}", shape.ts));
+                }
+            },
+            Err(err) => return malformed(line, offset, format!("not an audit record: {err}")),
+        };
+        let Value::Object(fields) = value else {
+            return malformed(line, offset, "not a JSON object".into());
+        };
+        let mut record = Record::new(self.name(), offset, Kind::Event, line);
+        record.time = Some(time);
+        record.fields = fields;
+        record
+    }
+
+    fn filterable_fields(&self) -> &'static [&'static str] {
+        &[
+            "decision",
+            "intent.action_class",
+            "agent_id",
+            "session_id",
+            "token_id",
+        ]
+    }
+
+    fn time_ordered(&self) -> bool {
+        true
+    }
+
+    /// The writer emits RFC 8785 canonical JSON: keys sorted (`agent_id` first, `v` last), no
+    /// whitespace. A line that starts and ends that way is one complete canonical record.
+    fn is_canonical(&self, line: &[u8]) -> bool {
+        const HEAD: &[u8] = b"{\"agent_id\":\"";
+        if !line.starts_with(HEAD) || !line.ends_with(b"}") {
+            return false;
+        }
+        let tail = &line[line.len().saturating_sub(16)..line.len() - 1];
+        match memchr::memmem::rfind(tail, b",\"v\":") {
+            Some(at) => {
+                let digits = &tail[at + 5..];
+                !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+            }
+            None => false,
+        }
+    }
+}
+
+inventory::submit!(SourcePlugin(&AuditSource));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    const LINE: &str = r#"{"agent_id":"codex","decision":"deny","event_id":"e1","intent":{"action_class":"communication.external.send","host":"api.example.com","method":"POST","path":"/v1/send"},"latency_us":120,"policy":{"bundle":"b1","determining":["p1"]},"prev":"00","reason":"policy","seq":1,"session_id":"s1","sig":"x","token_id":"t1","ts":"2026-11-26T10:00:00.000000001Z","v":1}"#;
+
+    #[test]
+    fn parses_a_record() {
+        let record = AuditSource.parse(LINE.as_bytes(), 0);
+        assert_eq!(record.kind, Kind::Event);
+        assert_eq!(
+            record.str_field("intent.action_class"),
+            "communication.external.send"
+        );
+        assert!(AuditSource.is_canonical(LINE.as_bytes()));
+        let _: Map<String, Value> = record.fields;
+    }
+
+    #[test]
+    fn bad_lines_are_malformed() {
+        for bad in [
+            &LINE[..40],
+            "{}",
+            "[1]",
+            "not json",
+            &LINE.replace("\"seq\":1", "\"seq\":\"1\""),
+        ] {
+            assert!(AuditSource.parse(bad.as_bytes(), 7).is_malformed(), "{bad}");
+        }
+        assert!(!AuditSource.is_canonical(&LINE.as_bytes()[..40]));
+        assert!(!AuditSource.is_canonical(b"{\"agent_id\":\"a\"}"));
+    }
+}

@@ -1,0 +1,370 @@
+//! The run: open each selected source, backfill (records merged in timestamp order), then —
+//! when following — read what arrives, in arrival order, flushing every record.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::filter::{Filters, SourceFilters};
+use super::lines::{Item, MAX_LINE};
+use super::plugin::{FormatContext, Formatter, Source};
+use super::record::{Kind, Record};
+use super::seek::seek_since;
+use super::tailer::{Change, Tail};
+
+/// How often files are checked when no watcher is possible.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often files are checked anyway while a watcher runs (late writes to rotated files,
+/// events a watcher may miss).
+pub const BACKSTOP_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// What to run.
+pub struct Plan {
+    pub state_dir: PathBuf,
+    /// Selected sources (order breaks timestamp ties).
+    pub sources: Vec<&'static dyn Source>,
+    pub filters: Filters,
+    pub formatter: &'static dyn Formatter,
+    pub follow: bool,
+    pub color: bool,
+}
+
+/// Things worth a line on stderr; the CLI decides how to print them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// One-shot run: the file does not exist, so the source shows nothing.
+    Missing(PathBuf),
+    /// Following: waiting for the file (or the state directory) to appear.
+    Waiting(PathBuf),
+    /// A file we waited for appeared.
+    Appeared(PathBuf),
+    /// The file shrank below what was read (or was rewritten): reading restarts at its start.
+    Truncated(PathBuf),
+    /// The path now names another file (rotation or re-creation): following the new one.
+    Replaced(PathBuf),
+    /// No filesystem watcher could be set up; checking for changes by polling.
+    Polling { dir: PathBuf, reason: String },
+    /// One-shot run: the file ends in an unterminated line, not shown.
+    Incomplete { path: PathBuf, bytes: usize },
+}
+
+/// Run `plan`, writing records to `out`. Returns at the end of the backfill when not following;
+/// otherwise runs until writing fails (a closed pipe is the caller's normal end).
+pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> io::Result<()> {
+    let ctx = FormatContext {
+        color: plan.color,
+        source_width: plan
+            .sources
+            .iter()
+            .map(|s| s.name().len())
+            .max()
+            .unwrap_or(0),
+    };
+    let mut out = Output {
+        out: BufWriter::with_capacity(256 << 10, out),
+        formatter: plan.formatter,
+        ctx,
+        buf: Vec::with_capacity(4096),
+        flush_each: false,
+    };
+    let mut lanes: Vec<Lane<'_>> = plan
+        .sources
+        .iter()
+        .map(|&source| Lane::new(source, &plan.filters, &plan.state_dir))
+        .collect();
+
+    for lane in &mut lanes {
+        let earliest = lane.judge.filters.earliest;
+        let source = lane.judge.source;
+        let from_end = plan.follow && earliest.is_none();
+        let opened = lane.tail.open_with(|file, size| match earliest {
+            _ if from_end => Ok(size),
+            Some(since) if source.time_ordered() => seek_since(file, size, source, since),
+            _ => Ok(0),
+        })?;
+        if !opened {
+            let path = lane.tail.path().to_path_buf();
+            notice(if plan.follow {
+                Notice::Waiting(path)
+            } else {
+                Notice::Missing(path)
+            });
+        }
+    }
+
+    backfill(&mut lanes, &mut out)?;
+    out.out.flush()?;
+    if !plan.follow {
+        for lane in &lanes {
+            if !lane.tail.pending().is_empty() {
+                notice(Notice::Incomplete {
+                    path: lane.tail.path().to_path_buf(),
+                    bytes: lane.tail.pending().len(),
+                });
+            }
+        }
+        return Ok(());
+    }
+    out.flush_each = true;
+    follow(plan, &mut lanes, &mut out, notice)
+}
+
+/// Merge the sources by record time until each reaches its end.
+fn backfill(lanes: &mut [Lane<'_>], out: &mut Output<'_, '_>) -> io::Result<()> {
+    let mut heads = Vec::with_capacity(lanes.len());
+    for lane in lanes.iter_mut() {
+        heads.push(lane.next_emit()?);
+    }
+    loop {
+        let mut best: Option<usize> = None;
+        for (i, head) in heads.iter().enumerate() {
+            if let Some((time, _)) = head {
+                let better = match best.and_then(|b| heads[b].as_ref()) {
+                    None => true,
+                    Some((best_time, _)) => time < best_time,
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(i) = best else { return Ok(()) };
+        if let Some((_, record)) = heads[i].take() {
+            out.write(&record)?;
+        }
+        heads[i] = lanes[i].next_emit()?;
+    }
+}
+
+fn follow(
+    plan: &Plan,
+    lanes: &mut [Lane<'_>],
+    out: &mut Output<'_, '_>,
+    notice: &mut dyn FnMut(Notice),
+) -> io::Result<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let mut watcher = None;
+    let mut announced_dir = false;
+    loop {
+        if watcher.is_none() {
+            if plan.state_dir.is_dir() {
+                let tx = tx.clone();
+                match watch(&plan.state_dir, tx) {
+                    Ok(w) => watcher = Some(Some(w)),
+                    Err(reason) => {
+                        notice(Notice::Polling {
+                            dir: plan.state_dir.clone(),
+                            reason,
+                        });
+                        watcher = Some(None);
+                    }
+                }
+            } else if !announced_dir {
+                announced_dir = true;
+                notice(Notice::Waiting(plan.state_dir.clone()));
+            }
+        }
+        for lane in lanes.iter_mut() {
+            lane.poll(out, notice)?;
+        }
+        let wait = match &watcher {
+            Some(Some(_)) => BACKSTOP_INTERVAL,
+            _ => POLL_INTERVAL,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(()) => while rx.try_recv().is_ok() {},
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => watcher = Some(None),
+        }
+    }
+}
+
+/// Watch the directory itself, so creation and renames of its files are seen too.
+fn watch(
+    dir: &std::path::Path,
+    tx: mpsc::Sender<()>,
+) -> Result<notify::RecommendedWatcher, String> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .map_err(|err| err.to_string())?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|err| err.to_string())?;
+    Ok(watcher)
+}
+
+struct Output<'w, 'o> {
+    out: BufWriter<&'w mut dyn Write>,
+    formatter: &'o dyn Formatter,
+    ctx: FormatContext,
+    buf: Vec<u8>,
+    flush_each: bool,
+}
+
+impl Output<'_, '_> {
+    /// One record, written whole (one `write_all` of a complete line).
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        self.buf.clear();
+        self.formatter.write(record, &self.ctx, &mut self.buf);
+        self.out.write_all(&self.buf)?;
+        if self.flush_each {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Decides, line by line, what a source's lines become and whether they pass the filters.
+struct Judge<'p> {
+    source: &'static dyn Source,
+    filters: SourceFilters<'p>,
+    /// Time of the last line with one (a line without a time takes it).
+    last_time: Option<DateTime<Utc>>,
+    /// A line skipped by a needle after `last_time`: its time is read only if needed.
+    last_skipped: Option<(u64, Vec<u8>)>,
+}
+
+impl Judge<'_> {
+    /// `None` when a needle rules the line out without parsing it.
+    fn classify(&mut self, item: Item<'_>) -> Option<Record> {
+        match item {
+            Item::Line { offset, bytes } => {
+                if self.filters.has_needles()
+                    && self.filters.needle_missing(bytes)
+                    && self.source.is_canonical(bytes)
+                {
+                    self.last_skipped = Some((offset, Vec::new()));
+                    return None;
+                }
+                Some(self.source.parse(bytes, offset))
+            }
+            Item::Oversized { offset, len, head } => {
+                let reason = format!(
+                    "line of {len} bytes is longer than the {} MiB limit; its first {} bytes are shown",
+                    MAX_LINE >> 20,
+                    head.len()
+                );
+                Some(Record::new(
+                    self.source.name(),
+                    offset,
+                    Kind::Malformed { reason },
+                    &head,
+                ))
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        record: Record,
+        skipped_line: Option<&[u8]>,
+    ) -> Option<(Option<DateTime<Utc>>, Record)> {
+        let time = match record.time {
+            Some(time) => {
+                self.last_skipped = None;
+                self.last_time = Some(time);
+                Some(time)
+            }
+            None => {
+                if let Some((offset, _)) = self.last_skipped.take()
+                    && let Some(line) = skipped_line
+                    && let Some(time) = self.source.parse(line, offset).time
+                {
+                    self.last_time = Some(time);
+                }
+                self.last_time
+            }
+        };
+        self.filters
+            .matches(&record, time)
+            .then_some((time, record))
+    }
+}
+
+struct Lane<'p> {
+    judge: Judge<'p>,
+    tail: Tail,
+}
+
+impl<'p> Lane<'p> {
+    fn new(source: &'static dyn Source, filters: &'p Filters, dir: &std::path::Path) -> Self {
+        Self {
+            judge: Judge {
+                source,
+                filters: filters.for_source(source),
+                last_time: None,
+                last_skipped: None,
+            },
+            tail: Tail::new(dir.join(source.file_name())),
+        }
+    }
+
+    /// The next record that passes the filters, or `None` at the end of the current file.
+    fn next_emit(&mut self) -> io::Result<Option<(Option<DateTime<Utc>>, Record)>> {
+        loop {
+            let record = {
+                let Some(item) = self.tail.next_line()? else {
+                    return Ok(None);
+                };
+                match self.judge.classify(item) {
+                    Some(record) => record,
+                    None => continue,
+                }
+            };
+            let skipped = match (&self.judge.last_skipped, record.time) {
+                (Some((offset, _)), None) => self.tail.read_line_at(*offset)?,
+                _ => None,
+            };
+            if let Some(emit) = self.judge.finish(record, skipped.as_deref()) {
+                return Ok(Some(emit));
+            }
+        }
+    }
+
+    /// Following: late lines of rotated files, then truncation, the current file, and a
+    /// replacement of the path.
+    fn poll(&mut self, out: &mut Output<'_, '_>, notice: &mut dyn FnMut(Notice)) -> io::Result<()> {
+        let path = self.tail.path().to_path_buf();
+        if !self.tail.is_open() {
+            if self.tail.check_identity()?.is_some() {
+                notice(Notice::Appeared(path.clone()));
+            } else {
+                return Ok(());
+            }
+        }
+        let judge = &mut self.judge;
+        let mut failed = Ok(());
+        self.tail.drain_retired(&mut |item| {
+            if failed.is_err() {
+                return;
+            }
+            if let Some(record) = judge.classify(item)
+                && let Some((_, record)) = judge.finish(record, None)
+            {
+                failed = out.write(&record);
+            }
+        })?;
+        failed?;
+        if self.tail.check_truncation()? == Some(Change::Truncated) {
+            notice(Notice::Truncated(path.clone()));
+        }
+        while let Some((_, record)) = self.next_emit()? {
+            out.write(&record)?;
+        }
+        if let Some(change) = self.tail.check_identity()? {
+            notice(match change {
+                Change::Appeared => Notice::Appeared(path),
+                _ => Notice::Replaced(path),
+            });
+            while let Some((_, record)) = self.next_emit()? {
+                out.write(&record)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! `--since` on a time-ordered file: binary search for a line start such that every line
+//! before it is older than the bound, so a big append-only log is not read from the start.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use chrono::{DateTime, Utc};
+
+use super::plugin::Source;
+
+/// Below this window the engine just reads forward.
+const LINEAR: u64 = 64 << 10;
+const PROBE: usize = 64 << 10;
+
+/// An offset (a line start) with every line before it older than `since`. The engine still
+/// applies `--since` to every record it reads, so this only decides where reading begins.
+pub fn seek_since(
+    file: &File,
+    size: u64,
+    source: &dyn Source,
+    since: DateTime<Utc>,
+) -> io::Result<u64> {
+    let mut lo = 0u64;
+    let mut hi = size;
+    let mut probe = vec![0u8; PROBE];
+    while hi - lo > LINEAR {
+        let mid = lo + (hi - lo) / 2;
+        match first_timed_line_after(file, mid, hi, source, &mut probe)? {
+            Some((next_start, time)) if time < since => lo = next_start,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+/// The first line starting after `pos` (and before `hi`) that has a time: the offset just past
+/// it, and its time.
+fn first_timed_line_after(
+    file: &File,
+    pos: u64,
+    hi: u64,
+    source: &dyn Source,
+    probe: &mut [u8],
+) -> io::Result<Option<(u64, DateTime<Utc>)>> {
+    let read = read_at_most(file, probe, pos)?;
+    let window = &probe[..read];
+    let Some(first_nl) = memchr::memchr(b'\n', window) else {
+        return Ok(None);
+    };
+    let mut start = first_nl + 1;
+    while pos + (start as u64) < hi {
+        let Some(len) = memchr::memchr(b'\n', &window[start..]) else {
+            return Ok(None);
+        };
+        let line = &window[start..start + len];
+        let next = start + len + 1;
+        if let Some(time) = source.parse(line, pos + start as u64).time {
+            return Ok(Some((pos + next as u64, time)));
+        }
+        start = next;
+    }
+    Ok(None)
+}
+
+fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
