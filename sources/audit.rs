@@ -65,6 +65,9 @@ impl Source for AuditSource {
             Ok(value) => value,
             Err(err) => return malformed(line, offset, format!("not JSON: {err}")),
         };
+        if !value.is_object() {
+            return malformed(line, offset, "not a JSON object".into());
+        }
         let time = match Shape::deserialize(&value) {
             Ok(shape) => match DateTime::parse_from_rfc3339(&shape.ts) {
                 Ok(time) => time.to_utc(),
@@ -75,7 +78,7 @@ impl Source for AuditSource {
             Err(err) => return malformed(line, offset, format!("not an audit record: {err}")),
         };
         let Value::Object(fields) = value else {
-            return malformed(line, offset, "not a JSON object".into());
+            unreachable!("checked above")
         };
         let mut record = Record::new(self.name(), offset, Kind::Event, line);
         record.time = Some(time);
