@@ -85,7 +85,7 @@ fn log_line(record: &Record, ctx: &FormatContext, line: &mut String) {
         line.push_str(": ");
     }
     line.push_str(&terminal_safe_str(record.str_field("message")));
-    for (key, value) in &record.fields {
+    for (key, value) in record.fields() {
         if !matches!(key.as_str(), "timestamp" | "level" | "target" | "message") {
             let _ = write!(line, "  {}={}", terminal_safe_str(key), value_text(value));
         }
@@ -119,7 +119,7 @@ impl Formatter for PrettyFormatter {
             Kind::Event if record.field("decision").is_some() => audit_line(record, ctx, &mut line),
             Kind::Event => {
                 let mut first = true;
-                for (key, value) in &record.fields {
+                for (key, value) in record.fields() {
                     if !first {
                         line.push_str("  ");
                     }

@@ -190,10 +190,13 @@ struct Follower {
 
 impl Follower {
     fn start(world: &World, args: &[&str]) -> Self {
+        Self::start_cmd(world, world.cmd(), args)
+    }
+
+    fn start_cmd(world: &World, mut cmd: std::process::Command, args: &[&str]) -> Self {
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let stderr_path = world.path().join(format!("follower-{n}.stderr"));
-        let mut cmd = world.cmd();
         cmd.arg("monitor")
             .args(args)
             .stdout(Stdio::piped())
@@ -1053,4 +1056,30 @@ fn the_expected_plugins_are_registered() {
     for source in firma::monitor::sources() {
         assert!(!source.about().is_empty() && !source.file_name().is_empty());
     }
+}
+
+#[test]
+fn polling_fallback_follows_rotation_with_one_warning() {
+    let world = World::new();
+    let path = world.state_dir().join("sidecar.log");
+    write_lines(&path, &[now_log("l1")]);
+    let mut cmd = world.cmd();
+    cmd.env("FIRMA_MONITOR_POLL", "1");
+    let follower = Follower::start_cmd(
+        &world,
+        cmd,
+        &["--source", "sidecar", "--format", "json", "--since", "1d"],
+    );
+    follower.wait_for("l1");
+    fs::rename(&path, path.with_extension("log.1")).unwrap();
+    write_lines(&path, &[now_log("l2")]);
+    append_line(&path, &now_log("end"));
+    let lines = follower.wait_for("\"end\"");
+    assert_eq!(messages(&lines), ["l1", "l2", "end"]);
+    let err = follower.stderr();
+    assert_eq!(
+        err.matches("checking for changes every 100 ms").count(),
+        1,
+        "{err}"
+    );
 }

@@ -44,7 +44,7 @@ impl Source for CsvMetrics {
             serde_json::to_string(&fields).unwrap().as_bytes(),
         );
         record.time = chrono::DateTime::from_timestamp(secs.parse().unwrap_or(0), 0);
-        record.fields = fields.as_object().unwrap().clone();
+        record.set_fields(fields.as_object().unwrap().clone());
         record
     }
     fn filterable_fields(&self) -> &'static [&'static str] {
@@ -114,6 +114,7 @@ fn test_plugins_run_through_the_engine() {
         formatter: firma::monitor::find_formatter("tsv").unwrap(),
         follow: false,
         color: false,
+        watch: true,
     };
     let mut out = Vec::new();
     let mut notices = Vec::new();

@@ -13,6 +13,10 @@ use crate::error::Hinted;
 use crate::monitor::since::{ACCEPTED_FORMS, parse_since};
 use crate::monitor::{self, FieldEquals, Filters, Notice, Plan, Since};
 
+/// Set (to anything but `0`) to follow by polling instead of a filesystem watcher — for state
+/// directories on network filesystems, where watchers receive no events.
+pub const POLL_ENV: &str = "FIRMA_MONITOR_POLL";
+
 const EXAMPLES: &str = "\
 Examples:
   # Everything: audit events plus authority + sidecar logs.
@@ -26,7 +30,8 @@ Examples:
 
 Following starts at the end of each file (add --since to backfill first); backfilled records are
 merged in timestamp order, live records are shown as they arrive. Rotation (rename), truncation
-and re-creation of the files are followed. JSON schema and recipes: docs/monitor.md.";
+and re-creation of the files are followed. FIRMA_MONITOR_POLL=1 follows by polling (network filesystems). JSON schema and recipes:
+docs/monitor.md.";
 
 /// `all` plus every registered source, sorted by name.
 fn source_parser() -> PossibleValuesParser {
@@ -146,6 +151,7 @@ fn plan(args: MonitorArgs, color: bool) -> Result<Plan, Hinted> {
         formatter,
         follow: !args.no_follow,
         color,
+        watch: std::env::var_os(POLL_ENV).is_none_or(|v| v.is_empty() || v == "0"),
     })
 }
 

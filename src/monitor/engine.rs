@@ -30,6 +30,9 @@ pub struct Plan {
     pub formatter: &'static dyn Formatter,
     pub follow: bool,
     pub color: bool,
+    /// Follow with a filesystem watcher (false: poll, e.g. on network filesystems where
+    /// watchers stay silent).
+    pub watch: bool,
 }
 
 /// Things worth a line on stderr; the CLI decides how to print them.
@@ -152,7 +155,12 @@ fn follow(
         if watcher.is_none() {
             if plan.state_dir.is_dir() {
                 let tx = tx.clone();
-                match watch(&plan.state_dir, tx) {
+                let watched = if plan.watch {
+                    watch(&plan.state_dir, tx)
+                } else {
+                    Err("watching is turned off".to_string())
+                };
+                match watched {
                     Ok(w) => watcher = Some(Some(w)),
                     Err(reason) => {
                         notice(Notice::Polling {
@@ -226,22 +234,25 @@ struct Judge<'p> {
     /// Time of the last line with one (a line without a time takes it).
     last_time: Option<DateTime<Utc>>,
     /// A line skipped by a needle after `last_time`: its time is read only if needed.
-    last_skipped: Option<(u64, Vec<u8>)>,
+    last_skipped: Option<u64>,
 }
 
 impl Judge<'_> {
-    /// `None` when a needle rules the line out without parsing it.
-    fn classify(&mut self, item: Item<'_>) -> Option<Record> {
+    /// `None` when a needle rules the line out without parsing it; else the record, and
+    /// whether its line is canonical and holds every needle.
+    fn classify(&mut self, item: Item<'_>) -> Option<(Record, bool)> {
         match item {
             Item::Line { offset, bytes } => {
-                if self.filters.has_needles()
-                    && self.filters.needle_missing(bytes)
-                    && self.source.is_canonical(bytes)
-                {
-                    self.last_skipped = Some((offset, Vec::new()));
+                if !self.filters.has_needles() {
+                    return Some((self.source.parse(bytes, offset), false));
+                }
+                let missing = self.filters.needle_missing(bytes);
+                let canonical = self.source.is_canonical(bytes);
+                if missing && canonical {
+                    self.last_skipped = Some(offset);
                     return None;
                 }
-                Some(self.source.parse(bytes, offset))
+                Some((self.source.parse(bytes, offset), canonical && !missing))
             }
             Item::Oversized { offset, len, head } => {
                 let reason = format!(
@@ -249,19 +260,20 @@ impl Judge<'_> {
                     MAX_LINE >> 20,
                     head.len()
                 );
-                Some(Record::new(
+                let record = Record::new(
                     self.source.name(),
                     offset,
                     Kind::Malformed { reason },
                     &head,
-                ))
+                );
+                Some((record, false))
             }
         }
     }
 
     fn finish(
         &mut self,
-        record: Record,
+        (record, needles_proved): (Record, bool),
         skipped_line: Option<&[u8]>,
     ) -> Option<(Option<DateTime<Utc>>, Record)> {
         let time = match record.time {
@@ -271,7 +283,7 @@ impl Judge<'_> {
                 Some(time)
             }
             None => {
-                if let Some((offset, _)) = self.last_skipped.take()
+                if let Some(offset) = self.last_skipped.take()
                     && let Some(line) = skipped_line
                     && let Some(time) = self.source.parse(line, offset).time
                 {
@@ -281,7 +293,7 @@ impl Judge<'_> {
             }
         };
         self.filters
-            .matches(&record, time)
+            .matches(&record, time, needles_proved)
             .then_some((time, record))
     }
 }
@@ -316,8 +328,8 @@ impl<'p> Lane<'p> {
                     None => continue,
                 }
             };
-            let skipped = match (&self.judge.last_skipped, record.time) {
-                (Some((offset, _)), None) => self.tail.read_line_at(*offset)?,
+            let skipped = match (self.judge.last_skipped, record.0.time) {
+                (Some(offset), None) => self.tail.read_line_at(offset)?,
                 _ => None,
             };
             if let Some(emit) = self.judge.finish(record, skipped.as_deref()) {

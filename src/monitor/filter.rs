@@ -105,18 +105,16 @@ impl Filters {
 
     /// The predicates that judge `source`, with their needles prepared.
     pub fn for_source(&self, source: &dyn Source) -> SourceFilters<'_> {
-        let predicates: Vec<&dyn Predicate> = self
-            .predicates
-            .iter()
-            .map(|p| p.as_ref())
-            .filter(|p| p.applies_to(source))
-            .collect();
-        let needles = predicates
-            .iter()
-            .filter_map(|p| p.needle())
-            .map(|n| Finder::new(&n).into_owned())
-            .collect();
-        let earliest = predicates.iter().filter_map(|p| p.earliest()).max();
+        let mut predicates = Vec::new();
+        let mut needles = Vec::new();
+        for predicate in self.predicates.iter().filter(|p| p.applies_to(source)) {
+            let needle = predicate.needle();
+            if let Some(needle) = &needle {
+                needles.push(Finder::new(needle).into_owned());
+            }
+            predicates.push((predicate.as_ref(), needle.is_some()));
+        }
+        let earliest = predicates.iter().filter_map(|(p, _)| p.earliest()).max();
         SourceFilters {
             predicates,
             needles,
@@ -127,14 +125,24 @@ impl Filters {
 
 /// The filters that apply to one source.
 pub struct SourceFilters<'a> {
-    predicates: Vec<&'a dyn Predicate>,
+    /// Each predicate, and whether it has a needle.
+    predicates: Vec<(&'a dyn Predicate, bool)>,
     needles: Vec<Finder<'static>>,
     pub earliest: Option<DateTime<Utc>>,
 }
 
 impl SourceFilters<'_> {
-    pub fn matches(&self, record: &Record, time: Option<DateTime<Utc>>) -> bool {
-        self.predicates.iter().all(|p| p.matches(record, time))
+    /// `needles_proved`: the record's line is canonical and holds every needle, which decides
+    /// the predicates that have one (so they need not look at the parsed fields).
+    pub fn matches(
+        &self,
+        record: &Record,
+        time: Option<DateTime<Utc>>,
+        needles_proved: bool,
+    ) -> bool {
+        self.predicates
+            .iter()
+            .all(|(p, has_needle)| (needles_proved && *has_needle) || p.matches(record, time))
     }
 
     /// True when some needle is absent from `line` (only exact for canonical lines).

@@ -16,7 +16,7 @@ pub fn parse_log_line(source: &'static str, line: &[u8], offset: u64) -> Record 
                 .and_then(Value::as_str)
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.to_utc());
-            record.fields = fields;
+            record.set_fields(fields);
             record
         }
         Err(_) => Record::new(source, offset, Kind::Raw, line),
