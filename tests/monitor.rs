@@ -1083,3 +1083,22 @@ fn polling_fallback_follows_rotation_with_one_warning() {
         "{err}"
     );
 }
+
+#[test]
+fn live_lines_without_a_time_pass_since() {
+    let world = World::new();
+    let path = world.state_dir().join("sidecar.log");
+    let old = Utc::now() - chrono::Duration::hours(3);
+    // The sidecar's last timed line is older than the window; a live panic line must show.
+    write_lines(&path, &[log(old, "INFO", "s", "old")]);
+    write_lines(&path.with_file_name("authority.log"), &[now_log("ready")]);
+    let follower = Follower::start(&world, &["--format", "json", "--since", "1h"]);
+    follower.wait_for("ready");
+    append_line(&path, "thread 'main' panicked at live");
+    append_line(&path, &now_log("end"));
+    let lines = follower.wait_for("\"end\"");
+    assert_eq!(
+        messages(&lines),
+        ["ready", "thread 'main' panicked at live", "end"]
+    );
+}

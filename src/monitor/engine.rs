@@ -112,6 +112,9 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
         return Ok(());
     }
     out.flush_each = true;
+    for lane in &mut lanes {
+        lane.judge.live = true;
+    }
     follow(plan, &mut lanes, &mut out, notice)
 }
 
@@ -235,6 +238,8 @@ struct Judge<'p> {
     last_time: Option<DateTime<Utc>>,
     /// A line skipped by a needle after `last_time`: its time is read only if needed.
     last_skipped: Option<u64>,
+    /// Following live: a line without a time is as new as its arrival.
+    live: bool,
 }
 
 impl Judge<'_> {
@@ -289,7 +294,11 @@ impl Judge<'_> {
                 {
                     self.last_time = Some(time);
                 }
-                self.last_time
+                if self.live {
+                    Some(self.last_time.map_or_else(Utc::now, |t| t.max(Utc::now())))
+                } else {
+                    self.last_time
+                }
             }
         };
         self.filters
@@ -311,6 +320,7 @@ impl<'p> Lane<'p> {
                 filters: filters.for_source(source),
                 last_time: None,
                 last_skipped: None,
+                live: false,
             },
             tail: Tail::new(dir.join(source.file_name())),
         }
