@@ -99,3 +99,97 @@ impl AuditEvent {
             .map(|t| t.to_utc())
     }
 }
+
+/// `kind` of a segment marker line. Decision events carry no `kind` member.
+pub const SEGMENT_KIND: &str = "segment";
+
+/// A line the writer found torn (unterminated and unparsable) when it reopened the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TornLine {
+    /// Byte offset of the torn line in the file.
+    pub offset: u64,
+    /// Its length in bytes (the writer terminated it with a newline, not counted here).
+    pub length: u64,
+    /// Hex SHA-256 of its bytes.
+    pub sha256: String,
+}
+
+/// A signed line that starts a new segment of the chain instead of recording a decision:
+/// written after a crash left a torn last line, which it names so a verifier can tell a crash
+/// from tampering. It chains like any record (`seq` +1, `prev` = hash of the last whole record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMarker {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: String,
+    /// Always [`SEGMENT_KIND`].
+    pub kind: String,
+    /// Why the segment starts, for people.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torn: Option<TornLine>,
+    pub prev: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+/// Any line of `audit.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditRecord {
+    Event(Box<AuditEvent>),
+    Segment(SegmentMarker),
+}
+
+impl AuditRecord {
+    /// Decode a parsed line: an object with a `kind` member is a marker, any other an event.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        if value.get("kind").is_some() {
+            Ok(Self::Segment(serde_json::from_value(value)?))
+        } else {
+            Ok(Self::Event(Box::new(serde_json::from_value(value)?)))
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Event(e) => e.seq,
+            Self::Segment(m) => m.seq,
+        }
+    }
+
+    pub fn prev(&self) -> &str {
+        match self {
+            Self::Event(e) => &e.prev,
+            Self::Segment(m) => &m.prev,
+        }
+    }
+
+    pub fn ts(&self) -> &str {
+        match self {
+            Self::Event(e) => &e.ts,
+            Self::Segment(m) => &m.ts,
+        }
+    }
+
+    pub fn sig(&self) -> Option<&str> {
+        match self {
+            Self::Event(e) => e.sig.as_deref(),
+            Self::Segment(m) => m.sig.as_deref(),
+        }
+    }
+
+    pub fn version(&self) -> u32 {
+        match self {
+            Self::Event(e) => e.v,
+            Self::Segment(m) => m.v,
+        }
+    }
+
+    /// The decision event, if this line is one.
+    pub fn as_event(&self) -> Option<&AuditEvent> {
+        match self {
+            Self::Event(e) => Some(e),
+            Self::Segment(_) => None,
+        }
+    }
+}

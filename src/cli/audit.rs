@@ -1,10 +1,27 @@
 //! `firma audit verify`: prove `audit.jsonl` untampered.
+//!
+//! Exit codes: 0 clean (notices such as a torn tail after a crash allowed), 1 tampering found,
+//! 2 error (a file or key that cannot be read).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::{CommandResult, not_yet};
+use super::{CommandResult, Outcome, output};
+use crate::audit::verify::{CheckpointStatus, VerifyOptions, VerifyReport, verify};
+use crate::audit::{CHECKPOINT_FILE, LOG_FILE};
+use crate::config::Discovery;
+use crate::config::dirs::resolve_state_dir;
+use crate::config::keys::{load_verifying_key, public_path};
+use crate::error::Hinted;
+
+const VERIFY_AFTER_HELP: &str = "\
+Exit status: 0 clean, 1 tampering found, 2 error (a file or key that cannot be read).
+
+Examples:
+  firma audit verify
+  firma audit verify --json | jq .problem
+  firma audit verify --file audit.jsonl.2 --file audit.jsonl.1 --file audit.jsonl --key audit.pub";
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -15,6 +32,7 @@ pub struct AuditArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify signatures, the hash chain and the checkpoint; report the first bad line.
+    #[command(after_help = VERIFY_AFTER_HELP)]
     Verify(VerifyArgs),
 }
 
@@ -26,7 +44,13 @@ pub struct VerifyArgs {
     /// Public key (PEM) [default: audit.pub beside [sidecar.audit].key].
     #[arg(long, value_name = "PUBKEY")]
     pub key: Option<PathBuf>,
-    /// Machine-readable report.
+    /// Checkpoint to check the tail against [default: beside the last file, `.checkpoint`].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_checkpoint")]
+    pub checkpoint: Option<PathBuf>,
+    /// Do not check the tail against a checkpoint (for a copied log without one).
+    #[arg(long)]
+    pub no_checkpoint: bool,
+    /// Machine-readable report on stdout (schema in docs/audit-log.md).
     #[arg(long)]
     pub json: bool,
     /// State directory (env: FIRMA_STATE_DIR).
@@ -34,6 +58,149 @@ pub struct VerifyArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(_args: AuditArgs, _config: Option<PathBuf>) -> CommandResult {
-    not_yet("firma audit verify")
+pub fn run(args: AuditArgs, config: Option<PathBuf>) -> CommandResult {
+    match args.command {
+        AuditCommand::Verify(args) => run_verify(args, config),
+    }
+}
+
+fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
+    let files = if args.files.is_empty() {
+        let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
+        default_files(&state_dir)?
+    } else {
+        args.files.clone()
+    };
+    let key_path = match &args.key {
+        Some(path) => path.clone(),
+        None => default_key(config)?,
+    };
+    let key = load_verifying_key(&key_path)?;
+    let mut options = VerifyOptions::new(files, key);
+    if args.no_checkpoint {
+        options.checkpoint = None;
+    } else if let Some(path) = &args.checkpoint {
+        options.checkpoint = Some(path.clone());
+    }
+    let report = verify(&options)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).expect("reports always serialise");
+        println!("{text}");
+    } else {
+        print_human(&report, &key_path);
+    }
+    Ok(if report.ok {
+        Outcome::Success
+    } else {
+        Outcome::FoundProblems
+    })
+}
+
+/// `<state dir>/audit.jsonl`, preceded by its rotations `audit.jsonl.N` (highest N = oldest).
+fn default_files(state_dir: &Path) -> Result<Vec<PathBuf>, Hinted> {
+    let log = state_dir.join(LOG_FILE);
+    if !log.exists() {
+        return Err(
+            Hinted::new(format!("no audit log at {}", log.display())).hint(
+                "start the Sidecar (`firma sidecar start`) or `firma init` to create it, pass \
+             --state-dir / FIRMA_STATE_DIR for another state directory, or --file PATH",
+            ),
+        );
+    }
+    let mut rotations: Vec<(u64, PathBuf)> = std::fs::read_dir(state_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let n: u64 = name.strip_prefix(&format!("{LOG_FILE}."))?.parse().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    rotations.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut files: Vec<PathBuf> = rotations.into_iter().map(|(_, p)| p).collect();
+    files.push(log);
+    Ok(files)
+}
+
+/// `audit.pub` beside `[sidecar.audit].key` of the discovered configuration.
+fn default_key(config: Option<PathBuf>) -> Result<PathBuf, Hinted> {
+    let loaded = Discovery::new(config).load().map_err(|err| {
+        Hinted::new(format!(
+            "no public key to verify with: {} (the key is found through firma.toml)",
+            err.message()
+        ))
+        .hint("pass --key <audit.pub>, or --config <firma.toml> of the project that wrote the log")
+    })?;
+    Ok(public_path(&loaded.config.sidecar.audit.key))
+}
+
+fn print_human(report: &VerifyReport, key_path: &Path) {
+    let names: Vec<String> = report
+        .files
+        .iter()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    let files = names.join(", ");
+    for notice in &report.notices {
+        output::warn(format!(
+            "{}{}: {}",
+            notice.file.display(),
+            notice.line.map(|l| format!(":{l}")).unwrap_or_default(),
+            notice.message
+        ));
+    }
+    match &report.problem {
+        None => {
+            let checkpoint = match report.checkpoint.status {
+                CheckpointStatus::Ok => format!(
+                    "checkpoint seq {} matches",
+                    report.checkpoint.seq.unwrap_or_default()
+                ),
+                CheckpointStatus::Skipped => "checkpoint not checked".into(),
+                _ => format!("no checkpoint ({CHECKPOINT_FILE})"),
+            };
+            output::ok(format!(
+                "{files}: {} records verified (last seq {}), chain intact, {checkpoint}",
+                report.verified, report.last_seq
+            ));
+        }
+        Some(problem) => {
+            output::info(format!(
+                "{files}: {} records verified before the first problem (key {})",
+                report.verified,
+                key_path.display()
+            ));
+            let location = match problem.line {
+                Some(line) => format!("{}:{line}", problem.file.display()),
+                None => problem.file.display().to_string(),
+            };
+            output::error(
+                &Hinted::new(format!(
+                    "{location}: {}: {}",
+                    problem.kind.as_str(),
+                    problem.message
+                ))
+                .hint(hint_for(problem.kind)),
+            );
+        }
+    }
+}
+
+fn hint_for(kind: crate::audit::verify::FindingKind) -> &'static str {
+    use crate::audit::verify::FindingKind as K;
+    match kind {
+        K::WrongKey => {
+            "check --key: it must be the audit.pub of the project that wrote this log; if it is, \
+             the log was re-signed"
+        }
+        K::CheckpointMissing => {
+            "if this is a copy of a log without its checkpoint, pass --no-checkpoint"
+        }
+        K::Truncated | K::Rewritten => {
+            "records after the last good line are gone or replaced; compare with an exported \
+             checkpoint or a backup"
+        }
+        _ => "records from this line on cannot be trusted; preserve the file for investigation",
+    }
 }

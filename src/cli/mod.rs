@@ -75,7 +75,6 @@ pub enum Command {
     Monitor(monitor::MonitorArgs),
 
     /// Verify the signed, hash-chained audit log.
-    #[command(hide = true)]
     Audit(audit::AuditArgs),
 
     /// Issue and revoke capability tokens through the running Authority.

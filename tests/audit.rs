@@ -1,0 +1,677 @@
+//! The audit log: writer, reader, and `firma audit verify` — tampering of every kind detected with
+//! the right kind and line, crashes told apart from tampering, concurrency, restart, and the
+//! openssl + jq recipe from docs/audit-log.md.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{World, assert_success, stderr, stdout};
+use ed25519_dalek::SigningKey;
+use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
+use firma::audit::reader::{AuditReader, ReadMode, ReadProblem};
+use firma::audit::verify::{FindingKind, VerifyOptions, VerifyReport, verify};
+use firma::audit::writer::{AuditWriter, WriterOptions};
+use firma::config::keys;
+use firma::config::schema::FsyncPolicy;
+
+fn draft(i: u64) -> AuditDraft {
+    AuditDraft {
+        decision: if i.is_multiple_of(3) {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
+        reason: format!("policy decision {i}"),
+        agent_id: "codex".into(),
+        session_id: "s-1".into(),
+        token_id: format!("tok-{}", i % 7),
+        intent: Intent {
+            action_class: "communication.external.send".into(),
+            method: "POST".into(),
+            host: "api.example.com".into(),
+            path: format!("/v1/send/{i}"),
+        },
+        policy: PolicyRef {
+            bundle: "b-42".into(),
+            determining: vec!["policy0".into()],
+        },
+        latency_us: 100 + i,
+    }
+}
+
+/// A key pair on disk (audit.key + audit.pub) in `dir`.
+fn key_in(dir: &Path) -> (SigningKey, PathBuf) {
+    let secret = dir.join("audit.key");
+    let key = keys::generate();
+    keys::write_pair(&secret, &key).unwrap();
+    (key, keys::public_path(&secret))
+}
+
+/// A log of `n` records written by the real writer.
+fn write_log(path: &Path, key: &SigningKey, n: u64) {
+    let (writer, _) = AuditWriter::open(path, key.clone(), WriterOptions::default()).unwrap();
+    for i in 0..n {
+        writer.append(draft(i)).unwrap();
+    }
+    writer.shutdown().unwrap();
+}
+
+fn lines_of(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    for line in lines {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn run_verify(path: &Path, key: &SigningKey) -> VerifyReport {
+    let mut options = VerifyOptions::new(vec![path.to_path_buf()], key.verifying_key());
+    options.threads = 1;
+    verify(&options).unwrap()
+}
+
+#[track_caller]
+fn assert_problem(report: &VerifyReport, kind: FindingKind, line: u64) {
+    let problem = report
+        .problem
+        .as_ref()
+        .unwrap_or_else(|| panic!("no problem found: {report:#?}"));
+    assert_eq!(
+        (problem.kind, problem.line),
+        (kind, Some(line)),
+        "{}",
+        problem.message
+    );
+    assert!(!report.ok);
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+    key: SigningKey,
+}
+
+fn fixture(records: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    write_log(&log, &key, records);
+    Fixture {
+        _dir: dir,
+        log,
+        key,
+    }
+}
+
+#[test]
+fn a_clean_log_verifies_with_its_checkpoint() {
+    let f = fixture(50);
+    let report = run_verify(&f.log, &f.key);
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(
+        (report.verified, report.last_seq, report.lines),
+        (50, 50, 50)
+    );
+    assert_eq!(report.checkpoint.seq, Some(50));
+}
+
+/// Every byte of a 50-record log flipped in turn is detected, at the right line. The lines before
+/// the flipped one are byte-identical to the clean log (verified clean on its own), so each flip
+/// is verified incrementally from the line before it and stops at the first problem; every
+/// 97th flip is also verified from scratch, reading on to classify.
+#[test]
+fn every_single_byte_flip_is_detected() {
+    use firma::audit::chain::ChainHead;
+    use firma::audit::record::line_hash;
+    use firma::audit::verify::Resume;
+    let f = fixture(50);
+    assert!(run_verify(&f.log, &f.key).ok);
+    let original = std::fs::read(&f.log).unwrap();
+    let lines = lines_of(&f.log);
+    // (offset, head before) for each line.
+    let mut starts = Vec::new();
+    let (mut offset, mut head) = (0u64, ChainHead::GENESIS);
+    for (i, line) in lines.iter().enumerate() {
+        starts.push((offset, head));
+        offset += line.len() as u64 + 1;
+        head = ChainHead::advance(i as u64 + 1, line_hash(line));
+    }
+    let positions: Vec<usize> = (0..original.len()).collect();
+    std::thread::scope(|scope| {
+        for part in positions.chunks(original.len().div_ceil(2)) {
+            let (original, starts, key) = (&original, &starts, &f.key);
+            let dir = f.log.parent().unwrap();
+            scope.spawn(move || {
+                let work = tempfile::tempdir_in(dir).unwrap();
+                let copy = work.path().join("audit.jsonl");
+                std::fs::copy(
+                    dir.join("audit.checkpoint"),
+                    work.path().join("audit.checkpoint"),
+                )
+                .unwrap();
+                for &i in part {
+                    let mut bytes = original.clone();
+                    bytes[i] ^= 0x01;
+                    std::fs::write(&copy, &bytes).unwrap();
+                    let line = original[..i].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+                    let mut options = VerifyOptions::new(vec![copy.clone()], key.verifying_key());
+                    options.threads = 1;
+                    if !i.is_multiple_of(97) {
+                        let (offset, head) = starts[line as usize - 1];
+                        options.resume = Some(Resume { offset, line, head });
+                        options.stop_at_first = true;
+                        if line < 50 {
+                            options.checkpoint = None; // only the tail needs it
+                        }
+                    }
+                    let report = verify(&options).unwrap();
+                    assert!(!report.ok, "flip at byte {i} went undetected: {report:#?}");
+                    let problem = report.problem.unwrap();
+                    // A flipped newline merges line `line` with the next; a byte turned into a
+                    // newline splits it: either way the first bad line is `line`.
+                    assert_eq!(problem.line, Some(line), "byte {i}: {}", problem.message);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_deleted_line_is_reported_as_deleted() {
+    let f = fixture(50);
+    let mut lines = lines_of(&f.log);
+    lines.remove(19);
+    write_lines(&f.log, &lines);
+    let report = run_verify(&f.log, &f.key);
+    assert_problem(&report, FindingKind::Deleted, 20);
+    assert_eq!(report.problem.unwrap().seq, Some(20));
+}
+
+#[test]
+fn swapped_lines_are_reported_as_reordered() {
+    let f = fixture(50);
+    let mut lines = lines_of(&f.log);
+    lines.swap(29, 30);
+    write_lines(&f.log, &lines);
+    assert_problem(&run_verify(&f.log, &f.key), FindingKind::Reordered, 30);
+}
+
+#[test]
+fn a_duplicated_line_is_reported_as_duplicated() {
+    let f = fixture(50);
+    let mut lines = lines_of(&f.log);
+    let copy = lines[9].clone();
+    lines.insert(10, copy);
+    write_lines(&f.log, &lines);
+    let report = run_verify(&f.log, &f.key);
+    assert_problem(&report, FindingKind::Duplicated, 11);
+    assert!(report.problem.unwrap().message.contains("line 10"));
+}
+
+#[test]
+fn a_line_from_another_log_is_reported_as_inserted() {
+    let f = fixture(50);
+    // Another state dir, same project key: its lines carry valid signatures.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = other_dir.path().join("audit.jsonl");
+    write_log(&other, &f.key, 30);
+    let foreign = lines_of(&other)[24].clone();
+    let mut lines = lines_of(&f.log);
+    lines.insert(25, foreign);
+    write_lines(&f.log, &lines);
+    assert_problem(&run_verify(&f.log, &f.key), FindingKind::Inserted, 26);
+}
+
+#[test]
+fn a_truncated_tail_is_caught_by_the_checkpoint() {
+    let f = fixture(50);
+    let lines = lines_of(&f.log);
+    write_lines(&f.log, &lines[..45]);
+    let report = run_verify(&f.log, &f.key);
+    assert_problem(&report, FindingKind::Truncated, 46);
+    assert_eq!(report.problem.unwrap().seq, Some(46));
+}
+
+#[test]
+fn a_log_signed_with_another_key_is_reported_as_wrong_key() {
+    let f = fixture(0);
+    let impostor = keys::generate();
+    std::fs::remove_file(&f.log).unwrap();
+    std::fs::remove_file(f.log.with_extension("checkpoint")).unwrap();
+    write_log(&f.log, &impostor, 50);
+    assert_problem(&run_verify(&f.log, &f.key), FindingKind::WrongKey, 1);
+    // One line re-signed with another key, the rest intact: that line was modified.
+    let g = fixture(50);
+    let mut lines = lines_of(&g.log);
+    let mut value: serde_json::Value = serde_json::from_slice(&lines[4]).unwrap();
+    value.as_object_mut().unwrap().remove("sig");
+    let resealed = firma::audit::record::seal(value.as_object().unwrap().clone(), &impostor);
+    lines[4] = resealed.line;
+    write_lines(&g.log, &lines);
+    assert_problem(&run_verify(&g.log, &g.key), FindingKind::Modified, 5);
+}
+
+#[test]
+fn a_reformatted_line_is_non_canonical() {
+    let f = fixture(10);
+    let mut lines = lines_of(&f.log);
+    let value: serde_json::Value = serde_json::from_slice(&lines[3]).unwrap();
+    lines[3] = serde_json::to_vec_pretty(&value)
+        .unwrap()
+        .into_iter()
+        .filter(|&b| b != b'\n')
+        .collect();
+    write_lines(&f.log, &lines);
+    assert_problem(&run_verify(&f.log, &f.key), FindingKind::NonCanonical, 4);
+}
+
+#[test]
+fn eight_tasks_times_5000_appends_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let (writer, report) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    assert_eq!(report.resumed_seq, 0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap();
+    let seqs: Vec<Vec<u64>> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let mut seqs = Vec::with_capacity(5000);
+                    for i in 0..5000 {
+                        seqs.push(writer.append(draft(t * 5000 + i)).unwrap().seq);
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.push(task.await.unwrap());
+        }
+        all
+    });
+    writer.shutdown().unwrap();
+    for task in &seqs {
+        assert!(
+            task.windows(2).all(|w| w[0] < w[1]),
+            "a task's seqs increase"
+        );
+    }
+    let mut all: Vec<u64> = seqs.concat();
+    all.sort_unstable();
+    assert_eq!(all, (1..=40_000).collect::<Vec<_>>(), "no gaps, no repeats");
+    let options = VerifyOptions::new(vec![log.clone()], key.verifying_key());
+    let report = verify(&options).unwrap();
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(
+        (report.lines, report.verified, report.last_seq),
+        (40_000, 40_000, 40_000)
+    );
+    assert_eq!(report.checkpoint.seq, Some(40_000));
+}
+
+#[test]
+fn a_restart_resumes_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    for policy in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Never,
+        FsyncPolicy::Batched,
+    ] {
+        let options = WriterOptions {
+            fsync: policy,
+            ..WriterOptions::default()
+        };
+        let (writer, report) = AuditWriter::open(&log, key.clone(), options).unwrap();
+        assert!(!report.new_segment());
+        let first = writer.append(draft(0)).unwrap();
+        assert_eq!(first.seq, report.resumed_seq + 1);
+        for i in 1..10 {
+            writer.append(draft(i)).unwrap();
+        }
+        drop(writer); // dropping the last handle shuts down too
+    }
+    let report = run_verify(&log, &key);
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.last_seq, 30);
+}
+
+#[test]
+fn a_second_writer_on_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let (_writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    let err = AuditWriter::open(&log, key, WriterOptions::default()).unwrap_err();
+    assert!(err.message().contains("locked"), "{}", err.message());
+}
+
+#[test]
+fn a_writer_refuses_to_continue_a_truncated_log() {
+    let f = fixture(20);
+    let lines = lines_of(&f.log);
+    write_lines(&f.log, &lines[..15]);
+    let err = AuditWriter::open(&f.log, f.key.clone(), WriterOptions::default()).unwrap_err();
+    assert!(err.message().contains("truncated"), "{}", err.message());
+    // …and a log whose last line was edited.
+    let g = fixture(5);
+    let mut lines = lines_of(&g.log);
+    lines[4][20] ^= 0x01;
+    write_lines(&g.log, &lines);
+    assert!(AuditWriter::open(&g.log, g.key.clone(), WriterOptions::default()).is_err());
+}
+
+#[test]
+fn a_torn_tail_is_a_crash_not_tampering_and_starts_a_new_segment() {
+    let f = fixture(10);
+    // Simulate a crash in the middle of write(2): half of an 11th line, no newline.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = other_dir.path().join("audit.jsonl");
+    write_log(&other, &f.key, 11);
+    let eleventh = &lines_of(&other)[10];
+    let torn = &eleventh[..eleventh.len() / 2];
+    let mut bytes = std::fs::read(&f.log).unwrap();
+    let torn_offset = bytes.len() as u64;
+    bytes.extend_from_slice(torn);
+    std::fs::write(&f.log, &bytes).unwrap();
+
+    let report = run_verify(&f.log, &f.key);
+    assert!(report.ok, "a torn tail is not tampering: {report:#?}");
+    assert_eq!(report.notices.len(), 1);
+    assert_eq!(report.notices[0].kind, FindingKind::TornTail);
+    assert_eq!(report.notices[0].line, Some(11));
+
+    let (writer, open) =
+        AuditWriter::open(&f.log, f.key.clone(), WriterOptions::default()).unwrap();
+    let torn_line = open.torn_tail.clone().expect("torn tail reported");
+    assert_eq!(
+        (torn_line.offset, torn_line.length),
+        (torn_offset, torn.len() as u64)
+    );
+    assert_eq!(open.marker_seq, Some(11));
+    assert_eq!(writer.append(draft(99)).unwrap().seq, 12);
+    writer.shutdown().unwrap();
+
+    let report = run_verify(&f.log, &f.key);
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(
+        (report.verified, report.segments, report.last_seq),
+        (12, 1, 12)
+    );
+    assert_eq!(report.notices[0].kind, FindingKind::TornLineRecovered);
+    assert_eq!(report.notices[0].line, Some(11));
+
+    // A torn-looking line in the middle that no marker names is tampering.
+    let mut lines = lines_of(&f.log);
+    lines.remove(11); // the marker
+    write_lines(&f.log, &lines);
+    assert_problem(&run_verify(&f.log, &f.key), FindingKind::Malformed, 11);
+}
+
+#[test]
+fn a_whole_last_record_missing_only_its_newline_is_completed() {
+    let f = fixture(5);
+    let mut bytes = std::fs::read(&f.log).unwrap();
+    bytes.pop();
+    std::fs::write(&f.log, &bytes).unwrap();
+    let (writer, open) =
+        AuditWriter::open(&f.log, f.key.clone(), WriterOptions::default()).unwrap();
+    assert!(open.completed_tail && open.torn_tail.is_none());
+    assert_eq!(writer.append(draft(5)).unwrap().seq, 6);
+    writer.shutdown().unwrap();
+    assert!(run_verify(&f.log, &f.key).ok);
+}
+
+#[test]
+fn the_checkpoint_is_refreshed_while_records_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let (writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    for i in 0..1500 {
+        writer.append(draft(i)).unwrap();
+    }
+    let checkpoint_path = log.with_extension("checkpoint");
+    let seq = common::wait_for(
+        "a checkpoint at seq >= 1000",
+        std::time::Duration::from_secs(30),
+        || {
+            let bytes = std::fs::read(&checkpoint_path).ok()?;
+            let point = firma::audit::checkpoint::parse(&bytes, &key.verifying_key()).ok()?;
+            (point.seq >= 1000).then_some(point.seq)
+        },
+    );
+    assert!(seq <= 1500);
+    writer.shutdown().unwrap();
+}
+
+#[test]
+fn the_reader_streams_records_and_typed_problems() {
+    let f = fixture(5);
+    let mut lines = lines_of(&f.log);
+    let edited = String::from_utf8(lines[2].clone())
+        .unwrap()
+        .replace("decision 2", "decision 9");
+    lines[2] = edited.into_bytes();
+    lines.push(b"{not json".to_vec());
+    write_lines(&f.log, &lines);
+    let parse_only: Vec<_> = AuditReader::open(&f.log, ReadMode::ParseOnly)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(parse_only.len(), 6);
+    assert!(
+        parse_only[..5].iter().all(|item| item.result.is_ok()),
+        "parse-only ignores signatures"
+    );
+    assert!(matches!(parse_only[5].result, Err(ReadProblem::Line(_))));
+    let verified: Vec<_> = AuditReader::open(&f.log, ReadMode::Verify(f.key.verifying_key()))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(verified[1].result.is_ok());
+    assert!(matches!(verified[2].result, Err(ReadProblem::Line(_))));
+    assert_eq!(verified[2].line.number, 3);
+    assert!(
+        matches!(verified[3].result, Err(ReadProblem::Chain(_))),
+        "line 4 no longer chains"
+    );
+}
+
+// ---- black box: `firma audit verify` ------------------------------------------------------
+
+/// A world with an initialised project and a log of `n` records in its state dir.
+fn world_with_log(n: u64) -> (World, SigningKey) {
+    let world = World::new();
+    world.init(&[]);
+    let key = keys::load_signing_key(&world.project_dir().join("audit.key")).unwrap();
+    write_log(&world.state_dir().join("audit.jsonl"), &key, n);
+    (world, key)
+}
+
+fn json_report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
+}
+
+#[test]
+fn cli_defaults_to_the_state_dir_and_the_projects_key() {
+    let (world, _) = world_with_log(20);
+    let out = world.run(&["audit", "verify"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("20 records verified"),
+        "{}",
+        stdout(&out)
+    );
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_success(&out);
+    let report = json_report(&out);
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["last_seq"], 20);
+    assert_eq!(report["checkpoint"]["status"], "ok");
+}
+
+#[test]
+fn cli_exits_1_with_kind_and_line_on_tampering() {
+    let (world, _) = world_with_log(30);
+    let log = world.state_dir().join("audit.jsonl");
+    let mut lines = lines_of(&log);
+    lines.remove(6);
+    write_lines(&log, &lines);
+    let out = world.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("audit.jsonl:7: deleted"),
+        "{}",
+        stderr(&out)
+    );
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_report(&out);
+    assert_eq!(report["problem"]["kind"], "deleted");
+    assert_eq!(report["problem"]["line"], 7);
+    assert_eq!(report["problem"]["seq"], 7);
+}
+
+#[test]
+fn cli_json_report_schema() {
+    let (world, _) = world_with_log(3);
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_success(&out);
+    let state = world.state_dir().display().to_string();
+    insta::with_settings!({filters => vec![
+        (state.as_str(), "[STATE]"),
+        (r#""key_fingerprint": "[0-9a-f]{64}""#, r#""key_fingerprint": "[FINGERPRINT]""#),
+        (r#""ts": "[^"]+""#, r#""ts": "[TS]""#),
+    ]}, {
+        insta::assert_snapshot!(stdout(&out));
+    });
+}
+
+#[test]
+fn cli_errors_exit_2_naming_the_path() {
+    let world = World::new();
+    // No log in the state dir.
+    let out = world.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("audit.jsonl"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hint:"));
+    // A log but no config to find the key: the hint says --key.
+    std::fs::write(world.state_dir().join("audit.jsonl"), b"").unwrap();
+    let out = world.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--key"), "{}", stderr(&out));
+    // A key file that does not exist.
+    let out = world.run(&["audit", "verify", "--key", "nope.pub"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nope.pub"), "{}", stderr(&out));
+}
+
+#[test]
+fn cli_empty_log_from_init_is_clean() {
+    let world = World::new();
+    world.init(&[]);
+    let out = world.run(&["audit", "verify"]);
+    assert_success(&out);
+}
+
+#[test]
+fn cli_verifies_rotations_oldest_first() {
+    let (world, key) = world_with_log(30);
+    let log = world.state_dir().join("audit.jsonl");
+    let lines = lines_of(&log);
+    write_lines(&world.state_dir().join("audit.jsonl.2"), &lines[..10]);
+    write_lines(&world.state_dir().join("audit.jsonl.1"), &lines[10..20]);
+    write_lines(&log, &lines[20..]);
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_success(&out);
+    assert_eq!(json_report(&out)["verified"], 30);
+    // Leaving out the oldest rotation means records 1..=10 are missing.
+    let out = world.run(&[
+        "audit",
+        "verify",
+        "--json",
+        "--file",
+        world.state_dir().join("audit.jsonl.1").to_str().unwrap(),
+        "--file",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_report(&out)["problem"]["kind"], "deleted");
+    let _ = key;
+}
+
+/// docs/audit-log.md "Verify one line without firma": openssl + jq + sed + sha256sum.
+#[test]
+fn third_party_recipe_with_openssl_and_jq() {
+    let have = |tool: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(have("openssl") && have("jq") && have("sha256sum")) {
+        eprintln!("skipped: openssl, jq or sha256sum missing");
+        return;
+    }
+    let (world, _) = world_with_log(5);
+    let script = r#"
+set -eu
+LOG="$1"; PUB="$2"; N=3
+line=$(sed -n "${N}p" "$LOG")
+printf 'firma-audit-v1\n' > msg.bin
+printf '%s' "$line" | sed 's/,"sig":"[^"]*"//' | tr -d '\n' >> msg.bin
+printf '%s' "$line" | jq -r .sig | base64 -d > sig.bin
+openssl pkeyutl -verify -pubin -inkey "$PUB" -rawin -in msg.bin -sigfile sig.bin
+prev=$(sed -n "$((N-1))p" "$LOG" | tr -d '\n' | sha256sum | cut -d' ' -f1)
+test "$prev" = "$(printf '%s' "$line" | jq -r .prev)" && echo "chain ok"
+"#;
+    let work = tempfile::tempdir().unwrap();
+    let log = world.state_dir().join("audit.jsonl");
+    let public = world.project_dir().join("audit.pub");
+    let run = |log: &Path| {
+        std::process::Command::new("sh")
+            .current_dir(work.path())
+            .args(["-c", script, "recipe"])
+            .arg(log)
+            .arg(&public)
+            .output()
+            .unwrap()
+    };
+    let out = run(&log);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("Signature Verified Successfully"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("chain ok"));
+    // The same recipe rejects an edited line.
+    let mut lines = lines_of(&log);
+    let edited = String::from_utf8(lines[2].clone())
+        .unwrap()
+        .replace("policy decision 2", "policy decision 3");
+    lines[2] = edited.into_bytes();
+    write_lines(&log, &lines);
+    assert!(!run(&log).status.success());
+}
