@@ -117,6 +117,21 @@ impl Formatter for PrettyFormatter {
         line.push_str("  ");
         match &record.kind {
             Kind::Event if record.field("decision").is_some() => audit_line(record, ctx, &mut line),
+            Kind::Event if record.str_field("kind") == "segment" => {
+                let marker = paint(ctx, "SEGMENT    ", |s| s.yellow().bold().to_string());
+                let _ = write!(
+                    line,
+                    "{marker}  new chain segment at seq {}: {}",
+                    record
+                        .field("seq")
+                        .map(Value::to_string)
+                        .unwrap_or_default(),
+                    terminal_safe_str(record.str_field("reason"))
+                );
+                if let Some(torn) = record.field("torn") {
+                    let _ = write!(line, "  torn={}", terminal_safe_str(&torn.to_string()));
+                }
+            }
             Kind::Event => {
                 let mut first = true;
                 for (key, value) in record.fields() {

@@ -8,7 +8,7 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::audit::event::Decision;
+use crate::audit::event::{Decision, SEGMENT_KIND};
 use crate::monitor::{Kind, Record, Source, SourcePlugin};
 
 pub struct AuditSource;
@@ -44,6 +44,21 @@ struct IntentShape<'a> {
     path: IgnoredAny,
 }
 
+/// A segment marker (`"kind":"segment"`): the writer starts a new chain segment after a crash
+/// left a torn line. Shown as an event without a decision.
+#[allow(dead_code)]
+#[derive(Deserialize)]
+struct SegmentShape<'a> {
+    v: u32,
+    seq: u64,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    reason: IgnoredAny,
+    prev: IgnoredAny,
+}
+
 fn malformed(line: &[u8], offset: u64, reason: String) -> Record {
     Record::new("audit", offset, Kind::Malformed { reason }, line)
 }
@@ -71,11 +86,26 @@ impl Source for AuditSource {
             };
             return malformed(line, offset, reason);
         }
-        let time = match serde_json::from_slice::<Shape<'_>>(line) {
-            Ok(shape) => match DateTime::parse_from_rfc3339(&shape.ts) {
+        // In valid JSON `"kind":` can only be a key (inside a string its quotes are escaped).
+        let shape = if memchr::memmem::find(line, b"\"kind\":").is_some() {
+            serde_json::from_slice::<SegmentShape<'_>>(line).and_then(|s| {
+                if s.kind == SEGMENT_KIND {
+                    Ok(s.ts)
+                } else {
+                    Err(serde::de::Error::custom(format!(
+                        "unknown kind {:?}",
+                        s.kind
+                    )))
+                }
+            })
+        } else {
+            serde_json::from_slice::<Shape<'_>>(line).map(|s| s.ts)
+        };
+        let time = match shape {
+            Ok(ts) => match DateTime::parse_from_rfc3339(&ts) {
                 Ok(time) => time.to_utc(),
                 Err(err) => {
-                    return malformed(line, offset, format!("ts {:?}: {err}", shape.ts));
+                    return malformed(line, offset, format!("ts {ts:?}: {err}"));
                 }
             },
             Err(err) if err.is_data() => {
@@ -139,6 +169,17 @@ mod tests {
         );
         assert!(AuditSource.is_canonical(LINE.as_bytes()));
         let _: &Map<String, serde_json::Value> = record.fields();
+    }
+
+    #[test]
+    fn segment_markers_are_events_without_a_decision() {
+        let line = br#"{"kind":"segment","prev":"00","reason":"torn line after a crash","seq":9,"sig":"x","torn":{"length":10,"offset":100,"sha256":"ab"},"ts":"2026-11-26T10:00:00Z","v":1}"#;
+        let record = AuditSource.parse(line, 0);
+        assert_eq!(record.kind, Kind::Event);
+        assert_eq!(record.str_field("kind"), "segment");
+        assert!(record.field("decision").is_none());
+        let odd = br#"{"kind":"other","prev":"00","reason":"r","seq":9,"ts":"2026-11-26T10:00:00Z","v":1}"#;
+        assert!(AuditSource.parse(odd, 0).is_malformed());
     }
 
     #[test]

@@ -1102,3 +1102,139 @@ fn live_lines_without_a_time_pass_since() {
         ["ready", "thread 'main' panicked at live", "end"]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// With the real audit writer.
+
+fn real_draft(i: u64) -> firma::audit::event::AuditDraft {
+    use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
+    AuditDraft {
+        decision: if i.is_multiple_of(3) {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
+        reason: format!("policy \"decision\":\"deny\" {i}"),
+        agent_id: "codex".into(),
+        session_id: "s-1".into(),
+        token_id: format!("tok-{i}"),
+        intent: Intent {
+            action_class: "communication.external.send".into(),
+            method: "POST".into(),
+            host: "api.example.com".into(),
+            path: format!("/v1/send/{i}"),
+        },
+        policy: PolicyRef {
+            bundle: "b-1".into(),
+            determining: vec!["p0".into()],
+        },
+        latency_us: 100 + i,
+    }
+}
+
+fn write_real(path: &Path, key: &ed25519_dalek::SigningKey, range: std::ops::Range<u64>) {
+    use firma::audit::writer::{AuditWriter, WriterOptions};
+    let (writer, _) = AuditWriter::open(path, key.clone(), WriterOptions::default()).unwrap();
+    for i in range {
+        writer.append(real_draft(i)).unwrap();
+    }
+    writer.shutdown().unwrap();
+}
+
+#[test]
+fn events_from_the_real_writer_still_verify_after_monitor() {
+    use firma::audit::verify::{VerifyOptions, verify};
+    let world = World::new();
+    let log = world.state_dir().join("audit.jsonl");
+    let key = firma::config::keys::generate();
+    write_real(&log, &key, 0..30);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--source", "audit", "--format", "json"],
+    );
+    assert_success(&out);
+    let mut rebuilt = Vec::new();
+    for value in json_lines(&stdout(&out)) {
+        assert_eq!(value["kind"], "event");
+    }
+    for line in stdout(&out).lines() {
+        let start = line.find(",\"event\":").unwrap() + 9;
+        rebuilt.extend_from_slice(&line.as_bytes()[start..line.len() - 1]);
+        rebuilt.push(b'\n');
+    }
+    assert_eq!(rebuilt, fs::read(&log).unwrap());
+    let copy = world.path().join("rebuilt.jsonl");
+    fs::write(&copy, &rebuilt).unwrap();
+    fs::copy(
+        world.state_dir().join("audit.checkpoint"),
+        world.path().join("rebuilt.checkpoint"),
+    )
+    .unwrap();
+    let report = verify(&VerifyOptions::new(vec![copy], key.verifying_key())).unwrap();
+    assert!(report.ok, "{report:?}");
+
+    // The needle prefilter is exact even when a reason quotes the needle.
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--source",
+            "audit",
+            "--format",
+            "json",
+            "--decision",
+            "deny",
+        ],
+    );
+    let denied: Vec<u64> = json_lines(&stdout(&out))
+        .iter()
+        .map(|v| v["event"]["latency_us"].as_u64().unwrap() - 100)
+        .collect();
+    assert_eq!(denied, (0..30).filter(|i| i % 3 == 0).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_crash_shows_the_torn_line_and_the_segment_marker() {
+    let world = World::new();
+    let log = world.state_dir().join("audit.jsonl");
+    let key = firma::config::keys::generate();
+    write_real(&log, &key, 0..2);
+    append(&log, br#"{"agent_id":"codex","decision":"deny","ev"#);
+    write_real(&log, &key, 2..4);
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--source",
+            "audit",
+            "--format",
+            "json",
+            "--decision",
+            "deny",
+        ],
+    );
+    assert_success(&out);
+    let kinds: Vec<String> = json_lines(&stdout(&out))
+        .iter()
+        .map(|v| match v["kind"].as_str().unwrap() {
+            "event" => format!(
+                "{}:{}",
+                v["event"]["kind"].as_str().unwrap_or("decision"),
+                v["event"]["seq"]
+            ),
+            other => other.to_string(),
+        })
+        .collect();
+    // seq 1 (deny, i=0), the torn line, the segment marker (seq 3), and i=3 (deny, seq 5).
+    assert_eq!(
+        kinds,
+        ["decision:1", "malformed", "segment:3", "decision:5"]
+    );
+    let out = monitor(&world, &["--no-follow", "--source", "audit"]);
+    let text = stdout(&out);
+    assert!(text.contains("MALFORMED  at byte"), "{text}");
+    assert!(
+        text.contains("SEGMENT      new chain segment at seq 3:"),
+        "{text}"
+    );
+}

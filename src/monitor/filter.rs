@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use memchr::memmem::Finder;
-use serde_json::Value;
 
 use super::plugin::Source;
 use super::record::Record;
@@ -25,8 +24,9 @@ pub trait Predicate: Send + Sync {
 }
 
 /// `--decision`, `--action-class`: exact match of a string field, on sources that declare the
-/// field filterable. Raw and malformed records cannot be judged and always pass (they are
-/// reported, never hidden).
+/// field filterable. Records that cannot be judged — raw and malformed lines, and records that
+/// lack the field altogether (an audit segment marker has no decision) — pass: they are
+/// reported, never hidden.
 pub struct FieldEquals {
     pub path: &'static str,
     pub value: String,
@@ -48,9 +48,10 @@ impl Predicate for FieldEquals {
 
     fn matches(&self, record: &Record, _time: Option<DateTime<Utc>>) -> bool {
         match record.kind {
-            super::Kind::Event | super::Kind::Log => {
-                record.field(self.path).and_then(Value::as_str) == Some(self.value.as_str())
-            }
+            super::Kind::Event | super::Kind::Log => match record.field(self.path) {
+                Some(value) => value.as_str() == Some(self.value.as_str()),
+                None => true,
+            },
             _ => true,
         }
     }
