@@ -196,4 +196,81 @@ mod tests {
         assert!(!AuditSource.is_canonical(&LINE.as_bytes()[..40]));
         assert!(!AuditSource.is_canonical(b"{\"agent_id\":\"a\"}"));
     }
+
+    /// The needle prefilter is exact on canonical lines: for records encoded by the audit
+    /// log's own RFC 8785 encoder, with hostile strings anywhere, "the line holds the needle"
+    /// is the same as "the field has the value".
+    mod prefilter {
+        use super::*;
+        use crate::audit::event::{AuditEvent, Intent, PolicyRef};
+        use crate::monitor::{FieldEquals, Predicate};
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z\"\\:,{}. \u{1}\u{7f}é]{0,12}",
+                Just("deny".to_string()),
+                Just("\"decision\":\"deny\"".to_string()),
+                Just("x\",\"action_class\":\"a.b".to_string()),
+                Just("a.b".to_string()),
+            ]
+        }
+
+        fn decision() -> impl Strategy<Value = Decision> {
+            prop_oneof![
+                Just(Decision::Allow),
+                Just(Decision::Deny),
+                Just(Decision::Passthrough)
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn needles_agree_with_fields(
+                decision in decision(),
+                class in text(),
+                reason in text(),
+                agent in text(),
+                path in text(),
+                wanted_class in text(),
+                wanted_decision in decision(),
+            ) {
+                let event = AuditEvent {
+                    v: 1,
+                    seq: 7,
+                    ts: "2026-11-26T10:00:00.000000001Z".into(),
+                    event_id: "e".into(),
+                    decision,
+                    reason,
+                    agent_id: agent,
+                    session_id: "s".into(),
+                    token_id: "t".into(),
+                    intent: Intent { action_class: class.clone(), method: "GET".into(), host: "h".into(), path },
+                    policy: PolicyRef { bundle: "b".into(), determining: vec!["p".into()] },
+                    latency_us: 1,
+                    prev: "0".repeat(64),
+                    sig: Some("c2ln".into()),
+                };
+                let line = crate::audit::canonical::to_vec(&serde_json::to_value(&event).unwrap()).unwrap();
+                prop_assert!(AuditSource.is_canonical(&line));
+                let record = AuditSource.parse(&line, 0);
+                prop_assert_eq!(&record.kind, &Kind::Event);
+                for (predicate, equal) in [
+                    (FieldEquals::new("decision", wanted_decision.as_str()), decision == wanted_decision),
+                    (FieldEquals::new("intent.action_class", wanted_class.clone()), class == wanted_class),
+                ] {
+                    let needle = predicate.needle().unwrap();
+                    let present = memchr::memmem::find(&line, &needle).is_some();
+                    prop_assert_eq!(present, equal);
+                    prop_assert_eq!(predicate.matches(&record, None), equal);
+                }
+            }
+
+            #[test]
+            fn any_bytes_parse_without_panicking(line in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let record = AuditSource.parse(&line, 3);
+                prop_assert_eq!(record.raw, line);
+            }
+        }
+    }
 }
