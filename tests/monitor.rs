@@ -1238,3 +1238,28 @@ fn a_crash_shows_the_torn_line_and_the_segment_marker() {
         "{text}"
     );
 }
+
+#[test]
+fn follows_a_state_dir_that_is_removed_and_created_again() {
+    let world = World::new();
+    let dir = world.state_dir();
+    write_lines(
+        &dir.join("audit.jsonl"),
+        &[audit(1, Utc::now(), "allow", "a")],
+    );
+    let follower = Follower::start(
+        &world,
+        &["--source", "audit", "--format", "json", "--since", "1h"],
+    );
+    follower.wait_for("evt-1");
+    fs::remove_dir_all(&dir).unwrap();
+    fs::create_dir(&dir).unwrap();
+    // `firma init` starts a fresh log.
+    write_lines(
+        &dir.join("audit.jsonl"),
+        &[audit(1, Utc::now(), "deny", "b")],
+    );
+    append_line(&dir.join("audit.jsonl"), &audit(2, Utc::now(), "deny", "b"));
+    let lines = follower.wait_for("evt-2");
+    assert_eq!(messages(&lines), ["evt-1", "evt-1", "evt-2"]);
+}

@@ -2,6 +2,7 @@
 //! when following — read what arrives, in arrival order, flushing every record.
 
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -152,19 +153,31 @@ fn follow(
     notice: &mut dyn FnMut(Notice),
 ) -> io::Result<()> {
     let (tx, rx) = mpsc::channel::<()>();
-    let mut watcher = None;
+    // None: not set up yet; Some(None): polling; Some(Some(w)): watching the directory `dir_id`.
+    let mut watcher: Option<Option<notify::RecommendedWatcher>> = None;
+    let mut dir_id = None;
     let mut announced_dir = false;
     loop {
+        let current_dir = std::fs::metadata(&plan.state_dir)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| (m.dev(), m.ino()));
+        // A state directory removed and created again needs a new watch.
+        if matches!(watcher, Some(Some(_))) && current_dir != dir_id {
+            watcher = None;
+        }
         if watcher.is_none() {
-            if plan.state_dir.is_dir() {
-                let tx = tx.clone();
+            if current_dir.is_some() {
                 let watched = if plan.watch {
-                    watch(&plan.state_dir, tx)
+                    watch(&plan.state_dir, tx.clone())
                 } else {
                     Err("watching is turned off".to_string())
                 };
                 match watched {
-                    Ok(w) => watcher = Some(Some(w)),
+                    Ok(w) => {
+                        watcher = Some(Some(w));
+                        dir_id = current_dir;
+                    }
                     Err(reason) => {
                         notice(Notice::Polling {
                             dir: plan.state_dir.clone(),
