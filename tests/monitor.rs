@@ -1263,3 +1263,28 @@ fn follows_a_state_dir_that_is_removed_and_created_again() {
     let lines = follower.wait_for("evt-2");
     assert_eq!(messages(&lines), ["evt-1", "evt-1", "evt-2"]);
 }
+
+#[test]
+fn a_line_beyond_the_limit_is_reported_with_its_length() {
+    let world = World::new();
+    let dir = world.state_dir();
+    let huge = "z".repeat(9 << 20);
+    write_lines(&dir.join("sidecar.log"), &[huge, "next".to_string()]);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--source", "sidecar", "--format", "json"],
+    );
+    assert_success(&out);
+    let values = json_lines(&stdout(&out));
+    assert_eq!(values.len(), 2);
+    assert_eq!(values[0]["kind"], "malformed");
+    assert_eq!(values[0]["offset"], 0);
+    assert!(
+        values[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("line of {} bytes", 9 << 20))
+    );
+    assert_eq!(values[0]["line"].as_str().unwrap(), "z".repeat(4096));
+    assert_eq!(values[1]["line"], "next");
+}
