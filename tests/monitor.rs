@@ -1288,3 +1288,38 @@ fn a_line_beyond_the_limit_is_reported_with_its_length() {
     assert_eq!(values[0]["line"].as_str().unwrap(), "z".repeat(4096));
     assert_eq!(values[1]["line"], "next");
 }
+
+#[test]
+fn following_from_the_end_shows_a_line_in_progress_whole() {
+    let world = World::new();
+    let path = world.state_dir().join("sidecar.log");
+    let whole = now_log("in progress");
+    let (first, second) = whole.split_at(20);
+    fs::write(&path, format!("{}\n{first}", now_log("old"))).unwrap();
+    let follower = Follower::start(&world, &["--source", "sidecar", "--format", "json"]);
+    let done = (fs::metadata(&path).unwrap().len() - first.len() as u64) as usize;
+    // Positioned at the start of the unfinished line, not at the end of the file.
+    let pid = follower.guard.id();
+    wait_for("the monitor to position itself", DEADLINE, || {
+        let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        fds.flatten().find_map(|fd| {
+            (fs::read_link(fd.path()).ok()? == path).then_some(())?;
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            let pos: usize = info
+                .lines()
+                .find_map(|l| l.strip_prefix("pos:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            (pos >= done).then_some(())
+        })
+    });
+    append(&path, format!("{second}\n").as_bytes());
+    append_line(&path, &now_log("end"));
+    let lines = follower.wait_for("\"end\"");
+    assert_eq!(messages(&lines), ["in progress", "end"]);
+}

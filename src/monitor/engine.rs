@@ -13,7 +13,7 @@ use super::filter::{Filters, SourceFilters};
 use super::lines::{Item, MAX_LINE};
 use super::plugin::{FormatContext, Formatter, Source};
 use super::record::{Kind, Record};
-use super::seek::seek_since;
+use super::seek::{end_of_last_line, seek_since};
 use super::tailer::{Change, Tail};
 
 /// How often files are checked when no watcher is possible.
@@ -85,7 +85,7 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
         let source = lane.judge.source;
         let from_end = plan.follow && earliest.is_none();
         let opened = lane.tail.open_with(|file, size| match earliest {
-            _ if from_end => Ok(size),
+            _ if from_end => end_of_last_line(file, size),
             Some(since) if source.time_ordered() => seek_since(file, size, source, since),
             _ => Ok(0),
         })?;

@@ -75,3 +75,17 @@ fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     }
     Ok(filled)
 }
+
+/// Where following "from the end" starts: just after the last newline, so a line being written
+/// right now is shown whole once it is complete, not from its middle. (If no newline is found
+/// in the last 64 KiB, the end itself.)
+pub fn end_of_last_line(file: &File, size: u64) -> io::Result<u64> {
+    let window = size.min(PROBE as u64);
+    let mut buf = vec![0u8; window as usize];
+    let read = read_at_most(file, &mut buf, size - window)?;
+    Ok(match memchr::memrchr(b'\n', &buf[..read]) {
+        Some(at) => size - window + at as u64 + 1,
+        None if window == size => 0,
+        None => size,
+    })
+}
