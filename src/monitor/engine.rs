@@ -403,3 +403,176 @@ impl<'p> Lane<'p> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Model-based: random sequences of appends, split writes, rotations (with late writes to
+    //! the rotated file), copytruncate, truncate-and-rewrite and delete-and-recreate, polled
+    //! at random moments through the real `Lane::poll`; the output must be every line written,
+    //! once, in order.
+
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    struct Lines;
+
+    impl Source for Lines {
+        fn name(&self) -> &'static str {
+            "lines"
+        }
+        fn about(&self) -> &'static str {
+            "test"
+        }
+        fn file_name(&self) -> &'static str {
+            "f.log"
+        }
+        fn parse(&self, line: &[u8], offset: u64) -> Record {
+            Record::new("lines", offset, Kind::Raw, line)
+        }
+    }
+
+    struct RawOut;
+
+    impl Formatter for RawOut {
+        fn name(&self) -> &'static str {
+            "raw"
+        }
+        fn about(&self) -> &'static str {
+            "test"
+        }
+        fn write(&self, record: &Record, _ctx: &FormatContext, out: &mut Vec<u8>) {
+            out.extend_from_slice(&record.raw);
+            out.push(b'\n');
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize),
+        SplitAppend,
+        Rotate { late: bool },
+        CopyTruncate,
+        TruncateRewrite,
+        Recreate,
+        Poll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..4).prop_map(Op::Append),
+            1 => Just(Op::SplitAppend),
+            1 => any::<bool>().prop_map(|late| Op::Rotate { late }),
+            1 => Just(Op::CopyTruncate),
+            1 => Just(Op::TruncateRewrite),
+            1 => Just(Op::Recreate),
+            3 => Just(Op::Poll),
+        ]
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn every_line_once_in_order(ops in proptest::collection::vec(op(), 1..25)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.log");
+            fs::write(&path, "").unwrap();
+            let filters = Filters::new();
+            let mut lane = Lane::new(&Lines, &filters, dir.path());
+            lane.tail.open_with(|_, _| Ok(0)).unwrap();
+            let mut sink: Vec<u8> = Vec::new();
+            let mut written = Vec::new();
+            let mut next = 0;
+            let mut rotated = 0;
+            let mut line = |written: &mut Vec<String>| {
+                next += 1;
+                let text = format!("line {next:04} {}", "x".repeat(next % 7 * 40));
+                written.push(text.clone());
+                text
+            };
+            {
+                let mut out = Output {
+                    out: BufWriter::new(&mut sink as &mut dyn Write),
+                    formatter: &RawOut,
+                    ctx: FormatContext::default(),
+                    buf: Vec::new(),
+                    flush_each: true,
+                };
+                let mut poll = |lane: &mut Lane<'_>, out: &mut Output<'_, '_>| {
+                    lane.poll(out, &mut |_| {}).unwrap();
+                };
+                for op in ops {
+                    match op {
+                        Op::Append(n) => {
+                            for _ in 0..n {
+                                append(&path, format!("{}\n", line(&mut written)).as_bytes());
+                            }
+                        }
+                        Op::SplitAppend => {
+                            let text = line(&mut written);
+                            let (a, b) = text.split_at(text.len() / 2);
+                            append(&path, a.as_bytes());
+                            poll(&mut lane, &mut out);
+                            append(&path, format!("{b}\n").as_bytes());
+                        }
+                        // Before a rotation or a deletion the monitor has had its chance to
+                        // open the current file (in real life an inotify event arrives within
+                        // microseconds); a file renamed or deleted before anyone opened it is
+                        // out of reach of every tailer.
+                        Op::Rotate { late } => {
+                            poll(&mut lane, &mut out);
+                            rotated += 1;
+                            let old = path.with_extension(format!("log.{rotated}"));
+                            fs::rename(&path, &old).unwrap();
+                            if late {
+                                append(&old, format!("{}\n", line(&mut written)).as_bytes());
+                            }
+                            fs::write(&path, "").unwrap();
+                        }
+                        Op::CopyTruncate => {
+                            // Lines not read before the truncation are lost by copytruncate
+                            // itself; monitor reads them first, as a logrotate copy would.
+                            poll(&mut lane, &mut out);
+                            OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                        }
+                        Op::TruncateRewrite => {
+                            poll(&mut lane, &mut out);
+                            let before = fs::metadata(&path).unwrap().len() as usize;
+                            OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                            let mut text = String::new();
+                            while text.len() <= before {
+                                text.push_str(&line(&mut written));
+                                text.push('\n');
+                            }
+                            append(&path, text.as_bytes());
+                        }
+                        Op::Recreate => {
+                            poll(&mut lane, &mut out);
+                            fs::remove_file(&path).unwrap();
+                            fs::write(&path, "").unwrap();
+                        }
+                        Op::Poll => poll(&mut lane, &mut out),
+                    }
+                }
+                poll(&mut lane, &mut out);
+                poll(&mut lane, &mut out);
+                out.out.flush().unwrap();
+            }
+            let got: Vec<String> = String::from_utf8(sink).unwrap().lines().map(String::from).collect();
+            prop_assert_eq!(got, written);
+        }
+    }
+}
