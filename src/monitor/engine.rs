@@ -511,7 +511,7 @@ mod tests {
                     buf: Vec::new(),
                     flush_each: true,
                 };
-                let mut poll = |lane: &mut Lane<'_>, out: &mut Output<'_, '_>| {
+                let poll = |lane: &mut Lane<'_>, out: &mut Output<'_, '_>| {
                     lane.poll(out, &mut |_| {}).unwrap();
                 };
                 for op in ops {
