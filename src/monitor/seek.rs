@@ -24,7 +24,7 @@ pub fn seek_since(
     let mut lo = 0u64;
     let mut hi = size;
     let mut probe = vec![0u8; PROBE];
-    while hi - lo > LINEAR {
+    while hi.saturating_sub(lo) > LINEAR {
         let mid = lo + (hi - lo) / 2;
         match first_timed_line_after(file, mid, hi, source, &mut probe)? {
             Some((next_start, time)) if time < since => lo = next_start,
@@ -88,4 +88,72 @@ pub fn end_of_last_line(file: &File, size: u64) -> io::Result<u64> {
         None if window == size => 0,
         None => size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::{Kind, Record};
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// `<seconds> <padding>` lines; `-` lines have no time.
+    struct Timed;
+
+    impl Source for Timed {
+        fn name(&self) -> &'static str {
+            "timed"
+        }
+        fn about(&self) -> &'static str {
+            "test"
+        }
+        fn file_name(&self) -> &'static str {
+            "t.log"
+        }
+        fn parse(&self, line: &[u8], offset: u64) -> Record {
+            let mut record = Record::new("timed", offset, Kind::Raw, line);
+            let text = String::from_utf8_lossy(line);
+            record.time = text
+                .split(' ')
+                .next()
+                .and_then(|s| s.parse::<i64>().ok())
+                .and_then(|s| DateTime::from_timestamp(s, 0));
+            record
+        }
+        fn time_ordered(&self) -> bool {
+            true
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn every_line_before_the_seek_point_is_older(
+            lines in proptest::collection::vec((0i64..5, proptest::bool::weighted(0.08), 0usize..3000), 1..400),
+            since_at in 0i64..1200,
+        ) {
+            let mut file = tempfile::tempfile().unwrap();
+            let mut time = 0;
+            let mut parsed = Vec::new();
+            let mut offset = 0u64;
+            for (step, timed, pad) in lines {
+                time += step;
+                let text = if timed { format!("{time} {}", "p".repeat(pad)) } else { format!("- {}", "u".repeat(pad)) };
+                writeln!(file, "{text}").unwrap();
+                parsed.push((offset, timed.then_some(time)));
+                offset += text.len() as u64 + 1;
+            }
+            let since = DateTime::from_timestamp(since_at, 0).unwrap();
+            let at = seek_since(&file, offset, &Timed, since).unwrap();
+            prop_assert!(at <= offset);
+            prop_assert!(parsed.iter().any(|(o, _)| *o == at) || at == offset, "not a line start");
+            for (o, t) in &parsed {
+                if *o < at {
+                    if let Some(t) = t {
+                        prop_assert!(*t < since_at, "line at {o} (t={t}) skipped");
+                    }
+                }
+            }
+        }
+    }
 }
