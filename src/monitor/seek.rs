@@ -148,10 +148,10 @@ mod tests {
             prop_assert!(at <= offset);
             prop_assert!(parsed.iter().any(|(o, _)| *o == at) || at == offset, "not a line start");
             for (o, t) in &parsed {
-                if *o < at {
-                    if let Some(t) = t {
-                        prop_assert!(*t < since_at, "line at {o} (t={t}) skipped");
-                    }
+                if *o < at
+                    && let Some(t) = t
+                {
+                    prop_assert!(*t < since_at, "line at {o} (t={t}) skipped");
                 }
             }
         }
