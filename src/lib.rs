@@ -9,6 +9,7 @@ pub mod formatters;
 pub mod lifecycle;
 pub mod monitor;
 pub mod proto;
+pub mod run;
 pub mod sidecar;
 #[path = "../sources/mod.rs"]
 pub mod sources;
