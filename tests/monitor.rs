@@ -1323,3 +1323,68 @@ fn following_from_the_end_shows_a_line_in_progress_whole() {
     let lines = follower.wait_for("\"end\"");
     assert_eq!(messages(&lines), ["in progress", "end"]);
 }
+
+/// Run `firma <args>` with stdout on a pseudo-terminal; what it printed there.
+fn run_on_a_terminal(world: &World, args: &[&str], no_color: bool) -> String {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut cmd = world.cmd();
+    cmd.env_remove("NO_COLOR").env("TERM", "xterm");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    cmd.args(args)
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("spawn firma");
+    drop(cmd);
+    let mut guard = ChildGuard::new(child);
+    wait_for("firma to finish", Duration::from_secs(60), || {
+        guard.child_mut().try_wait().unwrap()
+    });
+    guard.take().wait().unwrap();
+    let mut master = File::from(pty.master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Reading the master ends with EIO once the terminal's last writer is gone.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    let world = World::new();
+    fixture(&world);
+    let args = ["monitor", "--no-follow", "--source", "audit"];
+    let coloured = run_on_a_terminal(&world, &args, false);
+    assert!(
+        coloured.contains("DENY") && coloured.contains('\x1b'),
+        "{coloured:?}"
+    );
+    let plain = run_on_a_terminal(&world, &args, true);
+    assert!(
+        plain.contains("DENY") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    let never = run_on_a_terminal(
+        &world,
+        &[
+            "--color",
+            "never",
+            "monitor",
+            "--no-follow",
+            "--source",
+            "audit",
+        ],
+        false,
+    );
+    assert!(
+        never.contains("DENY") && !never.contains('\x1b'),
+        "{never:?}"
+    );
+}
