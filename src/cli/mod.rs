@@ -74,7 +74,6 @@ pub enum Command {
     Sidecar(sidecar::SidecarArgs),
 
     /// Live tail of audit events and daemon logs from the state directory.
-    #[command(hide = true)]
     Monitor(monitor::MonitorArgs),
 
     /// Verify the signed, hash-chained audit log.
