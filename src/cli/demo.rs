@@ -214,10 +214,10 @@ impl Demo {
         ];
         for (label, url, token) in calls {
             let (status, body) = proxy_get(sidecar, &url, token.map(String::as_str))?;
-            let verdict = if status < 400 {
-                format!("{status}").green().to_string()
-            } else {
-                format!("{status}").red().to_string()
+            let verdict = match (output::color_choice().for_stdout(), status < 400) {
+                (false, _) => status.to_string(),
+                (true, true) => status.green().to_string(),
+                (true, false) => status.red().to_string(),
             };
             println!("    {verdict}  GET {url}  — {label}");
             println!(

@@ -83,11 +83,9 @@ pub enum Command {
     Token(token::TokenArgs),
 
     /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
-    #[command(hide = true)]
     Run(run::RunArgs),
 
     /// The whole system in one command: scaffold, start, allowed/denied/passthrough calls, monitor, verify, stop.
-    #[command(hide = true)]
     Demo(demo::DemoArgs),
 
     /// Diagnose the installation: config, keys, directories, daemon, audit log, clock.
