@@ -76,3 +76,47 @@ fn pretty_output_has_header_and_one_line_per_check() {
     assert!(text.starts_with("firma doctor\n============\n"), "{text}");
     assert!(text.contains("[OK]   binary"), "{text}");
 }
+
+#[test]
+fn running_daemon_ca_and_audit_log_are_checked() {
+    let world = World::new();
+    world.init(&[]);
+    assert_success(&world.run(&["sidecar", "start", "--detach"]));
+    let stop = |w: &World| assert_success(&w.run(&["sidecar", "stop"]));
+    let (code, running) = report(&world, &[]);
+    // Make a few audit records: a call without a token is denied and recorded.
+    let listen = std::fs::read_to_string(world.state_dir().join("sidecar.listen")).unwrap();
+    let mut stream = std::net::TcpStream::connect(listen.trim()).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(
+            b"GET http://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    stop(&world);
+    assert_eq!(code, 0, "{running}");
+    assert_eq!(status_of(&running, "daemon"), "ok", "{running}");
+    assert_eq!(status_of(&running, "sidecar CA"), "ok", "{running}");
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+
+    let (code, stopped) = report(&world, &["--full"]);
+    assert_eq!(code, 0, "{stopped}");
+    assert_eq!(
+        status_of(&stopped, "daemon"),
+        "warn",
+        "a stopped daemon is not a failure"
+    );
+    assert_eq!(status_of(&stopped, "audit log"), "ok", "{stopped}");
+
+    // Tamper with the record: doctor fails and names the line.
+    let log = world.state_dir().join("audit.jsonl");
+    let text = std::fs::read_to_string(&log)
+        .unwrap()
+        .replace("token_missing", "token_mi55ing");
+    std::fs::write(&log, text).unwrap();
+    let (code, tampered) = report(&world, &[]);
+    assert_eq!(code, 1, "{tampered}");
+    assert_eq!(status_of(&tampered, "audit log"), "fail", "{tampered}");
+}
