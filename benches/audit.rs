@@ -173,8 +173,7 @@ fn verification(c: &mut Criterion) {
             let vk = key.verifying_key();
             b.iter(|| {
                 for chunk in parsed.chunks(batch) {
-                    let messages: Vec<&[u8]> =
-                        chunk.iter().map(|p| p.message.as_slice()).collect();
+                    let messages: Vec<&[u8]> = chunk.iter().map(|p| p.message.as_slice()).collect();
                     let signatures: Vec<_> = chunk.iter().map(|p| p.signature).collect();
                     let keys = vec![vk; chunk.len()];
                     ed25519_dalek::verify_batch(&messages, &signatures, &keys).unwrap();

@@ -778,3 +778,25 @@ mod canonical_properties {
         })
     }
 }
+
+#[test]
+fn append_returns_exactly_the_record_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let (writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    let returned: Vec<_> = (0..3).map(|i| writer.append(draft(i)).unwrap()).collect();
+    // Written before append returned: readable now, without waiting for any flush.
+    let on_disk: Vec<_> = AuditReader::open(&log, ReadMode::Verify(key.verifying_key()))
+        .unwrap()
+        .map(|item| item.unwrap().result.unwrap().as_event().unwrap().clone())
+        .collect();
+    assert_eq!(on_disk, returned);
+    assert_eq!(returned[0].prev, firma::audit::record::GENESIS_PREV);
+    assert!(returned[0].timestamp().is_some());
+    writer.shutdown().unwrap();
+    assert!(
+        writer.append(draft(9)).is_err(),
+        "no appends after shutdown"
+    );
+}

@@ -331,6 +331,10 @@ impl AuditWriter {
     pub fn append(&self, draft: AuditDraft) -> Result<AuditEvent, Hinted> {
         let shared = &self.inner.shared;
         let event_id = uuid::Uuid::now_v7().to_string();
+        // Everything that does not depend on the chain is prepared outside the lock.
+        let mut object = record::to_object(&draft);
+        object.insert("v".into(), AUDIT_FORMAT_VERSION.into());
+        object.insert("event_id".into(), event_id.clone().into());
         let mut state = lock(&shared.state);
         if let Some(err) = &state.failed {
             return Err(err.clone());
@@ -342,23 +346,13 @@ impl AuditWriter {
             ))
             .hint("no record can be written after shutdown"));
         }
-        let mut event = AuditEvent {
-            v: AUDIT_FORMAT_VERSION,
-            seq: state.head.seq + 1,
-            ts: now_rfc3339(),
-            event_id,
-            decision: draft.decision,
-            reason: draft.reason,
-            agent_id: draft.agent_id,
-            session_id: draft.session_id,
-            token_id: draft.token_id,
-            intent: draft.intent,
-            policy: draft.policy,
-            latency_us: draft.latency_us,
-            prev: state.head.hash_hex(),
-            sig: None,
-        };
-        let sealed = record::seal(record::to_object(&event), &shared.key);
+        let seq = state.head.seq + 1;
+        let ts = now_rfc3339();
+        let prev = state.head.hash_hex();
+        object.insert("seq".into(), seq.into());
+        object.insert("ts".into(), ts.clone().into());
+        object.insert("prev".into(), prev.clone().into());
+        let sealed = record::seal(object, &shared.key);
         let mut line = sealed.line;
         if line.len() > MAX_LINE_BYTES {
             return Err(Hinted::new(format!(
@@ -378,10 +372,10 @@ impl AuditWriter {
             state.failed = Some(err.clone());
             return Err(err);
         }
-        state.head = ChainHead::advance(event.seq, hash);
+        state.head = ChainHead::advance(seq, hash);
         state.since_checkpoint += 1;
         let checkpoint_due = state.since_checkpoint == CHECKPOINT_EVERY_RECORDS;
-        shared.written.store(event.seq, Ordering::Release);
+        shared.written.store(seq, Ordering::Release);
         drop(state);
 
         if checkpoint_due {
@@ -389,10 +383,24 @@ impl AuditWriter {
             shared.flush_wakeup.notify_one();
         }
         if shared.options.fsync == FsyncPolicy::Always {
-            shared.sync_through(event.seq)?;
+            shared.sync_through(seq)?;
         }
-        event.sig = Some(sealed.sig);
-        Ok(event)
+        Ok(AuditEvent {
+            v: AUDIT_FORMAT_VERSION,
+            seq,
+            ts,
+            event_id,
+            decision: draft.decision,
+            reason: draft.reason,
+            agent_id: draft.agent_id,
+            session_id: draft.session_id,
+            token_id: draft.token_id,
+            intent: draft.intent,
+            policy: draft.policy,
+            latency_us: draft.latency_us,
+            prev,
+            sig: Some(sealed.sig),
+        })
     }
 
     /// `seq` of the last record written.
