@@ -569,6 +569,25 @@ fn cli_json_report_schema() {
 }
 
 #[test]
+fn cli_json_report_schema_on_tampering() {
+    let (world, _) = world_with_log(4);
+    let log = world.state_dir().join("audit.jsonl");
+    let mut lines = lines_of(&log);
+    lines.swap(1, 2);
+    write_lines(&log, &lines);
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let state = world.state_dir().display().to_string();
+    insta::with_settings!({filters => vec![
+        (state.as_str(), "[STATE]"),
+        (r#""key_fingerprint": "[0-9a-f]{64}""#, r#""key_fingerprint": "[FINGERPRINT]""#),
+        (r#""ts": "[^"]+""#, r#""ts": "[TS]""#),
+    ]}, {
+        insta::assert_snapshot!(stdout(&out));
+    });
+}
+
+#[test]
 fn cli_errors_exit_2_naming_the_path() {
     let world = World::new();
     // No log in the state dir.

@@ -122,7 +122,10 @@ struct Shared {
 
 struct State {
     head: ChainHead,
-    since_checkpoint: u64,
+    /// `seq` named by the last checkpoint written.
+    checkpointed_seq: u64,
+    /// The flusher was asked for a checkpoint and has not written it yet.
+    checkpoint_requested: bool,
     /// Set by the first write or fsync error: the log may end in a torn line, so nothing more
     /// may be chained after it until a restart recovers it.
     failed: Option<Hinted>,
@@ -301,7 +304,8 @@ impl AuditWriter {
             file,
             state: Mutex::new(State {
                 head,
-                since_checkpoint: 0,
+                checkpointed_seq: head.seq,
+                checkpoint_requested: false,
                 failed: None,
                 closed: false,
             }),
@@ -373,8 +377,9 @@ impl AuditWriter {
             return Err(err);
         }
         state.head = ChainHead::advance(seq, hash);
-        state.since_checkpoint += 1;
-        let checkpoint_due = state.since_checkpoint == CHECKPOINT_EVERY_RECORDS;
+        let checkpoint_due =
+            !state.checkpoint_requested && seq - state.checkpointed_seq >= CHECKPOINT_EVERY_RECORDS;
+        state.checkpoint_requested |= checkpoint_due;
         shared.written.store(seq, Ordering::Release);
         drop(state);
 
@@ -511,7 +516,11 @@ fn flusher_loop(shared: &Shared, mut checkpointed: ChainHead) {
                 shared.record_error(err);
                 return;
             }
-            lock(&shared.state).since_checkpoint = 0;
+            {
+                let mut state = lock(&shared.state);
+                state.checkpointed_seq = head.seq;
+                state.checkpoint_requested = false;
+            }
             checkpointed = head;
             last_checkpoint = Instant::now();
         }
