@@ -819,3 +819,15 @@ fn append_returns_exactly_the_record_on_disk() {
         "no appends after shutdown"
     );
 }
+
+#[test]
+fn cli_a_deleted_log_with_a_surviving_checkpoint_is_tampering() {
+    let (world, _) = world_with_log(12);
+    std::fs::remove_file(world.state_dir().join("audit.jsonl")).unwrap();
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json_report(&out);
+    assert_eq!(report["problem"]["kind"], "truncated");
+    assert_eq!(report["problem"]["line"], 1);
+    assert_eq!(report["problem"]["seq"], 1);
+}

@@ -600,3 +600,12 @@ fn read_tail(file: &File, path: &Path) -> Result<Tail, Hinted> {
         unterminated,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_writer_can_be_shared_by_tasks() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<super::AuditWriter>();
+    }
+}

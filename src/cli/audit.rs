@@ -99,7 +99,8 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
 /// `<state dir>/audit.jsonl`, preceded by its rotations `audit.jsonl.N` (highest N = oldest).
 fn default_files(state_dir: &Path) -> Result<Vec<PathBuf>, Hinted> {
     let log = state_dir.join(LOG_FILE);
-    if !log.exists() {
+    // A missing log beside a surviving checkpoint is verified (as deleted), not an error.
+    if !log.exists() && !state_dir.join(CHECKPOINT_FILE).exists() {
         return Err(
             Hinted::new(format!("no audit log at {}", log.display())).hint(
                 "start the Sidecar (`firma sidecar start`) or `firma init` to create it, pass \
