@@ -53,6 +53,9 @@ pub struct VerifyArgs {
     /// Machine-readable report on stdout (schema in docs/audit-log.md).
     #[arg(long)]
     pub json: bool,
+    /// Worker threads for signatures [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// State directory (env: FIRMA_STATE_DIR).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -77,6 +80,9 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     };
     let key = load_verifying_key(&key_path)?;
     let mut options = VerifyOptions::new(files, key);
+    if let Some(threads) = args.threads {
+        options.threads = threads.max(1);
+    }
     if args.no_checkpoint {
         options.checkpoint = None;
     } else if let Some(path) = &args.checkpoint {
