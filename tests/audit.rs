@@ -616,7 +616,7 @@ fn cli_empty_log_from_init_is_clean() {
 
 #[test]
 fn cli_verifies_rotations_oldest_first() {
-    let (world, key) = world_with_log(30);
+    let (world, _) = world_with_log(30);
     let log = world.state_dir().join("audit.jsonl");
     let lines = lines_of(&log);
     write_lines(&world.state_dir().join("audit.jsonl.2"), &lines[..10]);
@@ -637,7 +637,6 @@ fn cli_verifies_rotations_oldest_first() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_report(&out)["problem"]["kind"], "deleted");
-    let _ = key;
 }
 
 /// docs/audit-log.md "Verify one line without firma": openssl + jq + sed + sha256sum.
