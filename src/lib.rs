@@ -1,9 +1,16 @@
 //! firma: an authority layer for AI agents. See `docs/architecture.md` for the map of modules.
 
 pub mod audit;
+pub mod authority;
 pub mod cli;
 pub mod config;
 pub mod error;
+#[path = "../formatters/mod.rs"]
+pub mod formatters;
 pub mod lifecycle;
+pub mod monitor;
 pub mod proto;
+pub mod run;
 pub mod sidecar;
+#[path = "../sources/mod.rs"]
+pub mod sources;

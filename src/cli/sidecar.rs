@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::lifecycle::{self, SidecarCommand};
-use super::{CommandResult, not_yet};
+use super::{CommandResult, Outcome};
+use crate::sidecar::run::{RunOptions, run as run_sidecar};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -30,6 +31,14 @@ pub struct SidecarRunArgs {
 pub fn run(args: SidecarArgs, config: Option<PathBuf>) -> CommandResult {
     match args.command {
         Some(command) => lifecycle::run(command, config),
-        None => not_yet("firma sidecar"),
+        None => {
+            super::logging::init_daemon_logging();
+            run_sidecar(RunOptions {
+                config,
+                state_dir: args.run.state_dir,
+                authority_url: args.run.authority_url,
+            })?;
+            Ok(Outcome::Success)
+        }
     }
 }

@@ -47,7 +47,7 @@ pub struct MappingRule {
     pub action_class: String,
     /// 1-based line of the rule in its file.
     pub line: usize,
-    specificity: u32,
+    specificity: Specificity,
 }
 
 /// Rules sorted most specific first.
@@ -145,24 +145,20 @@ impl MappingTable {
     }
 }
 
-fn specificity(method: Option<&str>, host: &str, path: Option<&str>) -> u32 {
-    let mut score = 0;
-    if !host.contains('*') {
-        score += 1000;
-    } else {
-        // Longer literal parts make a glob more specific.
-        score += host.chars().filter(|c| *c != '*').count().min(200) as u32;
-    }
-    if method.is_some() {
-        score += 300;
-    }
-    if let Some(path) = path {
-        score += 400 + path.chars().filter(|c| *c != '*').count().min(99) as u32;
-        if !path.contains('*') {
-            score += 100;
-        }
-    }
-    score
+/// Compared lexicographically: host first (exact beats any glob; a longer literal part beats a
+/// shorter one), then path (present, exact, longer literal part), then method.
+type Specificity = (bool, usize, bool, bool, usize, bool);
+
+fn specificity(method: Option<&str>, host: &str, path: Option<&str>) -> Specificity {
+    let literal = |s: &str| s.chars().filter(|c| *c != '*').count();
+    (
+        !host.contains('*'),
+        literal(host),
+        path.is_some(),
+        path.is_some_and(|p| !p.contains('*')),
+        path.map_or(0, literal),
+        method.is_some(),
+    )
 }
 
 /// `*` matches any run of characters (including none); everything else matches itself.
@@ -244,6 +240,47 @@ action_class = "code.destructive"
             "communication.external.send"
         );
         assert!(t.classify("GET", "other.org", "/").is_none());
+    }
+
+    #[test]
+    fn exact_host_beats_a_detailed_glob_and_longer_globs_win() {
+        let t = table(
+            r#"
+[[rules]]
+method = "POST"
+host = "*.example.com"
+path = "/v1/messages"
+action_class = "communication.external.send"
+
+[[rules]]
+host = "api.example.com"
+action_class = "code.read"
+
+[[rules]]
+host = "*.eu.example.com"
+action_class = "code.write"
+
+[[rules]]
+host = "*"
+path = "/*"
+action_class = "filesystem.read"
+"#,
+        );
+        let class =
+            |m: &str, h: &str, p: &str| t.classify(m, h, p).map(|r| r.action_class.as_str());
+        assert_eq!(
+            class("POST", "api.example.com", "/v1/messages"),
+            Some("code.read")
+        );
+        assert_eq!(
+            class("POST", "x.example.com", "/v1/messages"),
+            Some("communication.external.send")
+        );
+        assert_eq!(class("GET", "a.eu.example.com", "/"), Some("code.write"));
+        assert_eq!(class("GET", "other.org", "/x"), Some("filesystem.read"));
+        // A tunnel has an empty path: rules with a path never match it.
+        assert_eq!(class("CONNECT", "other.org", ""), None);
+        assert_eq!(class("CONNECT", "api.example.com", ""), Some("code.read"));
     }
 
     #[test]

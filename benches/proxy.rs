@@ -1,0 +1,450 @@
+//! Sidecar vs Squid: allowed-request throughput and added latency, same upstream, same load
+//! generator, same run. Not part of the test suite; run it with `benches/proxy-vs-squid.sh`
+//! (or `cargo bench --bench proxy`). Needs `wrk` and Debian's `squid` on PATH.
+//!
+//! - upstream: a small hyper server in this process (`GET /bench` → 2-byte body);
+//! - Squid: plain forwarding — `http_access allow all`, no cache, no access log;
+//! - Sidecar: `firma authority` + `firma sidecar` from a fresh `firma init` project, every
+//!   request classified, token-checked, Cedar-evaluated and written as a signed, chained
+//!   audit record (fsync batched, the default);
+//! - load: `wrk` with a Lua script sending absolute-URI requests through the proxy;
+//!   throughput at 16 connections, latency p50 at 1 connection (added = proxy − direct).
+//!
+//! Env: `BENCH_SECS` (default 10) per measurement, `BENCH_ROUNDS` (default 3, alternating;
+//! the median round is reported).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use firma::proto::IssueCapabilityRequest;
+use firma::proto::authority_client::AuthorityClient;
+
+const FIRMA: &str = env!("CARGO_BIN_EXE_firma");
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and friends
+    }
+    for tool in ["wrk", "squid"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            eprintln!(
+                "proxy bench: `{tool}` is not installed (apt-get install -y squid wrk); skipping"
+            );
+            return;
+        }
+    }
+    let secs: u64 = env_or("BENCH_SECS", 10);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let root = tempfile::Builder::new()
+        .prefix("firma-bench-")
+        .tempdir()
+        .unwrap();
+    let dir = root.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = runtime.block_on(start_upstream());
+
+    let (sidecar_addr, token, _daemons) = start_firma(dir, &runtime);
+    let (squid_addr, _squid) = start_squid(dir);
+    let target = format!("http://{upstream}/bench");
+
+    let direct_script = write_script(dir, "direct", &target, None, false);
+    let squid_script = write_script(dir, "squid", &target, None, true);
+    let sidecar_script = write_script(dir, "sidecar", &target, Some(&token), true);
+
+    // Warm up every path once (pools, leaf caches, Squid's first-request work).
+    for (addr, script) in [
+        (upstream, &direct_script),
+        (squid_addr, &squid_script),
+        (sidecar_addr, &sidecar_script),
+    ] {
+        wrk(addr, script, 4, 1);
+    }
+
+    let mut results: Vec<[Measure; 3]> = Vec::new();
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        let direct = measure(upstream, &direct_script, secs);
+        let squid = measure(squid_addr, &squid_script, secs);
+        let sidecar = measure(sidecar_addr, &sidecar_script, secs);
+        results.push([direct, squid, sidecar]);
+    }
+    // The round with the median sidecar/squid throughput ratio.
+    results.sort_by(|a, b| {
+        (a[2].rps / a[1].rps)
+            .partial_cmp(&(b[2].rps / b[1].rps))
+            .unwrap()
+    });
+    let [direct, squid, sidecar] = results[results.len() / 2].clone();
+
+    let audit = std::fs::read_to_string(dir.join("state/audit.jsonl")).unwrap_or_default();
+    let records = audit.lines().filter(|l| l.contains("\"decision\"")).count();
+    let denies = audit
+        .lines()
+        .filter(|l| l.contains("\"decision\":\"deny\""))
+        .count();
+
+    println!();
+    println!("proxy benchmark: wrk, {secs}s per measurement, {rounds} rounds (median round shown)");
+    println!(
+        "  upstream: in-process hyper, GET /bench; cores: {}",
+        cores()
+    );
+    println!(
+        "  {:<10} {:>14} {:>14} {:>16}",
+        "", "req/s (c=16)", "p50 (c=1)", "added p50"
+    );
+    for (name, m) in [
+        ("direct", &direct),
+        ("squid", &squid),
+        ("sidecar", &sidecar),
+    ] {
+        let added = if name == "direct" {
+            "-".to_string()
+        } else {
+            format!("{:.0} µs", m.p50_us - direct.p50_us)
+        };
+        println!(
+            "  {:<10} {:>14.0} {:>11.0} µs {:>16}",
+            name, m.rps, m.p50_us, added
+        );
+    }
+    let ratio = sidecar.rps / squid.rps;
+    let squid_added = squid.p50_us - direct.p50_us;
+    let sidecar_added = sidecar.p50_us - direct.p50_us;
+    println!(
+        "  throughput sidecar/squid = {ratio:.2}x (target >= 1.5x): {}",
+        verdict(ratio >= 1.5)
+    );
+    println!(
+        "  added p50 sidecar {sidecar_added:.0} µs vs squid {squid_added:.0} µs (target <=): {}",
+        verdict(sidecar_added <= squid_added)
+    );
+    println!("  audit records written by the sidecar: {records} ({denies} denies)");
+
+    let out = Command::new(FIRMA)
+        .args(["audit", "verify", "--state-dir"])
+        .arg(dir.join("state"))
+        .env("HOME", dir.join("home"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .current_dir(dir.join("ws"))
+        .output();
+    if let Ok(out) = out {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        println!(
+            "  firma audit verify: {}",
+            text.lines().next().unwrap_or("")
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(Debug, Clone)]
+struct Measure {
+    rps: f64,
+    p50_us: f64,
+}
+
+fn measure(addr: SocketAddr, script: &Path, secs: u64) -> Measure {
+    let (rps, _) = wrk(addr, script, 16, secs);
+    let (_, p50_us) = wrk(addr, script, 1, secs.div_ceil(2));
+    Measure { rps, p50_us }
+}
+
+/// Run wrk; returns (requests/s, p50 µs). Non-2xx responses abort the benchmark.
+fn wrk(addr: SocketAddr, script: &Path, connections: u32, secs: u64) -> (f64, f64) {
+    let threads = connections.min(2);
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !text.contains("Non-2xx"),
+        "non-2xx responses through {addr}:\n{text}"
+    );
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let p50 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .map(|v| parse_wrk_time(v.trim()))
+        .unwrap_or_else(|| panic!("no p50 in wrk output:\n{text}"));
+    (rps, p50)
+}
+
+/// `123.45us`, `1.23ms`, `2.00s` → µs.
+fn parse_wrk_time(text: &str) -> f64 {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (value, unit) = text.split_at(split);
+    let value: f64 = value.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value,
+        "ms" => value * 1_000.0,
+        "s" => value * 1_000_000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// A wrk script: absolute-URI requests when going through a proxy.
+fn write_script(dir: &Path, name: &str, target: &str, token: Option<&str>, proxy: bool) -> PathBuf {
+    let host = target
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap();
+    let path = if proxy {
+        target.to_string()
+    } else {
+        "/bench".to_string()
+    };
+    let auth = token.map_or(String::new(), |t| {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("firma:{t}"));
+        format!("wrk.headers[\"Proxy-Authorization\"] = \"Basic {basic}\"\n")
+    });
+    let script = format!(
+        "wrk.method = \"GET\"\nwrk.path = \"{path}\"\nwrk.headers[\"Host\"] = \"{host}\"\n{auth}"
+    );
+    let file = dir.join(format!("{name}.lua"));
+    std::fs::write(&file, script).unwrap();
+    file
+}
+
+async fn start_upstream() -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn firma_cmd(dir: &Path) -> Command {
+    let mut cmd = Command::new(FIRMA);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.join("home"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_RUNTIME_DIR", dir.join("runtime"))
+        .env("FIRMA_STATE_DIR", dir.join("state"))
+        .env("FIRMA_LOG", "warn")
+        .current_dir(dir.join("ws"));
+    cmd
+}
+
+/// `firma init`, then the Authority and the Sidecar on port 0; returns the proxy address and an
+/// allowed token.
+fn start_firma(dir: &Path, runtime: &tokio::runtime::Runtime) -> (SocketAddr, String, Vec<Guard>) {
+    for sub in ["home", "data", "runtime", "state", "ws"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let out = firma_cmd(dir)
+        .args([
+            "init",
+            "--yes",
+            "--agent",
+            "codex",
+            "--provider",
+            "anthropic",
+            "--authority-listen",
+            "127.0.0.1:0",
+            "--sidecar-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (authority, authority_addr) = spawn_ready(dir, &["authority"], "authority");
+    let url = format!("http://{authority_addr}");
+    let (sidecar, sidecar_addr) =
+        spawn_ready(dir, &["sidecar", "--authority-url", &url], "sidecar");
+    let token = runtime.block_on(async {
+        let mut client = AuthorityClient::connect(url).await.unwrap();
+        let response = client
+            .issue_capability(IssueCapabilityRequest {
+                agent_id: "codex".into(),
+                actions: vec!["communication.internal.send".into()],
+                resource_scope: "*".into(),
+                session_id: "bench".into(),
+                ttl_seconds: 3600,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(response.granted, "{response:?}");
+        response.token
+    });
+    (sidecar_addr, token, vec![sidecar, authority])
+}
+
+fn spawn_ready(dir: &Path, args: &[&str], tag: &str) -> (Guard, SocketAddr) {
+    let socket_path = dir.join(format!("{tag}.notify"));
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let log = std::fs::File::create(dir.join(format!("{tag}.log"))).unwrap();
+    let mut child = Guard(
+        firma_cmd(dir)
+            .args(args)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("X_FIRMA_LISTEN=")) {
+                return (child, addr.parse().unwrap());
+            }
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join(format!("{tag}.log"))).unwrap_or_default();
+            panic!("firma {args:?} exited with {status}:\n{log}");
+        }
+        assert!(Instant::now() < deadline, "firma {args:?} not ready");
+    }
+}
+
+/// Debian's squid, foreground, plain forwarding: no ACLs beyond allow-all, no cache, no access log.
+fn start_squid(dir: &Path) -> (SocketAddr, Guard) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let squid_dir = dir.join("squid");
+    std::fs::create_dir_all(&squid_dir).unwrap();
+    // Squid drops privileges to `proxy`; let it write its log and pid here.
+    std::fs::set_permissions(&squid_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let conf = squid_dir.join("squid.conf");
+    let mut file = std::fs::File::create(&conf).unwrap();
+    writeln!(
+        file,
+        "http_port 127.0.0.1:{port}\n\
+         http_access allow all\n\
+         cache deny all\n\
+         cache_mem 0 MB\n\
+         access_log none\n\
+         cache_store_log none\n\
+         cache_log {log}\n\
+         pid_filename {pid}\n\
+         coredump_dir {dir}\n\
+         shutdown_lifetime 0 seconds\n\
+         max_filedescriptors 8192\n\
+         workers 1",
+        log = squid_dir.join("cache.log").display(),
+        pid = squid_dir.join("squid.pid").display(),
+        dir = squid_dir.display(),
+    )
+    .unwrap();
+    let child = Guard(
+        Command::new("squid")
+            .args(["-N", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start squid"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "squid did not open {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (addr, child)
+}

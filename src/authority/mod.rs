@@ -1,0 +1,12 @@
+//! The Authority: the gRPC trust root that signs capability tokens, holds revocations and
+//! streams policy bundles to sidecars. `docs/authority.md` describes it for operators.
+
+pub mod client;
+pub mod issuance;
+pub mod policy;
+pub mod revocations;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod token;
+pub mod watch;

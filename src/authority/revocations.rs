@@ -1,0 +1,340 @@
+//! Revocations: `revocations.txt` in the user data dir is the source of truth, one line per
+//! revoked token — `token_id<TAB>revoked_at (RFC 3339)<TAB>reason`. `Revoke` appends a line; a
+//! hand edit of the file is picked up by the watcher. Every new entry is broadcast to the
+//! `WatchRevocations` streams.
+//!
+//! Hand-written lines may separate fields with spaces, and may be a bare token id (it is then
+//! dated when first seen). Blank lines and lines starting with `#` are ignored; an unparseable
+//! line is logged and skipped.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::broadcast;
+
+use crate::error::Hinted;
+
+/// How many live events a slow stream may fall behind before it is told to reconnect.
+pub const BROADCAST_CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub token_id: String,
+    pub revoked_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// One line of the file, newline included.
+pub fn format_line(entry: &Revocation) -> String {
+    format!(
+        "{}\t{}\t{}\n",
+        entry.token_id,
+        entry
+            .revoked_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true),
+        sanitize(&entry.reason)
+    )
+}
+
+/// Reasons live on one line of a tab-separated file.
+fn sanitize(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// Parse one line; `Ok(None)` for blanks and comments. `first_seen` dates a bare id.
+pub fn parse_line(line: &str, first_seen: DateTime<Utc>) -> Result<Option<Revocation>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (token_id, rest) = match line.split_once(char::is_whitespace) {
+        Some((id, rest)) => (id, rest.trim_start()),
+        None => (line, ""),
+    };
+    validate_token_id(token_id)?;
+    let (time, reason) = match rest.split_once(char::is_whitespace) {
+        Some((time, reason)) => (time, reason.trim()),
+        None => (rest, ""),
+    };
+    let (revoked_at, reason) = if time.is_empty() {
+        (first_seen, "file-based revocation".to_string())
+    } else {
+        let at = DateTime::parse_from_rfc3339(time)
+            .map_err(|err| format!("{time:?} is not an RFC 3339 time: {err}"))?;
+        (at.with_timezone(&Utc), reason.to_string())
+    };
+    Ok(Some(Revocation {
+        token_id: token_id.to_string(),
+        revoked_at,
+        reason,
+    }))
+}
+
+/// Token ids are single printable words.
+pub fn validate_token_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("token id is empty".into());
+    }
+    if id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{id:?} is not a token id (one word, at most 256 characters)"
+        ));
+    }
+    Ok(())
+}
+
+struct State {
+    entries: Vec<Revocation>,
+    ids: HashSet<String>,
+}
+
+pub struct RevocationStore {
+    path: PathBuf,
+    state: Mutex<State>,
+    live: broadcast::Sender<Revocation>,
+}
+
+impl RevocationStore {
+    /// Open (creating it, mode 0600, if missing) and read the file.
+    pub fn open(path: &Path) -> Result<Arc<Self>, Hinted> {
+        if let Some(dir) = path.parent() {
+            crate::config::dirs::ensure_private_dir(dir)?;
+        }
+        if !path.exists() {
+            crate::config::fsutil::write_atomic(path, b"", 0o600)?;
+        }
+        let entries = read_file(path)?;
+        let ids = entries.iter().map(|e| e.token_id.clone()).collect();
+        let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Ok(Arc::new(Self {
+            path: path.to_path_buf(),
+            state: Mutex::new(State { entries, ids }),
+            live,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_revoked(&self, token_id: &str) -> bool {
+        self.lock().ids.contains(token_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Revoke `token_id`: append a line (fsynced) and broadcast it. Returns whether it was new
+    /// and the entry in force.
+    pub fn revoke(&self, token_id: &str, reason: &str) -> Result<(bool, Revocation), Hinted> {
+        validate_token_id(token_id).map_err(Hinted::new)?;
+        let mut state = self.lock();
+        if let Some(existing) = state.entries.iter().find(|e| e.token_id == token_id) {
+            return Ok((false, existing.clone()));
+        }
+        let reason = match sanitize(reason) {
+            r if r.is_empty() => "unspecified".to_string(),
+            r => r,
+        };
+        let entry = Revocation {
+            token_id: token_id.to_string(),
+            revoked_at: Utc::now(),
+            reason,
+        };
+        append(&self.path, &format_line(&entry))?;
+        state.ids.insert(entry.token_id.clone());
+        state.entries.push(entry.clone());
+        let _ = self.live.send(entry.clone());
+        Ok((true, entry))
+    }
+
+    /// Re-read the file after a hand edit; new entries are broadcast.
+    pub fn reload(&self) {
+        let entries = match read_file(&self.path) {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    "revocations reload failed, keeping what was loaded: {}",
+                    err.message()
+                );
+                return;
+            }
+        };
+        let mut state = self.lock();
+        let ids: HashSet<String> = entries.iter().map(|e| e.token_id.clone()).collect();
+        let removed = state.ids.difference(&ids).count();
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "{removed} revocation(s) were removed from {}; connected sidecars keep enforcing \
+                 them until they restart",
+                self.path.display()
+            );
+        }
+        let fresh: Vec<Revocation> = entries
+            .iter()
+            .filter(|e| !state.ids.contains(&e.token_id))
+            .cloned()
+            .collect();
+        state.entries = entries;
+        state.ids = ids;
+        for entry in fresh {
+            tracing::info!(token_id = %entry.token_id, reason = %entry.reason, "revocation added to {}", self.path.display());
+            let _ = self.live.send(entry);
+        }
+    }
+
+    /// Entries revoked strictly after `since` (all when `None`), and a receiver for everything
+    /// after them — taken together so nothing falls between replay and live.
+    pub fn replay_and_subscribe(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> (Vec<Revocation>, broadcast::Receiver<Revocation>) {
+        let state = self.lock();
+        let replay = state
+            .entries
+            .iter()
+            .filter(|e| since.is_none_or(|s| e.revoked_at > s))
+            .cloned()
+            .collect();
+        (replay, self.live.subscribe())
+    }
+}
+
+fn append(path: &Path, line: &str) -> Result<(), Hinted> {
+    let io = |err: std::io::Error| {
+        Hinted::new(format!("cannot append to {}: {err}", path.display()))
+            .hint("check that the data directory is writable")
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    // A hand edit may have left the last line without its newline.
+    let needs_newline = std::fs::read(path)
+        .map(|bytes| bytes.last().is_some_and(|b| *b != b'\n'))
+        .unwrap_or(false);
+    let text = if needs_newline {
+        format!("\n{line}")
+    } else {
+        line.to_string()
+    };
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_data().map_err(io)
+}
+
+fn read_file(path: &Path) -> Result<Vec<Revocation>, Hinted> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        Hinted::new(format!("cannot read {}: {err}", path.display()))
+            .hint("check the file's permissions (it lives in the user data dir)")
+    })?;
+    let now = Utc::now();
+    let mut entries: Vec<Revocation> = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, line) in text.lines().enumerate() {
+        match parse_line(line, now) {
+            Ok(Some(entry)) => {
+                if seen.insert(entry.token_id.clone()) {
+                    entries.push(entry);
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => tracing::warn!(
+                "{}:{}: skipping unparseable revocation line: {reason}",
+                path.display(),
+                index + 1
+            ),
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hand_written_forms() {
+        let now = Utc::now();
+        let bare = parse_line("abc", now).unwrap().unwrap();
+        assert_eq!((bare.token_id.as_str(), bare.revoked_at), ("abc", now));
+        let spaced = parse_line("abc  2026-01-02T03:04:05Z  leaked in logs", now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(spaced.reason, "leaked in logs");
+        assert_eq!(spaced.revoked_at.to_rfc3339(), "2026-01-02T03:04:05+00:00");
+        assert_eq!(parse_line("# note", now).unwrap(), None);
+        assert_eq!(parse_line("   ", now).unwrap(), None);
+        assert!(parse_line("abc yesterday", now).is_err());
+    }
+
+    #[test]
+    fn revoke_appends_and_reload_finds_hand_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/revocations.txt");
+        let store = RevocationStore::open(&path).unwrap();
+        let (replay, mut live) = store.replay_and_subscribe(None);
+        assert!(replay.is_empty());
+        let (new, entry) = store.revoke("t1", "bad\nreason").unwrap();
+        assert!(new);
+        assert_eq!(entry.reason, "bad reason");
+        assert!(!store.revoke("t1", "again").unwrap().0);
+        assert_eq!(live.try_recv().unwrap().token_id, "t1");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"t2")
+            .unwrap();
+        store.reload();
+        assert_eq!(live.try_recv().unwrap().token_id, "t2");
+        store.revoke("t3", "").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().nth(2).unwrap().starts_with("t3\t"), "{text}");
+        let (replay, _) = store.replay_and_subscribe(Some(entry.revoked_at));
+        let ids: Vec<_> = replay.iter().map(|e| e.token_id.as_str()).collect();
+        assert!(!ids.contains(&"t1"), "{ids:?}");
+        assert!(ids.contains(&"t3"), "{ids:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn formatted_lines_parse_back(
+            id in "[A-Za-z0-9_-]{1,40}",
+            reason in "\\PC{0,40}",
+            secs in 0i64..4_000_000_000,
+            micros in 0u32..1_000_000,
+        ) {
+            let entry = Revocation {
+                token_id: id,
+                revoked_at: DateTime::from_timestamp(secs, micros * 1000).unwrap(),
+                reason: sanitize(&reason),
+            };
+            let parsed = parse_line(&format_line(&entry), Utc::now()).unwrap().unwrap();
+            prop_assert_eq!(parsed, entry);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Running the Authority: load keys and policies, bind, serve `firma.v1.Authority` plus
+//! `grpc.health.v1.Health` and server reflection, hot-reload, and shut down within a bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use super::issuance::Issuer;
+use super::revocations::RevocationStore;
+use super::service::{AuthorityService, describe_bundle};
+use super::store::PolicyStores;
+use super::watch::{DirWatch, watch_dirs};
+use crate::config::schema::{AuthorityConfig, AuthorityMode};
+use crate::error::Hinted;
+use crate::proto::authority_server::AuthorityServer;
+
+/// How long shutdown waits for connections to close before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
+
+/// TLS certificate chain and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything the Authority needs, resolved from `[authority]`.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub key: SigningKey,
+    pub policies_dir: PathBuf,
+    pub issuance_dir: PathBuf,
+    pub revocations_file: PathBuf,
+    pub max_ttl: Duration,
+    pub bundle_ttl: Duration,
+    pub tls: Option<TlsFiles>,
+    pub allow_insecure_listen: bool,
+}
+
+impl Settings {
+    /// From a loaded `[authority]` section (paths already absolute); the revocations file lives
+    /// in the user data dir.
+    pub fn from_config(config: &AuthorityConfig) -> Result<Self, Hinted> {
+        if config.mode == AuthorityMode::Remote {
+            return Err(Hinted::new(
+                "[authority] mode = \"remote\": this project uses a remote Authority, there is none to run here",
+            )
+            .hint("set mode = \"local\" and a listen address in firma.toml to run one"));
+        }
+        let listen = config.listen.ok_or_else(|| {
+            Hinted::new("[authority] has no `listen` address")
+                .hint("add listen = \"127.0.0.1:50051\" to firma.toml")
+        })?;
+        let key = crate::config::keys::load_signing_key(&config.key)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            listen,
+            key,
+            policies_dir: config.policies.clone(),
+            issuance_dir: config.issuance_policies.clone(),
+            revocations_file: crate::config::dirs::resolve_data_dir()?.join("revocations.txt"),
+            max_ttl: config.max_ttl,
+            bundle_ttl: config.bundle_ttl,
+            tls,
+            allow_insecure_listen: config.allow_insecure_listen,
+        })
+    }
+}
+
+/// A running Authority. Call [`Authority::shutdown`] to stop it.
+pub struct Authority {
+    addr: SocketAddr,
+    tls: bool,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    health: tonic_health::server::HealthReporter,
+    stores: Arc<PolicyStores>,
+    revocations: Arc<RevocationStore>,
+    _watches: Vec<DirWatch>,
+}
+
+impl Authority {
+    /// The address actually bound (port 0 in the config becomes a real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ip:port` or `https://ip:port`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    pub fn stores(&self) -> &Arc<PolicyStores> {
+        &self.stores
+    }
+
+    pub fn revocations(&self) -> &Arc<RevocationStore> {
+        &self.revocations
+    }
+
+    /// End every stream, stop accepting, and wait (at most [`SHUTDOWN_GRACE`]) for connections
+    /// to close; whatever is still open then is dropped.
+    pub async fn shutdown(self) {
+        self.health
+            .set_not_serving::<AuthorityServer<AuthorityService>>()
+            .await;
+        let _ = self.shutdown.send(true);
+        let mut server = self.server;
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(Ok(Err(err))) => tracing::warn!("gRPC server ended with an error: {err}"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(
+                    "connections still open after {}ms; closing them",
+                    SHUTDOWN_GRACE.as_millis()
+                );
+                server.abort();
+            }
+        }
+    }
+}
+
+fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, Hinted> {
+    std::fs::read(path).map_err(|err| {
+        Hinted::new(format!("cannot read {what} {}: {err}", path.display()))
+            .hint("fix [authority] tls_cert / tls_key in firma.toml")
+    })
+}
+
+/// Load everything, bind, and start serving. Errors here are start-up errors (exit 2).
+pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
+    let stores = Arc::new(PolicyStores::load(
+        &settings.policies_dir,
+        &settings.issuance_dir,
+    )?);
+    let revocations = RevocationStore::open(&settings.revocations_file)?;
+
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = &settings.tls {
+        let identity = Identity::from_pem(
+            read(&tls.cert, "TLS certificate")?,
+            read(&tls.key, "TLS key")?,
+        );
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|err| {
+                Hinted::new(format!(
+                    "TLS configuration ({}, {}) is unusable: {err}",
+                    tls.cert.display(),
+                    tls.key.display()
+                ))
+                .hint("tls_cert must be a PEM certificate chain and tls_key its PEM private key")
+            })?;
+    } else if !settings.listen.ip().is_loopback() {
+        if !settings.allow_insecure_listen {
+            return Err(Hinted::new(format!(
+                "[authority] listen {} is not a loopback address and no TLS is configured",
+                settings.listen
+            ))
+            .hint(
+                "set tls_cert and tls_key, listen on 127.0.0.1, or (not recommended) \
+                 allow_insecure_listen = true",
+            ));
+        }
+        tracing::warn!(
+            listen = %settings.listen,
+            "INSECURE: serving plain-text gRPC on a non-loopback address (allow_insecure_listen = true); \
+             tokens and policies travel unencrypted"
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|err| bind_error(settings.listen, &err))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| Hinted::new(format!("cannot read the bound address: {err}")))?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorityServer<AuthorityService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| Hinted::new(format!("cannot build gRPC reflection: {err}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|err| Hinted::new(format!("cannot build gRPC reflection: {err}")))?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let issuer = Arc::new(Issuer::new(
+        settings.key.clone(),
+        settings.max_ttl,
+        stores.clone(),
+    ));
+    let service = AuthorityService::new(
+        issuer,
+        stores.clone(),
+        revocations.clone(),
+        settings.bundle_ttl,
+        shutdown_rx.clone(),
+    );
+
+    let mut watches = Vec::new();
+    let reload_stores = stores.clone();
+    let mut dirs = vec![settings.policies_dir.clone()];
+    if settings.issuance_dir != settings.policies_dir {
+        dirs.push(settings.issuance_dir.clone());
+    }
+    watches.push(watch_dirs(&dirs, move |_| reload_stores.reload())?);
+    let revocations_dir = settings
+        .revocations_file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let reload_revocations = revocations.clone();
+    let revocations_name = settings.revocations_file.file_name().map(ToOwned::to_owned);
+    watches.push(watch_dirs(&[revocations_dir], move |paths| {
+        // By name: editors save through temporary files renamed over the original.
+        if paths
+            .iter()
+            .any(|p| p.file_name() == revocations_name.as_deref())
+        {
+            reload_revocations.reload();
+        }
+    })?);
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut stop = shutdown_rx;
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AuthorityServer::new(service));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+
+    let runtime = stores.runtime();
+    let issuance = stores.issuance();
+    tracing::info!(
+        addr = %addr,
+        tls = settings.tls.is_some(),
+        runtime_bundle = %runtime.version,
+        revocations = revocations.len(),
+        "authority serving: runtime policies {}, issuance policies {}, {} revocations in {}",
+        describe_bundle(&runtime),
+        describe_bundle(&issuance),
+        revocations.len(),
+        settings.revocations_file.display()
+    );
+    Ok(Authority {
+        addr,
+        tls: settings.tls.is_some(),
+        shutdown,
+        server,
+        health,
+        stores,
+        revocations,
+        _watches: watches,
+    })
+}
+
+fn bind_error(addr: SocketAddr, err: &std::io::Error) -> Hinted {
+    match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            Hinted::new(format!("cannot listen on {addr}: address in use")).hint(
+                "another Authority (often a previous run that was not reaped) holds it: run \
+             `firma sidecar stop`, or change [authority] listen in firma.toml",
+            )
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            Hinted::new(format!("cannot listen on {addr}: no such local address"))
+                .hint("use an address of this machine, e.g. 127.0.0.1")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            Hinted::new(format!("cannot listen on {addr}: permission denied"))
+                .hint("ports below 1024 need privileges; choose a higher port")
+        }
+        _ => Hinted::new(format!("cannot listen on {addr}: {err}"))
+            .hint("check [authority] listen in firma.toml"),
+    }
+}

@@ -1,0 +1,302 @@
+//! The `firma.v1.Authority` gRPC service: maps wire messages to issuance, revocations and
+//! policy-bundle streams. Streams end on their own when the server shuts down, so tonic's
+//! graceful shutdown never waits on a long-lived stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::issuance::{IssueOutcome, IssueRequest, Issuer};
+use super::policy::PolicyBundle;
+use super::revocations::{Revocation, RevocationStore};
+use super::store::{PolicyStores, short};
+use crate::proto::{
+    self, IssueCapabilityRequest, IssueCapabilityResponse, RevocationEvent, RevokeRequest,
+    RevokeResponse, WatchPolicyBundleRequest, WatchRevocationsRequest, authority_server,
+};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+pub struct AuthorityService {
+    issuer: Arc<Issuer>,
+    stores: Arc<PolicyStores>,
+    revocations: Arc<RevocationStore>,
+    bundle_ttl: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AuthorityService {
+    pub fn new(
+        issuer: Arc<Issuer>,
+        stores: Arc<PolicyStores>,
+        revocations: Arc<RevocationStore>,
+        bundle_ttl: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            issuer,
+            stores,
+            revocations,
+            bundle_ttl,
+            shutdown,
+        }
+    }
+
+    fn ttl_seconds(&self) -> u32 {
+        let secs = self.bundle_ttl.as_secs() + u64::from(self.bundle_ttl.subsec_nanos() > 0);
+        u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+fn bundle_message(bundle: &PolicyBundle, ttl_seconds: u32) -> proto::PolicyBundle {
+    proto::PolicyBundle {
+        version: bundle.version.clone(),
+        policies: bundle.policies.clone(),
+        schema: bundle.schema_text.clone(),
+        ttl_seconds,
+        sent_at: Some(timestamp(Utc::now())),
+    }
+}
+
+fn revocation_message(entry: &Revocation) -> RevocationEvent {
+    RevocationEvent {
+        token_id: entry.token_id.clone(),
+        reason: entry.reason.clone(),
+        revoked_at: Some(timestamp(entry.revoked_at)),
+        snapshot_complete: false,
+    }
+}
+
+/// Send one stream item unless the server is shutting down (a client that stopped reading must
+/// not hold shutdown up). `false`: end the stream.
+async fn deliver<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    item: Result<T, Status>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    }
+}
+
+fn peer(request: &Request<impl Sized>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".into(), |a| a.to_string())
+}
+
+#[tonic::async_trait]
+impl authority_server::Authority for AuthorityService {
+    async fn issue_capability(
+        &self,
+        request: Request<IssueCapabilityRequest>,
+    ) -> Result<Response<IssueCapabilityResponse>, Status> {
+        let wire = request.into_inner();
+        let parsed = IssueRequest::from_wire(
+            &wire.agent_id,
+            &wire.actions,
+            &wire.resource_scope,
+            &wire.session_id,
+            wire.ttl_seconds,
+        )
+        .map_err(Status::invalid_argument)?;
+        let outcome = self
+            .issuer
+            .issue(&parsed, Utc::now())
+            .map_err(|err| Status::internal(err.to_string()))?;
+        let response = match outcome {
+            IssueOutcome::Granted { token, claims } => {
+                tracing::info!(
+                    agent_id = %claims.agent_id,
+                    session_id = %claims.session_id,
+                    token_id = %claims.token_id,
+                    actions = %claims.actions.join(","),
+                    resource_scope = %claims.resource_scope,
+                    expires_at = %claims.expires_at.to_rfc3339(),
+                    "token issued"
+                );
+                IssueCapabilityResponse {
+                    granted: true,
+                    token,
+                    token_id: claims.token_id,
+                    expires_at: Some(timestamp(claims.expires_at)),
+                    deny_reason: String::new(),
+                    deny_message: String::new(),
+                }
+            }
+            IssueOutcome::Denied { reason, message } => {
+                tracing::warn!(
+                    agent_id = %parsed.agent_id,
+                    actions = %parsed.actions.join(","),
+                    reason,
+                    "issuance denied: {message}"
+                );
+                IssueCapabilityResponse {
+                    granted: false,
+                    deny_reason: reason.to_string(),
+                    deny_message: message,
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let wire = request.into_inner();
+        super::revocations::validate_token_id(&wire.token_id).map_err(Status::invalid_argument)?;
+        let store = self.revocations.clone();
+        let (newly, entry) =
+            tokio::task::spawn_blocking(move || store.revoke(&wire.token_id, &wire.reason))
+                .await
+                .map_err(|err| Status::internal(err.to_string()))?
+                .map_err(|err| Status::internal(err.message().to_string()))?;
+        if newly {
+            tracing::info!(token_id = %entry.token_id, reason = %entry.reason, "token revoked");
+        }
+        Ok(Response::new(RevokeResponse {
+            newly_revoked: newly,
+            revoked_at: Some(timestamp(entry.revoked_at)),
+        }))
+    }
+
+    type WatchPolicyBundleStream = BoxStream<proto::PolicyBundle>;
+
+    async fn watch_policy_bundle(
+        &self,
+        request: Request<WatchPolicyBundleRequest>,
+    ) -> Result<Response<Self::WatchPolicyBundleStream>, Status> {
+        let peer = peer(&request);
+        let known = request.into_inner().current_version;
+        let mut bundles = self.stores.subscribe_runtime();
+        let mut shutdown = self.shutdown.clone();
+        let ttl_seconds = self.ttl_seconds();
+        // Refresh at half the TTL so a sidecar never enforces with a stale bundle.
+        let period = Duration::from_millis(u64::from(ttl_seconds) * 500);
+        let (tx, rx) = mpsc::channel(2);
+        tracing::debug!(%peer, "policy bundle watcher connected");
+        tokio::spawn(async move {
+            let current = bundles.borrow_and_update().clone();
+            if current.version != known
+                && !deliver(
+                    &tx,
+                    Ok(bundle_message(&current, ttl_seconds)),
+                    &mut shutdown,
+                )
+                .await
+            {
+                return;
+            }
+            let mut refresh =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let bundle = tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    _ = tx.closed() => break,
+                    changed = bundles.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        refresh.reset();
+                        bundles.borrow_and_update().clone()
+                    }
+                    _ = refresh.tick() => bundles.borrow().clone(),
+                };
+                if !deliver(&tx, Ok(bundle_message(&bundle, ttl_seconds)), &mut shutdown).await {
+                    break;
+                }
+            }
+            tracing::debug!(%peer, "policy bundle watcher disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchRevocationsStream = BoxStream<RevocationEvent>;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let peer = peer(&request);
+        let since = match request.into_inner().since {
+            Some(ts) => Some(
+                from_timestamp(&ts)
+                    .ok_or_else(|| Status::invalid_argument("since is not a valid timestamp"))?,
+            ),
+            None => None,
+        };
+        let (replay, mut live) = self.revocations.replay_and_subscribe(since);
+        let mut shutdown = self.shutdown.clone();
+        let (tx, rx) = mpsc::channel(64);
+        tracing::debug!(%peer, replay = replay.len(), "revocation watcher connected");
+        tokio::spawn(async move {
+            for entry in &replay {
+                if !deliver(&tx, Ok(revocation_message(entry)), &mut shutdown).await {
+                    return;
+                }
+            }
+            let marker = RevocationEvent {
+                snapshot_complete: true,
+                ..Default::default()
+            };
+            if !deliver(&tx, Ok(marker), &mut shutdown).await {
+                return;
+            }
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => break,
+                    _ = tx.closed() => break,
+                    received = live.recv() => received,
+                };
+                let message = match event {
+                    Ok(entry) => Ok(revocation_message(&entry)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(%peer, missed, "revocation watcher fell behind; asking it to reconnect");
+                        Err(Status::aborted(format!(
+                            "fell {missed} revocations behind; reconnect with `since` to replay"
+                        )))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                let failed = message.is_err();
+                if !deliver(&tx, message, &mut shutdown).await || failed {
+                    break;
+                }
+            }
+            tracing::debug!(%peer, "revocation watcher disconnected");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A one-line description of the bundle in force, for logs.
+pub fn describe_bundle(bundle: &PolicyBundle) -> String {
+    format!(
+        "{} ({} policies from {} files)",
+        short(&bundle.version),
+        bundle.len(),
+        bundle.files.len()
+    )
+}

@@ -1,0 +1,152 @@
+//! The pipeline's two outside collaborators, wired to the real implementations: token checks
+//! from `authority::token`, and the signed, chained audit writer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::VerifyingKey;
+
+use super::pipeline::{AuditSink, Capability, TokenRejection, TokenVerifier};
+use crate::audit::event::AuditDraft;
+use crate::audit::writer::AuditWriter;
+use crate::authority::token::{
+    CapabilityClaims, LEEWAY_SECONDS, TokenError, scope_matches, verify_signature,
+};
+use crate::error::Hinted;
+
+/// Tokens whose signature was already checked, before the cache starts over.
+const VERIFIED_CACHE_CAPACITY: usize = 4096;
+
+/// Verifies capability tokens offline with the Authority's public key.
+///
+/// An agent presents the same token on every call, so a token whose signature verified once is
+/// remembered (signature checks dominate the per-call cost); its validity window is checked on
+/// every call, and revocation by the pipeline.
+pub struct AuthorityTokens {
+    key: VerifyingKey,
+    verified: RwLock<HashMap<String, CapabilityClaims>>,
+}
+
+impl AuthorityTokens {
+    pub fn new(key: VerifyingKey) -> Self {
+        Self {
+            key,
+            verified: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn signature_checked(&self, raw: &str) -> Result<CapabilityClaims, TokenError> {
+        if let Some(claims) = self.verified.read().expect("token cache").get(raw) {
+            return Ok(claims.clone());
+        }
+        let claims = verify_signature(raw, &self.key)?;
+        let mut cache = self.verified.write().expect("token cache");
+        if cache.len() >= VERIFIED_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(raw.to_string(), claims.clone());
+        Ok(claims)
+    }
+}
+
+/// The same validity window as `authority::token::verify_token`.
+fn check_window(
+    claims: CapabilityClaims,
+    now: DateTime<Utc>,
+) -> Result<CapabilityClaims, TokenError> {
+    let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
+    if claims.expires_at + leeway <= now {
+        return Err(TokenError::Expired {
+            token_id: claims.token_id,
+            expires_at: claims.expires_at,
+        });
+    }
+    if claims.issued_at - leeway > now {
+        return Err(TokenError::NotYetValid {
+            token_id: claims.token_id,
+            issued_at: claims.issued_at,
+        });
+    }
+    Ok(claims)
+}
+
+impl TokenVerifier for AuthorityTokens {
+    fn verify(&self, raw: &str) -> Result<Capability, TokenRejection> {
+        let checked = self
+            .signature_checked(raw)
+            .and_then(|claims| check_window(claims, Utc::now()));
+        match checked {
+            Ok(claims) => Ok(Capability {
+                token_id: claims.token_id,
+                agent_id: claims.agent_id,
+                session_id: claims.session_id,
+                actions: claims.actions,
+                resource_scope: claims.resource_scope,
+            }),
+            Err(TokenError::Expired { token_id, .. }) => Err(TokenRejection::Expired { token_id }),
+            Err(err) => Err(TokenRejection::Invalid(err.to_string())),
+        }
+    }
+
+    fn scope_covers(&self, scope: &str, resource: &str) -> bool {
+        scope_matches(scope, resource)
+    }
+}
+
+/// Records decisions with the audit writer (returns after the line is written).
+pub struct WriterSink(pub Arc<AuditWriter>);
+
+impl AuditSink for WriterSink {
+    fn record(&self, draft: AuditDraft) -> Result<(), Hinted> {
+        self.0.append(draft).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authority::token::sign_token;
+
+    fn claims(expires_in: chrono::Duration) -> CapabilityClaims {
+        let now = Utc::now();
+        CapabilityClaims {
+            token_id: "t1".into(),
+            agent_id: "codex".into(),
+            session_id: "s".into(),
+            actions: vec!["code.read".into()],
+            resource_scope: "*".into(),
+            issued_at: now - chrono::Duration::hours(2),
+            expires_at: now + expires_in,
+        }
+    }
+
+    #[test]
+    fn cached_tokens_still_expire_and_forgeries_never_verify() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
+        let tokens = AuthorityTokens::new(key.verifying_key());
+        let valid = sign_token(&key, &claims(chrono::Duration::hours(1))).unwrap();
+        assert_eq!(tokens.verify(&valid).unwrap().agent_id, "codex");
+        assert_eq!(tokens.verify(&valid).unwrap().token_id, "t1"); // cache hit
+        // A cached token past its expiry is rejected.
+        let cached = tokens.signature_checked(&valid).unwrap();
+        let later = cached.expires_at + chrono::Duration::seconds(LEEWAY_SECONDS);
+        assert!(matches!(
+            check_window(cached, later),
+            Err(TokenError::Expired { .. })
+        ));
+        let expired = sign_token(&key, &claims(-chrono::Duration::hours(1))).unwrap();
+        assert_eq!(
+            tokens.verify(&expired),
+            Err(TokenRejection::Expired {
+                token_id: "t1".into()
+            })
+        );
+        let other = ed25519_dalek::SigningKey::from_bytes(&[2u8; 32]);
+        let forged = sign_token(&other, &claims(chrono::Duration::hours(1))).unwrap();
+        assert!(matches!(
+            tokens.verify(&forged),
+            Err(TokenRejection::Invalid(_))
+        ));
+    }
+}

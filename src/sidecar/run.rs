@@ -1,0 +1,165 @@
+//! `firma sidecar`: the daemon's startup order and shutdown.
+//!
+//! 1. load `firma.toml`, the mapping rules, the Authority's public key and the audit key;
+//! 2. open the audit log and load (or generate) the CA in the state dir;
+//! 3. connect to the Authority and wait for the first policy bundle and the revocation
+//!    snapshot — a call is never judged against no policy;
+//! 4. only then open the listen port, log `ready` with the bound address and notify the
+//!    supervisor; 5. on SIGTERM/SIGINT stop accepting, drain briefly, exit 0.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::adapters::{AuthorityTokens, WriterSink};
+use super::authority_link;
+use super::ca::{CaOrigin, CertificateAuthority};
+use super::mapping::MappingTable;
+use super::pipeline::Pipeline;
+use super::proxy::Proxy;
+use super::state::AuthorityState;
+use super::upstream;
+use crate::audit::writer::{AuditWriter, WriterOptions};
+use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
+use crate::config::{Discovery, keys};
+use crate::error::Hinted;
+
+/// How long in-flight requests may finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
+pub const AUDIT_LOG: &str = "audit.jsonl";
+
+/// What the command line hands the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub authority_url: Option<String>,
+}
+
+/// Run the Sidecar until it is told to stop. Errors are startup failures.
+pub fn run(options: RunOptions) -> Result<(), Hinted> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("firma-sidecar")
+        .build()
+        .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
+    runtime.block_on(serve(options))
+}
+
+async fn serve(options: RunOptions) -> Result<(), Hinted> {
+    let loaded = Discovery::new(options.config.clone()).load()?;
+    let config = loaded.config.sidecar.clone();
+    let (state_dir, _) = resolve_state_dir(options.state_dir.as_deref());
+    ensure_private_dir(&state_dir)?;
+
+    let mapping = MappingTable::load(&config.mapping.rules)?;
+    let authority_key = keys::load_verifying_key(&config.authority.public_key)?;
+    let audit_key = keys::load_signing_key(&config.audit.key)?;
+    let audit_path = state_dir.join(AUDIT_LOG);
+    let (writer, report) = AuditWriter::open(
+        &audit_path,
+        audit_key,
+        WriterOptions::from_config(&config.audit),
+    )?;
+    tracing::info!(path = %audit_path.display(), report = ?report, "audit log open");
+    let writer = Arc::new(writer);
+
+    let (ca, origin) = CertificateAuthority::load_or_generate(&state_dir)?;
+    match origin {
+        CaOrigin::Generated => {
+            tracing::info!(cert = %ca.cert_path.display(), "generated the interception CA")
+        }
+        CaOrigin::Loaded => {
+            tracing::info!(cert = %ca.cert_path.display(), "loaded the interception CA")
+        }
+    }
+    let tls = upstream::tls_config()?;
+
+    let url = options
+        .authority_url
+        .clone()
+        .unwrap_or_else(|| config.authority.url.clone());
+    let channel = authority_link::channel(
+        &url,
+        config.authority.ca_cert.as_deref(),
+        config.authority.allow_insecure,
+    )?;
+    let authority = Arc::new(AuthorityState::default());
+    authority_link::spawn(channel, url.clone(), authority.clone());
+
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|err| Hinted::new(format!("cannot install the SIGTERM handler: {err}")))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|err| Hinted::new(format!("cannot install the SIGINT handler: {err}")))?;
+
+    tracing::info!(authority = %url, "waiting for the first policy bundle and the revocation snapshot");
+    tokio::select! {
+        _ = authority.wait_ready() => {}
+        _ = terminate.recv() => return close_audit(&writer),
+        _ = interrupt.recv() => return close_audit(&writer),
+    }
+
+    let listener = TcpListener::bind(config.proxy.listen).await.map_err(|err| {
+        Hinted::new(format!(
+            "cannot listen on {} ([sidecar.proxy].listen): {err}",
+            config.proxy.listen
+        ))
+        .hint("another process uses the address: stop it (`firma sidecar stop`), or change [sidecar.proxy].listen (port 0 picks a free port)")
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| Hinted::new(format!("cannot read the bound address: {err}")))?;
+
+    let pipeline = Pipeline {
+        mapping,
+        unmapped: config.mapping.unmapped,
+        verifier: Arc::new(AuthorityTokens::new(authority_key)),
+        authority: authority.clone(),
+        audit: Arc::new(WriterSink(writer.clone())),
+    };
+    let proxy = Arc::new(Proxy {
+        pipeline,
+        http: upstream::http_client(config.proxy.upstream_timeout),
+        tls,
+        ca: Arc::new(ca),
+        intercept_hosts: config
+            .proxy
+            .intercept_hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        upstream_timeout: config.proxy.upstream_timeout,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(proxy.serve(listener, stop_rx, DRAIN));
+
+    let bundle = authority
+        .bundle()
+        .map(|b| b.version.clone())
+        .unwrap_or_default();
+    tracing::info!(addr = %addr, bundle = %bundle, config = %loaded.path.display(), "ready");
+    if let Err(err) = crate::lifecycle::notify::notify_ready(&addr.to_string(), "sidecar ready") {
+        tracing::warn!(error = %err, "cannot send the readiness notification");
+    }
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    close_audit(&writer)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Flush the audit log and write its final checkpoint.
+fn close_audit(writer: &AuditWriter) -> Result<(), Hinted> {
+    writer.shutdown().inspect_err(|err| {
+        tracing::error!(error = %err, "audit log did not close cleanly");
+    })
+}

@@ -1,0 +1,81 @@
+//! What the Authority streams to the Sidecar, shared between the stream tasks and the proxy:
+//! the current policy bundle, the revoked token ids, and whether both have arrived.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use super::cedar::PolicyBundle;
+
+/// Whether the Sidecar may judge calls yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// A policy bundle was received and parsed.
+    pub bundle: bool,
+    /// The revocation replay finished (`snapshot_complete`).
+    pub revocations: bool,
+}
+
+impl Readiness {
+    pub fn is_ready(self) -> bool {
+        self.bundle && self.revocations
+    }
+}
+
+pub struct AuthorityState {
+    bundle: RwLock<Option<Arc<PolicyBundle>>>,
+    revoked: RwLock<HashSet<String>>,
+    readiness: watch::Sender<Readiness>,
+}
+
+impl Default for AuthorityState {
+    fn default() -> Self {
+        Self {
+            bundle: RwLock::new(None),
+            revoked: RwLock::new(HashSet::new()),
+            readiness: watch::Sender::new(Readiness::default()),
+        }
+    }
+}
+
+impl AuthorityState {
+    /// The bundle to enforce with, if any arrived.
+    pub fn bundle(&self) -> Option<Arc<PolicyBundle>> {
+        self.bundle.read().expect("bundle lock").clone()
+    }
+
+    pub fn set_bundle(&self, bundle: PolicyBundle) {
+        *self.bundle.write().expect("bundle lock") = Some(Arc::new(bundle));
+        self.readiness.send_modify(|r| r.bundle = true);
+    }
+
+    pub fn is_revoked(&self, token_id: &str) -> bool {
+        self.revoked
+            .read()
+            .expect("revocation lock")
+            .contains(token_id)
+    }
+
+    /// Record a revocation; returns whether it was new.
+    pub fn revoke(&self, token_id: &str) -> bool {
+        self.revoked
+            .write()
+            .expect("revocation lock")
+            .insert(token_id.to_string())
+    }
+
+    pub fn revocation_snapshot_complete(&self) {
+        self.readiness.send_modify(|r| r.revocations = true);
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        *self.readiness.borrow()
+    }
+
+    /// Resolves once both the first bundle and the revocation snapshot arrived.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.readiness.subscribe();
+        let _ = rx.wait_for(|r| r.is_ready()).await;
+    }
+}

@@ -1,0 +1,815 @@
+//! Black-box tests of `firma sidecar`: the real `firma authority` and `firma sidecar` on port 0,
+//! a real upstream server started by the test, and real clients (curl, Python requests).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, World, assert_success, wait_for};
+use firma::proto::authority_client::AuthorityClient;
+use firma::proto::{IssueCapabilityRequest, RevokeRequest};
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// A local upstream: echoes method, path and the headers it received, as JSON.
+
+struct Upstream {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn start_upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+    start_upstream_at("127.0.0.1", tls)
+}
+
+fn start_upstream_at(ip: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind((ip, 0)))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let counter = counter.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let headers: serde_json::Map<String, Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_string(),
+                                    Value::from(v.to_str().unwrap_or("")),
+                                )
+                            })
+                            .collect();
+                        let method = req.method().to_string();
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let body = body.map(|b| b.len()).unwrap_or(0);
+                        let json = serde_json::json!({
+                            "upstream": true, "method": method, "path": path,
+                            "headers": headers, "body_len": body,
+                        });
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from(json.to_string()),
+                        )))
+                    }
+                });
+                let builder = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(config) => {
+                        if let Ok(stream) =
+                            tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                        {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    Upstream {
+        addr,
+        hits,
+        _runtime: runtime,
+    }
+}
+
+/// A test CA and a server config for `localhost` / `127.0.0.1` signed by it.
+fn upstream_tls(dir: &Path) -> (PathBuf, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test upstream CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf_params.distinguished_name = rcgen::DistinguishedName::new();
+    leaf_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let ca_path = dir.join("upstream-ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    (ca_path, Arc::new(config))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon pair.
+
+struct Stack {
+    world: World,
+    authority_addr: SocketAddr,
+    proxy: SocketAddr,
+    authority: ChildGuard,
+    sidecar: ChildGuard,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Spawn `firma <args>` with a notify socket and wait for `READY=1`; returns the bound address.
+fn spawn_ready(
+    world: &World,
+    args: &[&str],
+    env: &[(&str, &str)],
+    tag: &str,
+) -> (ChildGuard, SocketAddr) {
+    let socket_path = world.path().join(format!("{tag}.notify"));
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let log = std::fs::File::create(world.path().join(format!("{tag}.log"))).unwrap();
+    let mut cmd = world.cmd();
+    cmd.args(args)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    let deadline = Instant::now() + DEADLINE;
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("X_FIRMA_LISTEN=")) {
+                return (child, addr.parse().unwrap());
+            }
+        }
+        if let Some(status) = child.child_mut().try_wait().unwrap() {
+            let log = std::fs::read_to_string(world.path().join(format!("{tag}.log"))).unwrap();
+            panic!("firma {args:?} exited with {status} before ready:\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "firma {args:?} not ready in time"
+        );
+    }
+}
+
+fn start_stack(edit: impl FnOnce(&mut String), env: &[(&str, &str)]) -> Stack {
+    let world = World::new();
+    world.init(&[]);
+    let mut config = std::fs::read_to_string(world.config_path()).unwrap();
+    edit(&mut config);
+    std::fs::write(world.config_path(), config).unwrap();
+    let (authority, authority_addr) = spawn_ready(&world, &["authority"], &[], "authority");
+    let url = format!("http://{authority_addr}");
+    let (sidecar, proxy) = spawn_ready(
+        &world,
+        &["sidecar", "--authority-url", &url],
+        env,
+        "sidecar",
+    );
+    Stack {
+        world,
+        authority_addr,
+        proxy,
+        authority,
+        sidecar,
+        runtime: tokio::runtime::Runtime::new().unwrap(),
+    }
+}
+
+impl Stack {
+    fn client(&self) -> AuthorityClient<tonic::transport::Channel> {
+        let url = format!("http://{}", self.authority_addr);
+        self.runtime
+            .block_on(AuthorityClient::connect(url))
+            .expect("connect to the authority")
+    }
+
+    fn issue(&self, actions: &[&str], scope: &str) -> (String, String) {
+        let mut client = self.client();
+        let response = self
+            .runtime
+            .block_on(client.issue_capability(IssueCapabilityRequest {
+                agent_id: "codex".into(),
+                actions: actions.iter().map(|a| a.to_string()).collect(),
+                resource_scope: scope.into(),
+                session_id: "sess-1".into(),
+                ttl_seconds: 600,
+            }))
+            .expect("issue")
+            .into_inner();
+        assert!(response.granted, "{response:?}");
+        (response.token, response.token_id)
+    }
+
+    fn token(&self) -> String {
+        self.issue(&["communication.internal.send"], "*").0
+    }
+
+    fn revoke(&self, token_id: &str) {
+        let mut client = self.client();
+        self.runtime
+            .block_on(client.revoke(RevokeRequest {
+                token_id: token_id.into(),
+                reason: "test".into(),
+            }))
+            .expect("revoke");
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.world.state_dir().join("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("decision").is_some())
+            .collect()
+    }
+
+    fn last_audit(&self) -> Value {
+        self.audit().pop().expect("an audit record")
+    }
+
+    fn proxy_url(&self, token: Option<&str>) -> String {
+        match token {
+            Some(t) => format!("http://firma:{t}@{}", self.proxy),
+            None => format!("http://{}", self.proxy),
+        }
+    }
+
+    fn ca_cert(&self) -> PathBuf {
+        self.world
+            .state_dir()
+            .join("generated-firma-ca/firma-ca.crt")
+    }
+}
+
+/// Kill a daemon and reap it (its guard then has nothing left to do).
+fn stop(child: &mut ChildGuard) {
+    let _ = child.child_mut().kill();
+    let _ = child.child_mut().wait();
+}
+
+/// `curl` through the proxy: (status, body).
+fn curl(proxy: &str, url: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-o", "-", "-w", "\n%{http_code}"])
+        .args(["--proxy", proxy])
+        .args(extra)
+        .arg(url)
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("ALL_PROXY")
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = code.trim().parse().unwrap_or(0);
+    if code == 0 {
+        eprintln!("curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (code, body.to_string())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|err| panic!("not JSON ({err}): {body}"))
+}
+
+/// Python `requests` through the proxy (HTTP_PROXY / HTTPS_PROXY, optional CA bundle).
+fn python_get(proxy: &str, url: &str, ca_bundle: Option<&Path>) -> (u16, String) {
+    let script = "import sys, requests\nr = requests.get(sys.argv[1], timeout=30)\nprint(r.status_code)\nsys.stdout.write(r.text)\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, url])
+        .env("HTTP_PROXY", proxy)
+        .env("HTTPS_PROXY", proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy");
+    if let Some(ca) = ca_bundle {
+        cmd.env("REQUESTS_CA_BUNDLE", ca);
+    }
+    let out = cmd.output().expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, body) = text.split_once('\n').unwrap_or((&text, ""));
+    assert!(
+        !code.is_empty(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn allowed_call_is_forwarded_without_proxy_authorization_and_audited() {
+    let upstream = start_upstream(None);
+    let stack = start_stack(|_| {}, &[]);
+    let token = stack.token();
+    let url = format!("http://127.0.0.1:{}/hello?x=1", upstream.addr.port());
+    let (code, body) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+    assert_eq!(code, 200, "{body}");
+    let body = json(&body);
+    assert_eq!(body["upstream"], true);
+    assert_eq!(body["path"], "/hello");
+    let headers = body["headers"].as_object().unwrap();
+    assert!(!headers.contains_key("proxy-authorization"), "{headers:?}");
+    assert!(!headers.contains_key("proxy-connection"), "{headers:?}");
+
+    let record = stack.last_audit();
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["agent_id"], "codex");
+    assert_eq!(record["session_id"], "sess-1");
+    assert_eq!(
+        record["intent"]["action_class"],
+        "communication.internal.send"
+    );
+    assert_eq!(record["intent"]["method"], "GET");
+    assert_eq!(record["intent"]["host"], "127.0.0.1");
+    assert_eq!(record["intent"]["path"], "/hello");
+    assert_eq!(
+        record["policy"]["determining"],
+        serde_json::json!(["allow-loopback"])
+    );
+    assert!(!record["policy"]["bundle"].as_str().unwrap().is_empty());
+
+    // Python requests through HTTP_PROXY=http://firma:<token>@host:port, keep-alive, POST body.
+    let (code, body) = python_get(&stack.proxy_url(Some(&token)), &url, None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["upstream"], true);
+    let (code, body) = curl(
+        &stack.proxy_url(Some(&token)),
+        &url,
+        &["--data-binary", "0123456789"],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["body_len"], 10);
+    assert_eq!(json(&body)["method"], "POST");
+}
+
+#[test]
+fn token_problems_are_denied_with_reasons() {
+    let upstream = start_upstream(None);
+    let stack = start_stack(|_| {}, &[]);
+    let url = format!("http://127.0.0.1:{}/x", upstream.addr.port());
+
+    // Missing.
+    let (code, body) = curl(&stack.proxy_url(None), &url, &[]);
+    assert_eq!(code, 403, "{body}");
+    let body = json(&body);
+    assert_eq!(body["denied"], true);
+    assert_eq!(body["reason"], "token_missing");
+    assert_eq!(body["action_class"], "communication.internal.send");
+    assert_eq!(stack.last_audit()["decision"], "deny");
+
+    // Forged: signed by another key.
+    let forged_key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let now = chrono::Utc::now();
+    let claims = firma::authority::token::CapabilityClaims {
+        token_id: "forged-1".into(),
+        agent_id: "codex".into(),
+        session_id: "s".into(),
+        actions: vec!["communication.internal.send".into()],
+        resource_scope: "*".into(),
+        issued_at: now,
+        expires_at: now + chrono::Duration::minutes(5),
+    };
+    let forged = firma::authority::token::sign_token(&forged_key, &claims).unwrap();
+    let (code, body) = curl(&stack.proxy_url(Some(&forged)), &url, &[]);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "token_invalid");
+    // Garbage.
+    let (code, body) = curl(&stack.proxy_url(Some("v4.public.nonsense")), &url, &[]);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "token_invalid");
+
+    // Expired: signed by the real Authority key, an hour ago.
+    let key =
+        firma::config::keys::load_signing_key(&stack.world.project_dir().join("authority.key"))
+            .unwrap();
+    let expired_claims = firma::authority::token::CapabilityClaims {
+        token_id: "expired-1".into(),
+        issued_at: now - chrono::Duration::hours(2),
+        expires_at: now - chrono::Duration::hours(1),
+        ..claims
+    };
+    let expired = firma::authority::token::sign_token(&key, &expired_claims).unwrap();
+    let (code, body) = curl(&stack.proxy_url(Some(&expired)), &url, &[]);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "token_expired");
+    let record = stack.last_audit();
+    assert_eq!(record["token_id"], "expired-1");
+
+    // Revoked: the next call after Revoke is blocked.
+    let (token, token_id) = stack.issue(&["communication.internal.send"], "*");
+    let (code, _) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+    assert_eq!(code, 200);
+    stack.revoke(&token_id);
+    let body = wait_for("revocation to reach the sidecar", DEADLINE, || {
+        let (code, body) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+        (code == 403).then_some(body)
+    });
+    assert_eq!(json(&body)["reason"], "token_revoked");
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn scope_and_policy_denials() {
+    let upstream = start_upstream(None);
+    let stack = start_stack(|_| {}, &[]);
+    let url = format!("http://127.0.0.1:{}/data", upstream.addr.port());
+
+    // The token does not grant the class the call maps to.
+    let (token, _) = stack.issue(&["communication.external.send"], "*");
+    let (code, body) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "out_of_scope");
+    // The resource is outside the token's scope.
+    let (token, _) = stack.issue(&["communication.internal.send"], "127.0.0.1/other");
+    let (code, body) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "out_of_scope");
+
+    // Policy edit flips the next decision: a forbid is hot-reloaded by the Authority.
+    let token = stack.token();
+    let (code, _) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+    assert_eq!(code, 200);
+    std::fs::write(
+        stack.world.project_dir().join("policies/zz-test.cedar"),
+        "@id(\"no-data\")\nforbid (principal, action, resource) when { context has path && context.path == \"/data\" };\n",
+    )
+    .unwrap();
+    let body = wait_for("the policy edit to reach the sidecar", DEADLINE, || {
+        let (code, body) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+        (code == 403).then_some(body)
+    });
+    let body = json(&body);
+    assert_eq!(body["reason"], "policy_denied");
+    let record = stack.last_audit();
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(
+        record["policy"]["determining"],
+        serde_json::json!(["no-data"])
+    );
+    // Other paths are still allowed.
+    let other = format!("http://127.0.0.1:{}/fine", upstream.addr.port());
+    let (code, _) = curl(&stack.proxy_url(Some(&token)), &other, &[]);
+    assert_eq!(code, 200);
+    // Removing the policy flips it back.
+    std::fs::remove_file(stack.world.project_dir().join("policies/zz-test.cedar")).unwrap();
+    wait_for("the policy removal to reach the sidecar", DEADLINE, || {
+        let (code, _) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+        (code == 200).then_some(())
+    });
+}
+
+#[test]
+fn unmapped_traffic_is_denied_or_passed_through_by_config() {
+    let upstream = start_upstream(None);
+    // "127.0.0.2" is loopback but no rule maps it.
+    let url = format!("http://127.0.0.2:{}/u", upstream.addr.port());
+    let stack = start_stack(|_| {}, &[]);
+    let (code, body) = curl(&stack.proxy_url(None), &url, &[]);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "unmapped");
+    assert_eq!(stack.last_audit()["decision"], "deny");
+    drop(stack);
+
+    let stack = start_stack(
+        |c| *c = c.replace("unmapped = \"deny\"", "unmapped = \"passthrough\""),
+        &[],
+    );
+    // On Linux all of 127/8 is loopback; no rule maps 127.0.0.2.
+    let passthrough_upstream = start_upstream_at("127.0.0.2", None);
+    let url = format!("http://127.0.0.2:{}/u", passthrough_upstream.addr.port());
+    let (code, body) = curl(&stack.proxy_url(None), &url, &[]);
+    assert_eq!(code, 200, "{body}");
+    let record = stack.last_audit();
+    assert_eq!(record["decision"], "passthrough");
+    assert_eq!(record["intent"]["host"], "127.0.0.2");
+}
+
+#[test]
+fn https_is_tunnelled_or_intercepted() {
+    let world_tmp = tempfile::tempdir().unwrap();
+    let (upstream_ca, tls) = upstream_tls(world_tmp.path());
+    let upstream = start_upstream(Some(tls));
+    let ca_env = upstream_ca.to_str().unwrap().to_string();
+    let stack = start_stack(
+        |c| *c = c.replace("intercept_hosts = []", "intercept_hosts = [\"127.0.0.1\"]"),
+        &[("FIRMA_SIDECAR_UPSTREAM_CA", &ca_env)],
+    );
+    let token = stack.token();
+    let ca = stack.ca_cert();
+    assert!(ca.is_file());
+
+    // Tunnelled: localhost is not intercepted; curl verifies the upstream's own certificate.
+    let url = format!("https://localhost:{}/tunnel", upstream.addr.port());
+    let (code, body) = curl(
+        &stack.proxy_url(Some(&token)),
+        &url,
+        &["--cacert", upstream_ca.to_str().unwrap()],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["path"], "/tunnel");
+    let record = stack.last_audit();
+    assert_eq!(record["intent"]["method"], "CONNECT");
+    assert_eq!(record["intent"]["host"], "localhost");
+    assert_eq!(record["decision"], "allow");
+    // A tunnel without a token is refused at CONNECT.
+    let (code, _) = curl(
+        &stack.proxy_url(None),
+        &url,
+        &["--cacert", upstream_ca.to_str().unwrap()],
+    );
+    assert_ne!(code, 200);
+    assert_eq!(stack.last_audit()["intent"]["method"], "CONNECT");
+    assert_eq!(
+        stack.last_audit()["reason"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("token_missing")
+    );
+
+    // Intercepted: curl trusts the generated CA; method and path are classified.
+    let url = format!("https://127.0.0.1:{}/inside?q=1", upstream.addr.port());
+    let (code, body) = curl(
+        &stack.proxy_url(Some(&token)),
+        &url,
+        &["--cacert", ca.to_str().unwrap(), "-X", "PUT"],
+    );
+    assert_eq!(code, 200, "{body}");
+    let body = json(&body);
+    assert_eq!(body["path"], "/inside");
+    assert!(
+        !body["headers"]
+            .as_object()
+            .unwrap()
+            .contains_key("proxy-authorization")
+    );
+    let record = stack.last_audit();
+    assert_eq!(record["intent"]["method"], "PUT");
+    assert_eq!(record["intent"]["path"], "/inside");
+    assert_eq!(record["decision"], "allow");
+
+    // Python requests with REQUESTS_CA_BUNDLE pointing at the generated CA.
+    let (code, body) = python_get(&stack.proxy_url(Some(&token)), &url, Some(&ca));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["path"], "/inside");
+
+    // Inside an intercepted tunnel, a denial is a 403 with the JSON body.
+    let (code, body) = curl(
+        &stack.proxy_url(None),
+        &url,
+        &["--cacert", ca.to_str().unwrap()],
+    );
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(json(&body)["reason"], "token_missing");
+}
+
+#[test]
+fn upstream_failure_after_allow_is_a_502_with_its_own_record() {
+    let stack = start_stack(|_| {}, &[]);
+    let token = stack.token();
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let before = stack.audit().len();
+    let (code, body) = curl(
+        &stack.proxy_url(Some(&token)),
+        &format!("http://127.0.0.1:{port}/gone"),
+        &[],
+    );
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(json(&body)["reason"], "upstream_error");
+    let records = stack.audit();
+    assert_eq!(records.len(), before + 2);
+    assert_eq!(records[before]["reason"], "allowed");
+    assert!(
+        records[before + 1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream_error")
+    );
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_proxy_survives() {
+    let upstream = start_upstream(None);
+    let stack = start_stack(|_| {}, &[]);
+    let raw = |request: &[u8]| -> String {
+        let mut stream = TcpStream::connect(stack.proxy).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let status = |response: &str| -> u16 {
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    // Bad request line.
+    assert_eq!(status(&raw(b"THIS IS NOT HTTP\r\n\r\n")), 400);
+    assert_eq!(status(&raw(b"GET\r\n\r\n")), 400);
+    // Origin-form: not a proxy request.
+    let response = raw(b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    assert_eq!(status(&response), 400, "{response}");
+    assert!(response.contains("malformed_request"), "{response}");
+    // Absolute URI without a host.
+    let response = raw(b"GET http:///x HTTP/1.1\r\nHost: \r\n\r\n");
+    assert_eq!(status(&response), 400, "{response}");
+    // CONNECT without a port/host.
+    assert_eq!(status(&raw(b"CONNECT :443 HTTP/1.1\r\n\r\n")), 400);
+    // Huge headers: 431 (Request Header Fields Too Large) — a 4xx, never a crash.
+    let mut huge = b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let code = status(&raw(&huge));
+    assert!(code == 400 || code == 431, "{code}");
+    // Binary garbage.
+    let _ = raw(&[0u8, 255, 13, 10, 13, 10, 1, 2, 3]);
+
+    // Still serving.
+    let token = stack.token();
+    let (code, _) = curl(
+        &stack.proxy_url(Some(&token)),
+        &format!("http://127.0.0.1:{}/alive", upstream.addr.port()),
+        &[],
+    );
+    assert_eq!(code, 200);
+    let mut sidecar = stack.sidecar;
+    assert!(sidecar.child_mut().try_wait().unwrap().is_none());
+}
+
+#[test]
+fn concurrent_load_gives_exactly_one_verified_record_per_request() {
+    let upstream = start_upstream(None);
+    let stack = start_stack(|_| {}, &[]);
+    let token = stack.token();
+    let before = stack.audit().len();
+    let url = format!("http://127.0.0.1:{}/load", upstream.addr.port());
+    // 32 concurrent Python clients (keep-alive sessions), 2,000 requests in all.
+    let script = r#"
+import sys, threading, requests
+proxy, url, n, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ok = [0] * workers
+def run(i):
+    s = requests.Session()
+    s.proxies = {"http": proxy, "https": proxy}
+    s.trust_env = False
+    for j in range(i, n, workers):
+        r = s.get(url, timeout=60)
+        if r.status_code == 200:
+            ok[i] += 1
+threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(sum(ok))
+"#;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &stack.proxy_url(Some(&token)),
+            &url,
+            "2000",
+            "32",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 2000);
+    let records = stack.audit();
+    assert_eq!(records.len() - before, 2000);
+    let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq is contiguous"
+    );
+    assert!(records[before..].iter().all(|r| r["decision"] == "allow"));
+
+    // Stop the sidecar (SIGTERM → exit 0), then verify the whole log.
+    let mut sidecar = stack.sidecar;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sidecar.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_for("the sidecar to exit", DEADLINE, || {
+        sidecar.child_mut().try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    let out = stack.world.run(&[
+        "audit",
+        "verify",
+        "--state-dir",
+        stack.world.state_dir().to_str().unwrap(),
+    ]);
+    assert_success(&out);
+}
+
+#[test]
+fn ca_survives_restarts_and_a_lost_authority_fails_closed() {
+    let upstream = start_upstream(None);
+    let mut stack = start_stack(
+        |c| *c = c.replace("bundle_ttl = \"30s\"", "bundle_ttl = \"2s\""),
+        &[],
+    );
+    let ca = std::fs::read(stack.ca_cert()).unwrap();
+    let key = stack
+        .world
+        .state_dir()
+        .join("generated-firma-ca/firma-ca.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let token = stack.token();
+    let url = format!("http://127.0.0.1:{}/x", upstream.addr.port());
+    let (code, _) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+    assert_eq!(code, 200);
+
+    // Restart the sidecar on the same state dir: same CA, same audit chain continues.
+    stop(&mut stack.sidecar);
+    let urlauthority = format!("http://{}", stack.authority_addr);
+    let (sidecar, proxy) = spawn_ready(
+        &stack.world,
+        &["sidecar", "--authority-url", &urlauthority],
+        &[],
+        "sidecar-2",
+    );
+    stack.sidecar = sidecar;
+    stack.proxy = proxy;
+    assert_eq!(std::fs::read(stack.ca_cert()).unwrap(), ca);
+    let (code, _) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+    assert_eq!(code, 200);
+
+    // Kill the Authority: once the 2 s bundle TTL passes without a refresh, calls are denied.
+    stop(&mut stack.authority);
+    let body = wait_for("the bundle to go stale", DEADLINE, || {
+        let (code, body) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
+        (code == 403).then_some(body)
+    });
+    assert_eq!(json(&body)["reason"], "policy_bundle_stale");
+}
