@@ -569,6 +569,25 @@ fn cli_json_report_schema() {
 }
 
 #[test]
+fn cli_json_report_schema_on_tampering() {
+    let (world, _) = world_with_log(4);
+    let log = world.state_dir().join("audit.jsonl");
+    let mut lines = lines_of(&log);
+    lines.swap(1, 2);
+    write_lines(&log, &lines);
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let state = world.state_dir().display().to_string();
+    insta::with_settings!({filters => vec![
+        (state.as_str(), "[STATE]"),
+        (r#""key_fingerprint": "[0-9a-f]{64}""#, r#""key_fingerprint": "[FINGERPRINT]""#),
+        (r#""ts": "[^"]+""#, r#""ts": "[TS]""#),
+    ]}, {
+        insta::assert_snapshot!(stdout(&out));
+    });
+}
+
+#[test]
 fn cli_errors_exit_2_naming_the_path() {
     let world = World::new();
     // No log in the state dir.
@@ -597,7 +616,7 @@ fn cli_empty_log_from_init_is_clean() {
 
 #[test]
 fn cli_verifies_rotations_oldest_first() {
-    let (world, key) = world_with_log(30);
+    let (world, _) = world_with_log(30);
     let log = world.state_dir().join("audit.jsonl");
     let lines = lines_of(&log);
     write_lines(&world.state_dir().join("audit.jsonl.2"), &lines[..10]);
@@ -618,7 +637,6 @@ fn cli_verifies_rotations_oldest_first() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_report(&out)["problem"]["kind"], "deleted");
-    let _ = key;
 }
 
 /// docs/audit-log.md "Verify one line without firma": openssl + jq + sed + sha256sum.
@@ -777,4 +795,38 @@ mod canonical_properties {
             ]
         })
     }
+}
+
+#[test]
+fn append_returns_exactly_the_record_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let (writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    let returned: Vec<_> = (0..3).map(|i| writer.append(draft(i)).unwrap()).collect();
+    // Written before append returned: readable now, without waiting for any flush.
+    let on_disk: Vec<_> = AuditReader::open(&log, ReadMode::Verify(key.verifying_key()))
+        .unwrap()
+        .map(|item| item.unwrap().result.unwrap().as_event().unwrap().clone())
+        .collect();
+    assert_eq!(on_disk, returned);
+    assert_eq!(returned[0].prev, firma::audit::record::GENESIS_PREV);
+    assert!(returned[0].timestamp().is_some());
+    writer.shutdown().unwrap();
+    assert!(
+        writer.append(draft(9)).is_err(),
+        "no appends after shutdown"
+    );
+}
+
+#[test]
+fn cli_a_deleted_log_with_a_surviving_checkpoint_is_tampering() {
+    let (world, _) = world_with_log(12);
+    std::fs::remove_file(world.state_dir().join("audit.jsonl")).unwrap();
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json_report(&out);
+    assert_eq!(report["problem"]["kind"], "truncated");
+    assert_eq!(report["problem"]["line"], 1);
+    assert_eq!(report["problem"]["seq"], 1);
 }
