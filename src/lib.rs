@@ -5,6 +5,12 @@ pub mod authority;
 pub mod cli;
 pub mod config;
 pub mod error;
+#[path = "../formatters/mod.rs"]
+pub mod formatters;
 pub mod lifecycle;
+pub mod monitor;
 pub mod proto;
+pub mod run;
 pub mod sidecar;
+#[path = "../sources/mod.rs"]
+pub mod sources;

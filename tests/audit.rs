@@ -569,6 +569,25 @@ fn cli_json_report_schema() {
 }
 
 #[test]
+fn cli_json_report_schema_on_tampering() {
+    let (world, _) = world_with_log(4);
+    let log = world.state_dir().join("audit.jsonl");
+    let mut lines = lines_of(&log);
+    lines.swap(1, 2);
+    write_lines(&log, &lines);
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let state = world.state_dir().display().to_string();
+    insta::with_settings!({filters => vec![
+        (state.as_str(), "[STATE]"),
+        (r#""key_fingerprint": "[0-9a-f]{64}""#, r#""key_fingerprint": "[FINGERPRINT]""#),
+        (r#""ts": "[^"]+""#, r#""ts": "[TS]""#),
+    ]}, {
+        insta::assert_snapshot!(stdout(&out));
+    });
+}
+
+#[test]
 fn cli_errors_exit_2_naming_the_path() {
     let world = World::new();
     // No log in the state dir.
@@ -597,7 +616,7 @@ fn cli_empty_log_from_init_is_clean() {
 
 #[test]
 fn cli_verifies_rotations_oldest_first() {
-    let (world, key) = world_with_log(30);
+    let (world, _) = world_with_log(30);
     let log = world.state_dir().join("audit.jsonl");
     let lines = lines_of(&log);
     write_lines(&world.state_dir().join("audit.jsonl.2"), &lines[..10]);
@@ -618,7 +637,6 @@ fn cli_verifies_rotations_oldest_first() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_report(&out)["problem"]["kind"], "deleted");
-    let _ = key;
 }
 
 /// docs/audit-log.md "Verify one line without firma": openssl + jq + sed + sha256sum.
@@ -674,4 +692,141 @@ test "$prev" = "$(printf '%s' "$line" | jq -r .prev)" && echo "chain ok"
     lines[2] = edited.into_bytes();
     write_lines(&log, &lines);
     assert!(!run(&log).status.success());
+}
+
+// ---- properties of the canonical form -----------------------------------------------------
+
+mod canonical_properties {
+    use firma::audit::canonical;
+    use firma::audit::event::{AuditEvent, Decision, Intent, PolicyRef};
+    use firma::audit::record;
+    use proptest::prelude::*;
+
+    /// Any string, weighted towards what needs escaping or sorts differently in UTF-16.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".*",
+            "[\\x00-\\x1f\"\\\\/\\x7f]{0,8}",
+            "[a-z\u{e000}-\u{ffff}\u{10000}-\u{10ffff}]{0,6}",
+        ]
+    }
+
+    fn event() -> impl Strategy<Value = AuditEvent> {
+        (
+            (0u64..(1 << 53), text(), text(), text(), text()),
+            (text(), text(), text(), prop::collection::vec(text(), 0..4)),
+            (
+                0u64..(1 << 53),
+                prop::sample::select(Decision::ALL.to_vec()),
+            ),
+        )
+            .prop_map(
+                |(
+                    (seq, reason, agent, session, token),
+                    (class, host, path, determining),
+                    (latency, decision),
+                )| {
+                    AuditEvent {
+                        v: 1,
+                        seq,
+                        ts: "2026-11-26T23:22:22.123456789Z".into(),
+                        event_id: "0193".into(),
+                        decision,
+                        reason,
+                        agent_id: agent,
+                        session_id: session,
+                        token_id: token,
+                        intent: Intent {
+                            action_class: class,
+                            method: "POST".into(),
+                            host,
+                            path,
+                        },
+                        policy: PolicyRef {
+                            bundle: "b".into(),
+                            determining,
+                        },
+                        latency_us: latency,
+                        prev: record::GENESIS_PREV.into(),
+                        sig: None,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// parse → encode is the identity on canonical lines, and a sealed line verifies.
+        #[test]
+        fn parse_then_encode_is_identity_on_sealed_lines(event in event()) {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+            let sealed = record::seal(record::to_object(&event), &key);
+            let value: serde_json::Value = serde_json::from_slice(&sealed.line).unwrap();
+            prop_assert_eq!(canonical::to_vec(&value).unwrap(), sealed.line.clone());
+            let parsed = record::check_line(&sealed.line, &key.verifying_key()).unwrap();
+            let back = parsed.record.as_event().unwrap().clone();
+            prop_assert_eq!(back, AuditEvent { sig: Some(sealed.sig), ..event });
+        }
+
+        /// Canonical output of any JSON document is a fixed point and means the same value.
+        #[test]
+        fn encoding_is_idempotent_and_lossless(value in json()) {
+            let once = canonical::to_vec(&value).unwrap();
+            let reparsed: serde_json::Value = serde_json::from_slice(&once).unwrap();
+            prop_assert_eq!(&reparsed, &value);
+            prop_assert_eq!(canonical::to_vec(&reparsed).unwrap(), once);
+        }
+    }
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-(1i64 << 53) + 1..(1i64 << 53)).prop_map(Value::from),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(text(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
+
+#[test]
+fn append_returns_exactly_the_record_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let (writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    let returned: Vec<_> = (0..3).map(|i| writer.append(draft(i)).unwrap()).collect();
+    // Written before append returned: readable now, without waiting for any flush.
+    let on_disk: Vec<_> = AuditReader::open(&log, ReadMode::Verify(key.verifying_key()))
+        .unwrap()
+        .map(|item| item.unwrap().result.unwrap().as_event().unwrap().clone())
+        .collect();
+    assert_eq!(on_disk, returned);
+    assert_eq!(returned[0].prev, firma::audit::record::GENESIS_PREV);
+    assert!(returned[0].timestamp().is_some());
+    writer.shutdown().unwrap();
+    assert!(
+        writer.append(draft(9)).is_err(),
+        "no appends after shutdown"
+    );
+}
+
+#[test]
+fn cli_a_deleted_log_with_a_surviving_checkpoint_is_tampering() {
+    let (world, _) = world_with_log(12);
+    std::fs::remove_file(world.state_dir().join("audit.jsonl")).unwrap();
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json_report(&out);
+    assert_eq!(report["problem"]["kind"], "truncated");
+    assert_eq!(report["problem"]["line"], 1);
+    assert_eq!(report["problem"]["seq"], 1);
 }

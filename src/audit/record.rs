@@ -121,11 +121,19 @@ pub fn parse_signed(
     if canonical != line {
         return Err(LineProblem::NonCanonical);
     }
+    let signature = decode_signature(map.get("sig"))?;
     let mut message = Vec::with_capacity(domain.len() + line.len());
     message.extend_from_slice(domain);
-    canonical::write_object(map, |k| k != "sig", &mut message)
-        .map_err(|err| LineProblem::Malformed(err.to_string()))?;
-    let signature = decode_signature(map.get("sig"))?;
+    match sig_member(line, map) {
+        // The line is canonical, so without its `sig` member it is the canonical encoding of
+        // the rest: cut the member out instead of encoding again.
+        Some((start, end)) => {
+            message.extend_from_slice(&line[..start]);
+            message.extend_from_slice(&line[end..]);
+        }
+        None => canonical::write_object(map, |k| k != "sig", &mut message)
+            .map_err(|err| LineProblem::Malformed(err.to_string()))?,
+    }
     Ok((value, message, signature))
 }
 
@@ -134,6 +142,17 @@ pub fn check_line(line: &[u8], key: &VerifyingKey) -> Result<ParsedLine, LinePro
     let parsed = parse_line(line)?;
     parsed.verify(key)?;
     Ok(parsed)
+}
+
+/// Byte range of `,"sig":"…"` in a canonical line (`None` if `sig` is the first member). Inside a
+/// JSON string every `"` is escaped, so `,"sig":"` can only be the member itself.
+fn sig_member(line: &[u8], map: &Map<String, Value>) -> Option<(usize, usize)> {
+    let sig = map.get("sig")?.as_str()?;
+    const KEY: &[u8] = b",\"sig\":\"";
+    let start = line.windows(KEY.len()).position(|w| w == KEY)?;
+    let end = start + KEY.len() + sig.len() + 1;
+    (line.get(start + KEY.len()..end - 1)? == sig.as_bytes() && line.get(end - 1) == Some(&b'"'))
+        .then_some((start, end))
 }
 
 fn decode_signature(sig: Option<&Value>) -> Result<Signature, LineProblem> {

@@ -25,7 +25,7 @@ use super::record::{self, LineProblem, key_fingerprint, line_hash};
 use crate::error::Hinted;
 
 /// Lines per unit of work.
-const CHUNK_LINES: usize = 512;
+const CHUNK_LINES: usize = 2048;
 /// Recent line hashes kept to recognise a duplicated line (bounded memory).
 const DUPLICATE_WINDOW: usize = 4096;
 
@@ -236,8 +236,17 @@ pub fn verify(options: &VerifyOptions) -> Result<VerifyReport, Hinted> {
                 .hint("pass the audit.pub written by `firma init`"),
         );
     }
-    for file in &options.files {
+    for (i, file) in options.files.iter().enumerate() {
         if let Err(err) = std::fs::metadata(file) {
+            // A deleted log whose checkpoint survived is evidence, not an input error: verify
+            // it as empty and let the checkpoint report the truncation.
+            let checkpointed = options.checkpoint.as_ref().is_some_and(|c| c.exists());
+            if i + 1 == options.files.len()
+                && err.kind() == std::io::ErrorKind::NotFound
+                && checkpointed
+            {
+                continue;
+            }
             return Err(
                 Hinted::new(format!("cannot read audit log {}: {err}", file.display())).hint(
                     "check the path; the Sidecar creates <state dir>/audit.jsonl, \
@@ -286,8 +295,16 @@ fn produce(options: &VerifyOptions, mut sink: impl FnMut(Chunk) -> bool) -> Resu
                 LineSplitter::open_at(path, resume.line, resume.offset)
             }
             _ => LineSplitter::open(path),
-        }
-        .map_err(|err| read_error(path, &err))?;
+        };
+        let lines = match lines {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::NotFound
+                    && file_index + 1 == options.files.len() =>
+            {
+                continue; // a deleted last log (see `verify`)
+            }
+            other => other.map_err(|err| read_error(path, &err))?,
+        };
         let mut chunk = Vec::with_capacity(chunk_lines);
         for line in lines {
             chunk.push(line.map_err(|err| read_error(path, &err))?);

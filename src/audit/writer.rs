@@ -122,7 +122,10 @@ struct Shared {
 
 struct State {
     head: ChainHead,
-    since_checkpoint: u64,
+    /// `seq` named by the last checkpoint written.
+    checkpointed_seq: u64,
+    /// The flusher was asked for a checkpoint and has not written it yet.
+    checkpoint_requested: bool,
     /// Set by the first write or fsync error: the log may end in a torn line, so nothing more
     /// may be chained after it until a restart recovers it.
     failed: Option<Hinted>,
@@ -301,7 +304,8 @@ impl AuditWriter {
             file,
             state: Mutex::new(State {
                 head,
-                since_checkpoint: 0,
+                checkpointed_seq: head.seq,
+                checkpoint_requested: false,
                 failed: None,
                 closed: false,
             }),
@@ -331,6 +335,10 @@ impl AuditWriter {
     pub fn append(&self, draft: AuditDraft) -> Result<AuditEvent, Hinted> {
         let shared = &self.inner.shared;
         let event_id = uuid::Uuid::now_v7().to_string();
+        // Everything that does not depend on the chain is prepared outside the lock.
+        let mut object = record::to_object(&draft);
+        object.insert("v".into(), AUDIT_FORMAT_VERSION.into());
+        object.insert("event_id".into(), event_id.clone().into());
         let mut state = lock(&shared.state);
         if let Some(err) = &state.failed {
             return Err(err.clone());
@@ -342,23 +350,13 @@ impl AuditWriter {
             ))
             .hint("no record can be written after shutdown"));
         }
-        let mut event = AuditEvent {
-            v: AUDIT_FORMAT_VERSION,
-            seq: state.head.seq + 1,
-            ts: now_rfc3339(),
-            event_id,
-            decision: draft.decision,
-            reason: draft.reason,
-            agent_id: draft.agent_id,
-            session_id: draft.session_id,
-            token_id: draft.token_id,
-            intent: draft.intent,
-            policy: draft.policy,
-            latency_us: draft.latency_us,
-            prev: state.head.hash_hex(),
-            sig: None,
-        };
-        let sealed = record::seal(record::to_object(&event), &shared.key);
+        let seq = state.head.seq + 1;
+        let ts = now_rfc3339();
+        let prev = state.head.hash_hex();
+        object.insert("seq".into(), seq.into());
+        object.insert("ts".into(), ts.clone().into());
+        object.insert("prev".into(), prev.clone().into());
+        let sealed = record::seal(object, &shared.key);
         let mut line = sealed.line;
         if line.len() > MAX_LINE_BYTES {
             return Err(Hinted::new(format!(
@@ -378,10 +376,11 @@ impl AuditWriter {
             state.failed = Some(err.clone());
             return Err(err);
         }
-        state.head = ChainHead::advance(event.seq, hash);
-        state.since_checkpoint += 1;
-        let checkpoint_due = state.since_checkpoint == CHECKPOINT_EVERY_RECORDS;
-        shared.written.store(event.seq, Ordering::Release);
+        state.head = ChainHead::advance(seq, hash);
+        let checkpoint_due =
+            !state.checkpoint_requested && seq - state.checkpointed_seq >= CHECKPOINT_EVERY_RECORDS;
+        state.checkpoint_requested |= checkpoint_due;
+        shared.written.store(seq, Ordering::Release);
         drop(state);
 
         if checkpoint_due {
@@ -389,10 +388,24 @@ impl AuditWriter {
             shared.flush_wakeup.notify_one();
         }
         if shared.options.fsync == FsyncPolicy::Always {
-            shared.sync_through(event.seq)?;
+            shared.sync_through(seq)?;
         }
-        event.sig = Some(sealed.sig);
-        Ok(event)
+        Ok(AuditEvent {
+            v: AUDIT_FORMAT_VERSION,
+            seq,
+            ts,
+            event_id,
+            decision: draft.decision,
+            reason: draft.reason,
+            agent_id: draft.agent_id,
+            session_id: draft.session_id,
+            token_id: draft.token_id,
+            intent: draft.intent,
+            policy: draft.policy,
+            latency_us: draft.latency_us,
+            prev,
+            sig: Some(sealed.sig),
+        })
     }
 
     /// `seq` of the last record written.
@@ -503,7 +516,11 @@ fn flusher_loop(shared: &Shared, mut checkpointed: ChainHead) {
                 shared.record_error(err);
                 return;
             }
-            lock(&shared.state).since_checkpoint = 0;
+            {
+                let mut state = lock(&shared.state);
+                state.checkpointed_seq = head.seq;
+                state.checkpoint_requested = false;
+            }
             checkpointed = head;
             last_checkpoint = Instant::now();
         }
@@ -582,4 +599,13 @@ fn read_tail(file: &File, path: &Path) -> Result<Tail, Hinted> {
         last_line,
         unterminated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_writer_can_be_shared_by_tasks() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<super::AuditWriter>();
+    }
 }

@@ -113,6 +113,25 @@ pub fn load_dir(dir: &Path, schema_dir: &Path) -> Result<Arc<PolicyBundle>, Hint
             Hinted::new(format!("cannot read policy file {}: {err}", file.display()))
                 .hint("check the file's permissions and that it is UTF-8 text")
         })?;
+        // Parse each file alone first: a policy left unterminated in one file would otherwise be
+        // reported where the parser gave up, in the next file of the concatenation.
+        if let Err(err) = text.parse::<PolicySet>() {
+            let first = err.iter().next();
+            let at = first.and_then(|e| first_offset(e)).map_or_else(
+                || FileLocation {
+                    path: file.clone(),
+                    line: 1,
+                    column: 1,
+                },
+                |offset| locate_in(file, &text, offset),
+            );
+            let message = first.map_or_else(|| describe(&err), |e| describe(e));
+            return Err(
+                Hinted::new(format!("{at}: Cedar syntax error: {message}")).hint(
+                    "fix the policy; the previous policies stay in force while the Authority runs",
+                ),
+            );
+        }
         if !policies.is_empty() {
             policies.push('\n');
         }
@@ -308,6 +327,20 @@ mod tests {
             .parse()
             .unwrap();
         assert!((3..=5).contains(&line), "{err}");
+    }
+
+    #[test]
+    fn unterminated_policy_is_reported_in_its_own_file() {
+        let dir = dir_with(&[
+            ("a-broken.cedar", "permit (principal, action, resource)\n"),
+            (
+                "b-fine.cedar",
+                "@id(\"fine\")\npermit (principal, action, resource);\n",
+            ),
+        ]);
+        let err = load_dir(dir.path(), dir.path()).unwrap_err().to_string();
+        assert!(err.contains("a-broken.cedar:"), "{err}");
+        assert!(!err.contains("b-fine.cedar"), "{err}");
     }
 
     #[test]

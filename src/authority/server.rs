@@ -234,9 +234,13 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         .parent()
         .map_or_else(|| PathBuf::from("."), PathBuf::from);
     let reload_revocations = revocations.clone();
-    let revocations_file = settings.revocations_file.clone();
+    let revocations_name = settings.revocations_file.file_name().map(ToOwned::to_owned);
     watches.push(watch_dirs(&[revocations_dir], move |paths| {
-        if paths.iter().any(|p| p == &revocations_file) {
+        // By name: editors save through temporary files renamed over the original.
+        if paths
+            .iter()
+            .any(|p| p.file_name() == revocations_name.as_deref())
+        {
             reload_revocations.reload();
         }
     })?);

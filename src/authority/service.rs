@@ -84,6 +84,19 @@ fn revocation_message(entry: &Revocation) -> RevocationEvent {
     }
 }
 
+/// Send one stream item unless the server is shutting down (a client that stopped reading must
+/// not hold shutdown up). `false`: end the stream.
+async fn deliver<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    item: Result<T, Status>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    }
+}
+
 fn peer(request: &Request<impl Sized>) -> String {
     request
         .remote_addr()
@@ -186,10 +199,12 @@ impl authority_server::Authority for AuthorityService {
         tokio::spawn(async move {
             let current = bundles.borrow_and_update().clone();
             if current.version != known
-                && tx
-                    .send(Ok(bundle_message(&current, ttl_seconds)))
-                    .await
-                    .is_err()
+                && !deliver(
+                    &tx,
+                    Ok(bundle_message(&current, ttl_seconds)),
+                    &mut shutdown,
+                )
+                .await
             {
                 return;
             }
@@ -209,11 +224,7 @@ impl authority_server::Authority for AuthorityService {
                     }
                     _ = refresh.tick() => bundles.borrow().clone(),
                 };
-                if tx
-                    .send(Ok(bundle_message(&bundle, ttl_seconds)))
-                    .await
-                    .is_err()
-                {
+                if !deliver(&tx, Ok(bundle_message(&bundle, ttl_seconds)), &mut shutdown).await {
                     break;
                 }
             }
@@ -242,7 +253,7 @@ impl authority_server::Authority for AuthorityService {
         tracing::debug!(%peer, replay = replay.len(), "revocation watcher connected");
         tokio::spawn(async move {
             for entry in &replay {
-                if tx.send(Ok(revocation_message(entry))).await.is_err() {
+                if !deliver(&tx, Ok(revocation_message(entry)), &mut shutdown).await {
                     return;
                 }
             }
@@ -250,7 +261,7 @@ impl authority_server::Authority for AuthorityService {
                 snapshot_complete: true,
                 ..Default::default()
             };
-            if tx.send(Ok(marker)).await.is_err() {
+            if !deliver(&tx, Ok(marker), &mut shutdown).await {
                 return;
             }
             loop {
@@ -270,7 +281,7 @@ impl authority_server::Authority for AuthorityService {
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
                 let failed = message.is_err();
-                if tx.send(message).await.is_err() || failed {
+                if !deliver(&tx, message, &mut shutdown).await || failed {
                     break;
                 }
             }

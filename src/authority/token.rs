@@ -186,7 +186,15 @@ pub fn verify_token(
     key: &VerifyingKey,
     now: DateTime<Utc>,
 ) -> Result<CapabilityClaims, TokenError> {
-    let claims = verify_signature(token, key)?;
+    check_validity(verify_signature(token, key)?, now)
+}
+
+/// The time checks of [`verify_token`] alone, for callers that cache signature checks: valid
+/// from `issued_at - LEEWAY` until `expires_at + LEEWAY` (exclusive).
+pub fn check_validity(
+    claims: CapabilityClaims,
+    now: DateTime<Utc>,
+) -> Result<CapabilityClaims, TokenError> {
     let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
     if claims.expires_at + leeway <= now {
         return Err(TokenError::Expired {
@@ -375,6 +383,30 @@ mod tests {
             verify_signature(&token, &key.verifying_key()),
             Err(TokenError::Malformed(_))
         ));
+    }
+
+    /// Ed25519 signatures are deterministic: a fixed key and fixed claims give a fixed token,
+    /// which pins the wire format (header, claim names, time encoding).
+    #[test]
+    fn wire_format_is_stable() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let claims = CapabilityClaims {
+            token_id: "0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42".into(),
+            agent_id: "codex".into(),
+            session_id: "session-1".into(),
+            actions: vec!["communication.external.send".into(), "code.read".into()],
+            resource_scope: "api.anthropic.com".into(),
+            issued_at: at("2026-11-26T23:40:00Z"),
+            expires_at: at("2026-11-26T23:55:00Z"),
+        };
+        let token = sign_token(&key, &claims).unwrap();
+        let body = token.strip_prefix(TOKEN_PREFIX).unwrap();
+        let raw = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, body)
+            .unwrap();
+        let payload = std::str::from_utf8(&raw[..raw.len() - 64]).unwrap();
+        insta::assert_snapshot!("token_payload", payload);
+        insta::assert_snapshot!("token", token);
     }
 
     #[test]

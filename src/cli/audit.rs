@@ -53,6 +53,9 @@ pub struct VerifyArgs {
     /// Machine-readable report on stdout (schema in docs/audit-log.md).
     #[arg(long)]
     pub json: bool,
+    /// Worker threads for signatures [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// State directory (env: FIRMA_STATE_DIR).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -77,6 +80,9 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     };
     let key = load_verifying_key(&key_path)?;
     let mut options = VerifyOptions::new(files, key);
+    if let Some(threads) = args.threads {
+        options.threads = threads.max(1);
+    }
     if args.no_checkpoint {
         options.checkpoint = None;
     } else if let Some(path) = &args.checkpoint {
@@ -99,7 +105,8 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
 /// `<state dir>/audit.jsonl`, preceded by its rotations `audit.jsonl.N` (highest N = oldest).
 fn default_files(state_dir: &Path) -> Result<Vec<PathBuf>, Hinted> {
     let log = state_dir.join(LOG_FILE);
-    if !log.exists() {
+    // A missing log beside a surviving checkpoint is verified (as deleted), not an error.
+    if !log.exists() && !state_dir.join(CHECKPOINT_FILE).exists() {
         return Err(
             Hinted::new(format!("no audit log at {}", log.display())).hint(
                 "start the Sidecar (`firma sidecar start`) or `firma init` to create it, pass \

@@ -278,7 +278,11 @@ fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions) {
     } else {
         format!(" --config {}", report.config_path.display())
     };
+    let start = format!("firma sidecar start{config_flag}");
     println!("next:");
-    println!("  firma sidecar start{config_flag}    # boot the Authority and the Sidecar");
-    println!("  firma monitor                 # watch decisions and daemon logs");
+    println!("  {start:<24}  # boot the Authority and the Sidecar");
+    println!(
+        "  {:<24}  # watch decisions and daemon logs",
+        "firma monitor"
+    );
 }

@@ -12,13 +12,17 @@ use crate::error::Hinted;
 
 pub mod audit;
 pub mod authority;
+pub mod completions;
 pub mod config;
+pub mod demo;
+pub mod doctor;
 pub mod init;
 pub mod lifecycle;
 pub mod logging;
 pub mod monitor;
 pub mod output;
 pub mod prompt;
+pub mod run;
 pub mod sidecar;
 pub mod token;
 
@@ -70,22 +74,44 @@ pub enum Command {
     Sidecar(sidecar::SidecarArgs),
 
     /// Live tail of audit events and daemon logs from the state directory.
-    #[command(hide = true)]
     Monitor(monitor::MonitorArgs),
 
     /// Verify the signed, hash-chained audit log.
     Audit(audit::AuditArgs),
 
     /// Issue and revoke capability tokens through the running Authority.
-    #[command(hide = true)]
     Token(token::TokenArgs),
+
+    /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
+    Run(run::RunArgs),
+
+    /// The whole system in one command: scaffold, start, allowed/denied/passthrough calls, monitor, verify, stop.
+    Demo(demo::DemoArgs),
+
+    /// Diagnose the installation: config, keys, directories, daemon, audit log, clock.
+    Doctor(doctor::DoctorArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+
+    /// Write man pages for firma and every subcommand into a directory.
+    Manpages(completions::ManpagesArgs),
+
+    /// Internal: the detached supervisor `firma sidecar start --detach` runs.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(lifecycle::SuperviseArgs),
 }
 
 /// Parse the command line, run the command, and map the outcome to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     output::set_color_choice(cli.color);
+    if let Command::Run(args) = cli.command {
+        // `run` exits with the agent's own status.
+        return run::run(args, cli.config);
+    }
     let result = match cli.command {
+        Command::Run(_) => unreachable!("handled above"),
         Command::Init(args) => init::run(args, cli.config),
         Command::Config(args) => config::run(args, cli.config),
         Command::Authority(args) => authority::run(args, cli.config),
@@ -93,6 +119,11 @@ pub fn run() -> ExitCode {
         Command::Monitor(args) => monitor::run(args, cli.config),
         Command::Audit(args) => audit::run(args, cli.config),
         Command::Token(args) => token::run(args, cli.config),
+        Command::Doctor(args) => doctor::run(args, cli.config),
+        Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Manpages(args) => completions::manpages(args),
+        Command::Supervise(args) => lifecycle::supervise(args),
     };
     finish(result)
 }

@@ -22,6 +22,13 @@ impl World {
         for dir in ["home", "data", "config", "runtime", "state", "ws"] {
             std::fs::create_dir_all(root.path().join(dir)).unwrap();
         }
+        // firma creates its state dir 0700 and doctor insists on it; match that.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            root.path().join("state"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         Self { root }
     }
 

@@ -1,0 +1,23 @@
+//! `sidecar`: the Sidecar daemon's stdout+stderr (`sidecar.log`), tracing JSON lines.
+
+use crate::monitor::logline::parse_log_line;
+use crate::monitor::{Record, Source, SourcePlugin};
+
+pub struct SidecarSource;
+
+impl Source for SidecarSource {
+    fn name(&self) -> &'static str {
+        "sidecar"
+    }
+    fn about(&self) -> &'static str {
+        "Sidecar daemon log (sidecar.log)"
+    }
+    fn file_name(&self) -> &'static str {
+        "sidecar.log"
+    }
+    fn parse(&self, line: &[u8], offset: u64) -> Record {
+        parse_log_line(self.name(), line, offset)
+    }
+}
+
+inventory::submit!(SourcePlugin(&SidecarSource));

@@ -1,0 +1,273 @@
+//! The state directory's daemon files and their formats (DESIGN §3):
+//!
+//! | file | content |
+//! |---|---|
+//! | `authority.pid`, `sidecar.pid`, `stack.pid` | decimal pid + `\n` (`kill $(cat sidecar.pid)` works) |
+//! | `authority.listen`, `sidecar.listen` | bound `ip:port` + `\n` |
+//! | `.authority.identity`, `.sidecar.identity`, `.stack.identity` | `pid= start= session= boot=` (PID-reuse guard) |
+//! | `.stack.json` | how the pair was started (mode, authority URL, config, detached) |
+//! | `stack.lock` | exclusive lock; holder pid + `\n` |
+//! | `authority.log`, `sidecar.log`, `supervisor.log` | child output; kept by stop |
+//!
+//! Every write is atomic (temp file + rename), so a reader never sees half a file.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::Identity;
+use crate::error::Hinted;
+
+/// A process `start` manages and the state files named after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Authority,
+    Sidecar,
+    /// The supervisor: the foreground `start` or the detached `__supervise`.
+    Stack,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Authority => "authority",
+            Self::Sidecar => "sidecar",
+            Self::Stack => "stack",
+        }
+    }
+}
+
+/// Paths of the daemon files in one state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn pid_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{}.pid", role.name()))
+    }
+    pub fn listen_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{}.listen", role.name()))
+    }
+    pub fn identity_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!(".{}.identity", role.name()))
+    }
+    pub fn log_file(&self, role: Role) -> PathBuf {
+        match role {
+            Role::Stack => self.dir.join("supervisor.log"),
+            _ => self.dir.join(format!("{}.log", role.name())),
+        }
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("stack.lock")
+    }
+    pub fn meta_file(&self) -> PathBuf {
+        self.dir.join(".stack.json")
+    }
+    /// Written by `firma sidecar stop` before it signals anything, so the supervisor knows a
+    /// child's exit was requested, not a crash.
+    pub fn stop_marker(&self) -> PathBuf {
+        self.dir.join(".stop-requested")
+    }
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("generated-firma-ca")
+    }
+
+    /// Record who a process is (at spawn, before it is ready), so `stop` and a rollback can
+    /// always find it.
+    pub fn write_identity(&self, role: Role, identity: &Identity) -> Result<(), Hinted> {
+        write_atomic(
+            &self.identity_file(role),
+            identity.encode().as_bytes(),
+            0o600,
+        )
+    }
+
+    /// Record a process: its identity, then the pidfile operators and scripts read.
+    pub fn write_process(&self, role: Role, identity: &Identity) -> Result<(), Hinted> {
+        self.write_identity(role, identity)?;
+        write_atomic(
+            &self.pid_file(role),
+            format!("{}\n", identity.pid).as_bytes(),
+            0o644,
+        )
+    }
+
+    pub fn write_listen(&self, role: Role, addr: &str) -> Result<(), Hinted> {
+        write_atomic(
+            &self.listen_file(role),
+            format!("{addr}\n").as_bytes(),
+            0o644,
+        )
+    }
+
+    /// The pid in `<role>.pid`, if the file exists and holds one.
+    pub fn read_pid(&self, role: Role) -> Option<i32> {
+        read_trimmed(&self.pid_file(role))?.parse().ok()
+    }
+
+    pub fn read_listen(&self, role: Role) -> Option<String> {
+        read_trimmed(&self.listen_file(role)).filter(|s| !s.is_empty())
+    }
+
+    /// The recorded identity. It is the only thing firma signals by: a pidfile edited by hand,
+    /// or left behind and now naming somebody else's process, is never trusted on its own.
+    pub fn read_identity(&self, role: Role) -> Option<Identity> {
+        Identity::decode(&read_trimmed(&self.identity_file(role))?)
+    }
+
+    pub fn write_meta(&self, meta: &StackMeta) -> Result<(), Hinted> {
+        let json = serde_json::to_vec_pretty(meta).unwrap_or_default();
+        write_atomic(&self.meta_file(), &json, 0o600)
+    }
+
+    pub fn read_meta(&self) -> Option<StackMeta> {
+        serde_json::from_slice(&fs::read(self.meta_file()).ok()?).ok()
+    }
+
+    /// Remove one role's pid, listen and identity files.
+    pub fn remove_process_files(&self, role: Role) {
+        for path in [
+            self.pid_file(role),
+            self.listen_file(role),
+            self.identity_file(role),
+        ] {
+            remove_if_present(&path);
+        }
+    }
+
+    /// Remove every pid/listen/identity/meta file (not the lock, logs, audit log or CA).
+    pub fn remove_runtime_files(&self) {
+        for role in [Role::Sidecar, Role::Authority, Role::Stack] {
+            self.remove_process_files(role);
+        }
+        remove_if_present(&self.meta_file());
+        remove_if_present(&self.stop_marker());
+        self.remove_orphaned_sockets();
+    }
+
+    /// Readiness sockets (`.notify-<tag>-<pid>.sock`) whose creator died without removing them
+    /// (a launcher killed while waiting). Live creators' sockets are left alone.
+    fn remove_orphaned_sockets(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".notify-")?.strip_suffix(".sock"))
+                .and_then(|rest| rest.rsplit('-').next()?.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if super::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
+                remove_if_present(&entry.path());
+            }
+        }
+    }
+
+    /// Whether any pid/listen/lock file is present (what `stop` reports as leftover state).
+    pub fn has_runtime_files(&self) -> bool {
+        [Role::Sidecar, Role::Authority, Role::Stack]
+            .into_iter()
+            .flat_map(|r| [self.pid_file(r), self.listen_file(r), self.identity_file(r)])
+            .chain([self.lock_file(), self.meta_file()])
+            .any(|p| p.exists())
+    }
+}
+
+/// How the running pair was started: what `status` needs beyond pids.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackMeta {
+    /// `local` (start booted the Authority) or `remote` (only the Sidecar; Authority elsewhere).
+    pub authority_mode: String,
+    /// The URL the Sidecar was given for the Authority.
+    pub authority_url: String,
+    /// The exact firma.toml passed to both children.
+    pub config: PathBuf,
+    /// CA certificate used to verify an `https://` Authority, if configured.
+    #[serde(default)]
+    pub authority_ca_cert: Option<PathBuf>,
+    /// Whether a detached `__supervise` owns the pair.
+    pub detached: bool,
+}
+
+/// Atomic (temp file + rename) but not fsynced: these files describe running processes, so they
+/// are worthless after a crash of the machine anyway, and an fsync per file would put tens of
+/// milliseconds between "ready" and `start` returning.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|err| {
+        let _ = fs::remove_file(&tmp);
+        Hinted::new(format!("cannot write {}: {err}", path.display()))
+            .hint("check that the state directory exists and is writable")
+    })
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+pub fn remove_if_present(path: &Path) {
+    if let Err(err) = fs::remove_file(path)
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %err, "cannot remove state file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pidfile_is_the_pid_and_a_newline_and_identity_must_agree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        let me = Identity::current().unwrap();
+        state.write_process(Role::Sidecar, &me).unwrap();
+        assert_eq!(
+            fs::read_to_string(state.pid_file(Role::Sidecar)).unwrap(),
+            format!("{}\n", me.pid)
+        );
+        assert_eq!(state.read_identity(Role::Sidecar), Some(me.clone()));
+        state.write_listen(Role::Sidecar, "127.0.0.1:1").unwrap();
+        assert_eq!(
+            fs::read_to_string(state.listen_file(Role::Sidecar)).unwrap(),
+            "127.0.0.1:1\n"
+        );
+        fs::write(tmp.path().join(".notify-launch-999999999.sock"), "").unwrap();
+        let mine = tmp
+            .path()
+            .join(format!(".notify-launch-{}.sock", std::process::id()));
+        fs::write(&mine, "").unwrap();
+        state.remove_runtime_files();
+        assert!(!state.has_runtime_files());
+        assert!(!tmp.path().join(".notify-launch-999999999.sock").exists());
+        assert!(mine.exists(), "a live creator's socket is kept");
+    }
+}

@@ -1,0 +1,578 @@
+//! The run: open each selected source, backfill (records merged in timestamp order), then —
+//! when following — read what arrives, in arrival order, flushing every record.
+
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::filter::{Filters, SourceFilters};
+use super::lines::{Item, MAX_LINE};
+use super::plugin::{FormatContext, Formatter, Source};
+use super::record::{Kind, Record};
+use super::seek::{end_of_last_line, seek_since};
+use super::tailer::{Change, Tail};
+
+/// How often files are checked when no watcher is possible.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often files are checked anyway while a watcher runs (late writes to rotated files,
+/// events a watcher may miss).
+pub const BACKSTOP_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// What to run.
+pub struct Plan {
+    pub state_dir: PathBuf,
+    /// Selected sources (order breaks timestamp ties).
+    pub sources: Vec<&'static dyn Source>,
+    pub filters: Filters,
+    pub formatter: &'static dyn Formatter,
+    pub follow: bool,
+    pub color: bool,
+    /// Follow with a filesystem watcher (false: poll, e.g. on network filesystems where
+    /// watchers stay silent).
+    pub watch: bool,
+}
+
+/// Things worth a line on stderr; the CLI decides how to print them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// One-shot run: the file does not exist, so the source shows nothing.
+    Missing(PathBuf),
+    /// Following: waiting for the file (or the state directory) to appear.
+    Waiting(PathBuf),
+    /// A file we waited for appeared.
+    Appeared(PathBuf),
+    /// The file shrank below what was read (or was rewritten): reading restarts at its start.
+    Truncated(PathBuf),
+    /// The path now names another file (rotation or re-creation): following the new one.
+    Replaced(PathBuf),
+    /// No filesystem watcher could be set up; checking for changes by polling.
+    Polling { dir: PathBuf, reason: String },
+    /// One-shot run: the file ends in an unterminated line, not shown.
+    Incomplete { path: PathBuf, bytes: usize },
+}
+
+/// Run `plan`, writing records to `out`. Returns at the end of the backfill when not following;
+/// otherwise runs until writing fails (a closed pipe is the caller's normal end).
+pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> io::Result<()> {
+    let ctx = FormatContext {
+        color: plan.color,
+        source_width: plan
+            .sources
+            .iter()
+            .map(|s| s.name().len())
+            .max()
+            .unwrap_or(0),
+    };
+    let mut out = Output {
+        out: BufWriter::with_capacity(256 << 10, out),
+        formatter: plan.formatter,
+        ctx,
+        buf: Vec::with_capacity(4096),
+        flush_each: false,
+    };
+    let mut lanes: Vec<Lane<'_>> = plan
+        .sources
+        .iter()
+        .map(|&source| Lane::new(source, &plan.filters, &plan.state_dir))
+        .collect();
+
+    for lane in &mut lanes {
+        let earliest = lane.judge.filters.earliest;
+        let source = lane.judge.source;
+        let from_end = plan.follow && earliest.is_none();
+        let opened = lane.tail.open_with(|file, size| match earliest {
+            _ if from_end => end_of_last_line(file, size),
+            Some(since) if source.time_ordered() => seek_since(file, size, source, since),
+            _ => Ok(0),
+        })?;
+        if !opened {
+            let path = lane.tail.path().to_path_buf();
+            notice(if plan.follow {
+                Notice::Waiting(path)
+            } else {
+                Notice::Missing(path)
+            });
+        }
+    }
+
+    backfill(&mut lanes, &mut out)?;
+    out.out.flush()?;
+    if !plan.follow {
+        for lane in &lanes {
+            if !lane.tail.pending().is_empty() {
+                notice(Notice::Incomplete {
+                    path: lane.tail.path().to_path_buf(),
+                    bytes: lane.tail.pending().len(),
+                });
+            }
+        }
+        return Ok(());
+    }
+    out.flush_each = true;
+    for lane in &mut lanes {
+        lane.judge.live = true;
+    }
+    follow(plan, &mut lanes, &mut out, notice)
+}
+
+/// Merge the sources by record time until each reaches its end.
+fn backfill(lanes: &mut [Lane<'_>], out: &mut Output<'_, '_>) -> io::Result<()> {
+    let mut heads = Vec::with_capacity(lanes.len());
+    for lane in lanes.iter_mut() {
+        heads.push(lane.next_emit()?);
+    }
+    loop {
+        let mut best: Option<usize> = None;
+        for (i, head) in heads.iter().enumerate() {
+            if let Some((time, _)) = head {
+                let better = match best.and_then(|b| heads[b].as_ref()) {
+                    None => true,
+                    Some((best_time, _)) => time < best_time,
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(i) = best else { return Ok(()) };
+        if let Some((_, record)) = heads[i].take() {
+            out.write(&record)?;
+        }
+        heads[i] = lanes[i].next_emit()?;
+    }
+}
+
+fn follow(
+    plan: &Plan,
+    lanes: &mut [Lane<'_>],
+    out: &mut Output<'_, '_>,
+    notice: &mut dyn FnMut(Notice),
+) -> io::Result<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    // None: not set up yet; Some(None): polling; Some(Some(w)): watching the directory `dir_id`.
+    let mut watcher: Option<Option<notify::RecommendedWatcher>> = None;
+    let mut dir_id = None;
+    let mut announced_dir = false;
+    loop {
+        let current_dir = std::fs::metadata(&plan.state_dir)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| (m.dev(), m.ino()));
+        // A state directory removed and created again needs a new watch.
+        if matches!(watcher, Some(Some(_))) && current_dir != dir_id {
+            watcher = None;
+        }
+        if watcher.is_none() {
+            if current_dir.is_some() {
+                let watched = if plan.watch {
+                    watch(&plan.state_dir, tx.clone())
+                } else {
+                    Err("watching is turned off".to_string())
+                };
+                match watched {
+                    Ok(w) => {
+                        watcher = Some(Some(w));
+                        dir_id = current_dir;
+                    }
+                    Err(reason) => {
+                        notice(Notice::Polling {
+                            dir: plan.state_dir.clone(),
+                            reason,
+                        });
+                        watcher = Some(None);
+                    }
+                }
+            } else if !announced_dir {
+                announced_dir = true;
+                notice(Notice::Waiting(plan.state_dir.clone()));
+            }
+        }
+        for lane in lanes.iter_mut() {
+            lane.poll(out, notice)?;
+        }
+        let wait = match &watcher {
+            Some(Some(_)) => BACKSTOP_INTERVAL,
+            _ => POLL_INTERVAL,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(()) => while rx.try_recv().is_ok() {},
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => watcher = Some(None),
+        }
+    }
+}
+
+/// Watch the directory itself, so creation and renames of its files are seen too.
+fn watch(
+    dir: &std::path::Path,
+    tx: mpsc::Sender<()>,
+) -> Result<notify::RecommendedWatcher, String> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .map_err(|err| err.to_string())?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|err| err.to_string())?;
+    Ok(watcher)
+}
+
+struct Output<'w, 'o> {
+    out: BufWriter<&'w mut dyn Write>,
+    formatter: &'o dyn Formatter,
+    ctx: FormatContext,
+    buf: Vec<u8>,
+    flush_each: bool,
+}
+
+impl Output<'_, '_> {
+    /// One record, written whole (one `write_all` of a complete line).
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        self.buf.clear();
+        self.formatter.write(record, &self.ctx, &mut self.buf);
+        self.out.write_all(&self.buf)?;
+        if self.flush_each {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Decides, line by line, what a source's lines become and whether they pass the filters.
+struct Judge<'p> {
+    source: &'static dyn Source,
+    filters: SourceFilters<'p>,
+    /// Time of the last line with one (a line without a time takes it).
+    last_time: Option<DateTime<Utc>>,
+    /// A line skipped by a needle after `last_time`: its time is read only if needed.
+    last_skipped: Option<u64>,
+    /// Following live: a line without a time is as new as its arrival.
+    live: bool,
+}
+
+impl Judge<'_> {
+    /// `None` when a needle rules the line out without parsing it; else the record, and
+    /// whether its line is canonical and holds every needle.
+    fn classify(&mut self, item: Item<'_>) -> Option<(Record, bool)> {
+        match item {
+            Item::Line { offset, bytes } => {
+                if !self.filters.has_needles() {
+                    return Some((self.source.parse(bytes, offset), false));
+                }
+                let missing = self.filters.needle_missing(bytes);
+                let canonical = self.source.is_canonical(bytes);
+                if missing && canonical {
+                    self.last_skipped = Some(offset);
+                    return None;
+                }
+                Some((self.source.parse(bytes, offset), canonical && !missing))
+            }
+            Item::Oversized { offset, len, head } => {
+                let reason = format!(
+                    "line of {len} bytes is longer than the {} MiB limit; its first {} bytes are shown",
+                    MAX_LINE >> 20,
+                    head.len()
+                );
+                let record = Record::new(
+                    self.source.name(),
+                    offset,
+                    Kind::Malformed { reason },
+                    &head,
+                );
+                Some((record, false))
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        (record, needles_proved): (Record, bool),
+        skipped_line: Option<&[u8]>,
+    ) -> Option<(Option<DateTime<Utc>>, Record)> {
+        let time = match record.time {
+            Some(time) => {
+                self.last_skipped = None;
+                self.last_time = Some(time);
+                Some(time)
+            }
+            None => {
+                if let Some(offset) = self.last_skipped.take()
+                    && let Some(line) = skipped_line
+                    && let Some(time) = self.source.parse(line, offset).time
+                {
+                    self.last_time = Some(time);
+                }
+                if self.live {
+                    Some(self.last_time.map_or_else(Utc::now, |t| t.max(Utc::now())))
+                } else {
+                    self.last_time
+                }
+            }
+        };
+        self.filters
+            .matches(&record, time, needles_proved)
+            .then_some((time, record))
+    }
+}
+
+struct Lane<'p> {
+    judge: Judge<'p>,
+    tail: Tail,
+}
+
+impl<'p> Lane<'p> {
+    fn new(source: &'static dyn Source, filters: &'p Filters, dir: &std::path::Path) -> Self {
+        Self {
+            judge: Judge {
+                source,
+                filters: filters.for_source(source),
+                last_time: None,
+                last_skipped: None,
+                live: false,
+            },
+            tail: Tail::new(dir.join(source.file_name())),
+        }
+    }
+
+    /// The next record that passes the filters, or `None` at the end of the current file.
+    fn next_emit(&mut self) -> io::Result<Option<(Option<DateTime<Utc>>, Record)>> {
+        loop {
+            let record = {
+                let Some(item) = self.tail.next_line()? else {
+                    return Ok(None);
+                };
+                match self.judge.classify(item) {
+                    Some(record) => record,
+                    None => continue,
+                }
+            };
+            let skipped = match (self.judge.last_skipped, record.0.time) {
+                (Some(offset), None) => self.tail.read_line_at(offset)?,
+                _ => None,
+            };
+            if let Some(emit) = self.judge.finish(record, skipped.as_deref()) {
+                return Ok(Some(emit));
+            }
+        }
+    }
+
+    /// Following: late lines of rotated files, then truncation, the current file, and a
+    /// replacement of the path.
+    fn poll(&mut self, out: &mut Output<'_, '_>, notice: &mut dyn FnMut(Notice)) -> io::Result<()> {
+        let path = self.tail.path().to_path_buf();
+        if !self.tail.is_open() {
+            if self.tail.check_identity()?.is_some() {
+                notice(Notice::Appeared(path.clone()));
+            } else {
+                return Ok(());
+            }
+        }
+        let judge = &mut self.judge;
+        let mut failed = Ok(());
+        self.tail.drain_retired(&mut |item| {
+            if failed.is_err() {
+                return;
+            }
+            if let Some(record) = judge.classify(item)
+                && let Some((_, record)) = judge.finish(record, None)
+            {
+                failed = out.write(&record);
+            }
+        })?;
+        failed?;
+        if self.tail.check_truncation()? == Some(Change::Truncated) {
+            notice(Notice::Truncated(path.clone()));
+        }
+        while let Some((_, record)) = self.next_emit()? {
+            out.write(&record)?;
+        }
+        if let Some(change) = self.tail.check_identity()? {
+            notice(match change {
+                Change::Appeared => Notice::Appeared(path),
+                _ => Notice::Replaced(path),
+            });
+            while let Some((_, record)) = self.next_emit()? {
+                out.write(&record)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Model-based: random sequences of appends, split writes, rotations (with late writes to
+    //! the rotated file), copytruncate, truncate-and-rewrite and delete-and-recreate, polled
+    //! at random moments through the real `Lane::poll`; the output must be every line written,
+    //! once, in order.
+
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    struct Lines;
+
+    impl Source for Lines {
+        fn name(&self) -> &'static str {
+            "lines"
+        }
+        fn about(&self) -> &'static str {
+            "test"
+        }
+        fn file_name(&self) -> &'static str {
+            "f.log"
+        }
+        fn parse(&self, line: &[u8], offset: u64) -> Record {
+            Record::new("lines", offset, Kind::Raw, line)
+        }
+    }
+
+    struct RawOut;
+
+    impl Formatter for RawOut {
+        fn name(&self) -> &'static str {
+            "raw"
+        }
+        fn about(&self) -> &'static str {
+            "test"
+        }
+        fn write(&self, record: &Record, _ctx: &FormatContext, out: &mut Vec<u8>) {
+            out.extend_from_slice(&record.raw);
+            out.push(b'\n');
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize),
+        SplitAppend,
+        Rotate { late: bool },
+        CopyTruncate,
+        TruncateRewrite,
+        Recreate,
+        Poll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..4).prop_map(Op::Append),
+            1 => Just(Op::SplitAppend),
+            1 => any::<bool>().prop_map(|late| Op::Rotate { late }),
+            1 => Just(Op::CopyTruncate),
+            1 => Just(Op::TruncateRewrite),
+            1 => Just(Op::Recreate),
+            3 => Just(Op::Poll),
+        ]
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn every_line_once_in_order(ops in proptest::collection::vec(op(), 1..25)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f.log");
+            fs::write(&path, "").unwrap();
+            let filters = Filters::new();
+            let mut lane = Lane::new(&Lines, &filters, dir.path());
+            lane.tail.open_with(|_, _| Ok(0)).unwrap();
+            let mut sink: Vec<u8> = Vec::new();
+            let mut written = Vec::new();
+            let mut next = 0;
+            let mut rotated = 0;
+            let mut line = |written: &mut Vec<String>| {
+                next += 1;
+                let text = format!("line {next:04} {}", "x".repeat(next % 7 * 40));
+                written.push(text.clone());
+                text
+            };
+            {
+                let mut out = Output {
+                    out: BufWriter::new(&mut sink as &mut dyn Write),
+                    formatter: &RawOut,
+                    ctx: FormatContext::default(),
+                    buf: Vec::new(),
+                    flush_each: true,
+                };
+                let poll = |lane: &mut Lane<'_>, out: &mut Output<'_, '_>| {
+                    lane.poll(out, &mut |_| {}).unwrap();
+                };
+                for op in ops {
+                    match op {
+                        Op::Append(n) => {
+                            for _ in 0..n {
+                                append(&path, format!("{}\n", line(&mut written)).as_bytes());
+                            }
+                        }
+                        Op::SplitAppend => {
+                            let text = line(&mut written);
+                            let (a, b) = text.split_at(text.len() / 2);
+                            append(&path, a.as_bytes());
+                            poll(&mut lane, &mut out);
+                            append(&path, format!("{b}\n").as_bytes());
+                        }
+                        // Before a rotation or a deletion the monitor has had its chance to
+                        // open the current file (in real life an inotify event arrives within
+                        // microseconds); a file renamed or deleted before anyone opened it is
+                        // out of reach of every tailer.
+                        Op::Rotate { late } => {
+                            poll(&mut lane, &mut out);
+                            rotated += 1;
+                            let old = path.with_extension(format!("log.{rotated}"));
+                            fs::rename(&path, &old).unwrap();
+                            if late {
+                                append(&old, format!("{}\n", line(&mut written)).as_bytes());
+                            }
+                            fs::write(&path, "").unwrap();
+                        }
+                        Op::CopyTruncate => {
+                            // Lines not read before the truncation are lost by copytruncate
+                            // itself; monitor reads them first, as a logrotate copy would.
+                            poll(&mut lane, &mut out);
+                            OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                        }
+                        Op::TruncateRewrite => {
+                            poll(&mut lane, &mut out);
+                            let before = fs::metadata(&path).unwrap().len() as usize;
+                            OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                            let mut text = String::new();
+                            while text.len() <= before {
+                                text.push_str(&line(&mut written));
+                                text.push('\n');
+                            }
+                            append(&path, text.as_bytes());
+                        }
+                        Op::Recreate => {
+                            poll(&mut lane, &mut out);
+                            fs::remove_file(&path).unwrap();
+                            fs::write(&path, "").unwrap();
+                        }
+                        Op::Poll => poll(&mut lane, &mut out),
+                    }
+                }
+                poll(&mut lane, &mut out);
+                poll(&mut lane, &mut out);
+                out.out.flush().unwrap();
+            }
+            let got: Vec<String> = String::from_utf8(sink).unwrap().lines().map(String::from).collect();
+            prop_assert_eq!(got, written);
+        }
+    }
+}

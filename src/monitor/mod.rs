@@ -1,0 +1,24 @@
+//! `firma monitor`'s engine: the plugin API ([`Source`], [`Formatter`], [`Record`]), the filter
+//! predicates, the line reader and follower, and the merge that puts records in time order.
+//!
+//! The concrete plugins live outside this module (`sources/`, `formatters/` at the top of the
+//! repository) and register themselves with `inventory`; nothing here names one of them.
+
+pub mod engine;
+pub mod filter;
+pub mod lines;
+pub mod logline;
+pub mod plugin;
+pub mod record;
+pub mod seek;
+pub mod since;
+pub mod tailer;
+pub mod text;
+
+pub use engine::{Notice, Plan, run};
+pub use filter::{FieldEquals, Filters, Predicate, Since};
+pub use plugin::{
+    FormatContext, Formatter, FormatterPlugin, Source, SourcePlugin, find_formatter, find_source,
+    formatters, sources,
+};
+pub use record::{Kind, Record};

@@ -1,0 +1,81 @@
+//! [`Record`]: one line of one source, parsed — what filters judge and formatters write.
+
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+/// What a line turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A structured event (an audit record): `raw` is its exact line, a JSON object.
+    Event,
+    /// A structured log line: `raw` is a JSON object.
+    Log,
+    /// A line that is not structured (a panic message); shown as is.
+    Raw,
+    /// A line a source expected to be structured but is not; never dropped, always reported.
+    Malformed { reason: String },
+}
+
+/// One line of one source.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The source's registered name (`audit`, `authority`, …).
+    pub source: &'static str,
+    /// Byte offset of the line in its file.
+    pub offset: u64,
+    /// The record's own time, when it carries one.
+    pub time: Option<DateTime<Utc>>,
+    pub kind: Kind,
+    /// Parsed fields, on first use (see [`Record::fields`]).
+    fields: OnceLock<Map<String, Value>>,
+    /// The line exactly as read, without its newline.
+    pub raw: Vec<u8>,
+}
+
+impl Record {
+    pub fn new(source: &'static str, offset: u64, kind: Kind, raw: &[u8]) -> Self {
+        Self {
+            source,
+            offset,
+            time: None,
+            kind,
+            fields: OnceLock::new(),
+            raw: raw.to_vec(),
+        }
+    }
+
+    /// The record's fields: for events and logs the JSON object in `raw`, parsed on first use
+    /// (a run that only copies lines never pays for it); empty for raw and malformed lines.
+    pub fn fields(&self) -> &Map<String, Value> {
+        self.fields.get_or_init(|| match self.kind {
+            Kind::Event | Kind::Log => serde_json::from_slice(&self.raw).unwrap_or_default(),
+            _ => Map::new(),
+        })
+    }
+
+    /// Set the fields when the source already parsed them.
+    pub fn set_fields(&mut self, fields: Map<String, Value>) {
+        self.fields = OnceLock::from(fields);
+    }
+
+    /// A field by dotted path (`intent.action_class`).
+    pub fn field(&self, path: &str) -> Option<&Value> {
+        let mut parts = path.split('.');
+        let mut value = self.fields().get(parts.next()?)?;
+        for part in parts {
+            value = value.as_object()?.get(part)?;
+        }
+        Some(value)
+    }
+
+    /// A string field by dotted path, or `""`.
+    pub fn str_field(&self, path: &str) -> &str {
+        self.field(path).and_then(Value::as_str).unwrap_or("")
+    }
+
+    pub fn is_malformed(&self) -> bool {
+        matches!(self.kind, Kind::Malformed { .. })
+    }
+}

@@ -1,0 +1,58 @@
+//! Helpers formatters share: making untrusted bytes safe for a terminal, and JSON strings.
+
+use std::fmt::Write as _;
+
+/// `bytes` as text safe to print on a terminal: control characters (ESC included, so a hostile
+/// path cannot recolour or rewrite the screen) become `\xNN`/`\u{NN}`, invalid UTF-8 bytes
+/// become `\xNN`. Tabs are kept.
+pub fn terminal_safe(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_char(&mut out, c);
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// [`terminal_safe`] for a `str`.
+pub fn terminal_safe_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_char(&mut out, c);
+    }
+    out
+}
+
+fn push_char(out: &mut String, c: char) {
+    if c == '\t' || !c.is_control() {
+        out.push(c);
+    } else if (c as u32) < 0x100 {
+        let _ = write!(out, "\\x{:02x}", c as u32);
+    } else {
+        let _ = write!(out, "\\u{{{:x}}}", c as u32);
+    }
+}
+
+/// Append `text` as a JSON string.
+pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_controls_and_invalid_utf8() {
+        assert_eq!(
+            terminal_safe(b"a\x1b[31mb\tc\xffd\xc3\xa9"),
+            "a\\x1b[31mb\tc\\xffdé"
+        );
+        assert_eq!(terminal_safe_str("x\u{9b}y\r"), "x\\x9by\\x0d");
+    }
+}

@@ -1,0 +1,169 @@
+//! `firma run`: wrap an agent so every call it makes goes through the Sidecar.
+//!
+//! Steps: find (or implicitly scaffold) the project, make sure the daemon pair runs (starting it
+//! with `firma sidecar start --detach` when it does not), obtain a capability token from the
+//! Authority, start the credential relay, run the agent with proxy and CA variables, keep the
+//! token fresh, forward signals, and exit with the agent's status.
+
+pub mod env;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::LoadedConfig;
+use crate::config::schema::AuthorityMode;
+use crate::error::Hinted;
+use crate::proto::IssueCapabilityRequest;
+use crate::proto::authority_client::AuthorityClient;
+
+/// A granted capability.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    pub token_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Read an `ip:port` file the lifecycle core publishes (`authority.listen`, `sidecar.listen`).
+pub fn read_listen(state_dir: &Path, name: &str) -> Option<SocketAddr> {
+    std::fs::read_to_string(state_dir.join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether the daemon's Sidecar answers on its published address.
+pub fn sidecar_running(state_dir: &Path) -> Option<SocketAddr> {
+    let addr = read_listen(state_dir, "sidecar.listen")?;
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
+        .ok()
+        .map(|_| addr)
+}
+
+/// Start the daemon pair through the lifecycle core (`firma sidecar start --detach`).
+pub fn start_daemon(config: &Path, state_dir: &Path) -> Result<(), Hinted> {
+    let exe = std::env::current_exe()
+        .map_err(|err| Hinted::new(format!("cannot locate the firma binary: {err}")))?;
+    let output = std::process::Command::new(exe)
+        .args(["sidecar", "start", "--detach", "--config"])
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Hinted::new(format!("cannot run `firma sidecar start`: {err}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let detail = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(stderr.trim());
+    Err(
+        Hinted::new(format!("starting the daemon failed: {detail}")).hint(format!(
+            "run `firma sidecar start --state-dir {}` to see the full error",
+            state_dir.display()
+        )),
+    )
+}
+
+/// The Authority's gRPC URL: the local daemon's published address, or the remote URL.
+pub fn authority_url(loaded: &LoadedConfig, state_dir: &Path) -> Result<String, Hinted> {
+    match loaded.config.authority.mode {
+        AuthorityMode::Remote => Ok(loaded.config.authority.url.clone().unwrap_or_default()),
+        AuthorityMode::Local => read_listen(state_dir, "authority.listen")
+            .map(|addr| format!("http://{addr}"))
+            .ok_or_else(|| {
+                Hinted::new(format!(
+                    "{} is missing",
+                    state_dir.join("authority.listen").display()
+                ))
+                .hint("start the daemon with `firma sidecar start`")
+            }),
+    }
+}
+
+/// Ask the Authority for a capability.
+pub async fn issue(
+    url: &str,
+    agent: &str,
+    actions: &[String],
+    session_id: &str,
+    ttl: Duration,
+) -> Result<Issued, Hinted> {
+    let unreachable = |err: &dyn std::fmt::Display| {
+        Hinted::new(format!("cannot reach the Authority at {url}: {err}"))
+            .hint("check `firma sidecar status`, or start the daemon with `firma sidecar start`")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|err| unreachable(&err))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|err| unreachable(&err))?;
+    let response = AuthorityClient::new(channel)
+        .issue_capability(IssueCapabilityRequest {
+            agent_id: agent.to_string(),
+            actions: actions.to_vec(),
+            resource_scope: "*".to_string(),
+            session_id: session_id.to_string(),
+            ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        })
+        .await
+        .map_err(|status| {
+            Hinted::new(format!(
+                "the Authority at {url} rejected the request: {}",
+                status.message()
+            ))
+            .hint("check [project].agent and [project].actions in firma.toml")
+        })?
+        .into_inner();
+    if !response.granted {
+        return Err(Hinted::new(format!(
+            "the Authority denied a capability for agent {agent:?}: {} ({})",
+            response.deny_message, response.deny_reason
+        ))
+        .hint("allow it in issuance-policies/, or run the agent named in [project].agent"));
+    }
+    let expires_at = response
+        .expires_at
+        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .unwrap_or_else(|| Utc::now() + ttl);
+    Ok(Issued {
+        token: response.token,
+        token_id: response.token_id,
+        expires_at,
+    })
+}
+
+/// When to ask for the next token: two thirds into the lifetime, and at least 5 s before expiry.
+pub fn refresh_delay(now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Duration {
+    let remaining = (expires_at - now).to_std().unwrap_or_default();
+    let two_thirds = remaining.mul_f64(2.0 / 3.0);
+    two_thirds
+        .min(remaining.saturating_sub(Duration::from_secs(5)))
+        .max(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_happens_before_expiry() {
+        let now = Utc::now();
+        let delay = refresh_delay(now, now + chrono::Duration::minutes(15));
+        assert_eq!(delay, Duration::from_secs(600));
+        let delay = refresh_delay(now, now + chrono::Duration::seconds(6));
+        assert_eq!(delay, Duration::from_secs(1));
+        assert_eq!(
+            refresh_delay(now, now - chrono::Duration::seconds(5)),
+            Duration::from_secs(1)
+        );
+    }
+}

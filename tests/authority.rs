@@ -1,0 +1,814 @@
+//! Black-box tests of `firma authority` and `firma token`: the built binary in a throwaway world,
+//! listening on port 0, driven over real gRPC on loopback (Rust and Python clients).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
+use firma::authority::token::verify_token;
+use firma::proto::authority_client::AuthorityClient;
+use firma::proto::{
+    IssueCapabilityRequest, RevokeRequest, WatchPolicyBundleRequest, WatchRevocationsRequest,
+};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// Generous: these bound hangs, they do not measure speed (benches do).
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `firma authority` child with its stderr (JSON log lines) captured.
+struct AuthorityProcess {
+    guard: ChildGuard,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl AuthorityProcess {
+    fn start(world: &World) -> Self {
+        Self::try_start(world).unwrap_or_else(|log| panic!("authority did not get ready:\n{log}"))
+    }
+
+    /// `Err(log)` when the process exits before logging `ready`.
+    fn try_start(world: &World) -> Result<Self, String> {
+        let mut cmd = world.cmd();
+        cmd.arg("authority")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn firma authority");
+        let stderr = child.stderr.take().unwrap();
+        let mut guard = ChildGuard::new(child);
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let ready = ready_addr(&log.lock().unwrap());
+            if let Some(addr) = ready {
+                return Ok(Self { guard, addr, log });
+            }
+            if let Some(status) = guard.child_mut().try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("exit {status}\n{}", log.lock().unwrap()));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ready line:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn client(&self) -> AuthorityClient<Channel> {
+        firma::authority::client::connect(&self.url(), None)
+            .await
+            .expect("connect")
+    }
+
+    /// What `firma sidecar start` does: publish the bound address in the state dir.
+    fn publish_listen(&self, world: &World) {
+        std::fs::write(
+            world.state_dir().join("authority.listen"),
+            format!("{}\n", self.addr),
+        )
+        .unwrap();
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+}
+
+fn ready_addr(log: &str) -> Option<String> {
+    log.lines().find_map(|line| {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        (value["message"] == "ready").then(|| value["addr"].as_str().map(str::to_string))?
+    })
+}
+
+fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
+    IssueCapabilityRequest {
+        agent_id: agent.into(),
+        actions: vec![action.into()],
+        resource_scope: "*".into(),
+        session_id: "test-session".into(),
+        ttl_seconds: 600,
+    }
+}
+
+fn public_key(world: &World) -> ed25519_dalek::VerifyingKey {
+    firma::config::keys::load_verifying_key(&world.project_dir().join("authority.pub")).unwrap()
+}
+
+/// Save like a careful editor: a temporary file renamed over the target, so the watcher never
+/// sees a half-written policy.
+fn save(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
+    let path = world.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_verify_offline_revoke_and_watch_the_revocation() {
+    let world = World::new();
+    world.init(&[]);
+    let authority = AuthorityProcess::start(&world);
+    let mut client = authority.client().await;
+
+    let mut revocations = client
+        .watch_revocations(WatchRevocationsRequest { since: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(DEADLINE, revocations.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.snapshot_complete, "{first:?}");
+
+    // Over gRPC, and verified offline with nothing but the public key.
+    let response = client
+        .issue_capability(issue_request("codex", "communication.external.send"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.granted, "{response:?}");
+    let claims = verify_token(&response.token, &public_key(&world), chrono::Utc::now()).unwrap();
+    assert_eq!(claims.token_id, response.token_id);
+    assert_eq!(claims.agent_id, "codex");
+    assert_eq!(claims.session_id, "test-session");
+    assert_eq!(claims.actions, vec!["communication.external.send"]);
+    assert_eq!((claims.expires_at - claims.issued_at).num_seconds(), 600);
+
+    // Through the CLI, which finds the Authority via <state_dir>/authority.listen.
+    authority.publish_listen(&world);
+    let out = world.run(&[
+        "token",
+        "issue",
+        "--agent",
+        "codex",
+        "--action",
+        "communication.internal.send",
+        "--ttl",
+        "5h",
+        "--json",
+    ]);
+    assert_success(&out);
+    let issued: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut shape = issued.clone();
+    for (field, placeholder) in [
+        ("token", "[token]"),
+        ("token_id", "[token id]"),
+        ("expires_at", "[expiry]"),
+        ("session_id", "[session]"),
+    ] {
+        shape[field] = placeholder.into();
+    }
+    insta::assert_json_snapshot!("token_issue_json", shape);
+    let token = issued["token"].as_str().unwrap();
+    let token_id = issued["token_id"].as_str().unwrap();
+    let claims = verify_token(token, &public_key(&world), chrono::Utc::now()).unwrap();
+    assert_eq!(claims.token_id, token_id);
+    // Clamped to max_ttl (1h in the scaffold).
+    assert_eq!((claims.expires_at - claims.issued_at).num_seconds(), 3600);
+    assert_eq!(
+        issued["expires_at"].as_str().unwrap(),
+        claims
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+
+    let out = world.run(&["token", "revoke", token_id, "--reason", "leaked"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains(token_id), "{}", stdout(&out));
+    let event = tokio::time::timeout(DEADLINE, revocations.next())
+        .await
+        .expect("revocation event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (event.token_id.as_str(), event.reason.as_str()),
+        (token_id, "leaked")
+    );
+    let file = std::fs::read_to_string(world.data_dir().join("revocations.txt")).unwrap();
+    assert!(file.starts_with(&format!("{token_id}\t")), "{file}");
+    assert!(file.trim_end().ends_with("\tleaked"), "{file}");
+
+    // Revoking again is idempotent.
+    let again = client
+        .revoke(RevokeRequest {
+            token_id: token_id.into(),
+            reason: "again".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.newly_revoked);
+
+    // A hand edit of the file is picked up and streamed.
+    let mut text = file.clone();
+    text.push_str("hand-revoked-id\n");
+    std::fs::write(world.data_dir().join("revocations.txt"), text).unwrap();
+    let event = tokio::time::timeout(DEADLINE, revocations.next())
+        .await
+        .expect("hand-edit event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.token_id, "hand-revoked-id");
+
+    // A late watcher gets the replay (only what is newer than `since`), then the marker.
+    let since =
+        firma::authority::service::timestamp(chrono::Utc::now() - chrono::Duration::hours(1));
+    let mut late = client
+        .watch_revocations(WatchRevocationsRequest { since: Some(since) })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replayed = Vec::new();
+    loop {
+        let event = tokio::time::timeout(DEADLINE, late.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if event.snapshot_complete {
+            break;
+        }
+        replayed.push(event.token_id);
+    }
+    assert_eq!(
+        replayed,
+        vec![token_id.to_string(), "hand-revoked-id".into()]
+    );
+    let future =
+        firma::authority::service::timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
+    let mut none = client
+        .watch_revocations(WatchRevocationsRequest {
+            since: Some(future),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = none.next().await.unwrap().unwrap();
+    assert!(
+        event.snapshot_complete && event.token_id.is_empty(),
+        "{event:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denial_is_a_response_with_a_reason_and_bad_requests_are_invalid_argument() {
+    let world = World::new();
+    world.init(&[]);
+    let authority = AuthorityProcess::start(&world);
+    let mut client = authority.client().await;
+
+    let response = client
+        .issue_capability(issue_request("intruder", "communication.external.send"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!response.granted);
+    assert!(response.token.is_empty());
+    assert_eq!(response.deny_reason, "POLICY_DENIED");
+    assert!(
+        response.deny_message.contains("\"intruder\""),
+        "{}",
+        response.deny_message
+    );
+
+    // Registered but not permitted by the scaffold's issuance policy.
+    let response = client
+        .issue_capability(issue_request("codex", "payment.transfer"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.deny_reason, "POLICY_DENIED");
+
+    let mut bad = vec![
+        issue_request("", "communication.external.send"),
+        issue_request("codex", "no.such.class"),
+        issue_request("codex", "communication.external.send"),
+    ];
+    bad[2].ttl_seconds = 0;
+    for request in bad {
+        let status = client.issue_capability(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{request:?}");
+        assert!(!status.message().is_empty());
+    }
+
+    authority.publish_listen(&world);
+    let out = world.run(&[
+        "token",
+        "issue",
+        "--agent",
+        "intruder",
+        "--action",
+        "communication.external.send",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("POLICY_DENIED"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+/// Next bundle from the stream, or `None` if none arrives within `wait`.
+async fn next_bundle(
+    stream: &mut tonic::Streaming<firma::proto::PolicyBundle>,
+    wait: Duration,
+) -> Option<firma::proto::PolicyBundle> {
+    match tokio::time::timeout(wait, stream.next()).await {
+        Ok(Some(Ok(bundle))) => Some(bundle),
+        Ok(other) => panic!("stream ended: {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
+    let world = World::new();
+    world.init(&[]);
+    let authority = AuthorityProcess::start(&world);
+    let mut client = authority.client().await;
+    let mut stream = client
+        .watch_policy_bundle(WatchPolicyBundleRequest {
+            current_version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_bundle(&mut stream, DEADLINE)
+        .await
+        .expect("initial bundle");
+    assert_eq!(first.version.len(), 64);
+    assert!(
+        first.policies.contains("allow-loopback"),
+        "{}",
+        first.policies
+    );
+    assert!(first.schema.contains("namespace Firma"));
+    assert_eq!(first.ttl_seconds, 30);
+
+    // A client that already holds the version gets nothing at once.
+    let mut current = client
+        .watch_policy_bundle(WatchPolicyBundleRequest {
+            current_version: first.version.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        next_bundle(&mut current, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    let policy = world.project_dir().join("policies/extra.cedar");
+    let saved = Instant::now();
+    save(
+        &policy,
+        "@id(\"extra\")\npermit (principal, action == Firma::Action::\"code.read\", resource);\n",
+    );
+    let second = next_bundle(&mut stream, DEADLINE)
+        .await
+        .expect("edited bundle");
+    let latency = saved.elapsed();
+    assert_ne!(second.version, first.version);
+    assert!(second.policies.contains("@id(\"extra\")"));
+    eprintln!("policy edit reached the watcher after {latency:?}");
+    let also = next_bundle(&mut current, DEADLINE)
+        .await
+        .expect("second watcher");
+    assert_eq!(also.version, second.version);
+
+    // A broken edit: logged with file:line:column, no new bundle, issuance keeps working.
+    save(
+        &policy,
+        "@id(\"extra\")\npermit (principal, action, resource)\nwhen { ;\n",
+    );
+    let location = format!("{}:3:", policy.display());
+    wait_for("the reload error in the log", DEADLINE, || {
+        authority.log().contains(&location).then_some(())
+    });
+    assert!(
+        next_bundle(&mut stream, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    let response = client
+        .issue_capability(issue_request("codex", "communication.external.send"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.granted);
+    let error_line = authority
+        .log()
+        .lines()
+        .find(|l| l.contains(&location))
+        .unwrap()
+        .to_string();
+    let error: serde_json::Value = serde_json::from_str(&error_line).unwrap();
+    assert_eq!(error["level"], "ERROR", "{error_line}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains(&second.version[..12]),
+        "{error_line}"
+    );
+
+    // Fixing it publishes again.
+    save(
+        &policy,
+        "@id(\"extra\")\npermit (principal, action == Firma::Action::\"code.write\", resource);\n",
+    );
+    let third = next_bundle(&mut stream, DEADLINE)
+        .await
+        .expect("fixed bundle");
+    assert_ne!(third.version, second.version);
+    assert!(third.policies.contains("code.write"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_open_streams_shuts_down_promptly() {
+    let world = World::new();
+    world.init(&[]);
+    let mut authority = AuthorityProcess::start(&world);
+    let mut client = authority.client().await;
+    let mut bundles = client
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    next_bundle(&mut bundles, DEADLINE).await.expect("bundle");
+    let mut revocations = client
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revocations.next().await.unwrap().unwrap().snapshot_complete);
+
+    let sent = Instant::now();
+    authority.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = wait_for("the authority to exit", DEADLINE, || {
+        authority.guard.child_mut().try_wait().unwrap()
+    });
+    let took = sent.elapsed();
+    eprintln!("shutdown with two open streams took {took:?}");
+    assert!(status.success(), "{status}\n{}", authority.log());
+    // Generous bound (the target is 1 s; the benchmark-free check here only catches a hang on
+    // the streams, which would take tonic's full keepalive time).
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The streams were ended by the server, not left dangling.
+    let end = tokio::time::timeout(DEADLINE, bundles.next())
+        .await
+        .unwrap();
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    assert!(authority.log().contains("\"message\":\"stopped\""));
+}
+
+#[test]
+fn startup_errors_exit_2_naming_the_address_or_file() {
+    let world = World::new();
+    world.init(&[]);
+
+    // Address in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    edit_config(&world, |text| {
+        text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{addr}\""),
+            1,
+        )
+    });
+    let out = world.run(&["authority"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&addr) && err.contains("address in use"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    drop(taken);
+    edit_config(&world, |text| {
+        text.replacen(
+            &format!("listen = \"{addr}\""),
+            "listen = \"127.0.0.1:0\"",
+            1,
+        )
+    });
+
+    // A policy that does not validate.
+    let policy = world.project_dir().join("policies/bad.cedar");
+    std::fs::write(
+        &policy,
+        "\n\npermit (principal, action == Firma::Action::\"no.such.class\", resource);\n",
+    )
+    .unwrap();
+    let out = world.run(&["authority"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}:3:", policy.display())),
+        "{}",
+        stderr(&out)
+    );
+    // `firma config check` reports the same problem.
+    let out = world.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad.cedar:3:"), "{}", stderr(&out));
+    std::fs::remove_file(&policy).unwrap();
+    let out = world.run(&["config", "check"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("issuance policies"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Plain text on a non-loopback address needs an explicit opt-in.
+    edit_config(&world, |text| {
+        text.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1)
+    });
+    let out = world.run(&["authority"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0.0.0.0:0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tls_cert"), "{}", stderr(&out));
+}
+
+#[test]
+fn token_commands_name_an_unreachable_authority() {
+    let world = World::new();
+    world.init(&[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    std::fs::write(
+        world.state_dir().join("authority.listen"),
+        format!("{addr}\n"),
+    )
+    .unwrap();
+    for args in [
+        vec![
+            "token",
+            "issue",
+            "--agent",
+            "codex",
+            "--action",
+            "code.read",
+        ],
+        vec!["token", "revoke", "some-id"],
+    ] {
+        let out = world.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&addr), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("authority.listen"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Without authority.listen, port 0 in the config is no address at all.
+    std::fs::remove_file(world.state_dir().join("authority.listen")).unwrap();
+    let out = world.run(&["token", "revoke", "some-id"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("authority.listen"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served() {
+    let world = World::new();
+    world.init(&[]);
+    let authority = AuthorityProcess::start(&world);
+    let channel = tonic::transport::Endpoint::from_shared(authority.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "firma.v1.Authority"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response {response:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"firma.v1.Authority"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+}
+
+/// A client generated only from `proto/` in another language: Python grpcio.
+#[test]
+fn python_client_generated_from_the_proto_calls_issue_and_health() {
+    let probe = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .output()
+        .expect("python3");
+    assert!(
+        probe.status.success(),
+        "python grpcio/grpcio-tools missing (`python3 -m pip install grpcio grpcio-tools`, as .ci/run does): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let world = World::new();
+    world.init(&[]);
+    let authority = AuthorityProcess::start(&world);
+    let out_dir = world.path().join("py");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let status = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I", proto_dir])
+        .arg(format!("--python_out={}", out_dir.display()))
+        .arg(format!("--grpc_python_out={}", out_dir.display()))
+        .arg(format!("{proto_dir}/firma/v1/authority.proto"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let script = r#"
+import sys, grpc
+sys.path.insert(0, sys.argv[1])
+from firma.v1 import authority_pb2 as pb, authority_pb2_grpc as rpc
+channel = grpc.insecure_channel(sys.argv[2])
+stub = rpc.AuthorityStub(channel)
+ok = stub.IssueCapability(pb.IssueCapabilityRequest(
+    agent_id="codex", actions=["communication.external.send"], resource_scope="api.anthropic.com",
+    session_id="py-session", ttl_seconds=120), timeout=10)
+assert ok.granted, ok
+assert ok.token.startswith("v4.public."), ok.token
+print("TOKEN", ok.token)
+denied = stub.IssueCapability(pb.IssueCapabilityRequest(
+    agent_id="nobody", actions=["communication.external.send"], resource_scope="*",
+    ttl_seconds=60), timeout=10)
+assert not denied.granted and denied.deny_reason == "POLICY_DENIED", denied
+try:
+    stub.IssueCapability(pb.IssueCapabilityRequest(agent_id="codex", actions=["nope"],
+        resource_scope="*", ttl_seconds=60), timeout=10)
+    raise SystemExit("expected INVALID_ARGUMENT")
+except grpc.RpcError as err:
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+# grpc.health.v1.Health/Check with hand-encoded messages: {} in, {status: SERVING(1)} out.
+check = channel.unary_unary("/grpc.health.v1.Health/Check",
+    request_serializer=lambda b: b, response_deserializer=lambda b: b)
+assert check(b"", timeout=10) == b"\x08\x01"
+print("HEALTH SERVING")
+"#;
+    let out = common::run_with_timeout(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&out_dir)
+            .arg(&authority.addr),
+        Duration::from_secs(60),
+    );
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains("HEALTH SERVING"), "{text}");
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN "))
+        .unwrap()
+        .trim();
+    let claims = verify_token(token, &public_key(&world), chrono::Utc::now()).unwrap();
+    assert_eq!(claims.resource_scope, "api.anthropic.com");
+    assert_eq!(claims.session_id, "py-session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_authority_is_reached_with_the_ca_file() {
+    let world = World::new();
+    world.init(&[]);
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = world.project_dir();
+    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    edit_config(&world, |text| {
+        text.replacen(
+            "bundle_ttl = \"30s\"\n",
+            "bundle_ttl = \"30s\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
+            1,
+        )
+        .replacen(
+            "public_key = \"authority.pub\"\n",
+            "public_key = \"authority.pub\"\nca_cert = \"tls.crt\"\n",
+            1,
+        )
+    });
+    let authority = AuthorityProcess::start(&world);
+    let port = authority.addr.rsplit(':').next().unwrap();
+    let url = format!("https://localhost:{port}");
+    let mut client = firma::authority::client::connect(&url, Some(&dir.join("tls.crt")))
+        .await
+        .unwrap();
+    let response = client
+        .issue_capability(issue_request("codex", "communication.external.send"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.granted);
+    // Without the CA the connection is refused before any request.
+    assert!(firma::authority::client::connect(&url, None).await.is_err());
+    // Plain text to the TLS port fails.
+    let mut plain = firma::authority::client::connect(&format!("http://127.0.0.1:{port}"), None)
+        .await
+        .map(Some)
+        .unwrap_or(None);
+    if let Some(plain) = plain.as_mut() {
+        assert!(
+            plain
+                .issue_capability(issue_request("codex", "communication.external.send"))
+                .await
+                .is_err()
+        );
+    }
+    // The CLI picks https and the CA from firma.toml.
+    authority.publish_listen(&world);
+    let out = world.run(&[
+        "token",
+        "issue",
+        "--agent",
+        "codex",
+        "--action",
+        "communication.external.send",
+    ]);
+    assert_success(&out);
+    assert!(stdout(&out).starts_with("v4.public."), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_are_refreshed_before_their_ttl_runs_out() {
+    let world = World::new();
+    world.init(&[]);
+    edit_config(&world, |text| {
+        text.replacen("bundle_ttl = \"30s\"", "bundle_ttl = \"1s\"", 1)
+    });
+    let authority = AuthorityProcess::start(&world);
+    let mut client = authority.client().await;
+    let mut stream = client
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_bundle(&mut stream, DEADLINE).await.expect("bundle");
+    assert_eq!(first.ttl_seconds, 1);
+    // Unchanged policies: the same version is re-sent (at half the TTL) with a newer sent_at.
+    for _ in 0..2 {
+        let refresh = next_bundle(&mut stream, DEADLINE).await.expect("refresh");
+        assert_eq!(refresh.version, first.version);
+        let (a, b) = (first.sent_at.unwrap(), refresh.sent_at.unwrap());
+        assert!((b.seconds, b.nanos) > (a.seconds, a.nanos));
+    }
+}

@@ -1,0 +1,798 @@
+//! Black-box tests of `firma sidecar start | stop | status`: the built binary, throwaway worlds,
+//! port 0, real processes. Every test ends by asserting that no process of its world and no
+//! pid/listen/lock file remains.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A world with a scaffolded project on port 0 (real Authority and Sidecar).
+struct Stack {
+    world: World,
+}
+
+impl Stack {
+    fn new() -> Self {
+        let world = World::new();
+        world.init(&[]);
+        Self::from_world(world)
+    }
+
+    fn from_world(world: World) -> Self {
+        Self { world }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.world.state_dir()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.world.cmd();
+        cmd.args(args);
+        cmd
+    }
+
+    /// Give another program this world's environment and working directory.
+    fn apply_env(&self, cmd: &mut Command) {
+        let world = self.cmd(&[]);
+        cmd.env_clear();
+        for (k, v) in world.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.current_dir(self.world.workspace()).stdin(Stdio::null());
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        common::run_with_timeout(&mut self.cmd(args), LONG)
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.cmd(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        common::run_with_timeout(&mut cmd, LONG)
+    }
+
+    fn start_detached(&self) -> Output {
+        let out = self.run(&["sidecar", "start", "--detach"]);
+        assert_success(&out);
+        out
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        self.read(&format!("{name}.pid")).trim().parse().unwrap()
+    }
+
+    fn status_json(&self) -> (serde_json::Value, i32) {
+        let out = self.run(&["sidecar", "status", "--json"]);
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", stdout(&out)));
+        (json, out.status.code().unwrap())
+    }
+
+    /// Stop whatever runs (used on every exit path) and assert the world is clean.
+    fn assert_clean(&self) {
+        wait_for("the world's processes to exit", LONG, || {
+            world_processes(self.world.path()).is_empty().then_some(())
+        });
+        let leftovers: Vec<String> = std::fs::read_dir(self.state())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.ends_with(".pid")
+                    || n.ends_with(".listen")
+                    || n.ends_with(".lock")
+                    || n.ends_with(".identity")
+                    || n.ends_with(".sock")
+                    || n == ".stack.json"
+                    || n == ".stop-requested"
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "state files left: {leftovers:?}");
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Never leave a process behind, also when a test fails.
+        for pid in world_processes(self.world.path()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Live (non-zombie) processes whose command line mentions the world's directory.
+fn world_processes(root: &Path) -> Vec<i32> {
+    let needle = root.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            if state.starts_with('Z') || state.is_empty() {
+                return false;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(&needle)
+        })
+        .collect()
+}
+
+/// Wait for a guarded child to exit and collect its output.
+fn run_until_exit(child: &mut ChildGuard, timeout: Duration) -> Output {
+    wait_for("the command to exit", timeout, || {
+        child.child_mut().try_wait().unwrap().map(|_| ())
+    });
+    child.take().wait_with_output().unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+}
+
+/// The `timestamp` of the last JSON log line with this message (RFC 3339 UTC sorts as text).
+fn log_time(log: &str, message: &str) -> String {
+    log.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .find_map(|v| v["timestamp"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no {message:?} line in:\n{log}"))
+}
+
+fn component<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+}
+
+#[test]
+fn detach_status_and_stop() {
+    let stack = Stack::new();
+    let out = stack.start_detached();
+    assert!(stdout(&out).contains("sidecar running"), "{}", stdout(&out));
+
+    for name in ["authority", "sidecar", "stack"] {
+        let text = stack.read(&format!("{name}.pid"));
+        assert!(
+            text.ends_with('\n') && text.trim().parse::<i32>().is_ok(),
+            "{name}.pid = {text:?}"
+        );
+    }
+    for name in ["authority", "sidecar"] {
+        let text = stack.read(&format!("{name}.listen"));
+        let addr: std::net::SocketAddr = text.trim().parse().unwrap();
+        assert_ne!(addr.port(), 0);
+        assert!(text.ends_with('\n'));
+    }
+    assert!(stack.state().join("stack.lock").exists());
+    assert!(
+        stack
+            .state()
+            .join("generated-firma-ca/firma-ca.crt")
+            .exists()
+    );
+
+    // Table.
+    let table = stack.run(&["sidecar", "status"]);
+    assert_eq!(table.status.code(), Some(0), "{}", stdout(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("NAME"), "{text}");
+    for name in ["authority", "sidecar", "supervisor"] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(row.contains("running"), "{row}");
+    }
+    // JSON.
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 0);
+    assert_eq!(json["detached"], true);
+    assert_eq!(json["authority_mode"], "local");
+    assert_eq!(
+        component(&json, "sidecar")["listen"],
+        stack.read("sidecar.listen").trim()
+    );
+    assert_eq!(component(&json, "authority")["pid"], stack.pid("authority"));
+    // --daemon.
+    let daemon = stack.run(&["sidecar", "status", "--daemon"]);
+    assert_eq!(stdout(&daemon).trim(), stack.pid("stack").to_string());
+
+    // The supervisor is the children's parent and in its own session.
+    let supervisor = stack.pid("stack");
+    for name in ["authority", "sidecar"] {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", stack.pid(name))).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(fields[1], supervisor.to_string(), "{name}'s parent");
+        assert_eq!(
+            fields[2],
+            stack.pid(name).to_string(),
+            "{name} leads its group"
+        );
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{supervisor}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        fields[3],
+        supervisor.to_string(),
+        "supervisor leads a session"
+    );
+
+    let stop = stack.run(&["sidecar", "stop"]);
+    assert_success(&stop);
+    assert!(stdout(&stop).contains("stopped"), "{}", stdout(&stop));
+    // Stop order: the Sidecar was gone before the Authority was asked to shut down.
+    let sidecar_stopped = log_time(&stack.read("sidecar.log"), "stopped");
+    let authority_told = log_time(&stack.read("authority.log"), "shutting down");
+    assert!(
+        sidecar_stopped <= authority_told,
+        "sidecar stopped at {sidecar_stopped}, authority told at {authority_told}"
+    );
+    // Logs are kept.
+    assert!(stack.state().join("authority.log").exists());
+    assert!(stack.state().join("supervisor.log").exists());
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 1);
+    assert_eq!(component(&json, "sidecar")["state"], "stopped");
+    stack.assert_clean();
+}
+
+#[test]
+fn foreground_start_stops_on_ctrl_c_and_notifies_systemd() {
+    let stack = Stack::new();
+    let notify_path = stack.world.path().join("n.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LONG)).unwrap();
+    let mut cmd = stack.cmd(&["sidecar", "start"]);
+    cmd.env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    let mut buf = [0u8; 4096];
+    let n = notify
+        .recv(&mut buf)
+        .expect("READY=1 from the foreground start");
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(message.contains("READY=1"), "{message}");
+    // READY comes after readiness: the files are published.
+    assert_eq!(
+        message
+            .lines()
+            .find_map(|l| l.strip_prefix("X_FIRMA_LISTEN="))
+            .unwrap(),
+        stack.read("sidecar.listen").trim()
+    );
+    assert_eq!(stack.pid("stack"), child.id() as i32);
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = run_until_exit(&mut child, LONG);
+    assert_success(&out);
+    stack.assert_clean();
+}
+
+#[test]
+fn stop_against_a_foreground_start_exits_it_zero() {
+    let stack = Stack::new();
+    let mut cmd = stack.cmd(&["sidecar", "start"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    wait_for("sidecar.listen", LONG, || {
+        stack.state().join("sidecar.listen").exists().then_some(())
+    });
+    assert_success(&stack.run(&["sidecar", "stop"]));
+    let out = run_until_exit(&mut child, LONG);
+    assert_success(&out);
+    assert!(stdout(&out).contains("stopped by"), "{}", stdout(&out));
+    stack.assert_clean();
+}
+
+#[test]
+fn detached_daemon_survives_sighup_of_the_launchers_session() {
+    let stack = Stack::new();
+    // The launcher runs in a session of its own (like a terminal) that then hangs up.
+    let script = format!(
+        "'{}' sidecar start --detach && exec sleep 600",
+        common::FIRMA
+    );
+    let mut session = Command::new("setsid");
+    session.arg("sh").arg("-c").arg(&script);
+    stack.apply_env(&mut session);
+    session.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut shell = ChildGuard::new(session.spawn().unwrap());
+    let sid = shell.id() as i32;
+    wait_for("the pair", LONG, || {
+        stack.state().join("sidecar.listen").exists().then_some(())
+    });
+    let supervisor = stack.pid("stack");
+    killpg(Pid::from_raw(sid), Signal::SIGHUP).unwrap();
+    shell.child_mut().wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(supervisor));
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 0, "{json}");
+    assert_success(&stack.run(&["sidecar", "stop"]));
+    stack.assert_clean();
+}
+
+#[test]
+fn second_start_fails_fast_on_the_lock_and_leaves_the_pair_alone() {
+    let stack = Stack::new();
+    stack.start_detached();
+    let before = (
+        stack.pid("authority"),
+        stack.pid("sidecar"),
+        stack.pid("stack"),
+    );
+    for args in [
+        &["sidecar", "start", "--detach"][..],
+        &["sidecar", "start"][..],
+    ] {
+        let out = stack.run(args);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("stack.lock"), "{err}");
+        assert!(err.contains(&format!("pid {}", before.2)), "{err}");
+    }
+    assert_eq!(
+        (
+            stack.pid("authority"),
+            stack.pid("sidecar"),
+            stack.pid("stack")
+        ),
+        before
+    );
+    let (_, code) = stack.status_json();
+    assert_eq!(code, 0);
+    assert_success(&stack.run(&["sidecar", "stop"]));
+    stack.assert_clean();
+}
+
+fn set_listen(stack: &Stack, section: &str, addr: &str) {
+    let path = stack.world.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    let mut in_section = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_section = line.trim() == section;
+        }
+        if in_section && line.trim_start().starts_with("listen") {
+            out.push_str(&format!("listen = \"{addr}\"\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn authority_port_in_use_rolls_back() {
+    let stack = Stack::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    set_listen(&stack, "[authority]", &addr);
+    let out = stack.run(&["sidecar", "start", "--detach"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("authority: address {addr} already in use")),
+        "{err}"
+    );
+    assert!(err.contains("firma sidecar stop --state-dir"), "{err}");
+    stack.assert_clean();
+}
+
+#[test]
+fn sidecar_port_in_use_rolls_the_authority_back() {
+    let stack = Stack::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    set_listen(&stack, "[sidecar.proxy]", &addr);
+    let out = stack.run(&["sidecar", "start"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("sidecar: address {addr} already in use")),
+        "{err}"
+    );
+    // The Authority had been booted (its log exists) and was rolled back.
+    assert!(stack.read("authority.log").contains("ready"));
+    stack.assert_clean();
+}
+
+#[test]
+fn a_bad_policy_file_fails_the_authority_and_rolls_back() {
+    let stack = Stack::new();
+    std::fs::write(
+        stack.world.project_dir().join("policies/broken.cedar"),
+        "permit(principal, action, resource) when {",
+    )
+    .unwrap();
+    let out = stack.run(&["sidecar", "start", "--detach"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("authority: exited before becoming ready"),
+        "{err}"
+    );
+    assert!(err.contains("authority.log"), "{err}");
+    stack.assert_clean();
+}
+
+#[test]
+fn bad_mapping_rules_fail_the_sidecar_and_roll_the_authority_back() {
+    let stack = Stack::new();
+    std::fs::write(
+        stack.world.project_dir().join("mapping-rules.toml"),
+        "[[rule]]\nthis is not toml\n",
+    )
+    .unwrap();
+    let out = stack.run(&["sidecar", "start", "--detach"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sidecar: exited before becoming ready"),
+        "{err}"
+    );
+    assert!(err.contains("mapping-rules.toml"), "{err}");
+    // The Authority had been booted and was rolled back.
+    assert!(stack.read("authority.log").contains("ready"));
+    stack.assert_clean();
+}
+
+#[test]
+fn a_child_that_never_becomes_ready_times_out_and_rolls_back() {
+    let stack = Stack::new();
+    let out = stack.run_env(
+        &["sidecar", "start", "--detach"],
+        &[
+            (
+                "FIRMA_TEST_SIDECAR_EXE",
+                &fixture("tests/fixtures/fake-sidecar").display().to_string(),
+            ),
+            ("FAKE_SIDECAR", "never-ready"),
+            ("FIRMA_READY_TIMEOUT", "1s"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sidecar: did not become ready within 1s"),
+        "{err}"
+    );
+    stack.assert_clean();
+}
+
+#[test]
+fn sigkill_of_a_child_tears_the_other_down() {
+    let stack = Stack::new();
+    stack.start_detached();
+    let authority = stack.pid("authority");
+    kill(Pid::from_raw(stack.pid("sidecar")), Signal::SIGKILL).unwrap();
+    wait_for("the authority to be torn down", LONG, || {
+        (!alive(authority)).then_some(())
+    });
+    wait_for("the supervisor to clean up", LONG, || {
+        (!stack.state().join("stack.lock").exists()).then_some(())
+    });
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 1);
+    for name in ["authority", "sidecar", "supervisor"] {
+        assert_eq!(component(&json, name)["state"], "stopped", "{json}");
+    }
+    let log = stack.read("supervisor.log");
+    assert!(log.contains("exited unexpectedly"), "{log}");
+    stack.assert_clean();
+}
+
+#[test]
+fn foreground_start_exits_non_zero_when_a_child_dies() {
+    let stack = Stack::new();
+    let mut cmd = stack.cmd(&["sidecar", "start"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    wait_for("sidecar.listen", LONG, || {
+        stack.state().join("sidecar.listen").exists().then_some(())
+    });
+    let authority = stack.pid("authority");
+    killpg(Pid::from_raw(stack.pid("sidecar")), Signal::SIGKILL).unwrap();
+    let out = run_until_exit(&mut child, LONG);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sidecar exited unexpectedly (signal SIGKILL); the authority was torn down"),
+        "{err}"
+    );
+    assert!(!alive(authority));
+    stack.assert_clean();
+}
+
+#[test]
+fn after_sigkill_of_everything_stale_files_read_stopped_and_start_works() {
+    let stack = Stack::new();
+    stack.start_detached();
+    let pids = [
+        stack.pid("stack"),
+        stack.pid("authority"),
+        stack.pid("sidecar"),
+    ];
+    kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
+    for pid in &pids[1..] {
+        killpg(Pid::from_raw(*pid), Signal::SIGKILL).unwrap();
+    }
+    wait_for("everything to die", LONG, || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+    assert!(stack.state().join("sidecar.pid").exists());
+    assert!(stack.state().join("stack.lock").exists());
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 1);
+    for name in ["authority", "sidecar", "supervisor"] {
+        assert_eq!(component(&json, name)["state"], "stopped", "{json}");
+    }
+    stack.start_detached();
+    assert_ne!(stack.pid("stack"), pids[0]);
+    let (_, code) = stack.status_json();
+    assert_eq!(code, 0);
+    assert_success(&stack.run(&["sidecar", "stop"]));
+    stack.assert_clean();
+}
+
+#[test]
+fn children_orphaned_by_a_killed_supervisor_block_start_until_stop() {
+    let stack = Stack::new();
+    stack.start_detached();
+    let (authority, sidecar) = (stack.pid("authority"), stack.pid("sidecar"));
+    kill(Pid::from_raw(stack.pid("stack")), Signal::SIGKILL).unwrap();
+    wait_for("the supervisor to die", LONG, || {
+        (!alive(stack.pid("stack"))).then_some(())
+    });
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 1);
+    assert_eq!(component(&json, "supervisor")["state"], "stopped", "{json}");
+    assert_eq!(component(&json, "sidecar")["state"], "running", "{json}");
+    let out = stack.run(&["sidecar", "start", "--detach"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("still running without its supervisor"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(alive(authority) && alive(sidecar));
+    let stop = stack.run(&["sidecar", "stop"]);
+    assert_success(&stop);
+    assert!(
+        !alive(authority) && !alive(sidecar),
+        "{} {:?} {:?}",
+        stdout(&stop),
+        std::fs::read_to_string(format!("/proc/{authority}/stat")),
+        std::fs::read_to_string(format!("/proc/{sidecar}/stat"))
+    );
+    stack.assert_clean();
+}
+
+#[test]
+fn a_pidfile_naming_an_unrelated_process_is_left_alone() {
+    let stack = Stack::new();
+    stack.start_detached();
+    let pids = [
+        stack.pid("stack"),
+        stack.pid("authority"),
+        stack.pid("sidecar"),
+    ];
+    kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
+    for pid in &pids[1..] {
+        killpg(Pid::from_raw(*pid), Signal::SIGKILL).unwrap();
+    }
+    wait_for("everything to die", LONG, || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+    // An unrelated process now "owns" every pidfile (as after PID reuse).
+    let mut stranger = ChildGuard::new(
+        Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = stranger.id();
+    for name in ["stack", "authority", "sidecar"] {
+        std::fs::write(
+            stack.state().join(format!("{name}.pid")),
+            format!("{pid}\n"),
+        )
+        .unwrap();
+    }
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 1);
+    for name in ["authority", "sidecar", "supervisor"] {
+        assert_eq!(component(&json, name)["state"], "stopped", "{json}");
+    }
+    let stop = stack.run(&["sidecar", "stop", "--timeout", "0.2"]);
+    assert_success(&stop);
+    assert!(
+        stdout(&stop).contains("nothing running"),
+        "{}",
+        stdout(&stop)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        stranger.child_mut().try_wait().unwrap().is_none(),
+        "stop killed a stranger"
+    );
+    drop(stranger);
+    stack.assert_clean();
+}
+
+/// A Sidecar whose process-group leader ignores SIGTERM (the real or stand-in Sidecar runs as
+/// its child and does exit on SIGTERM).
+fn stubborn_sidecar(stack: &Stack) -> String {
+    let dir = stack.world.path().join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("stubborn-sidecar");
+    let real = common::FIRMA;
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\ntrap '' TERM\n'{real}' \"$@\" &\nwhile :; do sleep 0.05; done\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper.display().to_string()
+}
+
+#[test]
+fn a_second_ctrl_c_hard_kills_a_stubborn_child() {
+    let stack = Stack::new();
+    let wrapper = stubborn_sidecar(&stack);
+    let mut cmd = stack.cmd(&["sidecar", "start"]);
+    cmd.env("FIRMA_TEST_SIDECAR_EXE", &wrapper)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard::new(cmd.spawn().unwrap());
+    wait_for("sidecar.listen", LONG, || {
+        stack.state().join("sidecar.listen").exists().then_some(())
+    });
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGINT).unwrap();
+    // The teardown has begun once the real Sidecar under the stubborn wrapper has stopped.
+    wait_for("the graceful teardown to begin", LONG, || {
+        let log = std::fs::read_to_string(stack.state().join("sidecar.log")).unwrap_or_default();
+        log.contains("\"stopped\"").then_some(())
+    });
+    kill(pid, Signal::SIGINT).unwrap();
+    let out = run_until_exit(&mut child, LONG);
+    assert_success(&out);
+    assert!(stderr(&out).contains("second signal"), "{}", stderr(&out));
+    stack.assert_clean();
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_hard_killed_after_the_timeout() {
+    let stack = Stack::new();
+    let wrapper = stubborn_sidecar(&stack);
+    let out = stack.run_env(
+        &["sidecar", "start", "--detach"],
+        &[("FIRMA_TEST_SIDECAR_EXE", &wrapper)],
+    );
+    assert_success(&out);
+    let sidecar = stack.pid("sidecar");
+    let stop = stack.run(&["sidecar", "stop", "--timeout", "0.5"]);
+    assert_success(&stop);
+    assert!(stdout(&stop).contains("hard-killed"), "{}", stdout(&stop));
+    assert!(!alive(sidecar));
+    stack.assert_clean();
+}
+
+#[test]
+fn stop_with_nothing_running_is_a_quiet_success() {
+    let stack = Stack::new();
+    let out = stack.run(&["sidecar", "stop"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("nothing running"), "{}", stdout(&out));
+    let out = stack.run(&["sidecar", "stop", "--state-dir", "/nonexistent/firma-state"]);
+    assert_success(&out);
+    stack.assert_clean();
+}
+
+#[test]
+fn remote_authority_mode_boots_only_the_sidecar() {
+    // A standalone Authority from another world plays the remote one.
+    let remote = World::new();
+    remote.init(&[]);
+    let mut authority = ChildGuard::new(
+        remote
+            .cmd()
+            .args(["authority"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr_pipe = authority.child_mut().stderr.take().unwrap();
+    let addr = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr_pipe).lines();
+        loop {
+            let line = lines.next().expect("authority log line").unwrap();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "ready"
+            {
+                break v["addr"].as_str().unwrap().to_string();
+            }
+        }
+    };
+    let world = World::new();
+    world.init(&["--authority", &format!("http://{addr}"), "--force"]);
+    let stack = Stack::from_world(world);
+    std::fs::copy(
+        remote.project_dir().join("authority.pub"),
+        stack.world.project_dir().join("authority.pub"),
+    )
+    .unwrap();
+    stack.start_detached();
+    assert!(!stack.state().join("authority.pid").exists());
+    let (json, code) = stack.status_json();
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["authority_mode"], "remote");
+    let row = component(&json, "authority");
+    assert_eq!(row["remote"], true);
+    assert_eq!(row["listen"], format!("http://{addr}"));
+    assert_success(&stack.run(&["sidecar", "stop"]));
+    stack.assert_clean();
+    drop(authority);
+}
