@@ -93,4 +93,24 @@ mod tests {
             Presented::Unreadable(_)
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn basic_round_trips_any_password(user in "[a-z]{0,8}", token in "[A-Za-z0-9._~-]{1,200}") {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
+            proptest::prop_assert_eq!(
+                presented_token(&headers(&format!("Basic {b64}"))),
+                Presented::Token(token)
+            );
+        }
+
+        #[test]
+        fn arbitrary_headers_never_panic(value in "[ -~]{0,300}") {
+            if let Ok(value) = value.parse::<http::HeaderValue>() {
+                let mut map = HeaderMap::new();
+                map.insert(PROXY_AUTHORIZATION, value);
+                let _ = presented_token(&map);
+            }
+        }
+    }
 }
