@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{RwLock, mpsc};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::oneshot;
 
@@ -12,7 +12,7 @@ use super::pipeline::{AuditSink, Capability, TokenRejection, TokenVerifier};
 use crate::audit::event::AuditDraft;
 use crate::audit::writer::AuditWriter;
 use crate::authority::token::{
-    CapabilityClaims, LEEWAY_SECONDS, TokenError, scope_matches, verify_signature,
+    CapabilityClaims, TokenError, check_validity, scope_matches, verify_signature,
 };
 use crate::error::Hinted;
 
@@ -51,32 +51,11 @@ impl AuthorityTokens {
     }
 }
 
-/// The same validity window as `authority::token::verify_token`.
-fn check_window(
-    claims: CapabilityClaims,
-    now: DateTime<Utc>,
-) -> Result<CapabilityClaims, TokenError> {
-    let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
-    if claims.expires_at + leeway <= now {
-        return Err(TokenError::Expired {
-            token_id: claims.token_id,
-            expires_at: claims.expires_at,
-        });
-    }
-    if claims.issued_at - leeway > now {
-        return Err(TokenError::NotYetValid {
-            token_id: claims.token_id,
-            issued_at: claims.issued_at,
-        });
-    }
-    Ok(claims)
-}
-
 impl TokenVerifier for AuthorityTokens {
     fn verify(&self, raw: &str) -> Result<Capability, TokenRejection> {
         let checked = self
             .signature_checked(raw)
-            .and_then(|claims| check_window(claims, Utc::now()));
+            .and_then(|claims| check_validity(claims, Utc::now()));
         match checked {
             Ok(claims) => Ok(Capability {
                 token_id: claims.token_id,
@@ -134,7 +113,7 @@ impl AuditSink for AppenderThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authority::token::sign_token;
+    use crate::authority::token::{LEEWAY_SECONDS, sign_token};
 
     fn claims(expires_in: chrono::Duration) -> CapabilityClaims {
         let now = Utc::now();
@@ -160,7 +139,7 @@ mod tests {
         let cached = tokens.signature_checked(&valid).unwrap();
         let later = cached.expires_at + chrono::Duration::seconds(LEEWAY_SECONDS);
         assert!(matches!(
-            check_window(cached, later),
+            check_validity(cached, later),
             Err(TokenError::Expired { .. })
         ));
         let expired = sign_token(&key, &claims(-chrono::Duration::hours(1))).unwrap();

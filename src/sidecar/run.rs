@@ -67,7 +67,20 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
         audit_key,
         WriterOptions::from_config(&config.audit),
     )?;
-    tracing::info!(path = %audit_path.display(), report = ?report, "audit log open");
+    if let Some(torn) = &report.torn_tail {
+        // A crash left half a line: it is kept and a signed marker starts a new segment.
+        tracing::warn!(
+            path = %audit_path.display(),
+            torn = ?torn,
+            marker_seq = report.marker_seq,
+            "audit log had a torn last line (crash?); started a new segment after it"
+        );
+    }
+    tracing::info!(
+        path = %audit_path.display(),
+        resumed_seq = report.resumed_seq,
+        "audit log open"
+    );
     let writer = Arc::new(writer);
 
     let (ca, origin) = CertificateAuthority::load_or_generate(&state_dir)?;
