@@ -94,21 +94,21 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
     };
 
     let authority = run::authority_url(&loaded, &state_dir).map_err(setup)?;
-    let session_id = uuid::Uuid::now_v7().to_string();
     let project = &loaded.config.project;
-    let issued = run::issue(
-        &authority,
-        &args.agent,
-        &project.actions,
-        &session_id,
-        project.token_ttl,
-    )
-    .await
-    .map_err(setup)?;
+    let request = run::CapabilityRequest {
+        authority,
+        ca_cert: loaded.config.sidecar.authority.ca_cert.clone(),
+        agent: args.agent.clone(),
+        actions: project.actions.clone(),
+        session_id: uuid::Uuid::now_v7().to_string(),
+        ttl: project.token_ttl,
+    };
+    let issued = request.issue().await.map_err(setup)?;
     output::info(format!(
-        "capability {} for agent {} (session {session_id}, expires {})",
+        "capability {} for agent {} (session {}, expires {})",
         issued.token_id,
         args.agent,
+        request.session_id,
         issued.expires_at.format("%H:%M:%SZ")
     ));
 
@@ -118,15 +118,7 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
         .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?;
     let (bundle, ca_cert) =
         env::write_ca_bundle(&state_dir.join("generated-firma-ca")).map_err(setup)?;
-    tokio::spawn(refresh_forever(
-        authority,
-        args.agent.clone(),
-        project.actions.clone(),
-        session_id,
-        project.token_ttl,
-        issued,
-        token,
-    ));
+    tokio::spawn(refresh_forever(request, issued, token));
 
     let mut child = tokio::process::Command::new(&command[0]);
     child
@@ -187,17 +179,13 @@ fn ensure_project(
 
 /// Renew the capability before it expires; the relay picks the new token up at once.
 async fn refresh_forever(
-    authority: String,
-    agent: String,
-    actions: Vec<String>,
-    session_id: String,
-    ttl: std::time::Duration,
+    request: run::CapabilityRequest,
     mut current: run::Issued,
     token: relay::CurrentToken,
 ) {
     loop {
         tokio::time::sleep(run::refresh_delay(chrono::Utc::now(), current.expires_at)).await;
-        match run::issue(&authority, &agent, &actions, &session_id, ttl).await {
+        match request.issue().await {
             Ok(next) => {
                 token.replace(next.token.clone());
                 current = next;

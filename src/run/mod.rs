@@ -9,7 +9,7 @@ pub mod env;
 pub mod relay;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,7 +19,6 @@ use crate::config::LoadedConfig;
 use crate::config::schema::AuthorityMode;
 use crate::error::Hinted;
 use crate::proto::IssueCapabilityRequest;
-use crate::proto::authority_client::AuthorityClient;
 
 /// A granted capability.
 #[derive(Debug, Clone)]
@@ -90,55 +89,59 @@ pub fn authority_url(loaded: &LoadedConfig, state_dir: &Path) -> Result<String, 
     }
 }
 
-/// Ask the Authority for a capability.
-pub async fn issue(
-    url: &str,
-    agent: &str,
-    actions: &[String],
-    session_id: &str,
-    ttl: Duration,
-) -> Result<Issued, Hinted> {
-    let unreachable = |err: &dyn std::fmt::Display| {
-        Hinted::new(format!("cannot reach the Authority at {url}: {err}"))
-            .hint("check `firma sidecar status`, or start the daemon with `firma sidecar start`")
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|err| unreachable(&err))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|err| unreachable(&err))?;
-    let response = AuthorityClient::new(channel)
-        .issue_capability(IssueCapabilityRequest {
-            agent_id: agent.to_string(),
-            actions: actions.to_vec(),
-            resource_scope: "*".to_string(),
-            session_id: session_id.to_string(),
-            ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-        })
-        .await
-        .map_err(|status| {
-            Hinted::new(format!(
-                "the Authority at {url} rejected the request: {}",
-                status.message()
+/// What `firma run` asks the Authority for; asked again (same session) to refresh.
+#[derive(Debug, Clone)]
+pub struct CapabilityRequest {
+    /// gRPC URL of the Authority.
+    pub authority: String,
+    /// CA for an `https://` Authority.
+    pub ca_cert: Option<PathBuf>,
+    pub agent: String,
+    pub actions: Vec<String>,
+    pub session_id: String,
+    pub ttl: Duration,
+}
+
+impl CapabilityRequest {
+    /// Ask the Authority for a capability.
+    pub async fn issue(&self) -> Result<Issued, Hinted> {
+        let url = &self.authority;
+        let agent = &self.agent;
+        let mut client = crate::authority::client::connect(url, self.ca_cert.as_deref()).await?;
+        let response = client
+            .issue_capability(IssueCapabilityRequest {
+                agent_id: agent.clone(),
+                actions: self.actions.clone(),
+                resource_scope: "*".to_string(),
+                session_id: self.session_id.clone(),
+                ttl_seconds: i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX),
+            })
+            .await
+            .map_err(|status| {
+                Hinted::new(format!(
+                    "the Authority at {url} rejected the request: {}",
+                    status.message()
+                ))
+                .hint("check [project].agent and [project].actions in firma.toml")
+            })?
+            .into_inner();
+        if !response.granted {
+            return Err(Hinted::new(format!(
+                "the Authority denied a capability for agent {agent:?}: {} ({})",
+                response.deny_message, response.deny_reason
             ))
-            .hint("check [project].agent and [project].actions in firma.toml")
-        })?
-        .into_inner();
-    if !response.granted {
-        return Err(Hinted::new(format!(
-            "the Authority denied a capability for agent {agent:?}: {} ({})",
-            response.deny_message, response.deny_reason
-        ))
-        .hint("allow it in issuance-policies/, or run the agent named in [project].agent"));
+            .hint("allow it in issuance-policies/, or run the agent named in [project].agent"));
+        }
+        let expires_at = response
+            .expires_at
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+            .unwrap_or_else(|| Utc::now() + self.ttl);
+        Ok(Issued {
+            token: response.token,
+            token_id: response.token_id,
+            expires_at,
+        })
     }
-    let expires_at = response
-        .expires_at
-        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
-        .unwrap_or_else(|| Utc::now() + ttl);
-    Ok(Issued {
-        token: response.token,
-        token_id: response.token_id,
-        expires_at,
-    })
 }
 
 /// When to ask for the next token: two thirds into the lifetime, and at least 5 s before expiry.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use super::cedar::PolicyBundle;
 use super::state::AuthorityState;
@@ -18,56 +18,10 @@ use crate::proto::{WatchPolicyBundleRequest, WatchRevocationsRequest};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Check the Authority URL and build a lazily connecting channel to it.
+/// Check the Authority URL (scheme, loopback rule, CA) and build a lazily connecting channel.
 pub fn channel(url: &str, ca_cert: Option<&Path>, allow_insecure: bool) -> Result<Channel, Hinted> {
-    let bad = |why: &str| {
-        Hinted::new(format!("authority URL {url:?} {why}"))
-            .hint("set [sidecar.authority].url to http://HOST:PORT or https://HOST:PORT")
-    };
-    let rest = if let Some(rest) = url.strip_prefix("https://") {
-        rest
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split('/').next().unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback && !allow_insecure {
-            return Err(Hinted::new(format!(
-                "authority URL {url:?} is plain http to a non-loopback host"
-            ))
-            .hint("use https:// with [sidecar.authority].ca_cert, or set [sidecar.authority].allow_insecure = true"));
-        }
-        rest
-    } else {
-        return Err(bad("is not an http:// or https:// URL"));
-    };
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(bad("has no host"));
-    }
-    let mut endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|err| bad(&format!("is invalid: {err}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    if url.starts_with("https://") {
-        let ca = ca_cert.ok_or_else(|| {
-            Hinted::new(format!("authority URL {url:?} uses https but no CA is configured"))
-                .hint("set [sidecar.authority].ca_cert to the PEM certificate that signed the Authority's")
-        })?;
-        let pem = std::fs::read(ca).map_err(|err| {
-            Hinted::new(format!("cannot read authority CA {}: {err}", ca.display()))
-                .hint("check [sidecar.authority].ca_cert")
-        })?;
-        endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-            .map_err(|err| bad(&format!("TLS setup failed: {err}")))?;
-    }
-    Ok(endpoint.connect_lazy())
+    Ok(crate::authority::client::endpoint(url, ca_cert, allow_insecure)?.connect_lazy())
 }
 
 /// Start both stream tasks.
