@@ -192,6 +192,33 @@ impl Proxy {
     }
 
     /// Record the failure of an allowed call upstream and answer 502/504.
+    /// Run an upstream exchange under `upstream_timeout`: relay the response, or answer
+    /// 502/504 with its own audit record.
+    async fn exchange_with_deadline(
+        &self,
+        exchange: impl std::future::Future<Output = Result<Response<Incoming>, String>>,
+        host: &str,
+        verdict: &Verdict,
+        call: &Call<'_>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        match tokio::time::timeout(self.upstream_timeout, exchange).await {
+            Ok(Ok(response)) => relay(response),
+            Ok(Err(detail)) => {
+                self.upstream_failed(verdict, call, started, false, detail)
+                    .await
+            }
+            Err(_) => {
+                let detail = format!(
+                    "no response from {host} within {}",
+                    humantime::format_duration(self.upstream_timeout)
+                );
+                self.upstream_failed(verdict, call, started, true, detail)
+                    .await
+            }
+        }
+    }
+
     async fn upstream_failed(
         &self,
         verdict: &Verdict,
@@ -293,26 +320,8 @@ impl Proxy {
                 .await
                 .map_err(|err| error_chain(&err))
         };
-        match tokio::time::timeout(self.upstream_timeout, exchange).await {
-            Ok(Ok(response)) => relay(response),
-            Ok(Err(detail)) => {
-                self.upstream_failed(&verdict, &call, started, false, detail)
-                    .await
-            }
-            Err(_) => {
-                self.upstream_failed(
-                    &verdict,
-                    &call,
-                    started,
-                    true,
-                    format!(
-                        "no response from {host} within {}",
-                        humantime::format_duration(self.upstream_timeout)
-                    ),
-                )
-                .await
-            }
-        }
+        self.exchange_with_deadline(exchange, &host, &verdict, &call, started)
+            .await
     }
 
     /// `CONNECT host:port`.
@@ -524,27 +533,8 @@ impl Proxy {
                 .await
                 .map_err(|err| error_chain(&err))
         };
-        match tokio::time::timeout(self.upstream_timeout, exchange).await {
-            Ok(Ok(response)) => relay(response),
-            Ok(Err(detail)) => {
-                self.upstream_failed(&verdict, &call, started, false, detail)
-                    .await
-            }
-            Err(_) => {
-                self.upstream_failed(
-                    &verdict,
-                    &call,
-                    started,
-                    true,
-                    format!(
-                        "no response from {} within {}",
-                        tunnel.host,
-                        humantime::format_duration(self.upstream_timeout)
-                    ),
-                )
-                .await
-            }
-        }
+        self.exchange_with_deadline(exchange, &tunnel.host, &verdict, &call, started)
+            .await
     }
 }
 
