@@ -201,30 +201,10 @@ async fn boot_inner(
             .hint("set [authority].listen, e.g. 127.0.0.1:50051")
         })?;
         precheck_bind(Role::Authority, listen, "[authority].listen", &stop_hint)?;
-        let channel = bind_channel(&state, Role::Authority)?;
-        let exe = component_exe(Role::Authority)?;
-        let member = spawn(
-            Role::Authority,
-            &exe,
-            &common_args("authority"),
-            &state.log_file(Role::Authority),
-            channel.address(),
-        )?;
-        state.write_identity(Role::Authority, &member.identity)?;
-        tracing::info!(pid = member.identity.pid, "authority spawned");
-        let member = running.authority.insert(member);
-        let deadline = Instant::now() + opts.ready_timeout;
-        let note = await_ready(
-            member,
-            &channel,
-            deadline,
-            opts.ready_timeout,
-            &state,
-            signals,
-        )
-        .await?;
-        drop(channel);
-        let bound = reported_listen(Role::Authority, &note, listen)?;
+        let args = common_args("authority");
+        let slot = &mut running.authority;
+        let (member, bound, deadline) =
+            boot_component(Role::Authority, &args, listen, slot, &state, opts, signals).await?;
         let scheme = if config.authority.tls_cert.is_some() {
             "https"
         } else {
@@ -245,32 +225,11 @@ async fn boot_inner(
     // 2. The Sidecar, pointed at the Authority's actual address.
     let listen = config.sidecar.proxy.listen;
     precheck_bind(Role::Sidecar, listen, "[sidecar.proxy].listen", &stop_hint)?;
-    let channel = bind_channel(&state, Role::Sidecar)?;
-    let exe = component_exe(Role::Sidecar)?;
     let mut args = common_args("sidecar");
     args.extend(["--authority-url".into(), authority_url.clone().into()]);
-    let member = spawn(
-        Role::Sidecar,
-        &exe,
-        &args,
-        &state.log_file(Role::Sidecar),
-        channel.address(),
-    )?;
-    state.write_identity(Role::Sidecar, &member.identity)?;
-    tracing::info!(pid = member.identity.pid, "sidecar spawned");
-    let member = running.sidecar.insert(member);
-    let deadline = Instant::now() + opts.ready_timeout;
-    let note = await_ready(
-        member,
-        &channel,
-        deadline,
-        opts.ready_timeout,
-        &state,
-        signals,
-    )
-    .await?;
-    drop(channel);
-    let bound = reported_listen(Role::Sidecar, &note, listen)?;
+    let slot = &mut running.sidecar;
+    let (member, bound, deadline) =
+        boot_component(Role::Sidecar, &args, listen, slot, &state, opts, signals).await?;
     let ca_dir = state.ca_dir();
     confirm(member, deadline, &state, signals, || {
         let ca_dir = ca_dir.clone();
@@ -300,6 +259,39 @@ async fn boot_inner(
     )?;
     state.write_listen(Role::Sidecar, &running.info.sidecar_listen)?;
     Ok(())
+}
+
+/// Spawn one component with its own readiness socket, record its identity, and wait for its
+/// `READY=1`. Returns the member, the address it reported, and the readiness deadline (the
+/// confirming probe shares it).
+async fn boot_component<'a>(
+    role: Role,
+    args: &[OsString],
+    configured: SocketAddr,
+    slot: &'a mut Option<Member>,
+    state: &StateDir,
+    opts: &StartOptions,
+    signals: &mut Signals,
+) -> Result<(&'a mut Member, SocketAddr, Instant), Hinted> {
+    let channel = bind_channel(state, role)?;
+    let exe = component_exe(role)?;
+    let member = spawn(role, &exe, args, &state.log_file(role), channel.address())?;
+    state.write_identity(role, &member.identity)?;
+    tracing::info!(pid = member.identity.pid, "{} spawned", role.name());
+    let member = slot.insert(member);
+    let deadline = Instant::now() + opts.ready_timeout;
+    let note = await_ready(
+        member,
+        &channel,
+        deadline,
+        opts.ready_timeout,
+        state,
+        signals,
+    )
+    .await?;
+    drop(channel);
+    let bound = reported_listen(role, &note, configured)?;
+    Ok((member, bound, deadline))
 }
 
 fn meta(opts: &StartOptions, mode: &str, url: &str) -> StackMeta {
