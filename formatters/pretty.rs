@@ -54,16 +54,22 @@ fn audit_line(record: &Record, ctx: &FormatContext, line: &mut String) {
     let _ = write!(
         line,
         "{label}  {}  {} {}{}  agent={}",
-        terminal_safe_str(record.str_field("intent.action_class")),
+        terminal_safe_str(or_dash(record.str_field("intent.action_class"))),
         terminal_safe_str(record.str_field("intent.method")),
         terminal_safe_str(record.str_field("intent.host")),
         terminal_safe_str(record.str_field("intent.path")),
-        terminal_safe_str(record.str_field("agent_id")),
+        terminal_safe_str(or_dash(record.str_field("agent_id"))),
     );
     let reason = record.str_field("reason");
     if !reason.is_empty() {
         let _ = write!(line, "  reason={}", terminal_safe_str(reason));
     }
+}
+
+/// Empty fields (no class for unmapped traffic, no agent without a token) show as `-` so the
+/// columns stay readable.
+fn or_dash(value: &str) -> &str {
+    if value.is_empty() { "-" } else { value }
 }
 
 fn log_line(record: &Record, ctx: &FormatContext, line: &mut String) {
