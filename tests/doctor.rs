@@ -120,3 +120,20 @@ fn running_daemon_ca_and_audit_log_are_checked() {
     assert_eq!(code, 1, "{tampered}");
     assert_eq!(status_of(&tampered, "audit log"), "fail", "{tampered}");
 }
+
+/// The pretty report, with the world's paths, the binary path and times redacted.
+#[test]
+fn pretty_report_snapshot() {
+    let world = World::new();
+    world.init(&[]);
+    let out = world.run(&["doctor"]);
+    assert_success(&out);
+    let root = world.path().display().to_string();
+    let text = stdout(&out).replace(&root, "[WORLD]");
+    insta::with_settings!({filters => vec![
+        (r"binary         \S+ \(v[0-9.]+\)", "binary         [BINARY] (v[VERSION])"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+    ]}, {
+        insta::assert_snapshot!(text);
+    });
+}

@@ -355,3 +355,22 @@ fn no_config_anywhere_is_a_clear_error() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("firma init"), "{text}");
 }
+
+/// What `firma init` prints, with the world's paths redacted.
+#[test]
+fn init_output_snapshot() {
+    let world = World::new();
+    let out = world.run(&[
+        "init",
+        "--yes",
+        "--agent",
+        "codex",
+        "--provider",
+        "openai",
+        "--workspace",
+        "proj",
+    ]);
+    assert_success(&out);
+    let root = world.path().display().to_string();
+    insta::assert_snapshot!(stdout(&out).replace(&root, "[WORLD]"));
+}

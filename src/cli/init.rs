@@ -278,11 +278,19 @@ fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions) {
     } else {
         format!(" --config {}", report.config_path.display())
     };
-    let start = format!("firma sidecar start{config_flag}");
+    let steps = [
+        (
+            format!("firma sidecar start{config_flag}"),
+            "boot the Authority and the Sidecar",
+        ),
+        (
+            "firma monitor".to_string(),
+            "watch decisions and daemon logs",
+        ),
+    ];
     println!("next:");
-    println!("  {start:<24}  # boot the Authority and the Sidecar");
-    println!(
-        "  {:<24}  # watch decisions and daemon logs",
-        "firma monitor"
-    );
+    for (command, what) in steps {
+        // Padding keeps the usual short commands aligned; a long --config path just runs on.
+        println!("  {command:<24}  # {what}");
+    }
 }
