@@ -179,10 +179,9 @@ impl Demo {
 
         let upstream = Upstream::start("127.0.0.1")?;
         let unmapped = Upstream::start("127.0.0.2")?;
-        let sidecar: SocketAddr = std::fs::read_to_string(self.state().join("sidecar.listen"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| Hinted::new("the daemon published no sidecar.listen"))?;
+        let sidecar =
+            crate::run::read_listen(&self.state(), crate::lifecycle::state::Role::Sidecar)
+                .ok_or_else(|| Hinted::new("the daemon published no sidecar.listen"))?;
         step(
             "4. send calls through the Sidecar",
             &format!(

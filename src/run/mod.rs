@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::config::LoadedConfig;
 use crate::config::schema::AuthorityMode;
 use crate::error::Hinted;
+use crate::lifecycle::state::{Role, StateDir};
 use crate::proto::IssueCapabilityRequest;
 
 /// A granted capability.
@@ -28,18 +29,14 @@ pub struct Issued {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Read an `ip:port` file the lifecycle core publishes (`authority.listen`, `sidecar.listen`).
-pub fn read_listen(state_dir: &Path, name: &str) -> Option<SocketAddr> {
-    std::fs::read_to_string(state_dir.join(name))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// The address the lifecycle core published for `role` (`authority.listen`, `sidecar.listen`).
+pub fn read_listen(state_dir: &Path, role: Role) -> Option<SocketAddr> {
+    StateDir::new(state_dir).read_listen(role)?.parse().ok()
 }
 
 /// Whether the daemon's Sidecar answers on its published address.
 pub fn sidecar_running(state_dir: &Path) -> Option<SocketAddr> {
-    let addr = read_listen(state_dir, "sidecar.listen")?;
+    let addr = read_listen(state_dir, Role::Sidecar)?;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
         .ok()
         .map(|_| addr)
@@ -77,12 +74,14 @@ pub fn start_daemon(config: &Path, state_dir: &Path) -> Result<(), Hinted> {
 pub fn authority_url(loaded: &LoadedConfig, state_dir: &Path) -> Result<String, Hinted> {
     match loaded.config.authority.mode {
         AuthorityMode::Remote => Ok(loaded.config.authority.url.clone().unwrap_or_default()),
-        AuthorityMode::Local => read_listen(state_dir, "authority.listen")
+        AuthorityMode::Local => read_listen(state_dir, Role::Authority)
             .map(|addr| format!("http://{addr}"))
             .ok_or_else(|| {
                 Hinted::new(format!(
                     "{} is missing",
-                    state_dir.join("authority.listen").display()
+                    StateDir::new(state_dir)
+                        .listen_file(Role::Authority)
+                        .display()
                 ))
                 .hint("start the daemon with `firma sidecar start`")
             }),
