@@ -26,6 +26,11 @@ use firma::proto::authority_client::AuthorityClient;
 
 const FIRMA: &str = env!("CARGO_BIN_EXE_firma");
 
+/// The firma binary under test: `FIRMA_BENCH_EXE` (to compare two builds) or this build's.
+fn firma_exe() -> String {
+    std::env::var("FIRMA_BENCH_EXE").unwrap_or_else(|_| FIRMA.to_string())
+}
+
 struct Guard(Child);
 
 impl Drop for Guard {
@@ -158,7 +163,7 @@ fn main() {
     );
     println!("  audit records written by the sidecar: {records} ({denies} denies)");
 
-    let out = Command::new(FIRMA)
+    let out = Command::new(firma_exe())
         .args(["audit", "verify", "--state-dir"])
         .arg(dir.join("state"))
         .env("HOME", dir.join("home"))
@@ -306,7 +311,7 @@ async fn start_upstream() -> SocketAddr {
 }
 
 fn firma_cmd(dir: &Path) -> Command {
-    let mut cmd = Command::new(FIRMA);
+    let mut cmd = Command::new(firma_exe());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir.join("home"))

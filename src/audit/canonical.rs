@@ -78,6 +78,70 @@ pub fn write_object(
     Ok(())
 }
 
+/// Where a member left out by [`write_object_leaving_out`] belongs in the bytes written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberSlot {
+    /// Byte offset in the output.
+    at: usize,
+    /// A member follows the slot (else the slot is just before the closing brace).
+    before_member: bool,
+    /// The object written has other members.
+    non_empty: bool,
+}
+
+impl MemberSlot {
+    /// Insert the member `name: value` (already canonical bytes) at its place in `out`, turning
+    /// the canonical bytes of the object without it into those of the object with it.
+    pub fn insert(self, name: &str, value: &[u8], out: &mut Vec<u8>) {
+        let mut member = Vec::with_capacity(name.len() + value.len() + 4);
+        if !self.before_member && self.non_empty {
+            member.push(b',');
+        }
+        write_string(name, &mut member);
+        member.push(b':');
+        member.extend_from_slice(value);
+        if self.before_member {
+            member.push(b',');
+        }
+        out.splice(self.at..self.at, member);
+    }
+}
+
+/// [`write_object`] without the member `name`, returning where it would go — so a signature
+/// over the object without it can be added without encoding the object again.
+pub fn write_object_leaving_out(
+    map: &Map<String, Value>,
+    name: &str,
+    out: &mut Vec<u8>,
+) -> Result<MemberSlot, CanonicalError> {
+    let mut members: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| *k != name).collect();
+    members.sort_by(|a, b| utf16_cmp(a.0, b.0));
+    out.push(b'{');
+    let mut slot = None;
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if slot.is_none() && utf16_cmp(key, name) == Ordering::Greater {
+            slot = Some(MemberSlot {
+                at: out.len(),
+                before_member: true,
+                non_empty: true,
+            });
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_value(value, out)?;
+    }
+    let slot = slot.unwrap_or(MemberSlot {
+        at: out.len(),
+        before_member: false,
+        non_empty: !members.is_empty(),
+    });
+    out.push(b'}');
+    Ok(slot)
+}
+
 /// Order of two member names by UTF-16 code units (RFC 8785 §3.2.3).
 pub fn utf16_cmp(a: &str, b: &str) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
@@ -283,5 +347,31 @@ mod tests {
             canon(r#"{ "b": [ {"z":1, "a":2} ], "a": {} , "c": []}"#),
             r#"{"a":{},"b":[{"a":2,"z":1}],"c":[]}"#
         );
+    }
+
+    proptest::proptest! {
+        /// Splicing a member into the bytes written without it gives exactly the canonical bytes
+        /// of the object with it — wherever it sorts, and for an empty object.
+        #[test]
+        fn a_spliced_member_lands_where_the_encoder_puts_it(
+            keys in proptest::collection::btree_set("(sig|si|sih|sigz|s|[a-z]{0,4}|é|\\u{1F600}|\"|[A-Z])", 0..8),
+            name in "(sig|a|zz|é)",
+            value in "[ -~é]{0,6}",
+        ) {
+            let mut map = Map::new();
+            for (i, key) in keys.iter().enumerate() {
+                map.insert(key.clone(), Value::from(i as u64));
+            }
+            let mut spliced = Vec::new();
+            let slot = write_object_leaving_out(&map, &name, &mut spliced).unwrap();
+            let mut encoded_value = Vec::new();
+            write_string(&value, &mut encoded_value);
+            slot.insert(&name, &encoded_value, &mut spliced);
+            map.insert(name.clone(), Value::String(value));
+            proptest::prop_assert_eq!(
+                String::from_utf8(spliced).unwrap(),
+                String::from_utf8(to_vec(&Value::Object(map)).unwrap()).unwrap()
+            );
+        }
     }
 }

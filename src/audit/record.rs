@@ -186,17 +186,18 @@ pub fn seal(record: Map<String, Value>, key: &SigningKey) -> Sealed {
 }
 
 /// [`seal`] under another domain tag.
-pub fn seal_with(domain: &[u8], mut record: Map<String, Value>, key: &SigningKey) -> Sealed {
-    record.remove("sig");
-    let mut message = Vec::with_capacity(domain.len() + 512);
+pub fn seal_with(domain: &[u8], record: Map<String, Value>, key: &SigningKey) -> Sealed {
+    let mut line = Vec::with_capacity(640);
+    let slot = canonical::write_object_leaving_out(&record, "sig", &mut line)
+        .expect("records hold only strings, objects, arrays and small integers");
+    let mut message = Vec::with_capacity(domain.len() + line.len());
     message.extend_from_slice(domain);
-    canonical::write_object(&record, |_| true, &mut message)
-        .expect("records hold only strings, objects, arrays and small integers");
+    message.extend_from_slice(&line);
     let sig = BASE64.encode(key.sign(&message).to_bytes());
-    record.insert("sig".into(), Value::String(sig.clone()));
-    let mut line = Vec::with_capacity(message.len() + 100);
-    canonical::write_object(&record, |_| true, &mut line)
-        .expect("records hold only strings, objects, arrays and small integers");
+    // The line is the signed bytes without the domain tag, with `sig` spliced in at its place.
+    let mut value = Vec::with_capacity(sig.len() + 2);
+    canonical::write_string(&sig, &mut value);
+    slot.insert("sig", &value, &mut line);
     Sealed { line, sig }
 }
 
@@ -205,5 +206,36 @@ pub fn to_object<T: serde::Serialize>(record: &T) -> Map<String, Value> {
     match serde_json::to_value(record).expect("records always serialise") {
         Value::Object(map) => map,
         _ => unreachable!("records serialise to objects"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spliced line is exactly the canonical encoding of the record with its `sig`, and the
+    /// signature covers the domain tag plus the record without it.
+    #[test]
+    fn a_sealed_line_is_canonical_and_verifies() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let record: Value = serde_json::json!({
+            "v": 1, "seq": 3, "token_id": "t", "session_id": "s", "prev": "ab",
+            "intent": {"path": "/x", "host": "h"}, "sig": "stale",
+        });
+        let Value::Object(map) = record else {
+            unreachable!()
+        };
+        let sealed = seal(map.clone(), &key);
+        let mut with_sig = map;
+        with_sig.insert("sig".into(), Value::String(sealed.sig.clone()));
+        assert_eq!(
+            sealed.line,
+            canonical::to_vec(&Value::Object(with_sig)).unwrap()
+        );
+        let (_, message, signature) = parse_signed(&sealed.line, RECORD_DOMAIN).unwrap();
+        assert!(message.starts_with(RECORD_DOMAIN));
+        key.verifying_key()
+            .verify_strict(&message, &signature)
+            .unwrap();
     }
 }
