@@ -110,6 +110,10 @@ fn main() {
         let sidecar = measure(sidecar_addr, &sidecar_script, secs);
         results.push([direct, squid, sidecar]);
     }
+    let ratios: Vec<String> = results
+        .iter()
+        .map(|r| format!("{:.2}", r[2].rps / r[1].rps))
+        .collect();
     // The round with the median sidecar/squid throughput ratio.
     results.sort_by(|a, b| {
         (a[2].rps / a[1].rps)
@@ -160,6 +164,10 @@ fn main() {
     println!(
         "  added p50 sidecar {sidecar_added:.0} µs vs squid {squid_added:.0} µs (target <=): {}",
         verdict(sidecar_added <= squid_added)
+    );
+    println!(
+        "  sidecar/squid ratio of each round, in order: {}",
+        ratios.join(", ")
     );
     println!("  audit records written by the sidecar: {records} ({denies} denies)");
 
