@@ -344,8 +344,12 @@ fn detached_daemon_survives_sighup_of_the_launchers_session() {
         "'{}' sidecar start --detach && exec sleep 600",
         common::FIRMA
     );
-    let mut session = Command::new("setsid");
-    session.arg("sh").arg("-c").arg(&script);
+    // `env --default-signal=HUP`: a test run under nohup (or any parent ignoring SIGHUP) would
+    // otherwise hand the ignored disposition down, and the session would never hang up.
+    let mut session = Command::new("env");
+    session
+        .args(["--default-signal=HUP", "setsid", "sh", "-c"])
+        .arg(&script);
     stack.apply_env(&mut session);
     session.stdout(Stdio::null()).stderr(Stdio::null());
     let mut shell = ChildGuard::new(session.spawn().unwrap());
@@ -355,7 +359,9 @@ fn detached_daemon_survives_sighup_of_the_launchers_session() {
     });
     let supervisor = stack.pid("stack");
     killpg(Pid::from_raw(sid), Signal::SIGHUP).unwrap();
-    shell.child_mut().wait().unwrap();
+    wait_for("the hung-up session to end", LONG, || {
+        shell.child_mut().try_wait().unwrap()
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(supervisor));
     let (json, code) = stack.status_json();
