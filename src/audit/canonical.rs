@@ -63,19 +63,7 @@ pub fn write_object(
     keep: impl Fn(&str) -> bool,
     out: &mut Vec<u8>,
 ) -> Result<(), CanonicalError> {
-    let mut members: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| keep(k)).collect();
-    members.sort_by(|a, b| utf16_cmp(a.0, b.0));
-    out.push(b'{');
-    for (i, (key, value)) in members.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_string(key, out);
-        out.push(b':');
-        write_value(value, out)?;
-    }
-    out.push(b'}');
-    Ok(())
+    write_members(map, keep, None, out).map(drop)
 }
 
 /// Where a member left out by [`write_object_leaving_out`] belongs in the bytes written.
@@ -114,7 +102,19 @@ pub fn write_object_leaving_out(
     name: &str,
     out: &mut Vec<u8>,
 ) -> Result<MemberSlot, CanonicalError> {
-    let mut members: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| *k != name).collect();
+    let slot = write_members(map, |key| key != name, Some(name), out)?;
+    Ok(slot.expect("a slot is found whenever one is asked for"))
+}
+
+/// The members `keep` accepts, sorted, as one object; with `slot_for`, also where a member of
+/// that name would go.
+fn write_members(
+    map: &Map<String, Value>,
+    keep: impl Fn(&str) -> bool,
+    slot_for: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<Option<MemberSlot>, CanonicalError> {
+    let mut members: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| keep(k)).collect();
     members.sort_by(|a, b| utf16_cmp(a.0, b.0));
     out.push(b'{');
     let mut slot = None;
@@ -122,7 +122,8 @@ pub fn write_object_leaving_out(
         if i > 0 {
             out.push(b',');
         }
-        if slot.is_none() && utf16_cmp(key, name) == Ordering::Greater {
+        if slot.is_none() && slot_for.is_some_and(|name| utf16_cmp(key, name) == Ordering::Greater)
+        {
             slot = Some(MemberSlot {
                 at: out.len(),
                 before_member: true,
@@ -133,11 +134,13 @@ pub fn write_object_leaving_out(
         out.push(b':');
         write_value(value, out)?;
     }
-    let slot = slot.unwrap_or(MemberSlot {
-        at: out.len(),
-        before_member: false,
-        non_empty: !members.is_empty(),
-    });
+    if slot.is_none() && slot_for.is_some() {
+        slot = Some(MemberSlot {
+            at: out.len(),
+            before_member: false,
+            non_empty: !members.is_empty(),
+        });
+    }
     out.push(b'}');
     Ok(slot)
 }

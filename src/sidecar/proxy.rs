@@ -294,15 +294,7 @@ impl Proxy {
             parts.headers.insert(header::HOST, value);
         }
         let port = parts.uri.port_u16().unwrap_or(80);
-        // Origin-form towards the server.
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        parts.uri = target
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"));
+        parts.uri = origin_form(&parts.uri);
         let request = Request::from_parts(parts, body);
         let key = format!("{host}:{port}");
         let exchange = async {
@@ -498,14 +490,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        parts.uri = target
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"));
+        parts.uri = origin_form(&parts.uri);
         if !parts.headers.contains_key(header::HOST) {
             let host = if tunnel.port == 443 {
                 tunnel.host.clone()
@@ -556,6 +541,14 @@ fn normalize_host(host: &str) -> String {
         .trim_end_matches(']')
         .trim_end_matches('.')
         .to_ascii_lowercase()
+}
+
+/// The request target as a server expects it: origin-form (`/path?query`), `/` when absent.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// Remove the headers that describe one hop (RFC 9110 §7.6.1), including any the `Connection`
