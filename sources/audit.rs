@@ -3,6 +3,7 @@
 //! dropped). Signatures are not checked here: that is `firma audit verify`.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 
 use chrono::DateTime;
 use serde::Deserialize;
@@ -10,6 +11,7 @@ use serde::de::IgnoredAny;
 
 use crate::audit::event::{Decision, SEGMENT_KIND};
 use crate::monitor::{Kind, Record, Source, SourcePlugin};
+use crate::state_dir::StateDir;
 
 pub struct AuditSource;
 
@@ -72,8 +74,8 @@ impl Source for AuditSource {
         "audit events (audit.jsonl): one per decision"
     }
 
-    fn file_name(&self) -> &'static str {
-        "audit.jsonl"
+    fn path(&self, state: &StateDir) -> PathBuf {
+        state.audit_log()
     }
 
     /// Checks the line against the record's shape without building it; the fields are parsed

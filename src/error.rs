@@ -39,8 +39,3 @@ impl fmt::Display for Hinted {
 }
 
 impl std::error::Error for Hinted {}
-
-/// Shorthand for `Err(Hinted::new(..).hint(..))`.
-pub fn fail<T>(message: impl Into<String>, hint: impl Into<String>) -> Result<T, Hinted> {
-    Err(Hinted::new(message).hint(hint))
-}

@@ -14,3 +14,4 @@ pub mod run;
 pub mod sidecar;
 #[path = "../sources/mod.rs"]
 pub mod sources;
+pub mod state_dir;

@@ -1053,8 +1053,10 @@ fn the_expected_plugins_are_registered() {
         .map(|f| f.name())
         .collect();
     assert_eq!(formats, ["json", "pretty"]);
+    let state = firma::state_dir::StateDir::new("/state");
     for source in firma::monitor::sources() {
-        assert!(!source.about().is_empty() && !source.file_name().is_empty());
+        assert!(!source.about().is_empty());
+        assert!(source.path(&state).starts_with(state.path()));
     }
 }
 

@@ -20,8 +20,8 @@ impl Source for CsvMetrics {
     fn about(&self) -> &'static str {
         "test-only CSV metrics"
     }
-    fn file_name(&self) -> &'static str {
-        "metrics.csv"
+    fn path(&self, state: &firma::state_dir::StateDir) -> std::path::PathBuf {
+        state.path().join("metrics.csv")
     }
     fn parse(&self, line: &[u8], offset: u64) -> Record {
         let text = String::from_utf8_lossy(line);
@@ -104,7 +104,7 @@ fn test_plugins_run_through_the_engine() {
     )
     .unwrap();
     let plan = Plan {
-        state_dir: dir.path().to_path_buf(),
+        state: firma::state_dir::StateDir::new(dir.path()),
         sources: vec![
             firma::monitor::find_source("metrics").unwrap(),
             firma::monitor::find_source("sidecar").unwrap(),

@@ -9,8 +9,3 @@ pub mod reader;
 pub mod record;
 pub mod verify;
 pub mod writer;
-
-/// File name of the log in the state dir.
-pub const LOG_FILE: &str = "audit.jsonl";
-/// File name of the signed checkpoint beside it.
-pub const CHECKPOINT_FILE: &str = "audit.checkpoint";

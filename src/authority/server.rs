@@ -71,7 +71,7 @@ impl Settings {
             key,
             policies_dir: config.policies.clone(),
             issuance_dir: config.issuance_policies.clone(),
-            revocations_file: crate::config::dirs::resolve_data_dir()?.join("revocations.txt"),
+            revocations_file: crate::config::dirs::resolve_data_dir()?.revocations(),
             max_ttl: config.max_ttl,
             bundle_ttl: config.bundle_ttl,
             tls,

@@ -9,11 +9,11 @@ use clap::{Args, Subcommand};
 
 use super::{CommandResult, Outcome, output};
 use crate::audit::verify::{CheckpointStatus, VerifyOptions, VerifyReport, verify};
-use crate::audit::{CHECKPOINT_FILE, LOG_FILE};
 use crate::config::Discovery;
 use crate::config::dirs::resolve_state_dir;
 use crate::config::keys::{load_verifying_key, public_path};
 use crate::error::Hinted;
+use crate::state_dir::StateDir;
 
 const VERIFY_AFTER_HELP: &str = "\
 Exit status: 0 clean, 1 tampering found, 2 error (a file or key that cannot be read).
@@ -69,8 +69,7 @@ pub fn run(args: AuditArgs, config: Option<PathBuf>) -> CommandResult {
 
 fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     let files = if args.files.is_empty() {
-        let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
-        default_files(&state_dir)?
+        default_files(&resolve_state_dir(args.state_dir.as_deref()).0)?
     } else {
         args.files.clone()
     };
@@ -102,11 +101,11 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     })
 }
 
-/// `<state dir>/audit.jsonl`, preceded by its rotations `audit.jsonl.N` (highest N = oldest).
-fn default_files(state_dir: &Path) -> Result<Vec<PathBuf>, Hinted> {
-    let log = state_dir.join(LOG_FILE);
+/// The state dir's audit files (rotations, then the live log).
+fn default_files(state: &StateDir) -> Result<Vec<PathBuf>, Hinted> {
+    let log = state.audit_log();
     // A missing log beside a surviving checkpoint is verified (as deleted), not an error.
-    if !log.exists() && !state_dir.join(CHECKPOINT_FILE).exists() {
+    if !log.exists() && !state.audit_checkpoint().exists() {
         return Err(
             Hinted::new(format!("no audit log at {}", log.display())).hint(
                 "start the Sidecar (`firma sidecar start`) or `firma init` to create it, pass \
@@ -114,20 +113,7 @@ fn default_files(state_dir: &Path) -> Result<Vec<PathBuf>, Hinted> {
             ),
         );
     }
-    let mut rotations: Vec<(u64, PathBuf)> = std::fs::read_dir(state_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let n: u64 = name.strip_prefix(&format!("{LOG_FILE}."))?.parse().ok()?;
-            Some((n, entry.path()))
-        })
-        .collect();
-    rotations.sort_by_key(|r| std::cmp::Reverse(r.0));
-    let mut files: Vec<PathBuf> = rotations.into_iter().map(|(_, p)| p).collect();
-    files.push(log);
-    Ok(files)
+    Ok(state.audit_files())
 }
 
 /// `audit.pub` beside `[sidecar.audit].key` of the discovered configuration.
@@ -165,7 +151,15 @@ fn print_human(report: &VerifyReport, key_path: &Path) {
                     report.checkpoint.seq.unwrap_or_default()
                 ),
                 CheckpointStatus::Skipped => "checkpoint not checked".into(),
-                _ => format!("no checkpoint ({CHECKPOINT_FILE})"),
+                _ => match report
+                    .checkpoint
+                    .path
+                    .as_deref()
+                    .and_then(|p| p.file_name())
+                {
+                    Some(name) => format!("no checkpoint ({})", name.to_string_lossy()),
+                    None => "no checkpoint".to_string(),
+                },
             };
             output::ok(format!(
                 "{files}: {} records verified (last seq {}), chain intact, {checkpoint}",

@@ -16,6 +16,7 @@ use owo_colors::OwoColorize;
 
 use super::{CommandResult, Outcome, output};
 use crate::error::Hinted;
+use crate::state_dir::{Role, StateDir};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -61,8 +62,8 @@ impl Demo {
         }
     }
 
-    fn state(&self) -> PathBuf {
-        self.root.join("state")
+    fn state(&self) -> StateDir {
+        StateDir::new(self.root.join("state"))
     }
     fn workspace(&self) -> PathBuf {
         self.root.join("proj")
@@ -76,7 +77,7 @@ impl Demo {
         Command::new(&self.exe)
             .args(args)
             .env("XDG_DATA_HOME", self.root.join("data"))
-            .env("FIRMA_STATE_DIR", self.state())
+            .env("FIRMA_STATE_DIR", self.state().path())
             .env("FIRMA_CONFIG", self.config())
             .env_remove("NOTIFY_SOCKET")
             .current_dir(&self.root)
@@ -108,7 +109,7 @@ impl Demo {
     }
 
     fn run_steps(&self) -> Result<(), Hinted> {
-        let state = self.state().display().to_string();
+        let state = self.state().path().display().to_string();
         let workspace = self.workspace().display().to_string();
 
         step(
@@ -179,9 +180,8 @@ impl Demo {
 
         let upstream = Upstream::start("127.0.0.1")?;
         let unmapped = Upstream::start("127.0.0.2")?;
-        let sidecar =
-            crate::run::read_listen(&self.state(), crate::lifecycle::state::Role::Sidecar)
-                .ok_or_else(|| Hinted::new("the daemon published no sidecar.listen"))?;
+        let sidecar = crate::run::read_listen(&self.state(), Role::Sidecar)
+            .ok_or_else(|| Hinted::new("the daemon published no sidecar.listen"))?;
         step(
             "4. send calls through the Sidecar",
             &format!(
@@ -282,8 +282,9 @@ impl Demo {
     }
 
     fn stop_daemon(&self) {
-        if self.state().join("stack.lock").exists() || self.state().join("sidecar.pid").exists() {
-            let state = self.state().display().to_string();
+        let state = self.state();
+        if state.lock_file().exists() || state.pid_file(Role::Sidecar).exists() {
+            let state = state.path().display().to_string();
             let _ = self.firma(&["sidecar", "stop", "--state-dir", &state]);
         }
     }

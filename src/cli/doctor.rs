@@ -17,9 +17,9 @@ use crate::audit::verify::{Resume, VerifyOptions, verify};
 use crate::config::dirs::{resolve_data_dir, resolve_state_dir};
 use crate::config::{Discovery, LoadedConfig, keys};
 use crate::lifecycle;
-use crate::lifecycle::state::StateDir;
 use crate::lifecycle::status::State;
 use crate::sidecar::mapping::MappingTable;
+use crate::state_dir::StateDir;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -88,7 +88,7 @@ struct Report<'a> {
 }
 
 pub fn run(args: DoctorArgs, config: Option<PathBuf>) -> CommandResult {
-    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
     let mut checks = vec![binary_check()];
     let loaded = match Discovery::new(config).load_optional() {
         Ok(Some(loaded)) => {
@@ -119,18 +119,18 @@ pub fn run(args: DoctorArgs, config: Option<PathBuf>) -> CommandResult {
         checks.push(mapping_check(loaded));
         checks.extend(key_checks(loaded));
     }
-    checks.push(daemon_check(&state_dir));
-    checks.push(ca_check(&state_dir));
+    checks.push(daemon_check(&state));
+    checks.push(ca_check(&state));
     if let Some(loaded) = &loaded {
-        checks.push(audit_check(loaded, &state_dir, args.full));
+        checks.push(audit_check(loaded, &state, args.full));
     }
     checks.push(dir_check(
         "state dir",
-        &state_dir,
+        state.path(),
         "`firma init` or `firma sidecar start` creates it",
     ));
     match resolve_data_dir() {
-        Ok(dir) => checks.push(dir_check("data dir", &dir, "`firma init` creates it")),
+        Ok(dir) => checks.push(dir_check("data dir", dir.path(), "`firma init` creates it")),
         Err(err) => checks.push(Check::warn(
             "data dir",
             err.message(),
@@ -249,8 +249,7 @@ fn dir_check(name: &'static str, dir: &Path, creator: &str) -> Check {
 
 /// The daemon pair: all running is OK; nothing running is a WARN (a fresh install); a partly
 /// running or unhealthy pair is a FAIL.
-fn daemon_check(state_dir: &Path) -> Check {
-    let state = StateDir::new(state_dir);
+fn daemon_check(state: &StateDir) -> Check {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,7 +257,7 @@ fn daemon_check(state_dir: &Path) -> Check {
         Ok(runtime) => runtime,
         Err(err) => return Check::fail("daemon", format!("cannot probe: {err}"), "retry"),
     };
-    let status = runtime.block_on(lifecycle::status::status(&state));
+    let status = runtime.block_on(lifecycle::status::status(state));
     let summary = status
         .components
         .iter()
@@ -267,7 +266,7 @@ fn daemon_check(state_dir: &Path) -> Check {
         .join(", ");
     let start = format!(
         "firma sidecar start --detach --state-dir {}",
-        state_dir.display()
+        state.path().display()
     );
     if status.all_running() {
         Check::ok("daemon", summary)
@@ -283,7 +282,7 @@ fn daemon_check(state_dir: &Path) -> Check {
             summary,
             format!(
                 "firma sidecar stop --state-dir {0}, then {start}",
-                state_dir.display()
+                state.path().display()
             ),
         )
     }
@@ -292,8 +291,8 @@ fn daemon_check(state_dir: &Path) -> Check {
 /// How close to expiry the Sidecar's CA may get before doctor warns.
 const CA_WARN_DAYS: i64 = 30;
 
-fn ca_check(state_dir: &Path) -> Check {
-    let path = state_dir.join("generated-firma-ca/firma-ca.crt");
+fn ca_check(state: &StateDir) -> Check {
+    let path = state.ca_cert();
     let Ok(pem) = std::fs::read(&path) else {
         return Check::warn(
             "sidecar CA",
@@ -342,8 +341,8 @@ fn ca_check(state_dir: &Path) -> Check {
 /// Above this size doctor verifies only the last part of the log unless `--full`.
 const TAIL_BYTES: u64 = 4 << 20;
 
-fn audit_check(loaded: &LoadedConfig, state_dir: &Path, full: bool) -> Check {
-    let log = state_dir.join("audit.jsonl");
+fn audit_check(loaded: &LoadedConfig, state: &StateDir, full: bool) -> Check {
+    let log = state.audit_log();
     let size = match std::fs::metadata(&log) {
         Ok(meta) => meta.len(),
         Err(_) => {
@@ -385,7 +384,7 @@ fn audit_check(loaded: &LoadedConfig, state_dir: &Path, full: bool) -> Check {
                 problem.unwrap_or_else(|| "verification failed".into()),
                 format!(
                     "firma audit verify --state-dir {} for the full report",
-                    state_dir.display()
+                    state.path().display()
                 ),
             )
         }

@@ -20,6 +20,7 @@ use crate::config::scaffold::{
 };
 use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
 use crate::error::Hinted;
+use crate::state_dir::{DataDir, StateDir};
 
 const INIT_EXAMPLES: &str = "\
 Examples:
@@ -87,8 +88,8 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
     if !args.yes && !interactive {
         output::info("stdin is not a terminal: using flags and defaults (as with --yes)");
     }
-    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
-    let data_dir = resolve_data_dir()?;
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let data = resolve_data_dir()?;
 
     let options = if interactive {
         wizard(
@@ -96,8 +97,8 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
             authority,
             authority_listen,
             sidecar_listen,
-            state_dir,
-            data_dir,
+            state,
+            data,
         )?
     } else {
         ScaffoldOptions {
@@ -110,8 +111,8 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
             authority: authority.unwrap_or(AuthorityChoice::Local),
             authority_listen,
             sidecar_listen,
-            state_dir,
-            data_dir,
+            state,
+            data,
             force: args.force,
         }
     };
@@ -152,8 +153,8 @@ fn wizard(
     authority: Option<AuthorityChoice>,
     authority_listen: SocketAddr,
     sidecar_listen: SocketAddr,
-    state_dir: PathBuf,
-    data_dir: PathBuf,
+    state: StateDir,
+    data: DataDir,
 ) -> Result<ScaffoldOptions, Hinted> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
@@ -210,8 +211,8 @@ fn wizard(
         authority,
         authority_listen,
         sidecar_listen,
-        state_dir,
-        data_dir,
+        state,
+        data,
         force: args.force,
     })
 }
@@ -235,11 +236,11 @@ fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions) {
     }
     println!(
         "  state dir {}  (pids, logs, audit.jsonl; never set in firma.toml)",
-        report.state_dir.display()
+        report.state.path().display()
     );
     println!(
         "  data dir  {}  (revocations.txt)",
-        report.data_dir.display()
+        report.data.path().display()
     );
     match &options.authority {
         AuthorityChoice::Local => println!(

@@ -107,8 +107,7 @@ fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
     let config = Discovery::new(args.config.or(global_config))
         .with_env_first(START_CONFIG_ENV)
         .load()?;
-    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
-    let state = StateDir::new(state_dir);
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
     let ready_timeout = supervisor::ready_timeout_from_env()?;
     if args.detach {
         let rt = runtime()?;
@@ -121,7 +120,7 @@ fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
             launched.supervisor_pid,
             launched.sidecar_listen.as_deref().unwrap_or("?"),
             launched.authority_url.as_deref().unwrap_or("?"),
-            state.dir.display()
+            state.path().display()
         ));
         return Ok(Outcome::Success);
     }
@@ -137,7 +136,7 @@ fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
             "sidecar running: proxy {}, authority {}; state_dir={} (Ctrl-C stops both)",
             info.sidecar_listen,
             info.authority_url,
-            state.dir.display()
+            state.path().display()
         ));
     })
 }
@@ -267,8 +266,7 @@ fn stop_cmd(args: StopArgs) -> CommandResult {
         ))
         .hint("pass e.g. --timeout 2 or --timeout 0.5"));
     }
-    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
-    let state = StateDir::new(state_dir);
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
     let report = stop::stop(&state, Duration::from_secs_f64(args.timeout))?;
     if report.nothing_running {
         let extra = if report.removed_stale_files {
@@ -276,14 +274,17 @@ fn stop_cmd(args: StopArgs) -> CommandResult {
         } else {
             ""
         };
-        output::info(format!("nothing running in {}{extra}", state.dir.display()));
+        output::info(format!(
+            "nothing running in {}{extra}",
+            state.path().display()
+        ));
         return Ok(Outcome::Success);
     }
     let names: Vec<&str> = report
         .stopped
         .iter()
         .map(|r| match r {
-            Role::Stack => "supervisor",
+            Role::Supervisor => "supervisor",
             r => r.name(),
         })
         .collect();
@@ -300,14 +301,13 @@ fn stop_cmd(args: StopArgs) -> CommandResult {
     output::ok(format!(
         "stopped {}{forced}; state_dir={}",
         names.join(", "),
-        state.dir.display()
+        state.path().display()
     ));
     Ok(Outcome::Success)
 }
 
 fn status_cmd(args: StatusArgs) -> CommandResult {
-    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
-    let state = StateDir::new(state_dir);
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
     let report = runtime()?.block_on(status::status(&state));
     if args.daemon {
         return match report.daemon_pid {

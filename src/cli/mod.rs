@@ -137,14 +137,6 @@ pub enum Outcome {
 
 pub type CommandResult = Result<Outcome, Hinted>;
 
-/// A command whose implementation has not landed yet (such commands are hidden from help).
-pub fn not_yet(command: &str) -> CommandResult {
-    Err(
-        Hinted::new(format!("{command} is not implemented in this build"))
-            .hint("see the project's open issues"),
-    )
-}
-
 fn finish(result: CommandResult) -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

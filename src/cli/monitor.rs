@@ -97,10 +97,10 @@ pub fn run(args: MonitorArgs, _config: Option<PathBuf>) -> CommandResult {
 /// Build the plan from the flags and run it, writing records to `out`.
 pub fn execute(args: MonitorArgs, color: bool, out: &mut dyn Write) -> CommandResult {
     let plan = plan(args, color)?;
-    if !plan.follow && !plan.state_dir.is_dir() {
+    if !plan.follow && !plan.state.path().is_dir() {
         return Err(Hinted::new(format!(
             "state directory {} does not exist",
-            plan.state_dir.display()
+            plan.state.path().display()
         ))
         .hint(
             "pass the daemon's --state-dir (or set FIRMA_STATE_DIR); `firma sidecar start` creates it",
@@ -111,14 +111,14 @@ pub fn execute(args: MonitorArgs, color: bool, out: &mut dyn Write) -> CommandRe
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
         Err(err) => Err(Hinted::new(format!(
             "monitor failed reading {}: {err}",
-            plan.state_dir.display()
+            plan.state.path().display()
         ))
         .hint("check that the state directory and its files are readable")),
     }
 }
 
 fn plan(args: MonitorArgs, color: bool) -> Result<Plan, Hinted> {
-    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
     let sources = if args.source == "all" {
         monitor::sources()
     } else {
@@ -145,7 +145,7 @@ fn plan(args: MonitorArgs, color: bool) -> Result<Plan, Hinted> {
         filters = filters.with(Since(bound));
     }
     Ok(Plan {
-        state_dir,
+        state,
         sources,
         filters,
         formatter,

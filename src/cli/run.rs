@@ -18,6 +18,7 @@ use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
 use crate::run::{self, env, relay};
+use crate::state_dir::StateDir;
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -71,19 +72,19 @@ fn setup(err: Hinted) -> RunError {
 }
 
 async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError> {
-    let (state_dir, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
     let command = resolve_command(&args).map_err(|err| (EXIT_NOT_FOUND, err))?;
-    let loaded = ensure_project(&args.agent, config, &state_dir).map_err(setup)?;
+    let loaded = ensure_project(&args.agent, config, &state).map_err(setup)?;
 
-    let sidecar = match run::sidecar_running(&state_dir) {
+    let sidecar = match run::sidecar_running(&state) {
         Some(addr) => addr,
         None => {
             output::info(format!(
                 "daemon not running: starting it (firma sidecar start --detach --state-dir {})",
-                state_dir.display()
+                state.path().display()
             ));
-            run::start_daemon(&loaded.path, &state_dir).map_err(setup)?;
-            run::sidecar_running(&state_dir).ok_or_else(|| {
+            run::start_daemon(&loaded.path, &state).map_err(setup)?;
+            run::sidecar_running(&state).ok_or_else(|| {
                 setup(
                     Hinted::new("the daemon started but its sidecar does not answer").hint(
                         "check `firma sidecar status` and sidecar.log in the state directory",
@@ -93,7 +94,7 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
         }
     };
 
-    let authority = run::authority_url(&loaded, &state_dir).map_err(setup)?;
+    let authority = run::authority_url(&loaded, &state).map_err(setup)?;
     let project = &loaded.config.project;
     let request = run::CapabilityRequest {
         authority,
@@ -116,8 +117,7 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
     let relay_addr = relay::start(sidecar, token.clone())
         .await
         .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?;
-    let (bundle, ca_cert) =
-        env::write_ca_bundle(&state_dir.join("generated-firma-ca")).map_err(setup)?;
+    let (bundle, ca_cert) = env::write_ca_bundle(&state).map_err(setup)?;
     tokio::spawn(refresh_forever(request, issued, token));
 
     let mut child = tokio::process::Command::new(&command[0]);
@@ -154,7 +154,7 @@ fn resolve_command(args: &RunArgs) -> Result<Vec<String>, Hinted> {
 fn ensure_project(
     agent: &str,
     config: Option<PathBuf>,
-    state_dir: &std::path::Path,
+    state: &StateDir,
 ) -> Result<LoadedConfig, Hinted> {
     let discovery = Discovery::new(config);
     if let Some(loaded) = discovery.load_optional()? {
@@ -170,8 +170,8 @@ fn ensure_project(
         authority: AuthorityChoice::Local,
         authority_listen: DEFAULT_AUTHORITY_LISTEN.parse().expect("constant"),
         sidecar_listen: DEFAULT_SIDECAR_LISTEN.parse().expect("constant"),
-        state_dir: state_dir.to_path_buf(),
-        data_dir: resolve_data_dir()?,
+        state: state.clone(),
+        data: resolve_data_dir()?,
         force: false,
     })?;
     discovery.load()

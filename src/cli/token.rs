@@ -15,6 +15,7 @@ use crate::config::schema::AuthorityMode;
 use crate::config::{Discovery, LoadedConfig, dirs};
 use crate::error::Hinted;
 use crate::proto::{IssueCapabilityRequest, RevokeRequest};
+use crate::state_dir::Role;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -102,8 +103,8 @@ struct Target {
 }
 
 fn locate(state_dir: Option<&Path>, config: Option<PathBuf>) -> Result<Target, Hinted> {
-    let (state_dir, _) = dirs::resolve_state_dir(state_dir);
-    let listen_file = state_dir.join("authority.listen");
+    let (state, _) = dirs::resolve_state_dir(state_dir);
+    let listen_file = state.listen_file(Role::Authority);
     let loaded: Result<LoadedConfig, Hinted> = Discovery::new(config).load();
     let (tls, ca_cert, allow_insecure) = match &loaded {
         Ok(l) => (

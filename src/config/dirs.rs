@@ -2,58 +2,151 @@
 //! the volatile **state dir** (pids, listens, logs, audit log, CA) and the durable **data dir**
 //! (revocations). Neither is ever a config-file key.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::Hinted;
+use crate::state_dir::{DataDir, StateDir};
 
 pub const STATE_DIR_ENV: &str = "FIRMA_STATE_DIR";
+
+/// The platform whose directory rules apply. Resolution is a pure function of this and the
+/// environment, so the Windows rules are unit-tested on Linux too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Unix,
+    Windows,
+}
+
+impl Platform {
+    pub const fn current() -> Self {
+        if cfg!(windows) {
+            Self::Windows
+        } else {
+            Self::Unix
+        }
+    }
+
+    /// `base` joined with `parts`, using this platform's separator.
+    fn join(self, base: &OsStr, parts: &[&str]) -> PathBuf {
+        let mut path = base.to_os_string();
+        let sep = match self {
+            Self::Unix => "/",
+            Self::Windows => "\\",
+        };
+        for part in parts {
+            let text = path.to_string_lossy();
+            if !text.ends_with(sep) {
+                path.push(sep);
+            }
+            path.push(part);
+        }
+        PathBuf::from(path)
+    }
+}
 
 /// How the state dir was chosen, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateDirSource {
     Flag,
     Env,
-    XdgRuntime,
-    Tmp,
+    /// Unix: `$XDG_RUNTIME_DIR/firma`; Windows: `%LOCALAPPDATA%\\firma\\runtime`.
+    Runtime,
+    /// Unix: `/tmp/firma-$UID`; Windows: `%TEMP%\\firma`.
+    Temp,
 }
 
-/// `--state-dir` → `FIRMA_STATE_DIR` → `$XDG_RUNTIME_DIR/firma` → `/tmp/firma-$UID`.
-/// The result is absolute (relative inputs resolve against the working directory).
-pub fn resolve_state_dir(flag: Option<&Path>) -> (PathBuf, StateDirSource) {
-    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    let (dir, source) = if let Some(flag) = flag {
-        (flag.to_path_buf(), StateDirSource::Flag)
-    } else if let Some(env) = nonempty(STATE_DIR_ENV) {
-        (PathBuf::from(env), StateDirSource::Env)
-    } else if let Some(runtime) = nonempty("XDG_RUNTIME_DIR") {
-        (
-            PathBuf::from(runtime).join("firma"),
-            StateDirSource::XdgRuntime,
-        )
-    } else {
-        (
-            PathBuf::from(format!("/tmp/firma-{}", nix::unistd::getuid())),
-            StateDirSource::Tmp,
-        )
-    };
-    (std::path::absolute(&dir).unwrap_or(dir), source)
+/// The process environment, as the resolvers read it (empty values count as unset).
+pub fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
 }
 
-/// `$XDG_DATA_HOME/firma`, else `~/.local/share/firma`.
-pub fn resolve_data_dir() -> Result<PathBuf, Hinted> {
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(xdg).join("firma"));
+/// The state-dir rule of the guide: `--state-dir` → `FIRMA_STATE_DIR` → the platform default
+/// (Unix: `$XDG_RUNTIME_DIR/firma`, then `/tmp/firma-$UID`; Windows:
+/// `%LOCALAPPDATA%\\firma\\runtime`, then `%TEMP%\\firma`).
+pub fn state_dir_for(
+    platform: Platform,
+    flag: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    uid: u32,
+) -> (PathBuf, StateDirSource) {
+    if let Some(flag) = flag {
+        return (flag.to_path_buf(), StateDirSource::Flag);
     }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".local/share/firma")),
-        None => Err(Hinted::new(
-            "cannot locate the data directory: neither XDG_DATA_HOME nor HOME is set",
-        )
-        .hint("set XDG_DATA_HOME or HOME")),
+    if let Some(dir) = env(STATE_DIR_ENV) {
+        return (PathBuf::from(dir), StateDirSource::Env);
     }
+    match platform {
+        Platform::Unix => match env("XDG_RUNTIME_DIR") {
+            Some(runtime) => (platform.join(&runtime, &["firma"]), StateDirSource::Runtime),
+            None => (
+                PathBuf::from(format!("/tmp/firma-{uid}")),
+                StateDirSource::Temp,
+            ),
+        },
+        Platform::Windows => match env("LOCALAPPDATA") {
+            Some(local) => (
+                platform.join(&local, &["firma", "runtime"]),
+                StateDirSource::Runtime,
+            ),
+            None => {
+                let temp = env("TEMP").unwrap_or_else(|| OsString::from("C:\\Windows\\Temp"));
+                (platform.join(&temp, &["firma"]), StateDirSource::Temp)
+            }
+        },
+    }
+}
+
+/// The data-dir rule: Unix `$XDG_DATA_HOME/firma`, else `~/.local/share/firma`; Windows
+/// `%LOCALAPPDATA%\\firma`.
+pub fn data_dir_for(
+    platform: Platform,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<PathBuf, Hinted> {
+    match platform {
+        Platform::Unix => {
+            if let Some(xdg) = env("XDG_DATA_HOME") {
+                return Ok(platform.join(&xdg, &["firma"]));
+            }
+            env("HOME")
+                .map(|home| platform.join(&home, &[".local", "share", "firma"]))
+                .ok_or_else(|| {
+                    Hinted::new(
+                        "cannot locate the data directory: neither XDG_DATA_HOME nor HOME is set",
+                    )
+                    .hint("set XDG_DATA_HOME or HOME")
+                })
+        }
+        Platform::Windows => env("LOCALAPPDATA")
+            .map(|local| platform.join(&local, &["firma"]))
+            .ok_or_else(|| {
+                Hinted::new("cannot locate the data directory: LOCALAPPDATA is not set")
+                    .hint("set LOCALAPPDATA")
+            }),
+    }
+}
+
+/// This process's state dir. The result is absolute (relative inputs resolve against the
+/// working directory).
+pub fn resolve_state_dir(flag: Option<&Path>) -> (StateDir, StateDirSource) {
+    let (dir, source) = state_dir_for(
+        Platform::current(),
+        flag,
+        &process_env,
+        nix::unistd::getuid().as_raw(),
+    );
+    (
+        StateDir::new(std::path::absolute(&dir).unwrap_or(dir)),
+        source,
+    )
+}
+
+/// This process's data dir.
+pub fn resolve_data_dir() -> Result<DataDir, Hinted> {
+    data_dir_for(Platform::current(), &process_env).map(DataDir::new)
 }
 
 /// Create `dir` (and parents) if missing; firma-owned leaf directories are made 0700.
@@ -95,9 +188,83 @@ mod tests {
     #[test]
     fn flag_wins_and_is_made_absolute() {
         let (dir, source) = resolve_state_dir(Some(Path::new("rel/state")));
-        assert!(dir.is_absolute());
-        assert!(dir.ends_with("rel/state"));
+        assert!(dir.path().is_absolute());
+        assert!(dir.path().ends_with("rel/state"));
         assert_eq!(source, StateDirSource::Flag);
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn unix_state_dir_order() {
+        let u = Platform::Unix;
+        let all = env_of(&[
+            ("FIRMA_STATE_DIR", "/e"),
+            ("XDG_RUNTIME_DIR", "/run/user/7"),
+        ]);
+        assert_eq!(
+            state_dir_for(u, Some(Path::new("/f")), &all, 7),
+            (PathBuf::from("/f"), StateDirSource::Flag)
+        );
+        assert_eq!(
+            state_dir_for(u, None, &all, 7),
+            (PathBuf::from("/e"), StateDirSource::Env)
+        );
+        let xdg = env_of(&[("XDG_RUNTIME_DIR", "/run/user/7/")]);
+        assert_eq!(
+            state_dir_for(u, None, &xdg, 7),
+            (PathBuf::from("/run/user/7/firma"), StateDirSource::Runtime)
+        );
+        assert_eq!(
+            state_dir_for(u, None, &env_of(&[]), 7),
+            (PathBuf::from("/tmp/firma-7"), StateDirSource::Temp)
+        );
+    }
+
+    #[test]
+    fn windows_state_and_data_dirs() {
+        let w = Platform::Windows;
+        let local = env_of(&[
+            ("LOCALAPPDATA", "C:\\Users\\ana\\AppData\\Local"),
+            ("TEMP", "C:\\Temp"),
+        ]);
+        assert_eq!(
+            state_dir_for(w, None, &local, 0).0,
+            PathBuf::from("C:\\Users\\ana\\AppData\\Local\\firma\\runtime")
+        );
+        assert_eq!(
+            data_dir_for(w, &local).unwrap(),
+            PathBuf::from("C:\\Users\\ana\\AppData\\Local\\firma")
+        );
+        let temp = env_of(&[("TEMP", "C:\\Temp")]);
+        assert_eq!(
+            state_dir_for(w, None, &temp, 0),
+            (PathBuf::from("C:\\Temp\\firma"), StateDirSource::Temp)
+        );
+        assert!(data_dir_for(w, &temp).is_err());
+        let env = env_of(&[("FIRMA_STATE_DIR", "D:\\s"), ("LOCALAPPDATA", "C:\\L")]);
+        assert_eq!(state_dir_for(w, None, &env, 0).0, PathBuf::from("D:\\s"));
+    }
+
+    #[test]
+    fn unix_data_dir() {
+        let u = Platform::Unix;
+        assert_eq!(
+            data_dir_for(u, &env_of(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")])).unwrap(),
+            PathBuf::from("/x/firma")
+        );
+        assert_eq!(
+            data_dir_for(u, &env_of(&[("HOME", "/h")])).unwrap(),
+            PathBuf::from("/h/.local/share/firma")
+        );
+        assert!(data_dir_for(u, &env_of(&[])).is_err());
     }
 
     #[test]

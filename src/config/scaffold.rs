@@ -14,6 +14,7 @@ use super::keys;
 use super::load::{parse, validate_agent_id};
 use super::providers::{self, Provider};
 use crate::error::Hinted;
+use crate::state_dir::{DataDir, StateDir};
 
 /// Where the project's Authority lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +58,8 @@ pub struct ScaffoldOptions {
     pub authority: AuthorityChoice,
     pub authority_listen: SocketAddr,
     pub sidecar_listen: SocketAddr,
-    pub state_dir: PathBuf,
-    pub data_dir: PathBuf,
+    pub state: StateDir,
+    pub data: DataDir,
     pub force: bool,
 }
 
@@ -74,8 +75,8 @@ pub enum FileOutcome {
 pub struct ScaffoldReport {
     pub project_dir: PathBuf,
     pub config_path: PathBuf,
-    pub state_dir: PathBuf,
-    pub data_dir: PathBuf,
+    pub state: StateDir,
+    pub data: DataDir,
     pub files: Vec<(PathBuf, FileOutcome)>,
     /// Where a previous audit log was moved by `--force`, if it was.
     pub archived_audit: Option<PathBuf>,
@@ -101,8 +102,8 @@ pub fn validate(options: &ScaffoldOptions) -> Result<&'static Provider, Hinted> 
             .hint(format!("choose one of: {}", providers::names().join(", ")))
     })?;
     check_writable(&options.workspace, "--workspace")?;
-    check_writable(&options.state_dir, "--state-dir")?;
-    check_writable(&options.data_dir, "the data directory (XDG_DATA_HOME)")?;
+    check_writable(options.state.path(), "--state-dir")?;
+    check_writable(options.data.path(), "the data directory (XDG_DATA_HOME)")?;
     Ok(provider)
 }
 
@@ -222,8 +223,8 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
         &project_dir,
         &project_dir.join("policies"),
         &project_dir.join("issuance-policies"),
-        &options.state_dir,
-        &options.data_dir,
+        options.state.path(),
+        options.data.path(),
     ] {
         ensure_private_dir(dir)?;
     }
@@ -243,7 +244,7 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
         files.push((file.path, outcome));
     }
 
-    let revocations = options.data_dir.join("revocations.txt");
+    let revocations = options.data.revocations();
     if revocations.exists() {
         files.push((revocations, FileOutcome::Kept));
     } else {
@@ -255,11 +256,11 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
         .iter()
         .any(|(p, o)| p.ends_with("audit.key") && *o == FileOutcome::Replaced);
     let archived_audit = if audit_key_replaced {
-        archive_audit_log(&options.state_dir)?
+        archive_audit_log(&options.state)?
     } else {
         None
     };
-    let audit_log = options.state_dir.join("audit.jsonl");
+    let audit_log = options.state.audit_log();
     if audit_log.exists() {
         files.push((audit_log, FileOutcome::Kept));
     } else {
@@ -270,8 +271,8 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
     Ok(ScaffoldReport {
         project_dir,
         config_path,
-        state_dir: options.state_dir.clone(),
-        data_dir: options.data_dir.clone(),
+        state: options.state.clone(),
+        data: options.data.clone(),
         files,
         archived_audit,
     })
@@ -279,8 +280,8 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
 
 /// A new audit key cannot continue the old chain: move the old log (and its checkpoint and
 /// public key) aside instead of deleting evidence.
-fn archive_audit_log(state_dir: &Path) -> Result<Option<PathBuf>, Hinted> {
-    let log = state_dir.join("audit.jsonl");
+fn archive_audit_log(state: &StateDir) -> Result<Option<PathBuf>, Hinted> {
+    let log = state.audit_log();
     let non_empty = std::fs::metadata(&log)
         .map(|m| m.len() > 0)
         .unwrap_or(false);
@@ -288,10 +289,10 @@ fn archive_audit_log(state_dir: &Path) -> Result<Option<PathBuf>, Hinted> {
         return Ok(None);
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let archive = state_dir.join(format!("audit-archive-{stamp}"));
+    let archive = state.audit_archive(&stamp.to_string());
     ensure_private_dir(&archive)?;
-    for name in ["audit.jsonl", "audit.checkpoint"] {
-        let from = state_dir.join(name);
+    for from in [log, state.audit_checkpoint()] {
+        let name = from.file_name().expect("state-dir files have names");
         if from.exists() {
             std::fs::rename(&from, archive.join(name)).map_err(|err| {
                 Hinted::new(format!(
@@ -461,8 +462,8 @@ mod tests {
             authority: AuthorityChoice::Local,
             authority_listen: "127.0.0.1:50051".parse().unwrap(),
             sidecar_listen: "127.0.0.1:8080".parse().unwrap(),
-            state_dir: dir.join("state"),
-            data_dir: dir.join("data"),
+            state: StateDir::new(dir.join("state")),
+            data: DataDir::new(dir.join("data")),
             force: false,
         }
     }

@@ -4,11 +4,12 @@
 //! abstract-namespace name (`@firma-…`) is used instead.
 
 use std::os::unix::net::UnixDatagram as StdDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::net::UnixDatagram;
 
 use super::notify::{LISTEN_FIELD, parse_message};
+use crate::state_dir::StateDir;
 
 /// Extra fields firma sends besides `READY=1`, `STATUS=` and `X_FIRMA_LISTEN=`.
 pub const ERROR_FIELD: &str = "X_FIRMA_ERROR";
@@ -58,10 +59,10 @@ pub struct NotifyChannel {
 }
 
 impl NotifyChannel {
-    /// Bind `<dir>/.notify-<tag>-<pid>.sock`, or an abstract name when the path is too long.
-    pub fn bind(dir: &Path, tag: &str) -> std::io::Result<Self> {
-        let pid = std::process::id();
-        let path = dir.join(format!(".notify-{tag}-{pid}.sock"));
+    /// Bind the state dir's readiness socket for `tag` and this process, or an abstract name
+    /// when the path is too long.
+    pub fn bind(state: &StateDir, tag: &str) -> std::io::Result<Self> {
+        let path = state.notify_socket(tag, std::process::id());
         if path.as_os_str().len() <= SUN_PATH_MAX {
             let _ = std::fs::remove_file(&path);
             let socket = StdDatagram::bind(&path)?;
@@ -133,7 +134,7 @@ mod tests {
     #[tokio::test]
     async fn a_child_notification_arrives_over_a_path_socket() {
         let tmp = tempfile::tempdir().unwrap();
-        let channel = NotifyChannel::bind(tmp.path(), "t").unwrap();
+        let channel = NotifyChannel::bind(&StateDir::new(tmp.path()), "t").unwrap();
         let sender = StdDatagram::unbound().unwrap();
         sender
             .send_to(b"READY=1\nX_FIRMA_LISTEN=127.0.0.1:9\n", channel.address())
@@ -150,7 +151,7 @@ mod tests {
     async fn long_state_dirs_fall_back_to_the_abstract_namespace() {
         let tmp = tempfile::tempdir().unwrap();
         let deep = tmp.path().join("x".repeat(120));
-        let channel = NotifyChannel::bind(&deep, "t").unwrap();
+        let channel = NotifyChannel::bind(&StateDir::new(&deep), "t").unwrap();
         assert!(channel.address().starts_with('@'));
         // Send through the same code path the daemons use.
         let sender = StdDatagram::unbound().unwrap();

@@ -39,26 +39,26 @@ pub async fn launch(
     ready_timeout: Duration,
     signals: &mut Signals,
 ) -> Result<Launched, Hinted> {
-    ensure_private_dir(&state.dir)?;
-    let channel = NotifyChannel::bind(&state.dir, "launch").map_err(|err| {
+    ensure_private_dir(state.path())?;
+    let channel = NotifyChannel::bind(state, "launch").map_err(|err| {
         Hinted::new(format!(
             "cannot create the readiness socket in {}: {err}",
-            state.dir.display()
+            state.path().display()
         ))
         .hint("check that the state directory is writable")
     })?;
-    let log_path = state.log_file(Role::Stack);
+    let log_path = state.log_file(Role::Supervisor);
     let out = open_log(&log_path, false)?;
     let err = out
         .try_clone()
         .map_err(|e| Hinted::new(format!("cannot open {}: {e}", log_path.display())))?;
-    let exe = component_exe(Role::Stack)?;
+    let exe = component_exe(Role::Supervisor)?;
     let mut child = Command::new(&exe)
         .arg(SUPERVISE_COMMAND)
         .arg("--config")
         .arg(config)
         .arg("--state-dir")
-        .arg(&state.dir)
+        .arg(state.path())
         .env(NOTIFY_SOCKET_ENV, channel.address())
         // A daemon must not pin the operator's working directory (every path it needs is
         // absolute: the config file, and paths inside it resolve against the file).

@@ -3,16 +3,14 @@
 //! listen port accepts a TCP connection and the generated CA material exists.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::state_dir::StateDir;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// The CA files the Sidecar must have written before it is ready.
-pub const CA_FILES: [&str; 2] = ["firma-ca.crt", "firma-ca.key"];
 
 /// A wildcard bind is dialled on loopback.
 pub fn dialable(addr: SocketAddr) -> SocketAddr {
@@ -38,11 +36,11 @@ pub async fn tcp_accepts(addr: SocketAddr, timeout: Duration) -> Result<(), Stri
     }
 }
 
-/// The CA files missing from `<state>/generated-firma-ca/`.
-pub fn missing_ca_files(ca_dir: &Path) -> Vec<PathBuf> {
-    CA_FILES
-        .iter()
-        .map(|f| ca_dir.join(f))
+/// The CA files the Sidecar has not written yet.
+pub fn missing_ca_files(state: &StateDir) -> Vec<PathBuf> {
+    state
+        .ca_files()
+        .into_iter()
         .filter(|p| !p.is_file())
         .collect()
 }

@@ -24,7 +24,7 @@ pub fn test_exe_env(role: Role) -> &'static str {
     match role {
         Role::Authority => "FIRMA_TEST_AUTHORITY_EXE",
         Role::Sidecar => "FIRMA_TEST_SIDECAR_EXE",
-        Role::Stack => "FIRMA_TEST_SUPERVISOR_EXE",
+        Role::Supervisor => "FIRMA_TEST_SUPERVISOR_EXE",
     }
 }
 

@@ -1,13 +1,6 @@
-//! The state directory's daemon files and their formats (DESIGN §3):
-//!
-//! | file | content |
-//! |---|---|
-//! | `authority.pid`, `sidecar.pid`, `stack.pid` | decimal pid + `\n` (`kill $(cat sidecar.pid)` works) |
-//! | `authority.listen`, `sidecar.listen` | bound `ip:port` + `\n` |
-//! | `.authority.identity`, `.sidecar.identity`, `.stack.identity` | `pid= start= session= boot=` (PID-reuse guard) |
-//! | `.stack.json` | how the pair was started (mode, authority URL, config, detached) |
-//! | `stack.lock` | exclusive lock; holder pid + `\n` |
-//! | `authority.log`, `sidecar.log`, `supervisor.log` | child output; kept by stop |
+//! Reading and writing the daemon files of a state directory (their names are owned by
+//! [`crate::state_dir`]): pidfiles (`kill $(cat sidecar.pid)` works), listen files, identity
+//! files (`pid= start= session= boot=`, the PID-reuse guard) and `.stack.json`.
 //!
 //! Every write is atomic (temp file + rename), so a reader never sees half a file.
 
@@ -19,67 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
 use crate::error::Hinted;
-
-/// A process `start` manages and the state files named after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Authority,
-    Sidecar,
-    /// The supervisor: the foreground `start` or the detached `__supervise`.
-    Stack,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Authority => "authority",
-            Self::Sidecar => "sidecar",
-            Self::Stack => "stack",
-        }
-    }
-}
-
-/// Paths of the daemon files in one state directory.
-#[derive(Debug, Clone)]
-pub struct StateDir {
-    pub dir: PathBuf,
-}
+pub use crate::state_dir::{Role, StateDir};
 
 impl StateDir {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
-    }
-
-    pub fn pid_file(&self, role: Role) -> PathBuf {
-        self.dir.join(format!("{}.pid", role.name()))
-    }
-    pub fn listen_file(&self, role: Role) -> PathBuf {
-        self.dir.join(format!("{}.listen", role.name()))
-    }
-    pub fn identity_file(&self, role: Role) -> PathBuf {
-        self.dir.join(format!(".{}.identity", role.name()))
-    }
-    pub fn log_file(&self, role: Role) -> PathBuf {
-        match role {
-            Role::Stack => self.dir.join("supervisor.log"),
-            _ => self.dir.join(format!("{}.log", role.name())),
-        }
-    }
-    pub fn lock_file(&self) -> PathBuf {
-        self.dir.join("stack.lock")
-    }
-    pub fn meta_file(&self) -> PathBuf {
-        self.dir.join(".stack.json")
-    }
-    /// Written by `firma sidecar stop` before it signals anything, so the supervisor knows a
-    /// child's exit was requested, not a crash.
-    pub fn stop_marker(&self) -> PathBuf {
-        self.dir.join(".stop-requested")
-    }
-    pub fn ca_dir(&self) -> PathBuf {
-        self.dir.join("generated-firma-ca")
-    }
-
     /// Record who a process is (at spawn, before it is ready), so `stop` and a rollback can
     /// always find it.
     pub fn write_identity(&self, role: Role, identity: &Identity) -> Result<(), Hinted> {
@@ -145,7 +80,7 @@ impl StateDir {
 
     /// Remove every pid/listen/identity/meta file (not the lock, logs, audit log or CA).
     pub fn remove_runtime_files(&self) {
-        for role in [Role::Sidecar, Role::Authority, Role::Stack] {
+        for role in Role::ALL {
             self.remove_process_files(role);
         }
         remove_if_present(&self.meta_file());
@@ -156,16 +91,12 @@ impl StateDir {
     /// Readiness sockets (`.notify-<tag>-<pid>.sock`) whose creator died without removing them
     /// (a launcher killed while waiting). Live creators' sockets are left alone.
     fn remove_orphaned_sockets(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(entries) = fs::read_dir(self.path()) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(".notify-")?.strip_suffix(".sock"))
-                .and_then(|rest| rest.rsplit('-').next()?.parse::<i32>().ok())
-            else {
+            let Some(pid) = name.to_str().and_then(StateDir::notify_socket_pid) else {
                 continue;
             };
             if super::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
@@ -176,7 +107,7 @@ impl StateDir {
 
     /// Whether any pid/listen/lock file is present (what `stop` reports as leftover state).
     pub fn has_runtime_files(&self) -> bool {
-        [Role::Sidecar, Role::Authority, Role::Stack]
+        Role::ALL
             .into_iter()
             .flat_map(|r| [self.pid_file(r), self.listen_file(r), self.identity_file(r)])
             .chain([self.lock_file(), self.meta_file()])
@@ -260,14 +191,13 @@ mod tests {
             fs::read_to_string(state.listen_file(Role::Sidecar)).unwrap(),
             "127.0.0.1:1\n"
         );
-        fs::write(tmp.path().join(".notify-launch-999999999.sock"), "").unwrap();
-        let mine = tmp
-            .path()
-            .join(format!(".notify-launch-{}.sock", std::process::id()));
+        let dead = state.notify_socket("launch", 999_999_999);
+        fs::write(&dead, "").unwrap();
+        let mine = state.notify_socket("launch", std::process::id());
         fs::write(&mine, "").unwrap();
         state.remove_runtime_files();
         assert!(!state.has_runtime_files());
-        assert!(!tmp.path().join(".notify-launch-999999999.sock").exists());
+        assert!(!dead.exists());
         assert!(mine.exists(), "a live creator's socket is kept");
     }
 }

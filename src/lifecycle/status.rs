@@ -71,7 +71,7 @@ impl StackStatus {
 
 pub async fn status(state: &StateDir) -> StackStatus {
     let meta = state.read_meta();
-    let supervisor = process_row(state, Role::Stack, "supervisor");
+    let supervisor = process_row(state, Role::Supervisor, "supervisor");
     let authority = match &meta {
         Some(m) if m.authority_mode == "remote" => {
             let tls = ProbeTls {
@@ -140,7 +140,7 @@ pub async fn status(state: &StateDir) -> StackStatus {
     }
     let running = supervisor.state == State::Running;
     StackStatus {
-        state_dir: state.dir.display().to_string(),
+        state_dir: state.path().display().to_string(),
         daemon_pid: supervisor.pid.filter(|_| running),
         detached: meta.as_ref().filter(|_| running).map(|m| m.detached),
         authority_mode: meta
@@ -170,7 +170,7 @@ fn process_row(state: &StateDir, role: Role, name: &'static str) -> Component {
     if let Some(id) = alive {
         row.pid = Some(id.pid);
         row.listen = state.read_listen(role);
-        row.state = if role == Role::Stack || pidfile == Some(id.pid) {
+        row.state = if role == Role::Supervisor || pidfile == Some(id.pid) {
             State::Running
         } else {
             // Alive but not (yet) published: still booting, or its pidfile was replaced.

@@ -40,13 +40,13 @@ struct Target {
 impl Target {
     fn present(&self) -> bool {
         match self.role {
-            Role::Stack => process_present(&self.id),
+            Role::Supervisor => process_present(&self.id),
             _ => group_present(&self.id),
         }
     }
     fn signal(&self, signal: Signal) -> bool {
         match self.role {
-            Role::Stack => signal_process(&self.id, signal),
+            Role::Supervisor => signal_process(&self.id, signal),
             _ => signal_group(&self.id, signal),
         }
     }
@@ -54,11 +54,11 @@ impl Target {
 
 pub fn stop(state: &StateDir, timeout: Duration) -> Result<StopReport, Hinted> {
     let mut report = StopReport::default();
-    if !state.dir.is_dir() {
+    if !state.path().is_dir() {
         report.nothing_running = true;
         return Ok(report);
     }
-    let targets: Vec<Target> = [Role::Sidecar, Role::Stack, Role::Authority]
+    let targets: Vec<Target> = [Role::Sidecar, Role::Supervisor, Role::Authority]
         .into_iter()
         .filter_map(|role| {
             Some(Target {
@@ -141,7 +141,7 @@ fn clean_files(state: &StateDir) -> Result<bool, Hinted> {
                     return Err(Hinted::new(format!(
                         "{} is held by {who}, but no firma process is recorded in {}",
                         state.lock_file().display(),
-                        state.dir.display()
+                        state.path().display()
                     ))
                     .hint("a start may be in progress; wait for it and run `firma sidecar stop` again"));
                 }

@@ -104,10 +104,10 @@ pub struct Running {
 /// Boot the pair; on any failure roll back and return the error.
 pub async fn boot(opts: &StartOptions, signals: &mut Signals) -> Result<Running, Hinted> {
     let state = opts.state.clone();
-    ensure_private_dir(&state.dir)?;
+    ensure_private_dir(state.path())?;
     let lock_path = state.lock_file();
     let lock =
-        StackLock::try_acquire(&lock_path).map_err(|e| lock_error(e, &lock_path, &state.dir))?;
+        StackLock::try_acquire(&lock_path).map_err(|e| lock_error(e, &lock_path, state.path()))?;
     let mut running = Running {
         state,
         lock: Some(lock),
@@ -123,7 +123,7 @@ pub async fn boot(opts: &StartOptions, signals: &mut Signals) -> Result<Running,
             if running.shutdown(ROLLBACK_WINDOW).await {
                 Err(err)
             } else {
-                let state_dir = running.state.dir.display().to_string();
+                let state_dir = running.state.path().display().to_string();
                 Err(Hinted::new(format!(
                     "{}; rollback incomplete: a child could not be proven gone, state files kept",
                     err.message()
@@ -146,14 +146,14 @@ async fn boot_inner(
     state.remove_runtime_files();
     let me = Identity::current()
         .ok_or_else(|| Hinted::new("cannot read /proc/self/stat").hint("firma needs /proc"))?;
-    state.write_process(Role::Stack, &me)?;
+    state.write_process(Role::Supervisor, &me)?;
 
     let config = &opts.config.config;
     let config_path = &opts.config.path;
     let remote = config.authority.mode == AuthorityMode::Remote;
     let stop_hint = format!(
         "run `firma sidecar stop --state-dir {}` first",
-        state.dir.display()
+        state.path().display()
     );
     let tls = ProbeTls {
         ca_cert: config.sidecar.authority.ca_cert.clone(),
@@ -164,7 +164,7 @@ async fn boot_inner(
             "--config".into(),
             config_path.into(),
             "--state-dir".into(),
-            state.dir.clone().into(),
+            state.path().into(),
         ]
     };
 
@@ -230,12 +230,12 @@ async fn boot_inner(
     let slot = &mut running.sidecar;
     let (member, bound, deadline) =
         boot_component(Role::Sidecar, &args, listen, slot, &state, opts, signals).await?;
-    let ca_dir = state.ca_dir();
+    let probe_state = state.clone();
     confirm(member, deadline, &state, signals, || {
-        let ca_dir = ca_dir.clone();
+        let state = probe_state.clone();
         async move {
             probes::tcp_accepts(bound, probe_timeout(deadline)).await?;
-            let missing = probes::missing_ca_files(&ca_dir);
+            let missing = probes::missing_ca_files(&state);
             match missing.first() {
                 None => Ok(()),
                 Some(path) => Err(format!("{} does not exist", path.display())),
@@ -319,7 +319,7 @@ fn refuse_orphans(state: &StateDir) -> Result<(), Hinted> {
             ))
             .hint(format!(
                 "run `firma sidecar stop --state-dir {}` first",
-                state.dir.display()
+                state.path().display()
             )));
         }
     }
@@ -347,11 +347,11 @@ fn precheck_bind(role: Role, addr: SocketAddr, key: &str, stop_hint: &str) -> Re
 }
 
 fn bind_channel(state: &StateDir, role: Role) -> Result<NotifyChannel, Hinted> {
-    NotifyChannel::bind(&state.dir, role.name()).map_err(|err| {
+    NotifyChannel::bind(state, role.name()).map_err(|err| {
         Hinted::new(format!(
             "{}: cannot create the readiness socket in {}: {err}",
             role.name(),
-            state.dir.display()
+            state.path().display()
         ))
         .hint("check that the state directory is writable")
     })
@@ -416,7 +416,7 @@ fn exited_early(role: Role, status: &std::io::Result<ExitStatus>, state: &StateD
     let hint = if last.contains("in use") {
         format!(
             "run `firma sidecar stop --state-dir {}` or change the listen address in firma.toml; {}",
-            state.dir.display(),
+            state.path().display(),
             log_hint(state, role)
         )
     } else {

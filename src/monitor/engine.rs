@@ -15,6 +15,7 @@ use super::plugin::{FormatContext, Formatter, Source};
 use super::record::{Kind, Record};
 use super::seek::{end_of_last_line, seek_since};
 use super::tailer::{Change, Tail};
+use crate::state_dir::StateDir;
 
 /// How often files are checked when no watcher is possible.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -24,7 +25,7 @@ pub const BACKSTOP_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// What to run.
 pub struct Plan {
-    pub state_dir: PathBuf,
+    pub state: StateDir,
     /// Selected sources (order breaks timestamp ties).
     pub sources: Vec<&'static dyn Source>,
     pub filters: Filters,
@@ -77,7 +78,7 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
     let mut lanes: Vec<Lane<'_>> = plan
         .sources
         .iter()
-        .map(|&source| Lane::new(source, &plan.filters, &plan.state_dir))
+        .map(|&source| Lane::new(source, &plan.filters, &plan.state))
         .collect();
 
     for lane in &mut lanes {
@@ -158,7 +159,7 @@ fn follow(
     let mut dir_id = None;
     let mut announced_dir = false;
     loop {
-        let current_dir = std::fs::metadata(&plan.state_dir)
+        let current_dir = std::fs::metadata(plan.state.path())
             .ok()
             .filter(|m| m.is_dir())
             .map(|m| (m.dev(), m.ino()));
@@ -169,7 +170,7 @@ fn follow(
         if watcher.is_none() {
             if current_dir.is_some() {
                 let watched = if plan.watch {
-                    watch(&plan.state_dir, tx.clone())
+                    watch(plan.state.path(), tx.clone())
                 } else {
                     Err("watching is turned off".to_string())
                 };
@@ -180,7 +181,7 @@ fn follow(
                     }
                     Err(reason) => {
                         notice(Notice::Polling {
-                            dir: plan.state_dir.clone(),
+                            dir: plan.state.path().to_path_buf(),
                             reason,
                         });
                         watcher = Some(None);
@@ -188,7 +189,7 @@ fn follow(
                 }
             } else if !announced_dir {
                 announced_dir = true;
-                notice(Notice::Waiting(plan.state_dir.clone()));
+                notice(Notice::Waiting(plan.state.path().to_path_buf()));
             }
         }
         for lane in lanes.iter_mut() {
@@ -326,7 +327,7 @@ struct Lane<'p> {
 }
 
 impl<'p> Lane<'p> {
-    fn new(source: &'static dyn Source, filters: &'p Filters, dir: &std::path::Path) -> Self {
+    fn new(source: &'static dyn Source, filters: &'p Filters, state: &StateDir) -> Self {
         Self {
             judge: Judge {
                 source,
@@ -335,7 +336,7 @@ impl<'p> Lane<'p> {
                 last_skipped: None,
                 live: false,
             },
-            tail: Tail::new(dir.join(source.file_name())),
+            tail: Tail::new(source.path(state)),
         }
     }
 
@@ -428,8 +429,8 @@ mod tests {
         fn about(&self) -> &'static str {
             "test"
         }
-        fn file_name(&self) -> &'static str {
-            "f.log"
+        fn path(&self, state: &crate::state_dir::StateDir) -> std::path::PathBuf {
+            state.path().join("f.log")
         }
         fn parse(&self, line: &[u8], offset: u64) -> Record {
             Record::new("lines", offset, Kind::Raw, line)
@@ -491,7 +492,7 @@ mod tests {
             let path = dir.path().join("f.log");
             fs::write(&path, "").unwrap();
             let filters = Filters::new();
-            let mut lane = Lane::new(&Lines, &filters, dir.path());
+            let mut lane = Lane::new(&Lines, &filters, &StateDir::new(dir.path()));
             lane.tail.open_with(|_, _| Ok(0)).unwrap();
             let mut sink: Vec<u8> = Vec::new();
             let mut written = Vec::new();

@@ -1,17 +1,20 @@
-//! The plugin API: a [`Source`] turns lines of one file in the state dir into [`Record`]s, a
+//! The plugin API: a [`Source`] turns lines of one file (usually in the state dir) into [`Record`]s, a
 //! [`Formatter`] writes records. Both register themselves with `inventory::submit!`; the CLI
 //! builds its `--source` / `--format` choices from [`sources()`] and [`formatters()`].
 
-use super::record::Record;
+use std::path::PathBuf;
 
-/// Where records come from: one file in the state directory.
+use super::record::Record;
+use crate::state_dir::StateDir;
+
+/// Where records come from: one file, usually in the state directory.
 pub trait Source: Sync {
     /// The name used by `--source` and in every output line.
     fn name(&self) -> &'static str;
     /// One line of help for `--source`.
     fn about(&self) -> &'static str;
-    /// The file this source reads, relative to the state directory.
-    fn file_name(&self) -> &'static str;
+    /// The file this source reads (ask the state dir: it owns the names).
+    fn path(&self, state: &StateDir) -> PathBuf;
     /// Turn one line (without its newline) at byte `offset` into a record. Never fails: a
     /// line that cannot be understood becomes a raw or malformed record.
     fn parse(&self, line: &[u8], offset: u64) -> Record;

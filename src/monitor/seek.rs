@@ -107,8 +107,8 @@ mod tests {
         fn about(&self) -> &'static str {
             "test"
         }
-        fn file_name(&self) -> &'static str {
-            "t.log"
+        fn path(&self, state: &crate::state_dir::StateDir) -> std::path::PathBuf {
+            state.path().join("t.log")
         }
         fn parse(&self, line: &[u8], offset: u64) -> Record {
             let mut record = Record::new("timed", offset, Kind::Raw, line);

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
-
-pub const CA_CERT_FILE: &str = "firma-ca.crt";
-pub const CA_BUNDLE_FILE: &str = "ca-bundle.pem";
+use crate::state_dir::StateDir;
 
 /// System trust stores tried, in order, for the combined bundle.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -37,11 +35,11 @@ pub fn agent_env(proxy: SocketAddr, ca_bundle: &Path, ca_cert: &Path) -> Vec<(St
     vars
 }
 
-/// Write `<ca dir>/ca-bundle.pem`: the system roots plus the firma CA, so tunnelled (not
+/// Write the state dir's CA bundle: the system roots plus the firma CA, so tunnelled (not
 /// intercepted) HTTPS keeps verifying against public roots while intercepted hosts verify
 /// against the firma CA. Returns `(bundle, ca_cert)`.
-pub fn write_ca_bundle(ca_dir: &Path) -> Result<(PathBuf, PathBuf), Hinted> {
-    let ca_cert = ca_dir.join(CA_CERT_FILE);
+pub fn write_ca_bundle(state: &StateDir) -> Result<(PathBuf, PathBuf), Hinted> {
+    let ca_cert = state.ca_cert();
     let ca = std::fs::read(&ca_cert).map_err(|err| {
         Hinted::new(format!(
             "cannot read the sidecar CA {}: {err}",
@@ -57,7 +55,7 @@ pub fn write_ca_bundle(ca_dir: &Path) -> Result<(PathBuf, PathBuf), Hinted> {
         bundle.push(b'\n');
     }
     bundle.extend_from_slice(&ca);
-    let path = ca_dir.join(CA_BUNDLE_FILE);
+    let path = state.ca_bundle();
     write_atomic(&path, &bundle, 0o644)?;
     Ok((path, ca_cert))
 }

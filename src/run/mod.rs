@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use crate::config::LoadedConfig;
 use crate::config::schema::AuthorityMode;
 use crate::error::Hinted;
-use crate::lifecycle::state::{Role, StateDir};
 use crate::proto::IssueCapabilityRequest;
+use crate::state_dir::{Role, StateDir};
 
 /// A granted capability.
 #[derive(Debug, Clone)]
@@ -30,27 +30,27 @@ pub struct Issued {
 }
 
 /// The address the lifecycle core published for `role` (`authority.listen`, `sidecar.listen`).
-pub fn read_listen(state_dir: &Path, role: Role) -> Option<SocketAddr> {
-    StateDir::new(state_dir).read_listen(role)?.parse().ok()
+pub fn read_listen(state: &StateDir, role: Role) -> Option<SocketAddr> {
+    state.read_listen(role)?.parse().ok()
 }
 
 /// Whether the daemon's Sidecar answers on its published address.
-pub fn sidecar_running(state_dir: &Path) -> Option<SocketAddr> {
-    let addr = read_listen(state_dir, Role::Sidecar)?;
+pub fn sidecar_running(state: &StateDir) -> Option<SocketAddr> {
+    let addr = read_listen(state, Role::Sidecar)?;
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
         .ok()
         .map(|_| addr)
 }
 
 /// Start the daemon pair through the lifecycle core (`firma sidecar start --detach`).
-pub fn start_daemon(config: &Path, state_dir: &Path) -> Result<(), Hinted> {
+pub fn start_daemon(config: &Path, state: &StateDir) -> Result<(), Hinted> {
     let exe = std::env::current_exe()
         .map_err(|err| Hinted::new(format!("cannot locate the firma binary: {err}")))?;
     let output = std::process::Command::new(exe)
         .args(["sidecar", "start", "--detach", "--config"])
         .arg(config)
         .arg("--state-dir")
-        .arg(state_dir)
+        .arg(state.path())
         .stdin(Stdio::null())
         .output()
         .map_err(|err| Hinted::new(format!("cannot run `firma sidecar start`: {err}")))?;
@@ -65,23 +65,21 @@ pub fn start_daemon(config: &Path, state_dir: &Path) -> Result<(), Hinted> {
     Err(
         Hinted::new(format!("starting the daemon failed: {detail}")).hint(format!(
             "run `firma sidecar start --state-dir {}` to see the full error",
-            state_dir.display()
+            state.path().display()
         )),
     )
 }
 
 /// The Authority's gRPC URL: the local daemon's published address, or the remote URL.
-pub fn authority_url(loaded: &LoadedConfig, state_dir: &Path) -> Result<String, Hinted> {
+pub fn authority_url(loaded: &LoadedConfig, state: &StateDir) -> Result<String, Hinted> {
     match loaded.config.authority.mode {
         AuthorityMode::Remote => Ok(loaded.config.authority.url.clone().unwrap_or_default()),
-        AuthorityMode::Local => read_listen(state_dir, Role::Authority)
+        AuthorityMode::Local => read_listen(state, Role::Authority)
             .map(|addr| format!("http://{addr}"))
             .ok_or_else(|| {
                 Hinted::new(format!(
                     "{} is missing",
-                    StateDir::new(state_dir)
-                        .listen_file(Role::Authority)
-                        .display()
+                    state.listen_file(Role::Authority).display()
                 ))
                 .hint("start the daemon with `firma sidecar start`")
             }),

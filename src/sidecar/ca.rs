@@ -22,10 +22,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use crate::config::dirs::ensure_private_dir;
 use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
+use crate::state_dir::StateDir;
 
-pub const CA_DIR: &str = "generated-firma-ca";
-pub const CA_CERT_FILE: &str = "firma-ca.crt";
-pub const CA_KEY_FILE: &str = "firma-ca.key";
 const CA_COMMON_NAME: &str = "firma Sidecar local CA";
 const CA_ORGANIZATION: &str = "firma";
 /// Leaf configs kept before the cache starts over.
@@ -48,11 +46,10 @@ pub struct CertificateAuthority {
 
 impl CertificateAuthority {
     /// Load the CA from `<state_dir>/generated-firma-ca/`, generating it when absent.
-    pub fn load_or_generate(state_dir: &Path) -> Result<(Self, CaOrigin), Hinted> {
-        let dir = state_dir.join(CA_DIR);
-        ensure_private_dir(&dir)?;
-        let cert_path = dir.join(CA_CERT_FILE);
-        let key_path = dir.join(CA_KEY_FILE);
+    pub fn load_or_generate(state: &StateDir) -> Result<(Self, CaOrigin), Hinted> {
+        ensure_private_dir(&state.ca_dir())?;
+        let cert_path = state.ca_cert();
+        let key_path = state.ca_key();
         match (cert_path.exists(), key_path.exists()) {
             (true, true) => Self::load(cert_path, &key_path).map(|ca| (ca, CaOrigin::Loaded)),
             (true, false) => Err(Hinted::new(format!(
@@ -62,7 +59,7 @@ impl CertificateAuthority {
             ))
             .hint(format!(
                 "restore the key, or delete {} so a new CA is generated (agents must then trust the new certificate)",
-                dir.display()
+                state.ca_dir().display()
             ))),
             // No certificate was ever handed out (the key is written first): generating is safe.
             (false, _) => Self::generate(cert_path, &key_path).map(|ca| (ca, CaOrigin::Generated)),
@@ -241,13 +238,15 @@ mod tests {
     #[test]
     fn generated_once_then_loaded_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, origin) = CertificateAuthority::load_or_generate(dir.path()).unwrap();
+        let (first, origin) =
+            CertificateAuthority::load_or_generate(&StateDir::new(dir.path())).unwrap();
         assert_eq!(origin, CaOrigin::Generated);
-        let key = dir.path().join(CA_DIR).join(CA_KEY_FILE);
+        let key = StateDir::new(dir.path()).ca_key();
         let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let pem = std::fs::read(&first.cert_path).unwrap();
-        let (second, origin) = CertificateAuthority::load_or_generate(dir.path()).unwrap();
+        let (second, origin) =
+            CertificateAuthority::load_or_generate(&StateDir::new(dir.path())).unwrap();
         assert_eq!(origin, CaOrigin::Loaded);
         assert_eq!(std::fs::read(&second.cert_path).unwrap(), pem);
         assert_eq!(first.cert_der(), second.cert_der());
@@ -256,9 +255,9 @@ mod tests {
     #[test]
     fn leaf_chains_to_the_ca_and_is_cached() {
         let dir = tempfile::tempdir().unwrap();
-        CertificateAuthority::load_or_generate(dir.path()).unwrap();
+        CertificateAuthority::load_or_generate(&StateDir::new(dir.path())).unwrap();
         // Load (not generate) so the issuer is rebuilt from the files.
-        let (ca, _) = CertificateAuthority::load_or_generate(dir.path()).unwrap();
+        let (ca, _) = CertificateAuthority::load_or_generate(&StateDir::new(dir.path())).unwrap();
         let a = ca.server_config("Example.com").unwrap();
         let b = ca.server_config("example.com").unwrap();
         assert!(Arc::ptr_eq(&a, &b));
@@ -268,9 +267,9 @@ mod tests {
     #[test]
     fn cert_without_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        CertificateAuthority::load_or_generate(dir.path()).unwrap();
-        std::fs::remove_file(dir.path().join(CA_DIR).join(CA_KEY_FILE)).unwrap();
-        let err = CertificateAuthority::load_or_generate(dir.path())
+        CertificateAuthority::load_or_generate(&StateDir::new(dir.path())).unwrap();
+        std::fs::remove_file(StateDir::new(dir.path()).ca_key()).unwrap();
+        let err = CertificateAuthority::load_or_generate(&StateDir::new(dir.path()))
             .err()
             .unwrap();
         assert!(err.to_string().contains("is missing"), "{err}");

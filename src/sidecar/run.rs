@@ -30,7 +30,6 @@ use crate::error::Hinted;
 
 /// How long in-flight requests may finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
-pub const AUDIT_LOG: &str = "audit.jsonl";
 
 /// What the command line hands the daemon.
 #[derive(Debug, Clone, Default)]
@@ -62,13 +61,13 @@ fn request_workers() -> usize {
 async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let loaded = Discovery::new(options.config.clone()).load()?;
     let config = loaded.config.sidecar.clone();
-    let (state_dir, _) = resolve_state_dir(options.state_dir.as_deref());
-    ensure_private_dir(&state_dir)?;
+    let (state, _) = resolve_state_dir(options.state_dir.as_deref());
+    ensure_private_dir(state.path())?;
 
     let mapping = MappingTable::load(&config.mapping.rules)?;
     let authority_key = keys::load_verifying_key(&config.authority.public_key)?;
     let audit_key = keys::load_signing_key(&config.audit.key)?;
-    let audit_path = state_dir.join(AUDIT_LOG);
+    let audit_path = state.audit_log();
     let (writer, report) = AuditWriter::open(
         &audit_path,
         audit_key,
@@ -90,7 +89,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     );
     let writer = Arc::new(writer);
 
-    let (ca, origin) = CertificateAuthority::load_or_generate(&state_dir)?;
+    let (ca, origin) = CertificateAuthority::load_or_generate(&state)?;
     match origin {
         CaOrigin::Generated => {
             tracing::info!(cert = %ca.cert_path.display(), "generated the interception CA")

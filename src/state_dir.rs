@@ -1,0 +1,258 @@
+//! The one owner of file names in firma's two per-user directories (DESIGN §3).
+//!
+//! **State dir** (volatile, per running pair):
+//!
+//! | file | written by | content |
+//! |---|---|---|
+//! | `authority.pid`, `sidecar.pid`, `stack.pid` | lifecycle | decimal pid + `\n` |
+//! | `authority.listen`, `sidecar.listen` | lifecycle | bound `ip:port` + `\n` |
+//! | `.authority.identity`, `.sidecar.identity`, `.stack.identity` | lifecycle | PID-reuse guard |
+//! | `.stack.json` | lifecycle | how the pair was started |
+//! | `.stop-requested` | `sidecar stop` | marks a requested stop (not a crash) |
+//! | `.notify-<tag>-<pid>.sock` | lifecycle | readiness datagram sockets |
+//! | `stack.lock` | lifecycle | exclusive lock, holder pid |
+//! | `authority.sock` | Authority | operator RPCs (Unix socket, peer uid checked) |
+//! | `authority.log`, `sidecar.log`, `supervisor.log` | children / supervisor | daemon logs |
+//! | `audit.jsonl`, `audit.jsonl.N`, `audit.checkpoint` | Sidecar | the audit log and its checkpoint |
+//! | `audit-archive-<ts>/` | `init --force` | a log set aside when the audit key changed |
+//! | `generated-firma-ca/firma-ca.crt`, `firma-ca.key` | Sidecar | the interception CA |
+//! | `generated-firma-ca/ca-bundle.pem` | `firma run` | system roots + the CA, for agents |
+//!
+//! **Data dir** (durable): `revocations.txt`.
+//!
+//! Nothing else in firma spells these names; everything asks a [`StateDir`] or [`DataDir`].
+
+use std::path::{Path, PathBuf};
+
+/// The audit log's file name (rotated files append `.N`).
+const AUDIT_LOG: &str = "audit.jsonl";
+const CA_DIR: &str = "generated-firma-ca";
+const CA_CERT: &str = "firma-ca.crt";
+const CA_KEY: &str = "firma-ca.key";
+const CA_BUNDLE: &str = "ca-bundle.pem";
+const NOTIFY_PREFIX: &str = ".notify-";
+const NOTIFY_SUFFIX: &str = ".sock";
+
+/// A process `start` manages and the state files named after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Authority,
+    Sidecar,
+    /// The supervisor: the foreground `start` or the detached `__supervise`.
+    Supervisor,
+}
+
+impl Role {
+    /// Every role, in the order `stop` signals them.
+    pub const ALL: [Role; 3] = [Role::Sidecar, Role::Supervisor, Role::Authority];
+
+    /// The name shown to operators (`status` rows, log lines).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Authority => "authority",
+            Self::Sidecar => "sidecar",
+            Self::Supervisor => "supervisor",
+        }
+    }
+
+    /// The stem of this role's pid / listen / identity files. The supervisor's are `stack.*`,
+    /// the names the guide gives (`stack.pid`, `stack.lock`).
+    fn file_stem(self) -> &'static str {
+        match self {
+            Self::Supervisor => "stack",
+            other => other.name(),
+        }
+    }
+}
+
+/// Paths of everything firma keeps in one state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn pid_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{}.pid", role.file_stem()))
+    }
+    pub fn listen_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{}.listen", role.file_stem()))
+    }
+    pub fn identity_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!(".{}.identity", role.file_stem()))
+    }
+    pub fn log_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{}.log", role.name()))
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("stack.lock")
+    }
+    pub fn meta_file(&self) -> PathBuf {
+        self.dir.join(".stack.json")
+    }
+    /// The Authority's operator socket (Unix domain, 0600): mint and revoke, peer uid checked.
+    pub fn authority_socket(&self) -> PathBuf {
+        self.dir.join("authority.sock")
+    }
+    /// Written by `firma sidecar stop` before it signals anything, so the supervisor knows a
+    /// child's exit was requested, not a crash.
+    pub fn stop_marker(&self) -> PathBuf {
+        self.dir.join(".stop-requested")
+    }
+
+    /// A readiness socket for process `pid` (`tag` says which wait it serves).
+    pub fn notify_socket(&self, tag: &str, pid: u32) -> PathBuf {
+        self.dir
+            .join(format!("{NOTIFY_PREFIX}{tag}-{pid}{NOTIFY_SUFFIX}"))
+    }
+    /// The pid a readiness socket's name carries, if `name` is one.
+    pub fn notify_socket_pid(name: &str) -> Option<i32> {
+        let rest = name
+            .strip_prefix(NOTIFY_PREFIX)?
+            .strip_suffix(NOTIFY_SUFFIX)?;
+        rest.rsplit('-').next()?.parse().ok()
+    }
+
+    /// The live audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join(AUDIT_LOG)
+    }
+    /// The signed checkpoint of the audit log (the audit format puts it beside the log).
+    pub fn audit_checkpoint(&self) -> PathBuf {
+        crate::audit::checkpoint::path_for(&self.audit_log())
+    }
+    /// The audit log's files, oldest first: its rotations `audit.jsonl.N` (highest N is the
+    /// oldest), then the live file (listed even when it is missing).
+    pub fn audit_files(&self) -> Vec<PathBuf> {
+        let prefix = format!("{AUDIT_LOG}.");
+        let mut rotations: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let n: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
+                Some((n, entry.path()))
+            })
+            .collect();
+        rotations.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let mut files: Vec<PathBuf> = rotations.into_iter().map(|(_, p)| p).collect();
+        files.push(self.audit_log());
+        files
+    }
+    /// Where `init --force` sets a log aside when the audit key is replaced.
+    pub fn audit_archive(&self, stamp: &str) -> PathBuf {
+        self.dir.join(format!("audit-archive-{stamp}"))
+    }
+
+    /// `generated-firma-ca/`: the Sidecar's interception CA.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join(CA_DIR)
+    }
+    /// The CA certificate agents trust (PEM).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.ca_dir().join(CA_CERT)
+    }
+    /// The CA's private key (PKCS#8 PEM, 0600).
+    pub fn ca_key(&self) -> PathBuf {
+        self.ca_dir().join(CA_KEY)
+    }
+    /// System roots plus the firma CA, written by `firma run` for its agents.
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.ca_dir().join(CA_BUNDLE)
+    }
+    /// Every file the CA consists of (what `start` waits for).
+    pub fn ca_files(&self) -> [PathBuf; 2] {
+        [self.ca_cert(), self.ca_key()]
+    }
+}
+
+/// Paths of the durable per-user data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    dir: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+    /// Revoked token ids, one line each (the Authority's source of truth).
+    pub fn revocations(&self) -> PathBuf {
+        self.dir.join("revocations.txt")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guide_names() {
+        let s = StateDir::new("/s");
+        assert_eq!(s.pid_file(Role::Supervisor), Path::new("/s/stack.pid"));
+        assert_eq!(s.pid_file(Role::Sidecar), Path::new("/s/sidecar.pid"));
+        assert_eq!(
+            s.listen_file(Role::Authority),
+            Path::new("/s/authority.listen")
+        );
+        assert_eq!(s.log_file(Role::Supervisor), Path::new("/s/supervisor.log"));
+        assert_eq!(s.lock_file(), Path::new("/s/stack.lock"));
+        assert_eq!(s.audit_log(), Path::new("/s/audit.jsonl"));
+        assert_eq!(s.audit_checkpoint(), Path::new("/s/audit.checkpoint"));
+        assert_eq!(s.ca_cert(), Path::new("/s/generated-firma-ca/firma-ca.crt"));
+        assert_eq!(
+            DataDir::new("/d").revocations(),
+            Path::new("/d/revocations.txt")
+        );
+    }
+
+    #[test]
+    fn audit_files_are_oldest_first_and_end_with_the_live_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in [
+            "audit.jsonl.1",
+            "audit.jsonl.10",
+            "audit.jsonl.2",
+            "audit.jsonl.x",
+        ] {
+            std::fs::write(tmp.path().join(name), "").unwrap();
+        }
+        let s = StateDir::new(tmp.path());
+        let names: Vec<_> = s
+            .audit_files()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "audit.jsonl.10",
+                "audit.jsonl.2",
+                "audit.jsonl.1",
+                "audit.jsonl"
+            ]
+        );
+    }
+
+    #[test]
+    fn notify_socket_names_round_trip() {
+        let s = StateDir::new("/s");
+        let path = s.notify_socket("launch-x", 42);
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(StateDir::notify_socket_pid(name), Some(42));
+        assert_eq!(StateDir::notify_socket_pid("audit.jsonl"), None);
+    }
+}
