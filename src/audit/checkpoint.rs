@@ -51,7 +51,7 @@ impl Checkpoint {
                 .unwrap_or_default(),
             seq: head.seq,
             head: head.hash_hex(),
-            ts: super::writer::now_rfc3339(),
+            ts: super::event::now_rfc3339(),
             sig: None,
         }
     }

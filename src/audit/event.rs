@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 /// Record format version written in `v`.
 pub const AUDIT_FORMAT_VERSION: u32 = 1;
 
+/// The current time as written in `ts`: RFC 3339, UTC, nanoseconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 /// What the Sidecar decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

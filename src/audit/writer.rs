@@ -26,6 +26,7 @@ use super::chain::ChainHead;
 use super::checkpoint::{self, Checkpoint};
 use super::event::{
     AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, SEGMENT_KIND, SegmentMarker, TornLine,
+    now_rfc3339,
 };
 use super::record::{self, MAX_LINE_BYTES, line_hash};
 use crate::config::schema::{AuditConfig, FsyncPolicy};
@@ -77,11 +78,6 @@ impl OpenReport {
     pub fn new_segment(&self) -> bool {
         self.torn_tail.is_some()
     }
-}
-
-/// RFC 3339 UTC with nanoseconds, as written in `ts`.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// Shared handle to the appender (cheap to clone).
