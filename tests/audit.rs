@@ -10,7 +10,6 @@ use std::process::Output;
 use common::{World, assert_success, stderr, stdout};
 use ed25519_dalek::SigningKey;
 use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
-use firma::audit::reader::{AuditReader, ReadMode, ReadProblem};
 use firma::audit::verify::{FindingKind, VerifyOptions, VerifyReport, verify};
 use firma::audit::writer::{AuditWriter, WriterOptions};
 use firma::config::keys;
@@ -342,7 +341,7 @@ fn a_restart_resumes_the_chain() {
             ..WriterOptions::default()
         };
         let (writer, report) = AuditWriter::open(&log, key.clone(), options).unwrap();
-        assert!(!report.new_segment());
+        assert!(report.torn_tail.is_none());
         let first = writer.append(draft(0)).unwrap();
         assert_eq!(first.seq, report.resumed_seq + 1);
         for i in 1..10 {
@@ -465,7 +464,7 @@ fn the_checkpoint_is_refreshed_while_records_arrive() {
 }
 
 #[test]
-fn the_reader_streams_records_and_typed_problems() {
+fn an_edit_stops_the_chain_at_its_line_and_later_lines_are_still_counted() {
     let f = fixture(5);
     let mut lines = lines_of(&f.log);
     let edited = String::from_utf8(lines[2].clone())
@@ -474,27 +473,14 @@ fn the_reader_streams_records_and_typed_problems() {
     lines[2] = edited.into_bytes();
     lines.push(b"{not json".to_vec());
     write_lines(&f.log, &lines);
-    let parse_only: Vec<_> = AuditReader::open(&f.log, ReadMode::ParseOnly)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(parse_only.len(), 6);
-    assert!(
-        parse_only[..5].iter().all(|item| item.result.is_ok()),
-        "parse-only ignores signatures"
+    let report = run_verify(&f.log, &f.key);
+    assert_problem(&report, FindingKind::Modified, 3);
+    assert_eq!((report.verified, report.last_seq), (2, 2));
+    assert_eq!(
+        report.lines, 6,
+        "every line is read, also after the problem"
     );
-    assert!(matches!(parse_only[5].result, Err(ReadProblem::Line(_))));
-    let verified: Vec<_> = AuditReader::open(&f.log, ReadMode::Verify(f.key.verifying_key()))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert!(verified[1].result.is_ok());
-    assert!(matches!(verified[2].result, Err(ReadProblem::Line(_))));
-    assert_eq!(verified[2].line.number, 3);
-    assert!(
-        matches!(verified[3].result, Err(ReadProblem::Chain(_))),
-        "line 4 no longer chains"
-    );
+    assert_eq!(report.files[0].lines, 6);
 }
 
 // ---- black box: `firma audit verify` ------------------------------------------------------
@@ -805,9 +791,12 @@ fn append_returns_exactly_the_record_on_disk() {
     let (writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
     let returned: Vec<_> = (0..3).map(|i| writer.append(draft(i)).unwrap()).collect();
     // Written before append returned: readable now, without waiting for any flush.
-    let on_disk: Vec<_> = AuditReader::open(&log, ReadMode::Verify(key.verifying_key()))
-        .unwrap()
-        .map(|item| item.unwrap().result.unwrap().as_event().unwrap().clone())
+    let on_disk: Vec<_> = lines_of(&log)
+        .iter()
+        .map(|line| {
+            let parsed = firma::audit::record::check_line(line, &key.verifying_key()).unwrap();
+            parsed.record.as_event().unwrap().clone()
+        })
         .collect();
     assert_eq!(on_disk, returned);
     assert_eq!(returned[0].prev, firma::audit::record::GENESIS_PREV);

@@ -1,11 +1,11 @@
-//! The audit log: event type, canonical encoding, signed chained writer, reader, verifier.
+//! The audit log: event type, canonical encoding, signed chained writer, line splitter, verifier.
 //! Format and guarantees: `docs/audit-log.md`.
 
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod event;
-pub mod reader;
+pub mod lines;
 pub mod record;
 pub mod verify;
 pub mod writer;

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::chain::{ChainHead, ChainProblem};
 use super::checkpoint::{self, Checkpoint, CheckpointProblem};
 use super::event::AuditRecord;
-use super::reader::{LineSplitter, RawLine};
+use super::lines::{LineSplitter, RawLine};
 use super::record::{self, LineProblem, key_fingerprint, line_hash};
 use crate::error::Hinted;
 

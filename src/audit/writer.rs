@@ -73,13 +73,6 @@ pub struct OpenReport {
     pub completed_tail: bool,
 }
 
-impl OpenReport {
-    /// A new segment was started (the Sidecar should log this as a warning).
-    pub fn new_segment(&self) -> bool {
-        self.torn_tail.is_some()
-    }
-}
-
 /// Shared handle to the appender (cheap to clone).
 #[derive(Clone)]
 pub struct AuditWriter {
