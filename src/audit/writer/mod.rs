@@ -8,26 +8,28 @@
 //!   `never` (only the checkpoint's own fsync).
 //! - The flusher refreshes `audit.checkpoint` after fsyncing the log, every 1,000 records or 1 s.
 //! - `open` resumes the chain from the file's last record; a torn last line (a crash in the
-//!   middle of a write) is terminated, kept, and named by a signed segment marker.
+//!   middle of a write) is terminated, kept, and named by a signed segment marker (`recover`);
+//!   the checkpoint must agree with what was found (`reconcile`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use nix::fcntl::{Flock, FlockArg};
 
+mod flusher;
+mod reconcile;
+mod recover;
+
 use super::chain::ChainHead;
 use super::checkpoint::{self, Checkpoint};
-use super::event::{
-    AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, SEGMENT_KIND, SegmentMarker, TornLine,
-    now_rfc3339,
-};
+use super::event::{AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, TornLine, now_rfc3339};
 use super::record::{self, MAX_LINE_BYTES, line_hash};
 use crate::config::schema::{AuditConfig, FsyncPolicy};
 use crate::error::Hinted;
@@ -160,118 +162,14 @@ impl AuditWriter {
             .hint("another Sidecar is running on this state directory; stop it first")
         })?;
         let checkpoint_path = checkpoint::path_for(path);
-        let mut report = OpenReport {
-            path: path.to_path_buf(),
-            resumed_seq: 0,
-            torn_tail: None,
-            marker_seq: None,
-            completed_tail: false,
-        };
-        let verifying = key.verifying_key();
-        let tail = read_tail(&file, path)?;
-        let cannot_continue = |what: String| {
-            Hinted::new(format!(
-                "cannot continue audit log {}: {what}",
-                path.display()
-            ))
-            .hint(format!(
-                "run `firma audit verify --file {}` to see what is wrong; to start a new log, \
-                     move {} and {} aside",
-                path.display(),
-                path.display(),
-                checkpoint_path.display()
-            ))
-        };
-        let mut head = ChainHead::GENESIS;
-        if let Some((offset, line)) = &tail.last_line {
-            let parsed = record::check_line(line, &verifying).map_err(|problem| {
-                cannot_continue(format!(
-                    "its last line (byte offset {offset}) is not a record signed by this key: {problem}"
-                ))
-            })?;
-            head = ChainHead::advance(parsed.record.seq(), parsed.hash);
-        }
-        report.resumed_seq = head.seq;
-
-        let mut pending: Vec<u8> = Vec::new();
-        if let Some((offset, bytes)) = &tail.unterminated {
-            let whole = record::check_line(bytes, &verifying)
-                .ok()
-                .filter(|p| head.check(p.record.seq(), p.record.prev()).is_ok());
-            pending.push(b'\n');
-            if let Some(parsed) = whole {
-                head = ChainHead::advance(parsed.record.seq(), parsed.hash);
-                report.resumed_seq = head.seq;
-                report.completed_tail = true;
-            } else {
-                let torn = TornLine {
-                    offset: *offset,
-                    length: bytes.len() as u64,
-                    sha256: hex::encode(line_hash(bytes)),
-                };
-                let marker = SegmentMarker {
-                    v: AUDIT_FORMAT_VERSION,
-                    seq: head.seq + 1,
-                    ts: now_rfc3339(),
-                    kind: SEGMENT_KIND.into(),
-                    reason: format!(
-                        "torn last line ({} bytes at offset {offset}) found on open, \
-                         presumably from a crash; new segment",
-                        bytes.len()
-                    ),
-                    torn: Some(torn.clone()),
-                    prev: head.hash_hex(),
-                    sig: None,
-                };
-                let sealed = record::seal(record::to_object(&marker), &key);
-                head = ChainHead::advance(marker.seq, line_hash(&sealed.line));
-                pending.extend_from_slice(&sealed.line);
-                pending.push(b'\n');
-                report.torn_tail = Some(torn);
-                report.marker_seq = Some(marker.seq);
-            }
-        }
-
-        // The checkpoint must never be ahead of the log: that is truncation, and writing on
-        // would overwrite the evidence.
-        match checkpoint::read(&checkpoint_path, &verifying)? {
-            None if head.seq > 0 => {
-                return Err(cannot_continue(format!(
-                    "its checkpoint {} is missing, so a truncated tail could not be detected",
-                    checkpoint_path.display()
-                )));
-            }
-            None => {}
-            Some(Err(problem)) => {
-                return Err(cannot_continue(format!(
-                    "its checkpoint {} is unusable: {problem}",
-                    checkpoint_path.display()
-                )));
-            }
-            Some(Ok(point)) => {
-                let last = report.resumed_seq;
-                if point.seq > last {
-                    return Err(cannot_continue(format!(
-                        "the log ends at seq {last} but {} records seq {}: the tail was truncated",
-                        checkpoint_path.display(),
-                        point.seq
-                    )));
-                }
-                if point.seq == last && point.seq > 0 {
-                    let last_hash = match &tail.last_line {
-                        _ if report.completed_tail => None,
-                        Some((_, line)) => Some(hex::encode(line_hash(line))),
-                        None => None,
-                    };
-                    if last_hash.is_some_and(|h| h != point.head) {
-                        return Err(cannot_continue(format!(
-                            "its last record (seq {last}) differs from the one {} names",
-                            checkpoint_path.display()
-                        )));
-                    }
-                }
-            }
-        }
+        let resumed = recover::resume(&file, path, &key, &checkpoint_path)?;
+        reconcile::check(&checkpoint_path, &key.verifying_key(), &resumed, path)?;
+        let recover::Resumed {
+            head,
+            pending,
+            report,
+            ..
+        } = resumed;
 
         if !pending.is_empty() {
             (&*file).write_all(&pending).map_err(|err| {
@@ -307,7 +205,7 @@ impl AuditWriter {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("audit-flusher".into())
-                .spawn(move || flusher_loop(&shared, head))
+                .spawn(move || flusher::run(&shared, head))
                 .map_err(|err| Hinted::new(format!("cannot start the audit flusher: {err}")))?
         };
         let writer = AuditWriter {
@@ -461,133 +359,6 @@ impl Shared {
         lock(&self.state).failed.get_or_insert(err.clone());
         lock(&self.flush).error.get_or_insert(err);
     }
-}
-
-/// Periodic fsync (batched policy) and checkpoints, until asked to stop.
-fn flusher_loop(shared: &Shared, mut checkpointed: ChainHead) {
-    let tick = match shared.options.fsync {
-        FsyncPolicy::Batched => shared
-            .options
-            .fsync_interval
-            .clamp(Duration::from_millis(1), CHECKPOINT_EVERY),
-        FsyncPolicy::Always | FsyncPolicy::Never => CHECKPOINT_EVERY,
-    };
-    let mut last_checkpoint = Instant::now();
-    loop {
-        let (stop, due) = {
-            let mut flush = lock(&shared.flush);
-            if !flush.stop && !flush.checkpoint_due {
-                flush = shared
-                    .flush_wakeup
-                    .wait_timeout(flush, tick)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-            let due = std::mem::take(&mut flush.checkpoint_due);
-            (flush.stop, due)
-        };
-        let written = shared.written.load(Ordering::Acquire);
-        if shared.options.fsync == FsyncPolicy::Batched
-            && let Err(err) = shared.sync_through(written)
-        {
-            shared.record_error(err);
-            return;
-        }
-        let head = lock(&shared.state).head;
-        let checkpoint_now =
-            head != checkpointed && (stop || due || last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
-        if checkpoint_now {
-            // The checkpoint covers only what is durable.
-            let result = shared.sync_through(head.seq).and_then(|()| {
-                Checkpoint::new(&shared.path, head).write(&shared.checkpoint_path, &shared.key)
-            });
-            if let Err(err) = result {
-                shared.record_error(err);
-                return;
-            }
-            {
-                let mut state = lock(&shared.state);
-                state.checkpointed_seq = head.seq;
-                state.checkpoint_requested = false;
-            }
-            checkpointed = head;
-            last_checkpoint = Instant::now();
-        }
-        if stop {
-            if let Err(err) = shared.sync_through(written) {
-                shared.record_error(err);
-            }
-            return;
-        }
-    }
-}
-
-/// The end of an existing log: its last newline-terminated line and any unterminated bytes
-/// after it, each with its byte offset.
-struct Tail {
-    last_line: Option<(u64, Vec<u8>)>,
-    unterminated: Option<(u64, Vec<u8>)>,
-}
-
-fn read_tail(file: &File, path: &Path) -> Result<Tail, Hinted> {
-    let io_err = |err: std::io::Error| {
-        Hinted::new(format!("cannot read audit log {}: {err}", path.display()))
-            .hint("check the file's permissions")
-    };
-    let len = file.metadata().map_err(io_err)?.len();
-    const CHUNK: u64 = 64 * 1024;
-    let limit = 2 * (MAX_LINE_BYTES as u64 + 1);
-    // Read backwards until the buffer holds the last whole line (two newlines, or the start).
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let newlines = buf.iter().filter(|&&b| b == b'\n').count();
-        let ends_with_newline = buf.last() == Some(&b'\n');
-        let enough = if ends_with_newline {
-            newlines >= 2
-        } else {
-            newlines >= 2 || (newlines >= 1 && buf.len() > MAX_LINE_BYTES)
-        };
-        if start == 0 || enough || (len - start) > limit {
-            break;
-        }
-        let from = start.saturating_sub(CHUNK);
-        let mut chunk = vec![0; (start - from) as usize];
-        file.read_exact_at(&mut chunk, from).map_err(io_err)?;
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        start = from;
-    }
-    let (body, unterminated) = match buf.iter().rposition(|&b| b == b'\n') {
-        Some(i) if i + 1 < buf.len() => (&buf[..=i], Some(buf[i + 1..].to_vec())),
-        Some(i) => (&buf[..=i], None),
-        None => (&buf[..0], (!buf.is_empty()).then(|| buf.clone())),
-    };
-    let unterminated = unterminated.map(|bytes| (len - bytes.len() as u64, bytes));
-    let last_line = if body.is_empty() {
-        None
-    } else {
-        let without_newline = &body[..body.len() - 1];
-        let line_start = without_newline
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        if line_start == 0 && start > 0 {
-            return Err(Hinted::new(format!(
-                "the last line of audit log {} exceeds {MAX_LINE_BYTES} bytes",
-                path.display()
-            ))
-            .hint("the file is not an audit log written by firma; move it aside"));
-        }
-        Some((
-            start + line_start as u64,
-            without_newline[line_start..].to_vec(),
-        ))
-    };
-    Ok(Tail {
-        last_line,
-        unterminated,
-    })
 }
 
 #[cfg(test)]
