@@ -25,7 +25,7 @@ fn draft(i: u64) -> firma::audit::event::AuditDraft {
         session_id: "s-1".into(),
         token_id: format!("tok-{i}"),
         intent: Intent {
-            action_class: if i % 2 == 0 {
+            action_class: if i.is_multiple_of(2) {
                 "communication.external.send".into()
             } else {
                 "network.http.read".into()
