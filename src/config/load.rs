@@ -243,6 +243,7 @@ fn resolve_paths(mut config: FirmaConfig, dir: &Path) -> FirmaConfig {
     let sidecar = &mut config.sidecar;
     abs(&mut sidecar.mapping.rules);
     abs(&mut sidecar.audit.key);
+    sidecar.audit.dir.iter_mut().for_each(abs);
     abs(&mut sidecar.authority.public_key);
     sidecar.authority.ca_cert.iter_mut().for_each(abs);
     config

@@ -28,6 +28,7 @@ use self::walker::Walker;
 use super::chain::ChainHead;
 use super::checkpoint;
 use crate::error::Hinted;
+use crate::state_dir::AuditFiles;
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ pub struct Resume {
 
 impl VerifyOptions {
     pub fn new(files: Vec<PathBuf>, key: VerifyingKey) -> Self {
-        let checkpoint = files.last().map(|f| checkpoint::path_for(f));
+        let checkpoint = files.last().map(|f| AuditFiles::of_log(f).checkpoint());
         Self {
             files,
             key,

@@ -2,24 +2,23 @@
 //! ahead of the log (that is truncation) nor name another record (a rewrite) — writing on would
 //! bury the evidence.
 
-use std::path::Path;
-
 use ed25519_dalek::VerifyingKey;
 
 use super::recover::{Resumed, cannot_continue};
 use crate::audit::checkpoint;
 use crate::error::Hinted;
+use crate::state_dir::AuditFiles;
 
 /// Refuse to continue a log its checkpoint contradicts.
 pub(super) fn check(
-    checkpoint_path: &Path,
+    files: &AuditFiles,
     key: &VerifyingKey,
     resumed: &Resumed,
-    path: &Path,
 ) -> Result<(), Hinted> {
-    let refuse = |what: String| Err(cannot_continue(path, checkpoint_path, what));
+    let checkpoint_path = files.checkpoint();
+    let refuse = |what: String| Err(cannot_continue(files, what));
     let last = resumed.last_record;
-    match checkpoint::read(checkpoint_path, key)? {
+    match checkpoint::read(&checkpoint_path, key)? {
         None if last.seq > 0 => refuse(format!(
             "its checkpoint {} is missing, so a truncated tail could not be detected",
             checkpoint_path.display()

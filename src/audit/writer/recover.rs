@@ -1,6 +1,6 @@
 //! Resuming an existing log on open: find its last record, complete a last record that only
-//! missed its newline, and keep a torn last line (a crash mid-write), naming it in a signed
-//! segment marker that continues the chain.
+//! missed its newline, keep a torn last line (a crash mid-write) and name it in a signed segment
+//! marker that continues the chain, and complete a rotation a crash interrupted.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -8,19 +8,20 @@ use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 
-use super::OpenReport;
+use super::live::LiveFile;
+use super::rotate::Trigger;
+use super::{OpenReport, seal_marker};
 use crate::audit::chain::ChainHead;
-use crate::audit::event::{
-    AUDIT_FORMAT_VERSION, SEGMENT_KIND, SegmentMarker, TornLine, now_rfc3339,
-};
+use crate::audit::event::{Rotation, SegmentMarker, TornLine};
 use crate::audit::record::{self, MAX_LINE_BYTES, line_hash};
 use crate::error::Hinted;
+use crate::state_dir::AuditFiles;
 
 /// Where the chain continues, and what must be written before the next record.
 pub(super) struct Resumed {
     /// Head after `pending` is written.
     pub head: ChainHead,
-    /// The last whole record found in the file (before any marker): what the checkpoint may name.
+    /// The last whole record found (before any marker): what the checkpoint may name.
     pub last_record: ChainHead,
     /// Bytes to append first: a newline closing the last line, and a segment marker.
     pub pending: Vec<u8>,
@@ -28,51 +29,76 @@ pub(super) struct Resumed {
 }
 
 /// The error for a log the writer must not continue.
-pub(super) fn cannot_continue(path: &Path, checkpoint_path: &Path, what: String) -> Hinted {
+pub(super) fn cannot_continue(files: &AuditFiles, what: String) -> Hinted {
+    let path = files.live();
     Hinted::new(format!(
         "cannot continue audit log {}: {what}",
         path.display()
     ))
     .hint(format!(
         "run `firma audit verify --file {}` to see what is wrong; to start a new log, \
-         move {} and {} aside",
+         move the log's files ({}*, {}) aside",
         path.display(),
         path.display(),
-        checkpoint_path.display()
+        files.checkpoint().display()
     ))
 }
 
-/// Read the end of the log in `file` and work out how to continue it.
+/// Read the end of the log and work out how to continue it.
 pub(super) fn resume(
-    file: &File,
-    path: &Path,
+    live: &LiveFile,
+    files: &AuditFiles,
     key: &SigningKey,
-    checkpoint_path: &Path,
 ) -> Result<Resumed, Hinted> {
+    let path = files.live();
     let verifying = key.verifying_key();
-    let tail = read_tail(file, path)?;
+    let tail = read_tail(&live.file, path)?;
     let mut report = OpenReport {
         path: path.to_path_buf(),
         resumed_seq: 0,
         torn_tail: None,
         marker_seq: None,
         completed_tail: false,
+        completed_rotation: false,
+    };
+    let last_of = |file: &Path, offset: u64, line: &[u8]| {
+        record::check_line(line, &verifying)
+            .map(|parsed| ChainHead::advance(parsed.record.seq(), parsed.hash))
+            .map_err(|problem| {
+                cannot_continue(
+                    files,
+                    format!(
+                        "the last line of {} (byte offset {offset}) is not a record signed by \
+                         this key: {problem}",
+                        file.display()
+                    ),
+                )
+            })
     };
     let mut head = ChainHead::GENESIS;
+    // With no whole line in the live file, the chain ends in the newest rotation, if any: a
+    // crash came between a rotation's rename and the new file's first line.
+    let mut resumed_from: Option<String> = None;
     if let Some((offset, line)) = &tail.last_line {
-        let parsed = record::check_line(line, &verifying).map_err(|problem| {
-            cannot_continue(
-                path,
-                checkpoint_path,
-                format!(
-                    "its last line (byte offset {offset}) is not a record signed by this key: \
-                     {problem}"
-                ),
-            )
+        head = last_of(path, *offset, line)?;
+    } else if let Some((_, newest)) = files.rotations().first() {
+        let file = File::open(newest).map_err(|err| {
+            Hinted::new(format!("cannot read audit log {}: {err}", newest.display()))
+                .hint("check the file's permissions")
         })?;
-        head = ChainHead::advance(parsed.record.seq(), parsed.hash);
+        let previous = read_tail(&file, newest)?;
+        if previous.unterminated.is_some() {
+            return Err(cannot_continue(
+                files,
+                format!("the rotated file {} ends in a torn line", newest.display()),
+            ));
+        }
+        if let Some((offset, line)) = &previous.last_line {
+            head = last_of(newest, *offset, line)?;
+            resumed_from = newest.file_name().map(|n| n.to_string_lossy().into_owned());
+        }
     }
-    let mut last_record = head;
+    let last_record = head;
     let mut pending: Vec<u8> = Vec::new();
     if let Some((offset, bytes)) = &tail.unterminated {
         let whole = record::check_line(bytes, &verifying)
@@ -81,35 +107,45 @@ pub(super) fn resume(
         pending.push(b'\n');
         if let Some(parsed) = whole {
             head = ChainHead::advance(parsed.record.seq(), parsed.hash);
-            last_record = head;
             report.completed_tail = true;
-        } else {
-            let torn = TornLine {
-                offset: *offset,
-                length: bytes.len() as u64,
-                sha256: hex::encode(line_hash(bytes)),
-            };
-            let marker = SegmentMarker {
-                v: AUDIT_FORMAT_VERSION,
-                seq: head.seq + 1,
-                ts: now_rfc3339(),
-                kind: SEGMENT_KIND.into(),
-                reason: format!(
-                    "torn last line ({} bytes at offset {offset}) found on open, \
-                     presumably from a crash; new segment",
-                    bytes.len()
-                ),
-                torn: Some(torn.clone()),
-                prev: head.hash_hex(),
-                sig: None,
-            };
-            let sealed = record::seal(record::to_object(&marker), key);
-            head = ChainHead::advance(marker.seq, line_hash(&sealed.line));
-            pending.extend_from_slice(&sealed.line);
-            pending.push(b'\n');
-            report.torn_tail = Some(torn);
-            report.marker_seq = Some(marker.seq);
+            report.resumed_seq = head.seq;
+            return Ok(Resumed {
+                head,
+                last_record: head,
+                pending,
+                report,
+            });
         }
+        let torn = TornLine {
+            offset: *offset,
+            length: bytes.len() as u64,
+            sha256: hex::encode(line_hash(bytes)),
+        };
+        let mut marker = SegmentMarker::new(format!(
+            "torn last line ({} bytes at offset {offset}) found on open, presumably from a \
+             crash; new segment",
+            bytes.len()
+        ));
+        marker.torn = Some(torn.clone());
+        let (line, after) = seal_marker(marker, head, key);
+        report.marker_seq = Some(after.seq);
+        report.torn_tail = Some(torn);
+        pending.extend_from_slice(&line);
+        head = after;
+    } else if let Some(previous) = resumed_from {
+        let mut marker = SegmentMarker::new(format!(
+            "rotation completed on open: the live file had no record, the chain continues \
+             from {previous}"
+        ));
+        marker.rotation = Some(Rotation {
+            trigger: Trigger::Resume.as_str().into(),
+            previous,
+        });
+        let (line, after) = seal_marker(marker, head, key);
+        report.marker_seq = Some(after.seq);
+        report.completed_rotation = true;
+        pending.extend_from_slice(&line);
+        head = after;
     }
     report.resumed_seq = last_record.seq;
     Ok(Resumed {
@@ -122,12 +158,12 @@ pub(super) fn resume(
 
 /// The end of an existing log: its last newline-terminated line and any unterminated bytes
 /// after it, each with its byte offset.
-struct Tail {
-    last_line: Option<(u64, Vec<u8>)>,
-    unterminated: Option<(u64, Vec<u8>)>,
+pub(super) struct Tail {
+    pub last_line: Option<(u64, Vec<u8>)>,
+    pub unterminated: Option<(u64, Vec<u8>)>,
 }
 
-fn read_tail(file: &File, path: &Path) -> Result<Tail, Hinted> {
+pub(super) fn read_tail(file: &File, path: &Path) -> Result<Tail, Hinted> {
     let io_err = |err: std::io::Error| {
         Hinted::new(format!("cannot read audit log {}: {err}", path.display()))
             .hint("check the file's permissions")
