@@ -10,11 +10,14 @@
 //!   after the first problem keeps reading to gather evidence about it;
 //! - [`classify`]: turns the first problem and its evidence into a kind (is the missing `seq`
 //!   further down? do all later lines fail the key?);
+//! - [`start`]: where the walk starts — the first record, `--from-seq`, a byte offset, or after
+//!   records retention deleted (named by a signed marker);
 //! - [`report`]: what comes out (`--json` prints it).
 
 mod classify;
 mod pipeline;
 mod report;
+mod start;
 mod walker;
 
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use ed25519_dalek::VerifyingKey;
 pub use self::report::{
     CheckpointReport, CheckpointStatus, FileSummary, Finding, FindingKind, VerifyReport,
 };
+pub use self::start::{resume_at_offset, resume_at_seq};
 use self::walker::Walker;
 use super::chain::ChainHead;
 use super::checkpoint;
@@ -47,6 +51,9 @@ pub struct VerifyOptions {
     /// Stop at the first problem instead of reading on to classify it (kinds are then less
     /// precise: a bad signature is reported as `modified`, a chain break without lookahead).
     pub stop_at_first: bool,
+    /// The fingerprint `key` must have (`--key-fingerprint`, `[sidecar.audit] key_fingerprint`):
+    /// verifying with another key is a `wrong_key` problem.
+    pub pinned_fingerprint: Option<String>,
 }
 
 /// A trusted point to continue verification from: the first file is read from byte `offset`
@@ -69,6 +76,7 @@ impl VerifyOptions {
             batch: true,
             resume: None,
             stop_at_first: false,
+            pinned_fingerprint: None,
         }
     }
 }
@@ -108,7 +116,11 @@ pub fn verify(options: &VerifyOptions) -> Result<VerifyReport, Hinted> {
         Some((_, Some(Ok(point)))) => Some(point.clone()),
         _ => None,
     };
-    let mut walker = Walker::new(options, expected.as_ref());
+    let retained = match options.resume {
+        None => start::retained_start(&options.files)?,
+        Some(_) => None,
+    };
+    let mut walker = Walker::new(options, expected.as_ref(), retained);
     pipeline::run(options, &mut walker)?;
     Ok(walker.finish(options, checkpoint))
 }

@@ -38,6 +38,8 @@ pub(super) struct Checked {
     pub(super) prev: String,
     pub(super) segment: bool,
     pub(super) marker_torn: Option<TornLine>,
+    /// A retention marker's (`last_seq`, `last_hash`).
+    pub(super) marker_retained: Option<(u64, String)>,
 }
 
 struct Chunk {
@@ -205,14 +207,22 @@ fn check_chunk(chunk: &Chunk, key: &VerifyingKey, batch: bool) -> Vec<LineCheck>
                 if !batch_ok {
                     p.verify(key)?;
                 }
+                let seq = p.record.seq();
+                let prev = p.record.prev().to_string();
+                let (segment, marker_torn, marker_retained) = match p.record {
+                    AuditRecord::Segment(m) => {
+                        let marker = *m;
+                        let retained = marker.retained.map(|r| (r.last_seq, r.last_hash));
+                        (true, marker.torn, retained)
+                    }
+                    AuditRecord::Event(_) => (false, None, None),
+                };
                 Ok(Checked {
-                    seq: p.record.seq(),
-                    prev: p.record.prev().to_string(),
-                    segment: matches!(p.record, AuditRecord::Segment(_)),
-                    marker_torn: match p.record {
-                        AuditRecord::Segment(m) => m.torn,
-                        AuditRecord::Event(_) => None,
-                    },
+                    seq,
+                    prev,
+                    segment,
+                    marker_torn,
+                    marker_retained,
                 })
             });
             LineCheck {

@@ -38,6 +38,8 @@ pub enum FindingKind {
     TornTail,
     /// Notice: a torn line, terminated and named by the signed segment marker after it.
     TornLineRecovered,
+    /// Notice: the first records were deleted by retention, as a signed marker records.
+    Retained,
 }
 
 impl FindingKind {
@@ -57,6 +59,7 @@ impl FindingKind {
             Self::CheckpointInvalid => "checkpoint_invalid",
             Self::TornTail => "torn_tail",
             Self::TornLineRecovered => "torn_line_recovered",
+            Self::Retained => "retained",
         }
     }
 }
@@ -118,6 +121,14 @@ pub struct VerifyReport {
     pub ok: bool,
     /// Hex SHA-256 of the raw public key used.
     pub key_fingerprint: String,
+    /// The fingerprint the key had to have, when one was pinned.
+    pub pinned_fingerprint: Option<String>,
+    /// Verification started at this `seq` (`--from-seq`, or a tail check): earlier records
+    /// were not verified.
+    pub from_seq: Option<u64>,
+    /// The log starts at this `seq` because retention deleted the records before it, as a
+    /// signed marker in the log records.
+    pub retained_from: Option<u64>,
     pub files: Vec<FileSummary>,
     /// Lines read in all files.
     pub lines: u64,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::VerifyOptions;
 use super::classify::{Cause, FirstProblem, classify};
+use super::start::RetainedStart;
 use super::pipeline::{Checked, LineCheck};
 use super::report::{
     CheckpointReport, CheckpointStatus, FileSummary, Finding, FindingKind, VerifyReport,
@@ -32,12 +33,26 @@ pub(super) struct Walker {
     first: Option<FirstProblem>,
     notices: Vec<Finding>,
     checkpoint_matched: bool,
+    /// The log starts after records retention deleted; set to `None` once the walk has met the
+    /// marker that records the deletion.
+    retained: Option<RetainedStart>,
+    /// `seq` of the first record present, when retention deleted the ones before it.
+    retained_from: Option<u64>,
 }
 
 impl Walker {
-    pub(super) fn new(options: &VerifyOptions, checkpoint: Option<&Checkpoint>) -> Self {
+    pub(super) fn new(
+        options: &VerifyOptions,
+        checkpoint: Option<&Checkpoint>,
+        retained: Option<RetainedStart>,
+    ) -> Self {
+        let start = match (options.resume, retained) {
+            (Some(resume), _) => resume.head,
+            (None, Some(retained)) => retained.head,
+            (None, None) => ChainHead::GENESIS,
+        };
         Self {
-            head: options.resume.map_or(ChainHead::GENESIS, |r| r.head),
+            head: start,
             head_line: options.resume.map_or(0, |r| r.line.saturating_sub(1)),
             expected: checkpoint.map(|c| (c.seq, c.head.clone())),
             files: options
@@ -58,6 +73,8 @@ impl Walker {
             first: None,
             notices: Vec::new(),
             checkpoint_matched: false,
+            retained,
+            retained_from: None,
         }
     }
 
@@ -138,6 +155,26 @@ impl Walker {
                     self.verified += 1;
                     if c.segment {
                         self.segments += 1;
+                    }
+                    if let Some(retained) = self.retained
+                        && retained.marker_seq == c.seq
+                        && c.marker_retained.as_ref().is_some_and(|(seq, hash)| {
+                            *seq == retained.head.seq && *hash == retained.head.hash_hex()
+                        })
+                    {
+                        self.retained = None;
+                        self.retained_from = Some(retained.first_seq);
+                        self.notices.push(Finding {
+                            kind: FindingKind::Retained,
+                            file: self.files[check.file].path.clone(),
+                            line: Some(check.number),
+                            seq: Some(retained.first_seq),
+                            message: format!(
+                                "records before seq {} were deleted by retention, as the signed \
+                                 marker on this line records; the log is verified from seq {}",
+                                retained.first_seq, retained.first_seq
+                            ),
+                        });
                     }
                 }
                 Err(problem) => {
@@ -223,6 +260,21 @@ impl Walker {
             }
         }
         let mut problem = self.first.take().map(|first| self.classify(first));
+        if let Some(retained) = self.retained.take()
+            && problem.is_none()
+        {
+            problem = Some(Finding {
+                kind: FindingKind::Deleted,
+                file: self.files[0].path.clone(),
+                line: Some(1),
+                seq: Some(1),
+                message: format!(
+                    "records before seq {} are missing: the retention marker seq {} that would \
+                     record their deletion is not part of the verified chain",
+                    retained.first_seq, retained.marker_seq
+                ),
+            });
+        }
 
         let (mut report_checkpoint, finding) = match checkpoint {
             Some((path, found)) => self.judge_checkpoint(path, found, problem.as_ref()),
@@ -242,9 +294,27 @@ impl Walker {
         if matches!(&problem, Some(p) if p.kind == FindingKind::Rewritten) {
             report_checkpoint.status = CheckpointStatus::Mismatch;
         }
+        let fingerprint = key_fingerprint(&options.key);
+        if let Some(pin) = &options.pinned_fingerprint
+            && *pin != fingerprint
+        {
+            problem = Some(Finding {
+                kind: FindingKind::WrongKey,
+                file: self.files.first().map(|f| f.path.clone()).unwrap_or_default(),
+                line: None,
+                seq: None,
+                message: format!(
+                    "verified with key {fingerprint}, but the pinned audit key is {pin}: this \
+                     is not the key the log must be signed with"
+                ),
+            });
+        }
         VerifyReport {
             ok: problem.is_none(),
-            key_fingerprint: key_fingerprint(&options.key),
+            key_fingerprint: fingerprint,
+            pinned_fingerprint: options.pinned_fingerprint.clone(),
+            from_seq: options.resume.map(|r| r.head.seq + 1),
+            retained_from: self.retained_from,
             files: self.files,
             lines: self.lines,
             verified: self.verified,
