@@ -4,8 +4,10 @@
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
+pub mod control;
 pub mod event;
 pub mod lines;
+pub mod place;
 pub mod record;
 pub mod verify;
 pub mod writer;

@@ -111,7 +111,11 @@ pub fn resume_at_seq(files: &[PathBuf], seq: u64) -> Result<(usize, Resume), Hin
             .iter()
             .position(|b| !b.is_ascii_digit())
             .unwrap_or(digits.len());
-        if std::str::from_utf8(&digits[..end]).ok().and_then(|d| d.parse().ok()) != Some(seq) {
+        if std::str::from_utf8(&digits[..end])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            != Some(seq)
+        {
             continue;
         }
         let record = record::parse_record(&line.bytes).map_err(|problem| {

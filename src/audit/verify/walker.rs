@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use super::VerifyOptions;
 use super::classify::{Cause, FirstProblem, classify};
-use super::start::RetainedStart;
 use super::pipeline::{Checked, LineCheck};
 use super::report::{
     CheckpointReport, CheckpointStatus, FileSummary, Finding, FindingKind, VerifyReport,
 };
+use super::start::RetainedStart;
 use crate::audit::chain::ChainHead;
 use crate::audit::checkpoint::{Checkpoint, CheckpointProblem};
 use crate::audit::record::{LineProblem, key_fingerprint};
@@ -300,7 +300,11 @@ impl Walker {
         {
             problem = Some(Finding {
                 kind: FindingKind::WrongKey,
-                file: self.files.first().map(|f| f.path.clone()).unwrap_or_default(),
+                file: self
+                    .files
+                    .first()
+                    .map(|f| f.path.clone())
+                    .unwrap_or_default(),
                 line: None,
                 seq: None,
                 message: format!(
