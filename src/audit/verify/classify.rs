@@ -133,6 +133,17 @@ pub(super) fn classify(
                              seq {expected} appears later: lines were reordered"
                         ),
                     )
+                } else if first.head == ChainHead::GENESIS && first.file == 0 && line == 1 {
+                    at(
+                        FindingKind::Truncated,
+                        Some(expected),
+                        format!(
+                            "the log starts at seq {seq}: records {expected}..={} were cut from \
+                             its start (a file or lines deleted), and no retention marker records \
+                             their removal",
+                            seq - 1
+                        ),
+                    )
                 } else {
                     let missing = if seq - expected == 1 {
                         format!("record seq {expected} is")

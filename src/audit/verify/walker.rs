@@ -264,13 +264,13 @@ impl Walker {
             && problem.is_none()
         {
             problem = Some(Finding {
-                kind: FindingKind::Deleted,
+                kind: FindingKind::Truncated,
                 file: self.files[0].path.clone(),
                 line: Some(1),
                 seq: Some(1),
                 message: format!(
-                    "records before seq {} are missing: the retention marker seq {} that would \
-                     record their deletion is not part of the verified chain",
+                    "records before seq {} were cut from the start: the retention marker seq {} \
+                     that would record their deletion is not part of the verified chain",
                     retained.first_seq, retained.marker_seq
                 ),
             });
