@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::dirs::ensure_private_dir;
-use crate::config::fsutil::write_atomic;
+use crate::fsutil::{Durability, write_atomic};
 use crate::error::Hinted;
 use crate::state_dir::StateDir;
 
@@ -25,7 +25,7 @@ pub fn place(state: StateDir, dir: Option<PathBuf>) -> Result<StateDir, Hinted> 
             ensure_private_dir(dir)?;
             let mut text = dir.as_os_str().as_encoded_bytes().to_vec();
             text.push(b'\n');
-            write_atomic(&pointer, &text, 0o600)?;
+            write_atomic(&pointer, &text, 0o600, Durability::Durable)?;
         }
         None => match std::fs::remove_file(&pointer) {
             Ok(()) => {}

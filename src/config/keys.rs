@@ -13,8 +13,8 @@ use ed25519_dalek::pkcs8::{
 };
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use super::fsutil::write_atomic;
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 
 pub const SECRET_MODE: u32 = 0o600;
 pub const PUBLIC_MODE: u32 = 0o644;
@@ -49,11 +49,17 @@ pub fn public_pem(key: &VerifyingKey) -> String {
 
 /// Write both halves atomically with their modes.
 pub fn write_pair(secret: &Path, key: &SigningKey) -> Result<(), Hinted> {
-    write_atomic(secret, secret_pem(key).as_bytes(), SECRET_MODE)?;
+    write_atomic(
+        secret,
+        secret_pem(key).as_bytes(),
+        SECRET_MODE,
+        Durability::Durable,
+    )?;
     write_atomic(
         &public_path(secret),
         public_pem(&key.verifying_key()).as_bytes(),
         PUBLIC_MODE,
+        Durability::Durable,
     )
 }
 

@@ -44,7 +44,7 @@ use super::event::{
     AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, SegmentMarker, TornLine, now_rfc3339,
 };
 use super::record::{self, MAX_LINE_BYTES, line_hash};
-use crate::config::fsutil::write_atomic;
+use crate::fsutil::{Durability, write_atomic};
 use crate::config::schema::{AuditConfig, FsyncPolicy};
 use crate::error::Hinted;
 use crate::state_dir::AuditFiles;
@@ -539,7 +539,7 @@ impl Shared {
         }
         let mut point = Checkpoint::new(self.files.live(), head);
         let (line, sig) = point.seal(&self.key);
-        write_atomic(&self.files.checkpoint(), &line, 0o600)?;
+        write_atomic(&self.files.checkpoint(), &line, 0o600, Durability::Durable)?;
         *last = head;
         point.sig = Some(sig);
         self.checkpoints.send_replace(Some(CheckpointNotice {
