@@ -909,7 +909,10 @@ fn checkpoints_are_announced_with_their_signed_line() {
     let dir = tempfile::tempdir().unwrap();
     let (writer, key, log) = open_log(dir.path());
     let mut notices = writer.checkpoints();
-    let opened = notices.borrow_and_update().clone().expect("the checkpoint written on open");
+    let opened = notices
+        .borrow_and_update()
+        .clone()
+        .expect("the checkpoint written on open");
     assert_eq!(opened.checkpoint.seq, 0);
     for i in 0..1200 {
         writer.append(draft(i)).unwrap();
@@ -930,7 +933,10 @@ fn checkpoints_are_announced_with_their_signed_line() {
     assert!(notice.checkpoint.sig.is_some());
     writer.shutdown().unwrap();
     let last = writer.checkpoints().borrow().clone().unwrap();
-    assert_eq!(last.checkpoint.seq, 1200, "the final checkpoint is announced too");
+    assert_eq!(
+        last.checkpoint.seq, 1200,
+        "the final checkpoint is announced too"
+    );
     assert_eq!(
         std::fs::read(log.with_extension("checkpoint")).unwrap(),
         last.line
@@ -996,7 +1002,11 @@ fn cli_prints_the_fingerprint_and_honours_a_pin() {
     let fingerprint = firma::audit::record::key_fingerprint(&key.verifying_key());
     let out = world.run(&["audit", "verify"]);
     assert_success(&out);
-    assert!(stdout(&out).contains(&format!("key {fingerprint}")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("key {fingerprint}")),
+        "{}",
+        stdout(&out)
+    );
 
     // The right pin (any case, colons allowed): ok, and said so.
     let spaced: String = fingerprint
@@ -1022,7 +1032,11 @@ fn cli_prints_the_fingerprint_and_honours_a_pin() {
     // A malformed pin is an input error naming the flag.
     let out = world.run(&["audit", "verify", "--key-fingerprint", "abc"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--key-fingerprint"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--key-fingerprint"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::dirs::ensure_private_dir;
-use crate::fsutil::{Durability, write_atomic};
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 use crate::state_dir::StateDir;
 
 /// Put the log in `dir` (`None`: the state dir): create the directory (0700) and publish it, or

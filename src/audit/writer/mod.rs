@@ -44,9 +44,9 @@ use super::event::{
     AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, SegmentMarker, TornLine, now_rfc3339,
 };
 use super::record::{self, MAX_LINE_BYTES, line_hash};
-use crate::fsutil::{Durability, write_atomic};
 use crate::config::schema::{AuditConfig, FsyncPolicy};
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 use crate::state_dir::AuditFiles;
 
 /// Checkpoint at least every this many records…
