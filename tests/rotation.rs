@@ -24,6 +24,8 @@ use firma::state_dir::{AuditFiles, StateDir};
 use proxy_support::{DEADLINE, curl, spawn_ready, start_stack, start_upstream};
 use serde_json::Value;
 
+// `..Intent::default()` keeps the draft valid as `Intent` gains optional fields.
+#[allow(clippy::needless_update)]
 fn draft(i: u64) -> AuditDraft {
     AuditDraft {
         decision: Decision::Allow,
