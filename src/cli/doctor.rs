@@ -121,7 +121,14 @@ pub fn run(args: DoctorArgs, config: Option<PathBuf>) -> CommandResult {
     checks.push(daemon_check(&state));
     checks.push(ca_check(&state));
     if let Some(loaded) = &loaded {
+        let state = state
+            .clone()
+            .with_audit_dir(loaded.config.sidecar.audit.dir.clone());
         checks.push(audit_check(loaded, &state, args.full));
+        checks.push(audit_placement_check(&state));
+    }
+    if let Some(check) = audit_health_check(&state) {
+        checks.push(check);
     }
     checks.push(dir_check(
         "state dir",
@@ -389,6 +396,53 @@ fn audit_check(loaded: &LoadedConfig, state: &StateDir, full: bool) -> Check {
         }
         Err(err) => Check::fail("audit log", err.message(), err.hint_text().unwrap_or("")),
     }
+}
+
+/// Evidence on a tmpfs is gone at the next reboot or logout.
+fn audit_placement_check(state: &StateDir) -> Check {
+    let dir = state.audit_dir();
+    match crate::audit::place::volatile_fs(&dir) {
+        Some(fs) => Check::warn(
+            "audit placement",
+            format!(
+                "the audit log is in {} on a {fs}: it is lost at reboot or logout",
+                dir.display()
+            ),
+            "keep the evidence on a persistent disk: set [sidecar.audit] dir = \"/var/lib/firma/audit\" \
+             (any persistent directory) in firma.toml and restart the Sidecar",
+        ),
+        None => Check::ok("audit placement", format!("{} (persistent)", dir.display())),
+    }
+}
+
+/// The running Sidecar's own word on its audit log (none when no Sidecar answers).
+fn audit_health_check(state: &StateDir) -> Option<Check> {
+    let health = crate::audit::control::health(
+        &state.sidecar_socket(),
+        std::time::Duration::from_millis(500),
+    )
+    .ok()?;
+    Some(if health.is_ok() {
+        Check::ok(
+            "audit writer",
+            format!(
+                "the Sidecar records to {} (seq {})",
+                health.log.display(),
+                health.last_seq
+            ),
+        )
+    } else {
+        Check::fail(
+            "audit writer",
+            format!(
+                "audit_unavailable since {}: {}; the Sidecar refuses every call",
+                health.since.unwrap_or_default(),
+                health.reason.unwrap_or_default()
+            ),
+            "see docs/security.md, \"Recovering from audit_unavailable\": preserve the files, \
+             restore or free the log's disk, then restart the Sidecar",
+        )
+    })
 }
 
 /// Timestamps in tokens and audit records are only as good as the clock.

@@ -134,7 +134,8 @@ pub async fn status(state: &StateDir) -> StackStatus {
                 .is_ok(),
             None => false,
         };
-        if !ok {
+        // A Sidecar whose audit log is unavailable refuses every call (evidence or nothing).
+        if !ok || !audit_available(state).await {
             sidecar.state = State::Unhealthy;
         }
     }
@@ -149,6 +150,17 @@ pub async fn status(state: &StateDir) -> StackStatus {
             .map(|m| m.authority_mode.clone()),
         components: vec![authority, sidecar, supervisor],
     }
+}
+
+/// Whether the Sidecar's control socket reports its audit log usable (a Sidecar that does not
+/// answer on it counts as usable: the TCP probe judges it).
+async fn audit_available(state: &StateDir) -> bool {
+    let socket = state.sidecar_socket();
+    tokio::task::spawn_blocking(move || {
+        crate::audit::control::health(&socket, PROBE_TIMEOUT).map_or(true, |h| h.is_ok())
+    })
+    .await
+    .unwrap_or(true)
 }
 
 /// Liveness from the recorded identity; pid from the pidfile (or the identity while booting).
