@@ -889,6 +889,23 @@ fn a_replaced_log_makes_every_later_append_fail() {
 }
 
 #[test]
+fn a_log_truncated_in_place_makes_every_later_append_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, _, log) = open_log(dir.path());
+    writer.append(draft(0)).unwrap();
+    writer.append(draft(1)).unwrap();
+    // logrotate's copytruncate: same file, emptied.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert!(wait_unavailable(&writer).contains("truncated"));
+    assert!(writer.append(draft(2)).is_err());
+}
+
+#[test]
 fn a_symlink_in_place_of_the_log_is_a_replacement_and_never_followed() {
     let dir = tempfile::tempdir().unwrap();
     let (writer, key, log) = open_log(dir.path());

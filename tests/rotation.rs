@@ -188,6 +188,35 @@ fn an_operator_rotation_over_the_control_socket() {
     assert_eq!(rotation_trigger(&first).as_deref(), Some("operator"));
 }
 
+/// Another local user gets nothing from the control socket, even where the file system would let
+/// them reach it (the state dir's 0700 already keeps them out).
+#[test]
+fn the_control_socket_answers_only_its_own_user() {
+    let log = new_log();
+    let writer = log.open(options());
+    let open_dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(open_dir.path());
+    let socket = state.sidecar_socket();
+    let _server = control::serve(&socket, writer.clone()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // `firma audit rotate` run as nobody.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", common::FIRMA])
+        .args(["audit", "rotate", "--state-dir"])
+        .arg(open_dir.path())
+        .env_clear()
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    // Closed unanswered: depending on timing the client sees a broken pipe or an empty reply.
+    assert!(stderr(&out).contains("sidecar.sock"), "{}", stderr(&out));
+    assert!(log.files.rotations().is_empty(), "and no rotation");
+    // Its own user is answered.
+    assert!(control::health(&socket, Duration::from_secs(10)).unwrap().is_ok());
+}
+
 #[test]
 fn a_rotation_refuses_a_replaced_log() {
     let log = new_log();

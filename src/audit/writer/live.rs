@@ -34,6 +34,8 @@ pub(super) enum PathCheck {
     Missing,
     /// Another file (or a symlink, or a directory) at the path.
     Replaced,
+    /// The file is shorter than what was written to it: cut in place.
+    Truncated { size: u64 },
     /// The path cannot be examined (its directory is gone or unreadable).
     Unknown(String),
 }
@@ -82,11 +84,17 @@ impl LiveFile {
         })
     }
 
-    /// Does `path` still lead to this file? (`lstat`: a symlink put in its place is a
-    /// replacement.)
-    pub fn check_path(&self, path: &Path) -> PathCheck {
+    /// Does `path` still lead to this file, holding at least the `written` bytes? (`lstat`: a
+    /// symlink put in its place is a replacement.)
+    pub fn check_path(&self, path: &Path, written: u64) -> PathCheck {
         match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => PathCheck::Same,
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                if meta.len() < written {
+                    PathCheck::Truncated { size: meta.len() }
+                } else {
+                    PathCheck::Same
+                }
+            }
             Ok(_) => PathCheck::Replaced,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => PathCheck::Missing,
             Err(err) => PathCheck::Unknown(err.to_string()),

@@ -9,7 +9,8 @@
 //! - The flusher refreshes `audit.checkpoint` after fsyncing the log, every 1,000 records or 1 s.
 //! - Evidence or nothing: the writer checks at least every 100 ms (and before acknowledging an
 //!   append when the last check is older) that the log's path still leads to the file it
-//!   writes. Deleted, renamed or replaced, or a failed write or fsync: every later append fails
+//!   writes, whole. Deleted, renamed, replaced or truncated, or a failed write or fsync: every
+//!   later append fails
 //!   (the Sidecar answers 503), the state change is logged once and published ([`AuditHealth`]).
 //!   Recovery is an operator's restart.
 //! - `open` resumes the chain from the log's last record; a torn last line (a crash in the
@@ -466,13 +467,18 @@ impl Shared {
     /// Does the log's path still lead to the live file? If not, the writer fails.
     fn check_identity(&self, state: &mut State) -> Result<(), Hinted> {
         let path = self.files.live();
-        let problem = match state.live.check_path(path) {
+        let problem = match state.live.check_path(path, state.live_bytes) {
             PathCheck::Same => {
                 state.identity_checked = Instant::now();
                 return Ok(());
             }
             PathCheck::Missing => format!("{} was deleted or renamed", path.display()),
             PathCheck::Replaced => format!("{} was replaced by another file", path.display()),
+            PathCheck::Truncated { size } => format!(
+                "{} was truncated to {size} bytes (the writer wrote {})",
+                path.display(),
+                state.live_bytes
+            ),
             PathCheck::Unknown(err) => format!("{} cannot be checked: {err}", path.display()),
         };
         Err(self.fail(state, problem))
