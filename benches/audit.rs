@@ -124,12 +124,36 @@ fn verification(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(4));
-    for (name, threads, batch) in [
-        ("1_thread_single_signatures", 1, false),
-        ("1_thread_batch_signatures", 1, true),
-        ("all_cores_batch_signatures", 0, true),
+    // The same records as ten rotated files (what rotation leaves): verify reads them in turn.
+    let rotated = firma::state_dir::AuditFiles::in_dir(dir.path().join("rotated"));
+    std::fs::create_dir(rotated.dir()).unwrap();
+    {
+        let text = std::fs::read(&log).unwrap();
+        let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+        let per_file = lines.len().div_ceil(10);
+        for (i, chunk) in lines.chunks(per_file).enumerate() {
+            let n = 10 - i as u64;
+            let path = if n == 1 {
+                rotated.live().to_path_buf()
+            } else {
+                rotated.rotated(n - 1)
+            };
+            std::fs::write(path, chunk.concat()).unwrap();
+        }
+        std::fs::copy(log.with_extension("checkpoint"), rotated.checkpoint()).unwrap();
+    }
+    for (name, files, threads, batch) in [
+        ("1_thread_single_signatures", vec![log.clone()], 1, false),
+        ("1_thread_batch_signatures", vec![log.clone()], 1, true),
+        ("all_cores_batch_signatures", vec![log.clone()], 0, true),
+        (
+            "all_cores_batch_signatures_10_rotated_files",
+            rotated.oldest_first(),
+            0,
+            true,
+        ),
     ] {
-        let mut options = VerifyOptions::new(vec![log.clone()], key.verifying_key());
+        let mut options = VerifyOptions::new(files, key.verifying_key());
         options.threads = threads;
         options.batch = batch;
         group.bench_function(name, |b| {
@@ -200,7 +224,9 @@ fn rotation_latency() {
     let mut table: Vec<(&str, Vec<Duration>, usize)> = Vec::new();
     for round in 0..3 {
         for (name, rotate_size) in [("no rotation", None), ("rotating", Some(ROTATION_SIZE))] {
-            let sub = dir.path().join(format!("{round}-{}", rotate_size.is_some()));
+            let sub = dir
+                .path()
+                .join(format!("{round}-{}", rotate_size.is_some()));
             std::fs::create_dir(&sub).unwrap();
             let options = WriterOptions {
                 rotate_size,

@@ -203,7 +203,12 @@ fn the_control_socket_answers_only_its_own_user() {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     // `firma audit rotate` run as nobody.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", common::FIRMA])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::FIRMA,
+        ])
         .args(["audit", "rotate", "--state-dir"])
         .arg(open_dir.path())
         .env_clear()
@@ -214,7 +219,11 @@ fn the_control_socket_answers_only_its_own_user() {
     assert!(stderr(&out).contains("sidecar.sock"), "{}", stderr(&out));
     assert!(log.files.rotations().is_empty(), "and no rotation");
     // Its own user is answered.
-    assert!(control::health(&socket, Duration::from_secs(10)).unwrap().is_ok());
+    assert!(
+        control::health(&socket, Duration::from_secs(10))
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[test]
@@ -579,6 +588,29 @@ fn a_configured_audit_dir_is_found_by_every_reader() {
     ]);
     assert_success(&out);
     assert!(stdout(&out).contains("/placed"), "{}", stdout(&out));
+}
+
+/// `firma init --audit-dir` writes `[sidecar.audit] dir` and creates the empty log there.
+#[test]
+fn init_places_the_log_on_request() {
+    let world = World::new();
+    let dir = world.path().join("evidence");
+    world.init(&["--audit-dir", dir.to_str().unwrap()]);
+    let config = std::fs::read_to_string(world.config_path()).unwrap();
+    assert!(
+        config.contains(&format!("dir = \"{}\"", dir.display())),
+        "{config}"
+    );
+    assert!(dir.join("audit.jsonl").exists());
+    assert!(!world.state_dir().join("audit.jsonl").exists());
+    let out = world.run(&["audit", "verify"]);
+    assert_success(&out);
+    let out = world.run(&["doctor"]);
+    assert!(
+        stdout(&out).contains(&format!("audit placement {} (persistent)", dir.display())),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// `firma doctor` warns when the audit log sits on a tmpfs, and says how to move it.

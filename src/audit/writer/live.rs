@@ -35,7 +35,9 @@ pub(super) enum PathCheck {
     /// Another file (or a symlink, or a directory) at the path.
     Replaced,
     /// The file is shorter than what was written to it: cut in place.
-    Truncated { size: u64 },
+    Truncated {
+        size: u64,
+    },
     /// The path cannot be examined (its directory is gone or unreadable).
     Unknown(String),
 }
