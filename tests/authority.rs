@@ -127,6 +127,28 @@ fn save(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Give the project's Authority a self-signed TLS certificate (localhost, 127.0.0.1) and make
+/// its clients trust it.
+fn serve_tls(world: &World) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = world.project_dir();
+    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    edit_config(world, |text| {
+        text.replacen(
+            "bundle_ttl = \"30s\"\n",
+            "bundle_ttl = \"30s\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
+            1,
+        )
+        .replacen(
+            "public_key = \"authority.pub\"\n",
+            "public_key = \"authority.pub\"\nca_cert = \"tls.crt\"\n",
+            1,
+        )
+    });
+}
+
 fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
     let path = world.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -730,23 +752,8 @@ print("HEALTH SERVING")
 async fn tls_authority_is_reached_with_the_ca_file() {
     let world = World::new();
     world.init(&[]);
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    serve_tls(&world);
     let dir = world.project_dir();
-    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    edit_config(&world, |text| {
-        text.replacen(
-            "bundle_ttl = \"30s\"\n",
-            "bundle_ttl = \"30s\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
-            1,
-        )
-        .replacen(
-            "public_key = \"authority.pub\"\n",
-            "public_key = \"authority.pub\"\nca_cert = \"tls.crt\"\n",
-            1,
-        )
-    });
     let authority = AuthorityProcess::start(&world);
     let port = authority.addr.rsplit(':').next().unwrap();
     let url = format!("https://localhost:{port}");
@@ -811,4 +818,31 @@ async fn bundles_are_refreshed_before_their_ttl_runs_out() {
         let (a, b) = (first.sent_at.unwrap(), refresh.sent_at.unwrap());
         assert!((b.seconds, b.nanos) > (a.seconds, a.nanos));
     }
+}
+
+/// Stops the daemon pair a test started (`firma sidecar start`/`firma run`), also when it fails.
+struct DaemonGuard<'a>(&'a World);
+
+impl Drop for DaemonGuard<'_> {
+    fn drop(&mut self) {
+        let out = self.0.run(&["sidecar", "stop"]);
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "stop failed: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// `firma run` finds the Authority the way every other client does: a TLS Authority is reached
+/// over TLS with the configured CA (it used to be dialled with plain http:// and fail).
+#[test]
+fn firma_run_gets_its_capability_from_a_tls_authority() {
+    let world = World::new();
+    world.init(&[]);
+    serve_tls(&world);
+    let _daemon = DaemonGuard(&world);
+    let out = world.run(&["run", "codex", "--", "true"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("capability "), "{}", stdout(&out));
 }
