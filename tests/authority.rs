@@ -266,7 +266,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
 
     // A late watcher gets the replay (only what is newer than `since`), then the marker.
     let since =
-        firma::authority::service::timestamp(chrono::Utc::now() - chrono::Duration::hours(1));
+        firma::authority::client::timestamp(chrono::Utc::now() - chrono::Duration::hours(1));
     let mut late = client
         .watch_revocations(WatchRevocationsRequest { since: Some(since) })
         .await
@@ -289,7 +289,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
         vec![token_id.to_string(), "hand-revoked-id".into()]
     );
     let future =
-        firma::authority::service::timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
+        firma::authority::client::timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
     let mut none = client
         .watch_revocations(WatchRevocationsRequest {
             since: Some(future),

@@ -5,6 +5,7 @@ pub mod client;
 pub mod issuance;
 pub mod policy;
 pub mod revocations;
+pub mod run;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::Stream;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::client::{from_timestamp, timestamp};
 use super::issuance::{IssueOutcome, IssueRequest, Issuer};
 use super::policy::PolicyBundle;
 use super::revocations::{Revocation, RevocationStore};
@@ -52,17 +53,6 @@ impl AuthorityService {
         let secs = self.bundle_ttl.as_secs() + u64::from(self.bundle_ttl.subsec_nanos() > 0);
         u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
     }
-}
-
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
 }
 
 fn bundle_message(bundle: &PolicyBundle, ttl_seconds: u32) -> proto::PolicyBundle {

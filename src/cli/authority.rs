@@ -1,82 +1,33 @@
 //! `firma authority`: run the Authority (gRPC) in the foreground.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
 use super::{CommandResult, Outcome};
-use crate::authority::server;
-use crate::config::Discovery;
-use crate::error::Hinted;
+use crate::authority::run::{RunOptions, run as run_authority};
 
 const AFTER_HELP: &str = "\
 Serves firma.v1.Authority (IssueCapability, Revoke, WatchPolicyBundle, WatchRevocations), the
 standard grpc.health.v1.Health service and gRPC server reflection on [authority].listen (port 0
 picks a free port; the bound address is logged as `ready` with field `addr`). Edits of policies/
 and issuance-policies/ are hot-reloaded; revocations live in $XDG_DATA_HOME/firma/revocations.txt.
-SIGTERM or SIGINT stops it within a second, open streams included. Logs are JSON lines when stderr
-is not a terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
+SIGTERM, SIGINT or SIGHUP stops it within a second, open streams included. Logs are JSON lines
+when stderr is not a terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
 
 #[derive(Debug, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct AuthorityArgs {
-    /// State directory (env: FIRMA_STATE_DIR). Accepted for symmetry with `firma sidecar`;
-    /// the Authority keeps nothing there.
+    /// State directory (env: FIRMA_STATE_DIR).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(_args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
-    let loaded = Discovery::new(config).load()?;
-    let settings = server::Settings::from_config(&loaded.config.authority)?;
+pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     super::logging::init_daemon_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
-    let config_path = loaded.path.clone();
-    let result = runtime.block_on(async move {
-        let mut signals = Signals::install()?;
-        let authority = server::start(settings).await?;
-        let addr = authority.local_addr().to_string();
-        tracing::info!(addr = %addr, config = %config_path.display(), "ready");
-        if let Err(err) = crate::lifecycle::notify::notify_ready(&addr, "authority ready") {
-            tracing::warn!("cannot send the readiness notification: {err}");
-        }
-        let signal = signals.wait().await;
-        tracing::info!(signal, "shutting down");
-        authority.shutdown().await;
-        tracing::info!("stopped");
-        Ok::<(), Hinted>(())
-    });
-    // Stragglers (aborted connection tasks) get a moment, never more.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    result.map(|()| Outcome::Success)
-}
-
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self, Hinted> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let install = |kind| {
-            signal(kind).map_err(|err| Hinted::new(format!("cannot install signal handler: {err}")))
-        };
-        Ok(Self {
-            term: install(SignalKind::terminate())?,
-            int: install(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
+    run_authority(RunOptions {
+        config,
+        state_dir: args.state_dir,
+    })?;
+    Ok(Outcome::Success)
 }

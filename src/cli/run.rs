@@ -11,6 +11,7 @@ use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::output;
+use crate::authority::client::{CapabilityRequest, Issued, Target};
 use crate::config::dirs::{resolve_data_dir, resolve_state_dir};
 use crate::config::providers::{DEFAULT_PROVIDER, KNOWN_AGENTS};
 use crate::config::scaffold::{AuthorityChoice, ScaffoldOptions, scaffold};
@@ -94,17 +95,16 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
         }
     };
 
-    let authority = run::authority_url(&loaded, &state).map_err(setup)?;
+    let authority = Target::locate(&state, Some(&loaded)).map_err(setup)?;
     let project = &loaded.config.project;
-    let request = run::CapabilityRequest {
-        authority,
-        ca_cert: loaded.config.sidecar.authority.ca_cert.clone(),
+    let request = CapabilityRequest {
         agent: args.agent.clone(),
         actions: project.actions.clone(),
+        scope: "*".to_string(),
         session_id: uuid::Uuid::now_v7().to_string(),
         ttl: project.token_ttl,
     };
-    let issued = request.issue().await.map_err(setup)?;
+    let issued = authority.issue(&request).await.map_err(setup)?;
     output::info(format!(
         "capability {} for agent {} (session {}, expires {})",
         issued.token_id,
@@ -118,7 +118,7 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
         .await
         .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?;
     let (bundle, ca_cert) = env::write_ca_bundle(&state).map_err(setup)?;
-    tokio::spawn(refresh_forever(request, issued, token));
+    tokio::spawn(refresh_forever(authority, request, issued, token));
 
     let mut child = tokio::process::Command::new(&command[0]);
     child
@@ -179,13 +179,14 @@ fn ensure_project(
 
 /// Renew the capability before it expires; the relay picks the new token up at once.
 async fn refresh_forever(
-    request: run::CapabilityRequest,
-    mut current: run::Issued,
+    authority: Target,
+    request: CapabilityRequest,
+    mut current: Issued,
     token: relay::CurrentToken,
 ) {
     loop {
         tokio::time::sleep(run::refresh_delay(chrono::Utc::now(), current.expires_at)).await;
-        match request.issue().await {
+        match authority.issue(&request).await {
             Ok(next) => {
                 token.replace(next.token.clone());
                 current = next;

@@ -9,13 +9,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{CommandResult, Outcome, output};
-use crate::authority::client;
-use crate::authority::service::from_timestamp;
-use crate::config::schema::AuthorityMode;
-use crate::config::{Discovery, LoadedConfig, dirs};
+use crate::authority::client::{CapabilityRequest, Target};
+use crate::config::{Discovery, dirs};
 use crate::error::Hinted;
-use crate::proto::{IssueCapabilityRequest, RevokeRequest};
-use crate::state_dir::Role;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -92,112 +88,11 @@ pub fn run(args: TokenArgs, config: Option<PathBuf>) -> CommandResult {
     })
 }
 
-/// Where the running Authority is: `<state_dir>/authority.listen` (written by `sidecar start`),
-/// else the config's `[authority]` listen address or URL.
-struct Target {
-    url: String,
-    ca_cert: Option<PathBuf>,
-    allow_insecure: bool,
-    /// What told us the address, for messages.
-    from: String,
-}
-
+/// The running Authority, found the way every client finds it.
 fn locate(state_dir: Option<&Path>, config: Option<PathBuf>) -> Result<Target, Hinted> {
     let (state, _) = dirs::resolve_state_dir(state_dir);
-    let listen_file = state.listen_file(Role::Authority);
-    let loaded: Result<LoadedConfig, Hinted> = Discovery::new(config).load();
-    let (tls, ca_cert, allow_insecure) = match &loaded {
-        Ok(l) => (
-            l.config.authority.tls_cert.is_some(),
-            l.config.sidecar.authority.ca_cert.clone(),
-            l.config.sidecar.authority.allow_insecure,
-        ),
-        Err(_) => (false, None, false),
-    };
-    let scheme = if tls { "https" } else { "http" };
-    match std::fs::read_to_string(&listen_file) {
-        Ok(text) if !text.trim().is_empty() => {
-            return Ok(Target {
-                url: format!("{scheme}://{}", text.trim()),
-                ca_cert,
-                allow_insecure,
-                from: listen_file.display().to_string(),
-            });
-        }
-        _ => {}
-    }
-    let loaded = loaded?;
-    let authority = &loaded.config.authority;
-    let url = match (authority.mode, authority.listen, &authority.url) {
-        (AuthorityMode::Remote, _, Some(url)) => url.clone(),
-        (_, Some(listen), _) if listen.port() != 0 => {
-            // A wildcard listen address is reached over loopback.
-            let host = if listen.ip().is_unspecified() {
-                if listen.is_ipv4() {
-                    "127.0.0.1".to_string()
-                } else {
-                    "[::1]".to_string()
-                }
-            } else if listen.is_ipv6() {
-                format!("[{}]", listen.ip())
-            } else {
-                listen.ip().to_string()
-            };
-            format!("{scheme}://{host}:{}", listen.port())
-        }
-        _ => {
-            return Err(Hinted::new(format!(
-                "cannot find the running Authority: no {} and [authority] in {} has no fixed address",
-                listen_file.display(),
-                loaded.path.display()
-            ))
-            .hint("start it with `firma sidecar start` (which writes authority.listen), or pass --state-dir"));
-        }
-    };
-    Ok(Target {
-        url,
-        ca_cert,
-        allow_insecure,
-        from: loaded.path.display().to_string(),
-    })
-}
-
-async fn connect(
-    target: &Target,
-) -> Result<crate::proto::authority_client::AuthorityClient<tonic::transport::Channel>, Hinted> {
-    client::connect_with(
-        &target.url,
-        target.ca_cert.as_deref(),
-        target.allow_insecure,
-    )
-    .await
-    .map_err(|err| {
-        Hinted::new(format!("{} (address from {})", err.message(), target.from))
-            .hint(err.hint_text().unwrap_or_default())
-    })
-}
-
-fn rpc_error(target: &Target, status: &tonic::Status) -> Hinted {
-    match status.code() {
-        tonic::Code::InvalidArgument => Hinted::new(format!(
-            "the Authority rejected the request: {}",
-            status.message()
-        ))
-        .hint("see `firma token issue --help` for the accepted values"),
-        tonic::Code::Unavailable => Hinted::new(format!(
-            "the Authority at {} is unavailable: {}",
-            target.url,
-            status.message()
-        ))
-        .hint("check that it is running (`firma sidecar status`)"),
-        _ => Hinted::new(format!(
-            "the Authority at {} failed: {} ({:?})",
-            target.url,
-            status.message(),
-            status.code()
-        ))
-        .hint("see authority.log in the state directory"),
-    }
+    let loaded = Discovery::new(config).load().ok();
+    Target::locate(&state, loaded.as_ref())
 }
 
 #[derive(Serialize)]
@@ -227,35 +122,22 @@ async fn issue(args: IssueArgs, config: Option<PathBuf>) -> CommandResult {
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let target = locate(args.state_dir.as_deref(), config)?;
-    let mut client = connect(&target).await?;
-    let response = client
-        .issue_capability(IssueCapabilityRequest {
-            agent_id: args.agent.clone(),
+    let issued = target
+        .issue(&CapabilityRequest {
+            agent: args.agent.clone(),
             actions: args.actions.clone(),
-            resource_scope: args.scope.clone(),
+            scope: args.scope.clone(),
             session_id: session.clone(),
-            ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            ttl,
         })
-        .await
-        .map_err(|status| rpc_error(&target, &status))?
-        .into_inner();
-    if !response.granted {
-        return Err(Hinted::new(format!(
-            "the Authority denied the token ({}): {}",
-            response.deny_reason, response.deny_message
-        ))
-        .hint("issuance is decided by the Cedar policies in issuance-policies/ (see docs/authority.md)"));
-    }
-    let expires_at = response
+        .await?;
+    let expires_at = issued
         .expires_at
-        .as_ref()
-        .and_then(from_timestamp)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default();
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if args.json {
         let json = IssuedJson {
-            token: &response.token,
-            token_id: &response.token_id,
+            token: &issued.token,
+            token_id: &issued.token_id,
             expires_at,
             agent_id: &args.agent,
             session_id: &session,
@@ -267,8 +149,8 @@ async fn issue(args: IssueArgs, config: Option<PathBuf>) -> CommandResult {
             serde_json::to_string_pretty(&json).expect("plain struct")
         );
     } else {
-        println!("{}", response.token);
-        eprintln!("info: token id {} expires {expires_at}", response.token_id);
+        println!("{}", issued.token);
+        eprintln!("info: token id {} expires {expires_at}", issued.token_id);
     }
     Ok(Outcome::Success)
 }
@@ -279,19 +161,9 @@ async fn revoke(args: RevokeArgs, config: Option<PathBuf>) -> CommandResult {
             .hint("pass the token id printed by `firma token issue --json`"));
     }
     let target = locate(args.state_dir.as_deref(), config)?;
-    let mut client = connect(&target).await?;
-    let response = client
-        .revoke(RevokeRequest {
-            token_id: args.token_id.clone(),
-            reason: args.reason.clone(),
-        })
-        .await
-        .map_err(|status| rpc_error(&target, &status))?
-        .into_inner();
+    let response = target.revoke(&args.token_id, &args.reason).await?;
     let at = response
         .revoked_at
-        .as_ref()
-        .and_then(from_timestamp)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
     if response.newly_revoked {

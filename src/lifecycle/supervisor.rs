@@ -205,12 +205,7 @@ async fn boot_inner(
         let slot = &mut running.authority;
         let (member, bound, deadline) =
             boot_component(Role::Authority, &args, listen, slot, &state, opts, signals).await?;
-        let scheme = if config.authority.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let url = format!("{scheme}://{}", probes::dialable(bound));
+        let url = crate::authority::client::local_url(&config.authority, bound);
         confirm(member, deadline, &state, signals, || {
             probes::grpc_health(&url, &tls, probe_timeout(deadline))
         })

@@ -4,7 +4,6 @@
 //! that fails to parse is logged and the previous one kept; a bundle not refreshed within its
 //! TTL is stale and every call is denied until a fresh one arrives.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tonic::transport::Channel;
 
 use super::cedar::PolicyBundle;
 use super::state::AuthorityState;
+use crate::authority::client::Target;
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
 use crate::proto::{WatchPolicyBundleRequest, WatchRevocationsRequest};
@@ -19,9 +19,10 @@ use crate::proto::{WatchPolicyBundleRequest, WatchRevocationsRequest};
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Check the Authority URL (scheme, loopback rule, CA) and build a lazily connecting channel.
-pub fn channel(url: &str, ca_cert: Option<&Path>, allow_insecure: bool) -> Result<Channel, Hinted> {
-    Ok(crate::authority::client::endpoint(url, ca_cert, allow_insecure)?.connect_lazy())
+/// Check the Authority's address (scheme, loopback rule, CA, client identity) and build a
+/// lazily connecting channel.
+pub fn channel(target: &Target) -> Result<Channel, Hinted> {
+    Ok(target.endpoint()?.connect_lazy())
 }
 
 /// Start both stream tasks.
@@ -156,15 +157,25 @@ async fn watch_revocations(channel: Channel, url: String, state: Arc<AuthoritySt
 mod tests {
     use super::*;
 
+    fn target(url: &str, allow_insecure: bool) -> Target {
+        Target {
+            url: url.into(),
+            ca_cert: None,
+            identity: None,
+            allow_insecure,
+            from: "test".into(),
+        }
+    }
+
     #[tokio::test]
     async fn urls_are_checked() {
-        assert!(channel("http://127.0.0.1:1", None, false).is_ok());
-        assert!(channel("http://localhost:1", None, false).is_ok());
-        assert!(channel("http://[::1]:1", None, false).is_ok());
-        let err = channel("http://10.0.0.1:1", None, false).unwrap_err();
+        assert!(channel(&target("http://127.0.0.1:1", false)).is_ok());
+        assert!(channel(&target("http://localhost:1", false)).is_ok());
+        assert!(channel(&target("http://[::1]:1", false)).is_ok());
+        let err = channel(&target("http://10.0.0.1:1", false)).unwrap_err();
         assert!(err.hint_text().unwrap().contains("allow_insecure"));
-        assert!(channel("http://10.0.0.1:1", None, true).is_ok());
-        assert!(channel("ftp://x", None, false).is_err());
-        assert!(channel("https://a.example:1", None, false).is_err());
+        assert!(channel(&target("http://10.0.0.1:1", true)).is_ok());
+        assert!(channel(&target("ftp://x", false)).is_err());
+        assert!(channel(&target("https://a.example:1", false)).is_err());
     }
 }

@@ -24,6 +24,7 @@ use super::proxy::Proxy;
 use super::state::AuthorityState;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
+use crate::authority::client::Target;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
@@ -100,15 +101,9 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
     let tls = upstream::tls_config()?;
 
-    let url = options
-        .authority_url
-        .clone()
-        .unwrap_or_else(|| config.authority.url.clone());
-    let channel = authority_link::channel(
-        &url,
-        config.authority.ca_cert.as_deref(),
-        config.authority.allow_insecure,
-    )?;
+    let target = Target::for_sidecar(&loaded, options.authority_url.clone());
+    let url = target.url.clone();
+    let channel = authority_link::channel(&target)?;
     let authority = Arc::new(AuthorityState::default());
     authority_link::spawn(channel, url.clone(), authority.clone());
 
