@@ -33,6 +33,7 @@ fn settings(dir: &Path) -> Settings {
     std::fs::write(issuance.join("issuance.cedar"), ISSUANCE).unwrap();
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        socket: dir.join("state/authority.sock"),
         key: firma::config::keys::generate(),
         policies_dir: policies,
         issuance_dir: issuance,
@@ -153,7 +154,8 @@ fn main() {
                 .unwrap();
         })
         .await;
-        let mut client = AuthorityClient::new(channel.clone());
+        let socket = format!("unix:{}", authority.socket().display());
+        let mut client = firma::authority::client::connect(&socket, None).await.unwrap();
         let request = IssueCapabilityRequest {
             agent_id: "codex".into(),
             actions: vec!["communication.external.send".into()],

@@ -77,10 +77,19 @@ impl AuthorityProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// A client on the TCP port: a sidecar's view (watch, report).
     async fn client(&self) -> AuthorityClient<Channel> {
         firma::authority::client::connect(&self.url(), None)
             .await
             .expect("connect")
+    }
+
+    /// A client on the operator socket: mint and revoke.
+    async fn operator(&self, world: &World) -> AuthorityClient<Channel> {
+        let socket = world.state_dir().join("authority.sock");
+        firma::authority::client::connect(&format!("unix:{}", socket.display()), None)
+            .await
+            .expect("connect to the operator socket")
     }
 
     /// What `firma sidecar start` does: publish the bound address in the state dir.
@@ -160,7 +169,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let world = World::new();
     world.init(&[]);
     let authority = AuthorityProcess::start(&world);
-    let mut client = authority.client().await;
+    let mut client = authority.operator(&world).await;
 
     let mut revocations = client
         .watch_revocations(WatchRevocationsRequest { since: None })
@@ -309,7 +318,7 @@ async fn denial_is_a_response_with_a_reason_and_bad_requests_are_invalid_argumen
     let world = World::new();
     world.init(&[]);
     let authority = AuthorityProcess::start(&world);
-    let mut client = authority.client().await;
+    let mut client = authority.operator(&world).await;
 
     let response = client
         .issue_capability(issue_request("intruder", "communication.external.send"))
@@ -442,7 +451,9 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
             .await
             .is_none()
     );
-    let response = client
+    let response = authority
+        .operator(&world)
+        .await
         .issue_capability(issue_request("codex", "communication.external.send"))
         .await
         .unwrap()
@@ -585,17 +596,11 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
 
 #[test]
 fn token_commands_name_an_unreachable_authority() {
+    use std::os::unix::fs::PermissionsExt;
     let world = World::new();
     world.init(&[]);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap().to_string();
-    drop(closed);
-    std::fs::write(
-        world.state_dir().join("authority.listen"),
-        format!("{addr}\n"),
-    )
-    .unwrap();
-    for args in [
+    let socket = world.state_dir().join("authority.sock");
+    let commands = [
         vec![
             "token",
             "issue",
@@ -604,26 +609,30 @@ fn token_commands_name_an_unreachable_authority() {
             "--action",
             "code.read",
         ],
-        vec!["token", "revoke", "some-id"],
-    ] {
-        let out = world.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(&addr), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("authority.listen"),
-            "{}",
-            stderr(&out)
-        );
-    }
-    // Without authority.listen, port 0 in the config is no address at all.
-    std::fs::remove_file(world.state_dir().join("authority.listen")).unwrap();
-    let out = world.run(&["token", "revoke", "some-id"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("authority.listen"),
-        "{}",
-        stderr(&out)
-    );
+        vec!["token", "revoke", "0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42"],
+    ];
+    let refused = |why: &str| {
+        for args in &commands {
+            let out = world.run(args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(
+                err.contains(&socket.display().to_string()),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains(why), "{args:?}: {err}");
+            assert!(err.contains("hint:"), "{args:?}: {err}");
+        }
+    };
+    // No Authority has run: no operator socket.
+    refused("cannot find the running Authority");
+    // One ran and died: its socket file is left, nobody answers.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused("cannot reach the Authority");
+    // A socket other users can connect to is not trusted.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    refused("lets other users connect");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,7 +714,18 @@ import sys, grpc
 sys.path.insert(0, sys.argv[1])
 from firma.v1 import authority_pb2 as pb, authority_pb2_grpc as rpc
 channel = grpc.insecure_channel(sys.argv[2])
-stub = rpc.AuthorityStub(channel)
+# Minting is for operators: over the TCP port the caller is a sidecar.
+try:
+    rpc.AuthorityStub(channel).IssueCapability(pb.IssueCapabilityRequest(
+        agent_id="codex", actions=["communication.external.send"], resource_scope="*",
+        ttl_seconds=60), timeout=10)
+    raise SystemExit("expected PERMISSION_DENIED over TCP")
+except grpc.RpcError as err:
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+    print("TCP REFUSED", err.details())
+# grpc-core would send the socket path as :authority, which HTTP/2 servers reject.
+stub = rpc.AuthorityStub(grpc.insecure_channel("unix:" + sys.argv[3],
+    options=[("grpc.default_authority", "localhost")]))
 ok = stub.IssueCapability(pb.IssueCapabilityRequest(
     agent_id="codex", actions=["communication.external.send"], resource_scope="api.anthropic.com",
     session_id="py-session", ttl_seconds=120), timeout=10)
@@ -732,12 +752,27 @@ print("HEALTH SERVING")
         Command::new("python3")
             .args(["-c", script])
             .arg(&out_dir)
-            .arg(&authority.addr),
+            .arg(&authority.addr)
+            .arg(world.state_dir().join("authority.sock")),
         Duration::from_secs(60),
     );
     assert_success(&out);
     let text = stdout(&out);
     assert!(text.contains("HEALTH SERVING"), "{text}");
+    assert!(
+        text.contains("TCP REFUSED IssueCapability is for operators"),
+        "{text}"
+    );
+    let refusal = authority
+        .log()
+        .lines()
+        .find(|l| l.contains("refused") && l.contains("IssueCapability"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no refusal logged:\n{}", authority.log()));
+    assert!(
+        refusal.contains("127.0.0.1:"),
+        "the peer is named: {refusal}"
+    );
     let token = text
         .lines()
         .find_map(|l| l.strip_prefix("TOKEN "))
@@ -760,12 +795,12 @@ async fn tls_authority_is_reached_with_the_ca_file() {
     let mut client = firma::authority::client::connect(&url, Some(&dir.join("tls.crt")))
         .await
         .unwrap();
-    let response = client
-        .issue_capability(issue_request("codex", "communication.external.send"))
+    let mut bundles = client
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
         .await
         .unwrap()
         .into_inner();
-    assert!(response.granted);
+    assert!(next_bundle(&mut bundles, DEADLINE).await.is_some());
     // Without the CA the connection is refused before any request.
     assert!(firma::authority::client::connect(&url, None).await.is_err());
     // Plain text to the TLS port fails.
@@ -776,13 +811,12 @@ async fn tls_authority_is_reached_with_the_ca_file() {
     if let Some(plain) = plain.as_mut() {
         assert!(
             plain
-                .issue_capability(issue_request("codex", "communication.external.send"))
+                .watch_policy_bundle(WatchPolicyBundleRequest::default())
                 .await
                 .is_err()
         );
     }
-    // The CLI picks https and the CA from firma.toml.
-    authority.publish_listen(&world);
+    // The CLI mints over the operator socket, whatever the TCP port speaks.
     let out = world.run(&[
         "token",
         "issue",

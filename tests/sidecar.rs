@@ -223,11 +223,15 @@ fn start_stack(edit: impl FnOnce(&mut String), env: &[(&str, &str)]) -> Stack {
 }
 
 impl Stack {
+    /// The operator's client (mint, revoke): the Authority's operator socket.
     fn client(&self) -> AuthorityClient<tonic::transport::Channel> {
-        let url = format!("http://{}", self.authority_addr);
+        let socket = self.world.state_dir().join("authority.sock");
         self.runtime
-            .block_on(AuthorityClient::connect(url))
-            .expect("connect to the authority")
+            .block_on(firma::authority::client::connect(
+                &format!("unix:{}", socket.display()),
+                None,
+            ))
+            .expect("connect to the authority's operator socket")
     }
 
     fn issue(&self, actions: &[&str], scope: &str) -> (String, String) {

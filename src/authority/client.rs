@@ -17,9 +17,12 @@ use crate::config::schema::{AuthorityConfig, AuthorityMode};
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
 use crate::proto::{IssueCapabilityRequest, RevokeRequest};
-use crate::state_dir::{Role, StateDir};
+use crate::state_dir::StateDir;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// URL prefix of a Unix-socket target (`unix:/run/user/1000/firma/authority.sock`).
+pub const UNIX_SCHEME: &str = "unix:";
 
 /// A client certificate and its key (PEM files), presented to an Authority that asks for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,54 +58,47 @@ pub fn local_url(authority: &AuthorityConfig, addr: SocketAddr) -> String {
 }
 
 impl Target {
-    /// The running Authority of this project: in local mode the address `firma sidecar start`
-    /// published in `<state>/authority.listen` (else a fixed `[authority] listen`), in remote
-    /// mode `[authority] url`. TLS and the CA come from firma.toml.
+    /// The running Authority of this project, as its operator: in local mode the operator
+    /// socket `<state>/authority.sock` (the TCP port serves sidecars only), in remote mode
+    /// `[authority] url` with the operator's client certificate (`[authority] client_cert`).
     pub fn locate(state: &StateDir, config: Option<&LoadedConfig>) -> Result<Self, Hinted> {
-        let listen_file = state.listen_file(Role::Authority);
-        let tls_from = |config: Option<&LoadedConfig>, url: String, from: String| {
-            let sidecar = config.map(|c| &c.config.sidecar.authority);
-            Self {
-                url,
-                ca_cert: sidecar.and_then(|s| s.ca_cert.clone()),
-                identity: None,
-                allow_insecure: sidecar.is_some_and(|s| s.allow_insecure),
-                from,
-            }
-        };
-        let remote = config.is_some_and(|c| c.config.authority.mode == AuthorityMode::Remote);
-        if !remote && let Some(addr) = read_addr(&listen_file) {
-            let url = match config {
-                Some(c) => local_url(&c.config.authority, addr),
-                None => format!("http://{addr}"),
-            };
-            return Ok(tls_from(config, url, listen_file.display().to_string()));
-        }
-        let Some(loaded) = config else {
-            return Err(Hinted::new(format!(
-                "cannot find the running Authority: no {} and no firma.toml",
-                listen_file.display()
-            ))
-            .hint(
-                "start it with `firma sidecar start`, pass --state-dir, or run inside a project",
-            ));
-        };
-        let authority = &loaded.config.authority;
-        let url = match (authority.mode, authority.listen, &authority.url) {
-            (AuthorityMode::Remote, _, Some(url)) => url.clone(),
-            (AuthorityMode::Local, Some(listen), _) if listen.port() != 0 => {
-                local_url(authority, listen)
+        match config {
+            Some(loaded) if loaded.config.authority.mode == AuthorityMode::Remote => {
+                let authority = &loaded.config.authority;
+                let link = &loaded.config.sidecar.authority;
+                let url = authority.url.clone().ok_or_else(|| {
+                    Hinted::new(format!(
+                        "{}: [authority] mode = \"remote\" needs url",
+                        loaded.path.display()
+                    ))
+                    .hint("set [authority] url to the Authority's https:// address")
+                })?;
+                let identity = match (&authority.client_cert, &authority.client_key) {
+                    (Some(cert), Some(key)) => Some(ClientIdentity {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                    _ => None,
+                };
+                Ok(Self {
+                    url,
+                    ca_cert: link.ca_cert.clone(),
+                    identity,
+                    allow_insecure: link.allow_insecure,
+                    from: loaded.path.display().to_string(),
+                })
             }
             _ => {
-                return Err(Hinted::new(format!(
-                    "cannot find the running Authority: no {} and [authority] in {} has no fixed address",
-                    listen_file.display(),
-                    loaded.path.display()
-                ))
-                .hint("start it with `firma sidecar start` (which writes authority.listen), or pass --state-dir"));
+                let socket = state.authority_socket();
+                Ok(Self {
+                    url: format!("{UNIX_SCHEME}{}", socket.display()),
+                    ca_cert: None,
+                    identity: None,
+                    allow_insecure: false,
+                    from: "the state directory".into(),
+                })
             }
-        };
-        Ok(tls_from(config, url, loaded.path.display().to_string()))
+        }
     }
 
     /// The Authority a Sidecar watches: `url` (what `firma sidecar start` passes with
@@ -233,10 +229,6 @@ impl Target {
     }
 }
 
-fn read_addr(file: &Path) -> Option<SocketAddr> {
-    std::fs::read_to_string(file).ok()?.trim().parse().ok()
-}
-
 /// What a capability is asked for; asked again (same session) to refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityRequest {
@@ -303,6 +295,12 @@ pub fn endpoint(
     identity: Option<&ClientIdentity>,
     allow_insecure: bool,
 ) -> Result<Endpoint, Hinted> {
+    if let Some(path) = url.strip_prefix(UNIX_SCHEME) {
+        super::socket::check(Path::new(path))?;
+        return Ok(Endpoint::from_shared(url.to_string())
+            .map_err(|err| Hinted::new(format!("{url:?} is not a usable socket path: {err}")))?
+            .connect_timeout(CONNECT_TIMEOUT));
+    }
     let uri: http::Uri = url.parse().map_err(|_| {
         Hinted::new(format!("{url:?} is not a URL"))
             .hint("use http://127.0.0.1:50051 or https://authority.example:50051")

@@ -20,9 +20,8 @@ pub struct RunOptions {
 /// Run the Authority until it is told to stop. Errors are start-up failures.
 pub fn run(options: RunOptions) -> Result<(), Hinted> {
     let loaded = Discovery::new(options.config).load()?;
-    // The state dir is resolved for symmetry with the Sidecar; nothing is kept there yet.
-    let _ = resolve_state_dir(options.state_dir.as_deref());
-    let settings = server::Settings::from_config(&loaded.config.authority)?;
+    let (state, _) = resolve_state_dir(options.state_dir.as_deref());
+    let settings = server::Settings::from_config(&loaded.config.authority, &state)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -16,6 +16,7 @@ use super::client::{from_timestamp, timestamp};
 use super::issuance::{IssueOutcome, IssueRequest, Issuer};
 use super::policy::PolicyBundle;
 use super::revocations::{Revocation, RevocationStore};
+use super::roles::{Gate, Need};
 use super::store::{PolicyStores, short};
 use crate::proto::{
     self, IssueCapabilityRequest, IssueCapabilityResponse, RevocationEvent, RevokeRequest,
@@ -24,7 +25,10 @@ use crate::proto::{
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+#[derive(Clone)]
 pub struct AuthorityService {
+    /// How this listener's callers are identified.
+    gate: Gate,
     issuer: Arc<Issuer>,
     stores: Arc<PolicyStores>,
     revocations: Arc<RevocationStore>,
@@ -41,11 +45,20 @@ impl AuthorityService {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            gate: Gate::OpenTcp,
             issuer,
             stores,
             revocations,
             bundle_ttl,
             shutdown,
+        }
+    }
+
+    /// The same service behind another listener's gate.
+    pub fn gated(&self, gate: Gate) -> Self {
+        Self {
+            gate,
+            ..self.clone()
         }
     }
 
@@ -87,18 +100,15 @@ async fn deliver<T>(
     }
 }
 
-fn peer(request: &Request<impl Sized>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".into(), |a| a.to_string())
-}
-
 #[tonic::async_trait]
 impl authority_server::Authority for AuthorityService {
     async fn issue_capability(
         &self,
         request: Request<IssueCapabilityRequest>,
     ) -> Result<Response<IssueCapabilityResponse>, Status> {
+        let caller = self
+            .gate
+            .admit(&request, "IssueCapability", Need::Operator)?;
         let wire = request.into_inner();
         let parsed = IssueRequest::from_wire(
             &wire.agent_id,
@@ -121,6 +131,7 @@ impl authority_server::Authority for AuthorityService {
                     actions = %claims.actions.join(","),
                     resource_scope = %claims.resource_scope,
                     expires_at = %claims.expires_at.to_rfc3339(),
+                    caller = %caller,
                     "token issued"
                 );
                 IssueCapabilityResponse {
@@ -137,6 +148,7 @@ impl authority_server::Authority for AuthorityService {
                     agent_id = %parsed.agent_id,
                     actions = %parsed.actions.join(","),
                     reason,
+                    caller = %caller,
                     "issuance denied: {message}"
                 );
                 IssueCapabilityResponse {
@@ -154,6 +166,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        let caller = self.gate.admit(&request, "Revoke", Need::Operator)?;
         let wire = request.into_inner();
         super::revocations::validate_token_id(&wire.token_id).map_err(Status::invalid_argument)?;
         let store = self.revocations.clone();
@@ -163,7 +176,7 @@ impl authority_server::Authority for AuthorityService {
                 .map_err(|err| Status::internal(err.to_string()))?
                 .map_err(|err| Status::internal(err.message().to_string()))?;
         if newly {
-            tracing::info!(token_id = %entry.token_id, reason = %entry.reason, "token revoked");
+            tracing::info!(token_id = %entry.token_id, reason = %entry.reason, caller = %caller, "token revoked");
         }
         Ok(Response::new(RevokeResponse {
             newly_revoked: newly,
@@ -177,7 +190,10 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<WatchPolicyBundleRequest>,
     ) -> Result<Response<Self::WatchPolicyBundleStream>, Status> {
-        let peer = peer(&request);
+        let peer = self
+            .gate
+            .admit(&request, "WatchPolicyBundle", Need::Watcher)?
+            .to_string();
         let known = request.into_inner().current_version;
         let mut bundles = self.stores.subscribe_runtime();
         let mut shutdown = self.shutdown.clone();
@@ -229,7 +245,10 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let peer = peer(&request);
+        let peer = self
+            .gate
+            .admit(&request, "WatchRevocations", Need::Watcher)?
+            .to_string();
         let since = match request.into_inner().since {
             Some(ts) => Some(
                 from_timestamp(&ts)

@@ -34,6 +34,10 @@ pub struct ProjectConfig {
     /// Lifetime `firma run` requests for its token (refreshed before expiry).
     #[serde(default = "default_token_ttl", with = "duration_str")]
     pub token_ttl: Duration,
+    /// Deployment id: the audience (`aud`) of the tokens the Authority signs and the Sidecar
+    /// accepts. Default: the name of the workspace directory (see `LoadedConfig::deployment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 /// `[authority]`: a local Authority the daemon boots, or a remote one it only uses.
@@ -71,6 +75,20 @@ pub struct AuthorityConfig {
     /// Allow plain-text gRPC on a non-loopback address (logged loudly). Off by default.
     #[serde(default)]
     pub allow_insecure_listen: bool,
+    /// CA certificate (PEM) that signs client certificates: with TLS, callers on the TCP port
+    /// are authenticated by certificate and get the role it names (docs/authority.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// The client CA's private key, used only by `firma authority cert issue` (the Authority
+    /// never reads it). Default: `client_ca` with the extension `.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_key: Option<PathBuf>,
+    /// The operator's client certificate (PEM) for a remote Authority (`firma token`, `run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The key (PEM) of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -170,6 +188,13 @@ pub struct SidecarAuthorityConfig {
     /// Allow plain `http://` to a non-loopback Authority (logged loudly). Off by default.
     #[serde(default)]
     pub allow_insecure: bool,
+    /// The Sidecar's client certificate (PEM) for an Authority that authenticates callers
+    /// (mutual TLS); its common name is the Sidecar's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The key (PEM) of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -208,6 +233,8 @@ impl Default for SidecarAuthorityConfig {
             public_key: default_authority_pub(),
             ca_cert: None,
             allow_insecure: false,
+            client_cert: None,
+            client_key: None,
         }
     }
 }

@@ -76,6 +76,10 @@ impl StateDir {
         ] {
             remove_if_present(&path);
         }
+        if role == Role::Authority {
+            // A hard-killed Authority leaves its operator socket behind.
+            remove_if_present(&self.authority_socket());
+        }
     }
 
     /// Remove every pid/listen/identity/meta file (not the lock, logs, audit log or CA).
