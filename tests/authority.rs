@@ -3,116 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
+use common::authority::{AuthorityProcess, DEADLINE};
+use common::{World, assert_success, stderr, stdout, wait_for};
 use firma::authority::token::verify_token;
-use firma::proto::authority_client::AuthorityClient;
 use firma::proto::{
     IssueCapabilityRequest, RevokeRequest, WatchPolicyBundleRequest, WatchRevocationsRequest,
 };
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
-
-/// Generous: these bound hangs, they do not measure speed (benches do).
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A `firma authority` child with its stderr (JSON log lines) captured.
-struct AuthorityProcess {
-    guard: ChildGuard,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl AuthorityProcess {
-    fn start(world: &World) -> Self {
-        Self::try_start(world).unwrap_or_else(|log| panic!("authority did not get ready:\n{log}"))
-    }
-
-    /// `Err(log)` when the process exits before logging `ready`.
-    fn try_start(world: &World) -> Result<Self, String> {
-        let mut cmd = world.cmd();
-        cmd.arg("authority")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn firma authority");
-        let stderr = child.stderr.take().unwrap();
-        let mut guard = ChildGuard::new(child);
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let ready = ready_addr(&log.lock().unwrap());
-            if let Some(addr) = ready {
-                return Ok(Self { guard, addr, log });
-            }
-            if let Some(status) = guard.child_mut().try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return Err(format!("exit {status}\n{}", log.lock().unwrap()));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no ready line:\n{}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// A client on the TCP port: a sidecar's view (watch, report).
-    async fn client(&self) -> AuthorityClient<Channel> {
-        firma::authority::client::connect(&self.url(), None)
-            .await
-            .expect("connect")
-    }
-
-    /// A client on the operator socket: mint and revoke.
-    async fn operator(&self, world: &World) -> AuthorityClient<Channel> {
-        let socket = world.state_dir().join("authority.sock");
-        firma::authority::client::connect(&format!("unix:{}", socket.display()), None)
-            .await
-            .expect("connect to the operator socket")
-    }
-
-    /// What `firma sidecar start` does: publish the bound address in the state dir.
-    fn publish_listen(&self, world: &World) {
-        std::fs::write(
-            world.state_dir().join("authority.listen"),
-            format!("{}\n", self.addr),
-        )
-        .unwrap();
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.id()).unwrap());
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-}
-
-fn ready_addr(log: &str) -> Option<String> {
-    log.lines().find_map(|line| {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        (value["message"] == "ready").then(|| value["addr"].as_str().map(str::to_string))?
-    })
-}
 
 fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
     IssueCapabilityRequest {
@@ -198,7 +98,6 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     assert_eq!((claims.expires_at - claims.issued_at).num_seconds(), 600);
 
     // Through the CLI, which finds the Authority via <state_dir>/authority.listen.
-    authority.publish_listen(&world);
     let out = world.run(&[
         "token",
         "issue",
@@ -354,7 +253,6 @@ async fn denial_is_a_response_with_a_reason_and_bad_requests_are_invalid_argumen
         assert!(!status.message().is_empty());
     }
 
-    authority.publish_listen(&world);
     let out = world.run(&[
         "token",
         "issue",

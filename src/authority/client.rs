@@ -31,6 +31,17 @@ pub struct ClientIdentity {
     pub key: PathBuf,
 }
 
+impl ClientIdentity {
+    /// The identity configured by a `client_cert` / `client_key` pair (config validation
+    /// ensures both or neither).
+    pub fn pair(cert: &Option<PathBuf>, key: &Option<PathBuf>) -> Option<Self> {
+        Some(Self {
+            cert: cert.clone()?,
+            key: key.clone()?,
+        })
+    }
+}
+
 /// Where and how to reach an Authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -73,17 +84,10 @@ impl Target {
                     ))
                     .hint("set [authority] url to the Authority's https:// address")
                 })?;
-                let identity = match (&authority.client_cert, &authority.client_key) {
-                    (Some(cert), Some(key)) => Some(ClientIdentity {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                    }),
-                    _ => None,
-                };
                 Ok(Self {
                     url,
                     ca_cert: link.ca_cert.clone(),
-                    identity,
+                    identity: ClientIdentity::pair(&authority.client_cert, &authority.client_key),
                     allow_insecure: link.allow_insecure,
                     from: loaded.path.display().to_string(),
                 })
@@ -112,7 +116,7 @@ impl Target {
         Self {
             url,
             ca_cert: link.ca_cert.clone(),
-            identity: None,
+            identity: ClientIdentity::pair(&link.client_cert, &link.client_key),
             allow_insecure: link.allow_insecure,
             from,
         }

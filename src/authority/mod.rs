@@ -1,6 +1,7 @@
 //! The Authority: the gRPC trust root that signs capability tokens, holds revocations and
 //! streams policy bundles to sidecars. `docs/authority.md` describes it for operators.
 
+pub mod certs;
 pub mod client;
 pub mod issuance;
 pub mod policy;

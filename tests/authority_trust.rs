@@ -1,0 +1,393 @@
+//! Only the operator mints: the Authority's callers and what they may do, attacked from the
+//! outside — another local user on the operator socket, clients without, with expired, foreign
+//! or wrong-role certificates on a mutual-TLS port.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::authority::{AuthorityProcess, DEADLINE};
+use common::{World, assert_success, stderr, stdout};
+use firma::authority::client::{ClientIdentity, Target};
+use firma::proto::{IssueCapabilityRequest, WatchPolicyBundleRequest};
+use tokio_stream::StreamExt;
+
+fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
+    let path = world.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+}
+
+fn issue_request() -> IssueCapabilityRequest {
+    IssueCapabilityRequest {
+        agent_id: "codex".into(),
+        actions: vec!["communication.external.send".into()],
+        resource_scope: "*".into(),
+        session_id: "trust".into(),
+        ttl_seconds: 60,
+    }
+}
+
+/// The certificates of a mutual-TLS deployment, minted with `firma authority cert`.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(world: &World) -> Self {
+        let dir = world.project_dir();
+        let out = world.run(&["authority", "cert", "init"]);
+        assert_success(&out);
+        assert!(
+            stdout(&out).contains("client_ca = "),
+            "init says how to use it: {}",
+            stdout(&out)
+        );
+        let pki = Self {
+            dir: dir.join("pki"),
+        };
+        edit_config(world, |text| {
+            text.replacen(
+                "bundle_ttl = \"30s\"\n",
+                "bundle_ttl = \"30s\"\ntls_cert = \"pki/localhost.crt\"\ntls_key = \"pki/localhost.key\"\nclient_ca = \"client-ca.crt\"\n",
+                1,
+            )
+        });
+        pki.issue(
+            world,
+            &[
+                "--role",
+                "server",
+                "--name",
+                "localhost",
+                "--ip",
+                "127.0.0.1",
+            ],
+        );
+        pki
+    }
+
+    fn issue(&self, world: &World, args: &[&str]) {
+        let mut full = vec!["authority", "cert", "issue", "--out"];
+        let out_dir = self.dir.display().to_string();
+        full.push(&out_dir);
+        full.extend_from_slice(args);
+        let out = world.run(&full);
+        assert_success(&out);
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.parent().unwrap().join("client-ca.crt")
+    }
+
+    fn identity(&self, name: &str) -> ClientIdentity {
+        ClientIdentity {
+            cert: self.dir.join(format!("{name}.crt")),
+            key: self.dir.join(format!("{name}.key")),
+        }
+    }
+}
+
+fn target(authority: &AuthorityProcess, pki: &Pki, identity: Option<ClientIdentity>) -> Target {
+    let port = authority.addr.rsplit(':').next().unwrap();
+    Target {
+        url: format!("https://localhost:{port}"),
+        ca_cert: Some(pki.ca()),
+        identity,
+        allow_insecure: false,
+        from: "test".into(),
+    }
+}
+
+/// Certificates signed by the deployment's CA but expired or with an OU that names no role, and
+/// one of another CA.
+fn forged_identities(pki: &Pki) -> [ClientIdentity; 3] {
+    use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+    let leaf = |cn: &str, ou: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, ou);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params
+    };
+    let write = |name: &str, cert: String, key: String| {
+        let identity = ClientIdentity {
+            cert: pki.dir.join(format!("{name}.crt")),
+            key: pki.dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&identity.cert, cert).unwrap();
+        std::fs::write(&identity.key, key).unwrap();
+        identity
+    };
+    let ca_key = KeyPair::from_pem(
+        &std::fs::read_to_string(pki.dir.parent().unwrap().join("client-ca.key")).unwrap(),
+    )
+    .unwrap();
+    let issuer =
+        Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.ca()).unwrap(), ca_key).unwrap();
+    let mut expired = leaf("old-host", "sidecar");
+    expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let cert = expired.signed_by(&key, &issuer).unwrap();
+    let expired = write("expired", cert.pem(), key.serialize_pem());
+
+    let other_ca_key = KeyPair::generate().unwrap();
+    let mut other_ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    other_ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other_issuer = Issuer::new(other_ca, other_ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf("rogue", "sidecar")
+        .signed_by(&key, &other_issuer)
+        .unwrap();
+    let foreign = write("foreign", cert.pem(), key.serialize_pem());
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf("intern", "admins").signed_by(&key, &issuer).unwrap();
+    let roleless = write("roleless", cert.pem(), key.serialize_pem());
+    [expired, foreign, roleless]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_names_the_role_and_refuses_everyone_else() {
+    let world = World::new();
+    world.init(&[]);
+    let pki = Pki::new(&world);
+    pki.issue(&world, &["--role", "sidecar", "--name", "host-b"]);
+    pki.issue(&world, &["--role", "operator", "--name", "alice"]);
+    let [expired, foreign, roleless] = forged_identities(&pki);
+    let authority = AuthorityProcess::start(&world);
+
+    // A sidecar certificate watches, but cannot mint.
+    let mut sidecar = target(&authority, &pki, Some(pki.identity("host-b")))
+        .connect()
+        .await
+        .unwrap();
+    let mut bundles = sidecar
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(DEADLINE, bundles.next())
+        .await
+        .unwrap();
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    let status = sidecar.issue_capability(issue_request()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("sidecar \"host-b\""),
+        "{status:?}"
+    );
+
+    // An operator certificate mints.
+    let mut operator = target(&authority, &pki, Some(pki.identity("alice")))
+        .connect()
+        .await
+        .unwrap();
+    let granted = operator
+        .issue_capability(issue_request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(granted.granted, "{granted:?}");
+
+    // No certificate: health stays open, the Authority's methods do not.
+    let mut anonymous = target(&authority, &pki, None).connect().await.unwrap();
+    let status = anonymous
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let channel = target(&authority, &pki, None)
+        .endpoint()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, 1, "SERVING");
+
+    // A certificate of the right CA whose OU names no firma role.
+    let status = target(&authority, &pki, Some(roleless))
+        .connect()
+        .await
+        .unwrap()
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("names no firma role"),
+        "{status:?}"
+    );
+
+    // Expired, and signed by another CA: refused in the handshake, logged with the peer.
+    for (identity, why) in [(expired, "expired"), (foreign, "UnknownIssuer")] {
+        let refused = match target(&authority, &pki, Some(identity)).connect().await {
+            Err(_) => true,
+            Ok(mut client) => client
+                .watch_policy_bundle(WatchPolicyBundleRequest::default())
+                .await
+                .is_err(),
+        };
+        assert!(refused, "{why}");
+        let log = common::wait_for("the refusal in the log", DEADLINE, || {
+            let log = authority.log();
+            log.lines()
+                .any(|l| {
+                    l.contains("refused a TLS connection")
+                        && l.to_lowercase().contains(&why.to_lowercase())
+                })
+                .then_some(log)
+        });
+        let line = log
+            .lines()
+            .find(|l| l.to_lowercase().contains(&why.to_lowercase()))
+            .unwrap();
+        assert!(line.contains("127.0.0.1:"), "the peer is named: {line}");
+    }
+    let log = authority.log();
+    assert!(
+        log.lines().any(|l| l.contains("refused")
+            && l.contains("IssueCapability")
+            && l.contains("host-b")),
+        "{log}"
+    );
+}
+
+/// `firma token` against a remote Authority authenticates with `[authority] client_cert`: an
+/// operator certificate mints, a sidecar certificate is refused with the reason.
+#[test]
+fn remote_operators_mint_with_their_certificate() {
+    let world = World::new();
+    world.init(&[]);
+    let pki = Pki::new(&world);
+    pki.issue(&world, &["--role", "sidecar", "--name", "host-b"]);
+    pki.issue(&world, &["--role", "operator", "--name", "alice"]);
+    let authority = AuthorityProcess::start(&world);
+    let port = authority.addr.rsplit(':').next().unwrap();
+    let remote = |who: &str| -> PathBuf {
+        let path = world.project_dir().join(format!("remote-{who}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[project]\nagent = \"codex\"\nprovider = \"anthropic\"\n\n[authority]\nmode = \"remote\"\n\
+                 url = \"https://localhost:{port}\"\nclient_cert = \"pki/{who}.crt\"\nclient_key = \"pki/{who}.key\"\n\n\
+                 [sidecar.authority]\nca_cert = \"client-ca.crt\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let issue = |config: &Path| {
+        world.run(&[
+            "--config",
+            &config.display().to_string(),
+            "token",
+            "issue",
+            "--agent",
+            "codex",
+            "--action",
+            "communication.external.send",
+        ])
+    };
+    let out = issue(&remote("alice"));
+    assert_success(&out);
+    assert!(stdout(&out).starts_with("v4.public."), "{}", stdout(&out));
+    let out = issue(&remote("host-b"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("IssueCapability is for operators"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+/// Another local user who reaches the operator socket (here: permissions opened on purpose) is
+/// refused by the peer-uid check, and `firma token` refuses a socket it does not own.
+#[test]
+fn the_operator_socket_admits_only_the_authoritys_own_user() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs a client as another user (setpriv) and needs root, as CI has"
+    );
+    let world = World::new();
+    world.init(&[]);
+    let authority = AuthorityProcess::start(&world);
+    let socket = world.state_dir().join("authority.sock");
+    for dir in [world.path(), &world.state_dir()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A raw gRPC call with curl (an empty message): the gate answers before the request is read.
+    let empty = world.path().join("empty.grpc");
+    std::fs::write(&empty, [0u8; 5]).unwrap();
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = common::run_with_timeout(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["curl", "-sS", "--http2-prior-knowledge", "--unix-socket"])
+            .arg(&socket)
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .arg("--data-binary")
+            .arg(format!("@{}", empty.display()))
+            .args(["-D", "-", "-o", "/dev/null"])
+            .arg("http://localhost/firma.v1.Authority/IssueCapability"),
+        Duration::from_secs(60),
+    );
+    assert_success(&out);
+    let answer = stdout(&out);
+    assert!(
+        answer.contains("grpc-status: 7"),
+        "PERMISSION_DENIED: {answer}"
+    );
+    assert!(answer.contains("peer%20uid%2065534"), "{answer}");
+    let log = authority.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused") && l.contains("uid 65534")),
+        "{log}"
+    );
+
+    // As the Authority's user, the CLI refuses a socket others can connect to...
+    let out = world.run(&[
+        "token",
+        "issue",
+        "--agent",
+        "codex",
+        "--action",
+        "code.read",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("lets other users connect"),
+        "{}",
+        stderr(&out)
+    );
+    // ...and one that belongs to someone else.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    nix::unistd::chown(&socket, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let out = world.run(&[
+        "token",
+        "issue",
+        "--agent",
+        "codex",
+        "--action",
+        "code.read",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("belongs to uid 65534"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,100 @@
+//! A `firma authority` child for black-box tests: spawned in a world, ready once it logs `ready`,
+//! with its log captured and clients for both of its listeners.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use firma::proto::authority_client::AuthorityClient;
+use tonic::transport::Channel;
+
+use super::{ChildGuard, World};
+
+/// Generous: these bound hangs, they do not measure speed (benches do).
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `firma authority` child with its stderr (JSON log lines) captured.
+pub struct AuthorityProcess {
+    pub guard: ChildGuard,
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl AuthorityProcess {
+    pub fn start(world: &World) -> Self {
+        Self::try_start(world).unwrap_or_else(|log| panic!("authority did not get ready:\n{log}"))
+    }
+
+    /// `Err(log)` when the process exits before logging `ready`.
+    pub fn try_start(world: &World) -> Result<Self, String> {
+        let mut cmd = world.cmd();
+        cmd.arg("authority")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn firma authority");
+        let stderr = child.stderr.take().unwrap();
+        let mut guard = ChildGuard::new(child);
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let ready = ready_addr(&log.lock().unwrap());
+            if let Some(addr) = ready {
+                return Ok(Self { guard, addr, log });
+            }
+            if let Some(status) = guard.child_mut().try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("exit {status}\n{}", log.lock().unwrap()));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ready line:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A client on the TCP port: a sidecar's view (watch, report).
+    pub async fn client(&self) -> AuthorityClient<Channel> {
+        firma::authority::client::connect(&self.url(), None)
+            .await
+            .expect("connect")
+    }
+
+    /// A client on the operator socket: mint and revoke.
+    pub async fn operator(&self, world: &World) -> AuthorityClient<Channel> {
+        let socket = world.state_dir().join("authority.sock");
+        firma::authority::client::connect(&format!("unix:{}", socket.display()), None)
+            .await
+            .expect("connect to the operator socket")
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+}
+
+fn ready_addr(log: &str) -> Option<String> {
+    log.lines().find_map(|line| {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        (value["message"] == "ready").then(|| value["addr"].as_str().map(str::to_string))?
+    })
+}
