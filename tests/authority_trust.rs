@@ -391,3 +391,111 @@ fn the_operator_socket_admits_only_the_authoritys_own_user() {
         stderr(&out)
     );
 }
+
+/// `firma token issue` in `world` (over its operator socket): the token.
+fn mint(world: &World) -> String {
+    let out = world.run(&[
+        "token",
+        "issue",
+        "--agent",
+        "codex",
+        "--action",
+        "communication.internal.send",
+        "--action",
+        "communication.external.send",
+    ]);
+    assert_success(&out);
+    stdout(&out).trim().to_string()
+}
+
+fn forbid_admin(world: &World) {
+    std::fs::write(
+        world.project_dir().join("policies/forbid-admin.cedar"),
+        "@id(\"no-admin\")\nforbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n",
+    )
+    .unwrap();
+}
+
+/// The Authority goes down and another process — with its own key and a permit-all bundle —
+/// takes its address: the running Sidecar refuses its bundle and revocation snapshot (logged),
+/// keeps enforcing the genuine bundle, and a Sidecar starting against it never becomes ready.
+#[test]
+fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
+    use common::http::{curl, upstream};
+    let world = World::new();
+    world.init(&[]);
+    forbid_admin(&world);
+    let (_upstream, port) = upstream(&world.path().join("www"), None);
+    let mut authority = AuthorityProcess::start(&world);
+    let url = authority.url();
+    let sidecar = common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &url]);
+    let token = mint(&world);
+    let proxy = format!("http://firma:{token}@{}", sidecar.addr);
+    let admin = format!("http://127.0.0.1:{port}/admin/secret.txt");
+    let hello = format!("http://127.0.0.1:{port}/hello.txt");
+    assert_eq!(curl(None, &proxy, &hello).0, 200);
+    assert_eq!(curl(None, &proxy, &admin).0, 403);
+
+    // The fake: another project (other keys, no forbid policy) on the genuine address.
+    let _ = authority.guard.child_mut().kill();
+    let _ = authority.guard.child_mut().wait();
+    let fake_world = World::new();
+    fake_world.init(&[]);
+    let addr = authority.addr.clone();
+    let config = fake_world.config_path();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{addr}\""),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let fake = AuthorityProcess::start(&fake_world);
+    let refused = common::wait_for("the sidecar to refuse the fake", DEADLINE, || {
+        let log = sidecar.log();
+        (log.contains("policy bundle refused") && log.contains("revocation snapshot refused"))
+            .then_some(log)
+    });
+    let line = refused
+        .lines()
+        .find(|l| l.contains("policy bundle refused"))
+        .unwrap();
+    assert!(line.contains("\"level\":\"ERROR\""), "{line}");
+    assert!(
+        line.contains("does not verify with the pinned key k4.pid."),
+        "{line}"
+    );
+    // The genuine bundle stays in force; the fake's tokens are worthless.
+    assert_eq!(curl(None, &proxy, &admin).0, 403);
+    let fake_token = mint(&fake_world);
+    let (status, body) = curl(
+        None,
+        &format!("http://firma:{fake_token}@{}", sidecar.addr),
+        &hello,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("signature"), "{body}");
+
+    // A Sidecar that starts while only the fake answers never reports ready.
+    let late_state = world.path().join("late-state");
+    let late = common::authority::Daemon::launch(
+        &world,
+        &[
+            "sidecar",
+            "--authority-url",
+            &url,
+            "--state-dir",
+            &late_state.display().to_string(),
+        ],
+    );
+    common::wait_for("the new sidecar to refuse the fake", DEADLINE, || {
+        let log = late.log();
+        (log.contains("policy bundle refused") && log.contains("revocation snapshot refused"))
+            .then_some(())
+    });
+    assert!(
+        !late.log().contains("\"message\":\"ready\""),
+        "{}",
+        late.log()
+    );
+    drop(fake);
+}

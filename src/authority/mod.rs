@@ -10,6 +10,7 @@ pub mod roles;
 pub mod run;
 pub mod server;
 pub mod service;
+pub mod signed;
 pub mod socket;
 pub mod store;
 pub mod tls;

@@ -17,6 +17,7 @@ use super::issuance::Issuer;
 use super::revocations::RevocationStore;
 use super::roles::Gate;
 use super::service::{AuthorityService, describe_bundle};
+use super::signed::StreamSigner;
 use super::store::PolicyStores;
 use super::tls::ServerTls;
 use super::watch::{DirWatch, watch_dirs};
@@ -216,6 +217,7 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
     ));
     let service = AuthorityService::new(
         issuer,
+        Arc::new(StreamSigner::new(settings.key.clone())),
         stores.clone(),
         revocations.clone(),
         settings.bundle_ttl,

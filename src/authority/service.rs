@@ -17,6 +17,7 @@ use super::issuance::{IssueOutcome, IssueRequest, Issuer};
 use super::policy::PolicyBundle;
 use super::revocations::{Revocation, RevocationStore};
 use super::roles::{Gate, Need};
+use super::signed::{SnapshotDigest, StreamSigner};
 use super::store::{PolicyStores, short};
 use crate::proto::{
     self, IssueCapabilityRequest, IssueCapabilityResponse, RevocationEvent, RevokeRequest,
@@ -30,6 +31,7 @@ pub struct AuthorityService {
     /// How this listener's callers are identified.
     gate: Gate,
     issuer: Arc<Issuer>,
+    signer: Arc<StreamSigner>,
     stores: Arc<PolicyStores>,
     revocations: Arc<RevocationStore>,
     bundle_ttl: Duration,
@@ -39,6 +41,7 @@ pub struct AuthorityService {
 impl AuthorityService {
     pub fn new(
         issuer: Arc<Issuer>,
+        signer: Arc<StreamSigner>,
         stores: Arc<PolicyStores>,
         revocations: Arc<RevocationStore>,
         bundle_ttl: Duration,
@@ -47,6 +50,7 @@ impl AuthorityService {
         Self {
             gate: Gate::OpenTcp,
             issuer,
+            signer,
             stores,
             revocations,
             bundle_ttl,
@@ -68,23 +72,32 @@ impl AuthorityService {
     }
 }
 
-fn bundle_message(bundle: &PolicyBundle, ttl_seconds: u32) -> proto::PolicyBundle {
-    proto::PolicyBundle {
+fn bundle_message(
+    bundle: &PolicyBundle,
+    ttl_seconds: u32,
+    signer: &StreamSigner,
+) -> proto::PolicyBundle {
+    let mut message = proto::PolicyBundle {
         version: bundle.version.clone(),
         policies: bundle.policies.clone(),
         schema: bundle.schema_text.clone(),
         ttl_seconds,
         sent_at: Some(timestamp(Utc::now())),
-    }
+        ..Default::default()
+    };
+    signer.sign_bundle(&mut message);
+    message
 }
 
-fn revocation_message(entry: &Revocation) -> RevocationEvent {
-    RevocationEvent {
+fn revocation_message(entry: &Revocation, signer: &StreamSigner) -> RevocationEvent {
+    let mut message = RevocationEvent {
         token_id: entry.token_id.clone(),
         reason: entry.reason.clone(),
         revoked_at: Some(timestamp(entry.revoked_at)),
-        snapshot_complete: false,
-    }
+        ..Default::default()
+    };
+    signer.sign_revocation(&mut message);
+    message
 }
 
 /// Send one stream item unless the server is shutting down (a client that stopped reading must
@@ -198,6 +211,7 @@ impl authority_server::Authority for AuthorityService {
         let mut bundles = self.stores.subscribe_runtime();
         let mut shutdown = self.shutdown.clone();
         let ttl_seconds = self.ttl_seconds();
+        let signer = self.signer.clone();
         // Refresh at half the TTL so a sidecar never enforces with a stale bundle.
         let period = Duration::from_millis(u64::from(ttl_seconds) * 500);
         let (tx, rx) = mpsc::channel(2);
@@ -207,7 +221,7 @@ impl authority_server::Authority for AuthorityService {
             if current.version != known
                 && !deliver(
                     &tx,
-                    Ok(bundle_message(&current, ttl_seconds)),
+                    Ok(bundle_message(&current, ttl_seconds, &signer)),
                     &mut shutdown,
                 )
                 .await
@@ -230,7 +244,13 @@ impl authority_server::Authority for AuthorityService {
                     }
                     _ = refresh.tick() => bundles.borrow().clone(),
                 };
-                if !deliver(&tx, Ok(bundle_message(&bundle, ttl_seconds)), &mut shutdown).await {
+                if !deliver(
+                    &tx,
+                    Ok(bundle_message(&bundle, ttl_seconds, &signer)),
+                    &mut shutdown,
+                )
+                .await
+                {
                     break;
                 }
             }
@@ -258,18 +278,20 @@ impl authority_server::Authority for AuthorityService {
         };
         let (replay, mut live) = self.revocations.replay_and_subscribe(since);
         let mut shutdown = self.shutdown.clone();
+        let signer = self.signer.clone();
         let (tx, rx) = mpsc::channel(64);
         tracing::debug!(%peer, replay = replay.len(), "revocation watcher connected");
         tokio::spawn(async move {
+            let mut digest = SnapshotDigest::default();
             for entry in &replay {
-                if !deliver(&tx, Ok(revocation_message(entry)), &mut shutdown).await {
+                let event = revocation_message(entry, &signer);
+                digest.add(&event);
+                if !deliver(&tx, Ok(event), &mut shutdown).await {
                     return;
                 }
             }
-            let marker = RevocationEvent {
-                snapshot_complete: true,
-                ..Default::default()
-            };
+            let mut marker = RevocationEvent::default();
+            signer.sign_snapshot(&mut marker, &digest);
             if !deliver(&tx, Ok(marker), &mut shutdown).await {
                 return;
             }
@@ -280,7 +302,7 @@ impl authority_server::Authority for AuthorityService {
                     received = live.recv() => received,
                 };
                 let message = match event {
-                    Ok(entry) => Ok(revocation_message(&entry)),
+                    Ok(entry) => Ok(revocation_message(&entry, &signer)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(%peer, missed, "revocation watcher fell behind; asking it to reconnect");
                         Err(Status::aborted(format!(

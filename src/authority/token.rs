@@ -136,6 +136,17 @@ fn public_key(key: &VerifyingKey) -> AsymmetricPublicKey<V4> {
     AsymmetricPublicKey::<V4>::from(key.as_bytes()).expect("32-byte Ed25519 public key")
 }
 
+/// The PASERK id (`k4.pid.…`) of an Authority public key: how tokens (`iss`), signed streams and
+/// messages name a key. Any PASERK implementation computes the same id from `authority.pub`.
+pub fn key_id(key: &VerifyingKey) -> String {
+    use pasetors::paserk::{FormatAsPaserk, Id};
+    let mut id = String::new();
+    Id::from(&public_key(key))
+        .fmt(&mut id)
+        .expect("writing to a String cannot fail");
+    id
+}
+
 /// Sign `claims` into a `v4.public.` token.
 pub fn sign_token(key: &SigningKey, claims: &CapabilityClaims) -> Result<String, TokenError> {
     check_shape(claims)?;

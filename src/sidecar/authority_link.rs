@@ -3,18 +3,32 @@
 //! (250 ms doubling to 30 s, with jitter), so an Authority restart heals on its own. A bundle
 //! that fails to parse is logged and the previous one kept; a bundle not refreshed within its
 //! TTL is stale and every call is denied until a fresh one arrives.
+//!
+//! Everything on both streams is signed by the Authority key (`authority::signed`) and checked
+//! against the pinned `authority.pub` before it is used. What does not verify is refused and
+//! logged (`error`), and the stream is dropped and re-dialled: a rogue process on the
+//! Authority's address never gets its bundle enforced, nor can it withhold revocations from the
+//! snapshot the Sidecar waits for before it reports ready. A bundle must also be newer than the
+//! one in force and still within its TTL, and a snapshot at most [`SNAPSHOT_MAX_AGE`] old, so a
+//! recorded genuine message cannot be replayed later.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tonic::transport::Channel;
 
 use super::cedar::PolicyBundle;
 use super::state::AuthorityState;
 use crate::authority::client::Target;
+use crate::authority::signed::{Pinned, SnapshotDigest};
+use crate::authority::token::LEEWAY_SECONDS;
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
 use crate::proto::{WatchPolicyBundleRequest, WatchRevocationsRequest};
+
+/// How far a revocation snapshot's `sent_at` may be from this host's clock.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(60);
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -25,10 +39,50 @@ pub fn channel(target: &Target) -> Result<Channel, Hinted> {
     Ok(target.endpoint()?.connect_lazy())
 }
 
-/// Start both stream tasks.
-pub fn spawn(channel: Channel, url: String, state: Arc<AuthorityState>) {
-    tokio::spawn(watch_bundles(channel.clone(), url.clone(), state.clone()));
-    tokio::spawn(watch_revocations(channel, url, state));
+/// Start both stream tasks; `pinned` is the Authority key everything must be signed with.
+pub fn spawn(channel: Channel, url: String, state: Arc<AuthorityState>, pinned: Pinned) {
+    tokio::spawn(watch_bundles(
+        channel.clone(),
+        url.clone(),
+        state.clone(),
+        pinned.clone(),
+    ));
+    tokio::spawn(watch_revocations(channel, url, state, pinned));
+}
+
+/// Whether a verified bundle sent at `sent_at` may replace one sent at `previous`: not older,
+/// and not already past its TTL (a replay of a recorded bundle).
+fn fresh_bundle(
+    sent_at: DateTime<Utc>,
+    ttl: Duration,
+    previous: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    if previous.is_some_and(|p| sent_at < p) {
+        return Err(format!(
+            "it was sent at {sent_at}, before the bundle in force (a replayed older bundle)"
+        ));
+    }
+    let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
+    let expires = sent_at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    if expires + leeway < now {
+        return Err(format!(
+            "it was sent at {sent_at} and expired at {expires} (a replayed bundle, or clocks apart)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a verified snapshot sent at `sent_at` is recent.
+fn fresh_snapshot(sent_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String> {
+    let skew = (now - sent_at).abs().to_std().unwrap_or(Duration::MAX);
+    if skew > SNAPSHOT_MAX_AGE {
+        return Err(format!(
+            "it was taken at {sent_at}, more than {}s from this host's clock (a replayed snapshot, or clocks apart)",
+            SNAPSHOT_MAX_AGE.as_secs()
+        ));
+    }
+    Ok(())
 }
 
 struct Backoff(Duration);
@@ -51,10 +105,11 @@ impl Backoff {
     }
 }
 
-async fn watch_bundles(channel: Channel, url: String, state: Arc<AuthorityState>) {
+async fn watch_bundles(channel: Channel, url: String, state: Arc<AuthorityState>, pinned: Pinned) {
     let mut client = AuthorityClient::new(channel);
     let mut backoff = Backoff::new();
     let mut current = String::new();
+    let mut current_sent_at: Option<DateTime<Utc>> = None;
     loop {
         let request = WatchPolicyBundleRequest {
             current_version: current.clone(),
@@ -65,8 +120,26 @@ async fn watch_bundles(channel: Channel, url: String, state: Arc<AuthorityState>
                 loop {
                     match stream.message().await {
                         Ok(Some(wire)) => {
-                            backoff.reset();
                             let ttl = Duration::from_secs(u64::from(wire.ttl_seconds));
+                            let checked = pinned
+                                .verify_bundle(&wire)
+                                .map_err(|err| err.to_string())
+                                .and_then(|sent_at| {
+                                    fresh_bundle(sent_at, ttl, current_sent_at, Utc::now())
+                                        .map(|()| sent_at)
+                                });
+                            let sent_at = match checked {
+                                Ok(sent_at) => sent_at,
+                                Err(why) => {
+                                    tracing::error!(
+                                        authority = %url,
+                                        bundle = %wire.version,
+                                        "policy bundle refused: {why}; keeping the previous one and reconnecting"
+                                    );
+                                    break;
+                                }
+                            };
+                            backoff.reset();
                             match PolicyBundle::parse(
                                 &wire.version,
                                 &wire.policies,
@@ -83,6 +156,7 @@ async fn watch_bundles(channel: Channel, url: String, state: Arc<AuthorityState>
                                         tracing::debug!(bundle = %wire.version, "policy bundle refreshed");
                                     }
                                     current = wire.version.clone();
+                                    current_sent_at = Some(sent_at);
                                     state.set_bundle(bundle);
                                 }
                                 Err(err) => {
@@ -109,7 +183,12 @@ async fn watch_bundles(channel: Channel, url: String, state: Arc<AuthorityState>
     }
 }
 
-async fn watch_revocations(channel: Channel, url: String, state: Arc<AuthorityState>) {
+async fn watch_revocations(
+    channel: Channel,
+    url: String,
+    state: Arc<AuthorityState>,
+    pinned: Pinned,
+) {
     let mut client = AuthorityClient::new(channel);
     let mut backoff = Backoff::new();
     loop {
@@ -121,16 +200,49 @@ async fn watch_revocations(channel: Channel, url: String, state: Arc<AuthoritySt
         {
             Ok(response) => {
                 let mut stream = response.into_inner();
+                let mut replayed = Some(SnapshotDigest::default());
                 loop {
                     match stream.message().await {
                         Ok(Some(event)) => {
+                            let checked = if event.snapshot_complete {
+                                match &replayed {
+                                    Some(digest) => pinned
+                                        .verify_snapshot(&event, digest)
+                                        .map_err(|err| err.to_string())
+                                        .and_then(|at| fresh_snapshot(at, Utc::now())),
+                                    None => Err("a second snapshot marker on one stream".into()),
+                                }
+                            } else {
+                                pinned
+                                    .verify_revocation(&event)
+                                    .map_err(|err| err.to_string())
+                            };
+                            if let Err(why) = checked {
+                                let what = if event.snapshot_complete {
+                                    "revocation snapshot"
+                                } else {
+                                    "revocation event"
+                                };
+                                tracing::error!(
+                                    authority = %url,
+                                    token_id = %event.token_id,
+                                    "{what} refused: {why}; reconnecting"
+                                );
+                                break;
+                            }
                             backoff.reset();
                             if event.snapshot_complete {
+                                replayed = None;
                                 if !state.readiness().revocations {
                                     tracing::info!("revocation snapshot received");
                                 }
                                 state.revocation_snapshot_complete();
-                            } else if !event.token_id.is_empty() && state.revoke(&event.token_id) {
+                                continue;
+                            }
+                            if let Some(digest) = replayed.as_mut() {
+                                digest.add(&event);
+                            }
+                            if !event.token_id.is_empty() && state.revoke(&event.token_id) {
                                 tracing::info!(token_id = %event.token_id, reason = %event.reason, "token revoked");
                             }
                         }
@@ -177,5 +289,31 @@ mod tests {
         assert!(channel(&target("http://10.0.0.1:1", true)).is_ok());
         assert!(channel(&target("ftp://x", false)).is_err());
         assert!(channel(&target("https://a.example:1", false)).is_err());
+    }
+
+    #[test]
+    fn bundles_must_be_newer_and_within_their_ttl() {
+        let now = Utc::now();
+        let ttl = Duration::from_secs(30);
+        let ago = |s| now - chrono::Duration::seconds(s);
+        assert!(fresh_bundle(ago(1), ttl, None, now).is_ok());
+        assert!(fresh_bundle(ago(1), ttl, Some(ago(2)), now).is_ok());
+        assert!(
+            fresh_bundle(ago(2), ttl, Some(ago(1)), now)
+                .unwrap_err()
+                .contains("before")
+        );
+        assert!(
+            fresh_bundle(ago(34), ttl, None, now).is_ok(),
+            "within the leeway"
+        );
+        assert!(
+            fresh_bundle(ago(40), ttl, None, now)
+                .unwrap_err()
+                .contains("expired")
+        );
+        assert!(fresh_snapshot(ago(59), now).is_ok());
+        assert!(fresh_snapshot(ago(61), now).is_err());
+        assert!(fresh_snapshot(now + chrono::Duration::seconds(61), now).is_err());
     }
 }

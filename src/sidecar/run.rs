@@ -25,6 +25,7 @@ use super::state::AuthorityState;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
 use crate::authority::client::Target;
+use crate::authority::signed::Pinned;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
@@ -105,7 +106,12 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let url = target.url.clone();
     let channel = authority_link::channel(&target)?;
     let authority = Arc::new(AuthorityState::default());
-    authority_link::spawn(channel, url.clone(), authority.clone());
+    authority_link::spawn(
+        channel,
+        url.clone(),
+        authority.clone(),
+        Pinned::new(authority_key),
+    );
 
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|err| Hinted::new(format!("cannot install the SIGTERM handler: {err}")))?;

@@ -1,5 +1,6 @@
-//! A `firma authority` child for black-box tests: spawned in a world, ready once it logs `ready`,
-//! with its log captured and clients for both of its listeners.
+//! Daemon children for black-box tests (`firma authority`, `firma sidecar`): spawned in a world,
+//! ready once they log `ready`, with their log captured; the Authority's clients for both of its
+//! listeners.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -14,27 +15,40 @@ use super::{ChildGuard, World};
 /// Generous: these bound hangs, they do not measure speed (benches do).
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A `firma authority` child with its stderr (JSON log lines) captured.
-pub struct AuthorityProcess {
+/// A `firma authority`.
+pub type AuthorityProcess = Daemon;
+
+/// A daemon child (`firma authority`, `firma sidecar`) with its stderr (JSON log lines) captured.
+pub struct Daemon {
     pub guard: ChildGuard,
     pub addr: String,
     log: Arc<Mutex<String>>,
 }
 
-impl AuthorityProcess {
+impl Daemon {
+    /// `firma authority` in `world`.
     pub fn start(world: &World) -> Self {
-        Self::try_start(world).unwrap_or_else(|log| panic!("authority did not get ready:\n{log}"))
+        Self::spawn(world, &["authority"])
     }
 
-    /// `Err(log)` when the process exits before logging `ready`.
+    /// `firma <args>`, once it logged `ready`.
+    pub fn spawn(world: &World, args: &[&str]) -> Self {
+        Self::try_spawn(world, args)
+            .unwrap_or_else(|log| panic!("firma {args:?} did not get ready:\n{log}"))
+    }
+
+    /// `firma authority`; `Err(log)` when it exits before logging `ready`.
     pub fn try_start(world: &World) -> Result<Self, String> {
+        Self::try_spawn(world, &["authority"])
+    }
+
+    /// `firma <args>` started without waiting for `ready`.
+    pub fn launch(world: &World, args: &[&str]) -> Self {
         let mut cmd = world.cmd();
-        cmd.arg("authority")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn firma authority");
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn firma");
         let stderr = child.stderr.take().unwrap();
-        let mut guard = ChildGuard::new(child);
+        let guard = ChildGuard::new(child);
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         std::thread::spawn(move || {
@@ -44,20 +58,30 @@ impl AuthorityProcess {
                 log.push('\n');
             }
         });
+        Self {
+            guard,
+            addr: String::new(),
+            log,
+        }
+    }
+
+    /// `Err(log)` when the process exits before logging `ready`.
+    pub fn try_spawn(world: &World, args: &[&str]) -> Result<Self, String> {
+        let mut daemon = Self::launch(world, args);
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let ready = ready_addr(&log.lock().unwrap());
-            if let Some(addr) = ready {
-                return Ok(Self { guard, addr, log });
+            if let Some(addr) = ready_addr(&daemon.log()) {
+                daemon.addr = addr;
+                return Ok(daemon);
             }
-            if let Some(status) = guard.child_mut().try_wait().unwrap() {
+            if let Some(status) = daemon.guard.child_mut().try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(100));
-                return Err(format!("exit {status}\n{}", log.lock().unwrap()));
+                return Err(format!("exit {status}\n{}", daemon.log()));
             }
             assert!(
                 Instant::now() < deadline,
                 "no ready line:\n{}",
-                log.lock().unwrap()
+                daemon.log()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
