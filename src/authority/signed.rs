@@ -62,7 +62,7 @@ impl Canonical {
         self
     }
     fn time(mut self, ts: &Option<prost_types::Timestamp>) -> Self {
-        let ts = ts.clone().unwrap_or_default();
+        let ts = ts.unwrap_or_default();
         self.0.extend_from_slice(&ts.seconds.to_be_bytes());
         self.0.extend_from_slice(&ts.nanos.to_be_bytes());
         self
