@@ -34,6 +34,7 @@ fn settings(dir: &Path) -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         socket: dir.join("state/authority.sock"),
+        audience: "bench".into(),
         key: firma::config::keys::generate(),
         policies_dir: policies,
         issuance_dir: issuance,

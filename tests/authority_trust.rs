@@ -499,3 +499,91 @@ fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
     );
     drop(fake);
 }
+
+/// A third-party PASETO library verifies firma's tokens with nothing but `authority.pub`:
+/// Python `pyseto` checks the signature, `exp` and the audience, and computes the same PASERK id
+/// the token names as its issuer.
+#[test]
+fn pyseto_verifies_tokens_their_audience_and_issuer() {
+    let probe = Command::new("python3")
+        .args(["-c", "import pyseto"])
+        .output()
+        .expect("python3");
+    assert!(
+        probe.status.success(),
+        "python pyseto missing (`python3 -m pip install pyseto`, as .ci/run does): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let world = World::new();
+    world.init(&[]);
+    edit_config(&world, |text| {
+        text.replacen("[project]\n", "[project]\ndeployment = \"staging\"\n", 1)
+    });
+    let _authority = AuthorityProcess::start(&world);
+    let token = mint(&world);
+    let script = r#"
+import json, sys, pyseto
+from pyseto import Key, Paseto
+public = Key.new(version=4, purpose="public", key=open(sys.argv[1], "rb").read())
+decoded = Paseto.new(leeway=5).decode(public, sys.argv[2], deserializer=json, aud="staging")
+claims = decoded.payload
+assert claims["iss"] == public.to_paserk_id(), (claims["iss"], public.to_paserk_id())
+print("VERIFIED", claims["sub"], claims["aud"], claims["iss"])
+try:
+    Paseto.new(leeway=5).decode(public, sys.argv[2], deserializer=json, aud="production")
+    raise SystemExit("another audience must not verify")
+except pyseto.VerifyError as err:
+    print("WRONG AUDIENCE REFUSED", err)
+"#;
+    let out = common::run_with_timeout(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(world.project_dir().join("authority.pub"))
+            .arg(&token),
+        Duration::from_secs(60),
+    );
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains("VERIFIED codex staging k4.pid."), "{text}");
+    assert!(text.contains("WRONG AUDIENCE REFUSED"), "{text}");
+}
+
+/// A genuine token minted for one deployment is refused by a Sidecar of another (same Authority
+/// key): 403 `token_invalid`, and the record says which deployments.
+#[test]
+fn a_sidecar_refuses_tokens_for_another_deployment() {
+    use common::http::{curl, upstream};
+    let world = World::new();
+    world.init(&[]);
+    let (_upstream, port) = upstream(&world.path().join("www"), None);
+    let authority = AuthorityProcess::start(&world);
+    let other = world.project_dir().join("prod.toml");
+    let text = std::fs::read_to_string(world.config_path())
+        .unwrap()
+        .replacen("[project]\n", "[project]\ndeployment = \"prod\"\n", 1);
+    std::fs::write(&other, text).unwrap();
+    let sidecar = common::authority::Daemon::spawn(
+        &world,
+        &[
+            "--config",
+            &other.display().to_string(),
+            "sidecar",
+            "--authority-url",
+            &authority.url(),
+        ],
+    );
+    let token = mint(&world);
+    let (status, body) = curl(
+        None,
+        &format!("http://firma:{token}@{}", sidecar.addr),
+        &format!("http://127.0.0.1:{port}/hello.txt"),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("token_invalid"), "{body}");
+    let audit = std::fs::read_to_string(world.state_dir().join("audit.jsonl")).unwrap();
+    let record = audit.lines().last().unwrap();
+    assert!(
+        record.contains("is for deployment \\\"ws\\\"; this Sidecar serves \\\"prod\\\""),
+        "{record}"
+    );
+}

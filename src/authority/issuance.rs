@@ -18,7 +18,7 @@ use ed25519_dalek::SigningKey;
 
 use super::policy::{PolicyBundle, policy_label};
 use super::store::PolicyStores;
-use super::token::{CapabilityClaims, TokenError, sign_token, validate_scope};
+use super::token::{CapabilityClaims, TokenError, key_id, sign_token, validate_scope};
 use crate::config::action_classes::{self, CEDAR_NAMESPACE};
 use crate::config::load::validate_agent_id;
 
@@ -120,14 +120,25 @@ pub enum IssueOutcome {
 
 pub struct Issuer {
     key: SigningKey,
+    /// `iss` of every token: the key's PASERK id.
+    key_id: String,
+    /// `aud` of every token: the deployment id.
+    audience: String,
     max_ttl: Duration,
     stores: Arc<PolicyStores>,
     authorizer: Authorizer,
 }
 
 impl Issuer {
-    pub fn new(key: SigningKey, max_ttl: Duration, stores: Arc<PolicyStores>) -> Self {
+    pub fn new(
+        key: SigningKey,
+        audience: String,
+        max_ttl: Duration,
+        stores: Arc<PolicyStores>,
+    ) -> Self {
         Self {
+            key_id: key_id(&key.verifying_key()),
+            audience,
             key,
             max_ttl,
             stores,
@@ -153,6 +164,8 @@ impl Issuer {
         let ttl = request.ttl.min(self.max_ttl);
         let claims = CapabilityClaims {
             token_id: uuid::Uuid::now_v7().to_string(),
+            issuer: self.key_id.clone(),
+            audience: self.audience.clone(),
             agent_id: request.agent_id.clone(),
             session_id: request.session_id.clone(),
             actions: request.actions.clone(),
@@ -276,7 +289,12 @@ mod tests {
         std::fs::write(issuance.join("i.cedar"), POLICY).unwrap();
         let stores = Arc::new(PolicyStores::load(&policies, &issuance).unwrap());
         let key = crate::config::keys::generate();
-        let issuer = Issuer::new(key.clone(), Duration::from_secs(max_ttl), stores);
+        let issuer = Issuer::new(
+            key.clone(),
+            "proj".into(),
+            Duration::from_secs(max_ttl),
+            stores,
+        );
         (dir, issuer, key)
     }
 

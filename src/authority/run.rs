@@ -21,7 +21,7 @@ pub struct RunOptions {
 pub fn run(options: RunOptions) -> Result<(), Hinted> {
     let loaded = Discovery::new(options.config).load()?;
     let (state, _) = resolve_state_dir(options.state_dir.as_deref());
-    let settings = server::Settings::from_config(&loaded.config.authority, &state)?;
+    let settings = server::Settings::from_config(&loaded, &state)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -21,7 +21,8 @@ use super::signed::StreamSigner;
 use super::store::PolicyStores;
 use super::tls::ServerTls;
 use super::watch::{DirWatch, watch_dirs};
-use crate::config::schema::{AuthorityConfig, AuthorityMode};
+use crate::config::LoadedConfig;
+use crate::config::schema::AuthorityMode;
 use crate::error::Hinted;
 use crate::proto::authority_server::AuthorityServer;
 use crate::state_dir::StateDir;
@@ -42,6 +43,8 @@ pub struct TlsFiles {
 #[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// The deployment id: the `aud` of every token.
+    pub audience: String,
     /// The operator socket (`<state>/authority.sock`).
     pub socket: PathBuf,
     pub key: SigningKey,
@@ -55,9 +58,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From a loaded `[authority]` section (paths already absolute); the operator socket lives
-    /// in the state dir, the revocations file in the user data dir.
-    pub fn from_config(config: &AuthorityConfig, state: &StateDir) -> Result<Self, Hinted> {
+    /// From a loaded config (paths already absolute): `[authority]`, and the deployment id; the
+    /// operator socket lives in the state dir, the revocations file in the user data dir.
+    pub fn from_config(loaded: &LoadedConfig, state: &StateDir) -> Result<Self, Hinted> {
+        let config = &loaded.config.authority;
         if config.mode == AuthorityMode::Remote {
             return Err(Hinted::new(
                 "[authority] mode = \"remote\": this project uses a remote Authority, there is none to run here",
@@ -79,6 +83,7 @@ impl Settings {
         };
         Ok(Self {
             listen,
+            audience: loaded.deployment(),
             socket: state.authority_socket(),
             key,
             policies_dir: config.policies.clone(),
@@ -212,6 +217,7 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let issuer = Arc::new(Issuer::new(
         settings.key.clone(),
+        settings.audience.clone(),
         settings.max_ttl,
         stores.clone(),
     ));

@@ -26,6 +26,7 @@ use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
 use crate::authority::client::Target;
 use crate::authority::signed::Pinned;
+use crate::authority::token::TrustedIssuer;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
@@ -139,7 +140,10 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let pipeline = Pipeline {
         mapping,
         unmapped: config.mapping.unmapped,
-        verifier: Arc::new(AuthorityTokens::new(authority_key)),
+        verifier: Arc::new(AuthorityTokens::new(TrustedIssuer::new(
+            authority_key,
+            loaded.deployment(),
+        ))),
         authority: authority.clone(),
         audit: Arc::new(AppenderThread::start((*writer).clone())?),
     };
