@@ -19,7 +19,7 @@ use rcgen::{
 };
 
 use super::roles::{OPERATOR_OU, SIDECAR_OU};
-use crate::config::fsutil::write_atomic;
+use crate::fsutil::{Durability, write_atomic};
 use crate::error::Hinted;
 
 /// How long a CA is valid.
@@ -229,8 +229,8 @@ fn write_pair(cert: &Path, cert_pem: &str, key: &Path, key_pem: &str) -> Result<
         })?;
     }
     // The key first: a certificate without its key is useless, a stray key is harmless.
-    write_atomic(key, key_pem.as_bytes(), 0o600)?;
-    write_atomic(cert, cert_pem.as_bytes(), 0o644)?;
+    write_atomic(key, key_pem.as_bytes(), 0o600, Durability::Durable)?;
+    write_atomic(cert, cert_pem.as_bytes(), 0o644, Durability::Durable)?;
     Ok(Written {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
