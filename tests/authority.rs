@@ -155,6 +155,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
         .revoke(RevokeRequest {
             token_id: token_id.into(),
             reason: "again".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -777,4 +778,169 @@ fn firma_run_gets_its_capability_from_a_tls_authority() {
     let out = world.run(&["run", "codex", "--", "true"]);
     assert_success(&out);
     assert!(stdout(&out).contains("capability "), "{}", stdout(&out));
+}
+
+/// `firma token` as an operator uses it: `issue` defaults the agent to `[project].agent`,
+/// `inspect` verifies and reports (exit 1 once the token is not usable), `revoke` takes a whole
+/// token or a UUID and refuses anything else without storing it.
+#[test]
+fn operators_inspect_tokens_and_revoke_them_whole_or_by_id() {
+    let world = World::new();
+    world.init(&[]);
+    let _authority = AuthorityProcess::start(&world);
+    let revocations = world.data_dir().join("revocations.txt");
+
+    let out = world.run(&["token", "issue", "--action", "communication.internal.send"]);
+    assert_success(&out);
+    assert!(stderr(&out).contains("for agent codex"), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+    let claims = verify_token(&token, &public_key(&world), chrono::Utc::now()).unwrap();
+    assert_eq!(claims.agent_id, "codex");
+
+    let out = world.run(&["token", "inspect", &token]);
+    assert_success(&out);
+    let redact = |text: &str| {
+        text.replace(&claims.token_id, "[token id]")
+            .replace(&claims.session_id, "[session]")
+            .replace(&claims.issuer, "[issuer]")
+            .replace(&world.project_dir().display().to_string(), "[project]")
+            .lines()
+            .map(|l| match l.split_once(' ') {
+                Some((label @ ("issued" | "expires"), _)) => format!("{label:<11} [time]"),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    insta::assert_snapshot!("token_inspect", redact(&stdout(&out)));
+
+    // Bad ids are refused before anything is stored.
+    for bad in ["not-a-uuid", "v4.public.garbage"] {
+        let out = world.run(&["token", "revoke", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
+    }
+    let out = world.run(&["token", "revoke", "not-a-uuid"]);
+    assert!(
+        stderr(&out).contains("\"not-a-uuid\" is not a token id"),
+        "{}",
+        stderr(&out)
+    );
+    let stored = std::fs::read_to_string(&revocations).unwrap_or_default();
+    assert!(
+        !stored.contains("not-a-uuid") && !stored.contains("garbage"),
+        "{stored}"
+    );
+
+    // A whole token: verified, its id revoked with its expiry (so it can be pruned).
+    let out = world.run(&["token", "revoke", &token, "--reason", "pasted in chat"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains(&claims.token_id), "{}", stdout(&out));
+    let stored = std::fs::read_to_string(&revocations).unwrap();
+    let line = stored
+        .lines()
+        .find(|l| l.starts_with(&claims.token_id))
+        .unwrap();
+    let expiry = claims
+        .expires_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        line.contains(&format!("\t{expiry}\tpasted in chat")),
+        "{line}"
+    );
+
+    let out = world.run(&["token", "inspect", &token, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["token_id"], claims.token_id.as_str());
+    assert_eq!(report["validity"], "valid");
+    assert_eq!(report["audience_matches"], true);
+    assert_eq!(report["revocation"]["state"], "revoked");
+    assert_eq!(report["revocation"]["reason"], "pasted in chat");
+    let out = world.run(&["token", "inspect", &token]);
+    assert!(
+        stdout(&out).contains("NOT usable: revoked"),
+        "{}",
+        stdout(&out)
+    );
+
+    // By id: a UUID is accepted (idempotent here).
+    let out = world.run(&["token", "revoke", &claims.token_id]);
+    assert_success(&out);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("already revoked"), "{said}");
+
+    // A token of another Authority cannot be inspected or revoked as one.
+    let other = World::new();
+    other.init(&[]);
+    let _other_authority = AuthorityProcess::start(&other);
+    let out = other.run(&["token", "issue", "--action", "communication.internal.send"]);
+    assert_success(&out);
+    let foreign = stdout(&out).trim().to_string();
+    for args in [
+        vec!["token", "inspect", &foreign],
+        vec!["token", "revoke", &foreign],
+    ] {
+        let out = world.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("signature does not verify")
+                && stderr(&out).contains("authority.pub"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Revocations of expired tokens are pruned when the Authority starts: the file is compacted
+/// (comments and live entries kept) and the replay no longer carries them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_of_expired_tokens_are_pruned() {
+    let world = World::new();
+    world.init(&[]);
+    let path = world.data_dir().join("revocations.txt");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let now = chrono::Utc::now();
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text = format!(
+        "# revoked by hand\n\
+         0193b7a2-0000-7000-8000-000000000001\t{}\t{}\told, expired\n\
+         0193b7a2-0000-7000-8000-000000000002\t{}\t{}\tstill valid\n\
+         legacy-id 2026-01-01T00:00:00Z written before expiries were kept\n",
+        at(now - chrono::Duration::hours(3)),
+        at(now - chrono::Duration::hours(2)),
+        at(now),
+        at(now + chrono::Duration::hours(1)),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let authority = AuthorityProcess::start(&world);
+    let compacted = std::fs::read_to_string(&path).unwrap();
+    assert!(!compacted.contains("000000000001"), "{compacted}");
+    for kept in ["# revoked by hand", "000000000002", "legacy-id"] {
+        assert!(compacted.contains(kept), "{kept}: {compacted}");
+    }
+    assert!(
+        authority
+            .log()
+            .contains("pruned 1 revocation(s) of expired tokens")
+    );
+    let mut client = authority.client().await;
+    let mut stream = client
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replayed = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        if event.snapshot_complete {
+            break;
+        }
+        replayed.push(event.token_id);
+    }
+    assert_eq!(
+        replayed,
+        ["0193b7a2-0000-7000-8000-000000000002", "legacy-id"]
+    );
 }

@@ -261,6 +261,7 @@ impl Stack {
             .block_on(client.revoke(RevokeRequest {
                 token_id: token_id.into(),
                 reason: "test".into(),
+                ..Default::default()
             }))
             .expect("revoke");
     }

@@ -19,8 +19,8 @@ use rcgen::{
 };
 
 use super::roles::{OPERATOR_OU, SIDECAR_OU};
-use crate::fsutil::{Durability, write_atomic};
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 
 /// How long a CA is valid.
 pub const CA_DAYS: i64 = 3650;

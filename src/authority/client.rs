@@ -12,11 +12,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::signed::{Pinned, SnapshotDigest};
 use crate::config::LoadedConfig;
 use crate::config::schema::{AuthorityConfig, AuthorityMode};
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
-use crate::proto::{IssueCapabilityRequest, RevokeRequest};
+use crate::proto::{IssueCapabilityRequest, RevokeRequest, WatchRevocationsRequest};
 use crate::state_dir::StateDir;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -191,13 +192,20 @@ impl Target {
         })
     }
 
-    /// Revoke a token by id. Returns whether it was new and when it was (first) revoked.
-    pub async fn revoke(&self, token_id: &str, reason: &str) -> Result<Revoked, Hinted> {
+    /// Revoke a token by id (`expires_at`: its `exp`, when known, so the revocation can be
+    /// pruned once it has expired). Returns whether it was new and when it was (first) revoked.
+    pub async fn revoke(
+        &self,
+        token_id: &str,
+        reason: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Revoked, Hinted> {
         let mut client = self.connect().await?;
         let response = client
             .revoke(RevokeRequest {
                 token_id: token_id.to_string(),
                 reason: reason.to_string(),
+                expires_at: expires_at.map(timestamp),
             })
             .await
             .map_err(|status| self.rpc_error(&status))?
@@ -206,6 +214,53 @@ impl Target {
             newly_revoked: response.newly_revoked,
             revoked_at: response.revoked_at.as_ref().and_then(from_timestamp),
         })
+    }
+
+    /// Whether `token_id` is revoked, from the Authority's revocation snapshot (verified with
+    /// the pinned key): `Some((revoked_at, reason))` or `None`.
+    pub async fn revocation_of(
+        &self,
+        token_id: &str,
+        pinned: &Pinned,
+    ) -> Result<Option<(DateTime<Utc>, String)>, Hinted> {
+        let mut client = self.connect().await?;
+        let mut stream = client
+            .watch_revocations(WatchRevocationsRequest { since: None })
+            .await
+            .map_err(|status| self.rpc_error(&status))?
+            .into_inner();
+        let mut digest = SnapshotDigest::default();
+        let mut found = None;
+        loop {
+            let event = stream
+                .message()
+                .await
+                .map_err(|status| self.rpc_error(&status))?
+                .ok_or_else(|| {
+                    Hinted::new(format!(
+                        "the Authority at {} ended the revocation stream before its snapshot",
+                        self.url
+                    ))
+                    .hint("see authority.log in the state directory")
+                })?;
+            let refused = |err: super::signed::Refused| {
+                Hinted::new(format!(
+                    "the revocation snapshot from {} does not verify: {err}",
+                    self.url
+                ))
+                .hint("this is not the Authority whose authority.pub the project pins")
+            };
+            if event.snapshot_complete {
+                pinned.verify_snapshot(&event, &digest).map_err(refused)?;
+                return Ok(found);
+            }
+            pinned.verify_revocation(&event).map_err(refused)?;
+            digest.add(&event);
+            if event.token_id == token_id {
+                let at = event.revoked_at.as_ref().and_then(from_timestamp);
+                found = at.map(|at| (at, event.reason.clone()));
+            }
+        }
     }
 
     /// An RPC failure as an operator message naming the Authority.

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod inspect;
 pub mod issuance;
 pub mod policy;
 pub mod revocations;

@@ -29,6 +29,8 @@ use crate::state_dir::StateDir;
 
 /// How long shutdown waits for connections to close before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
+/// How often revocations of expired tokens are pruned (also once at start-up).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// TLS certificate chain and key (PEM files), and the CA of client certificates.
 #[derive(Debug, Clone)]
@@ -167,6 +169,7 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         &settings.issuance_dir,
     )?);
     let revocations = RevocationStore::open(&settings.revocations_file)?;
+    prune(&revocations);
 
     let tls = match &settings.tls {
         Some(files) => Some(ServerTls::load(
@@ -253,6 +256,8 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         }
     })?);
 
+    tokio::spawn(prune_periodically(revocations.clone(), shutdown_rx.clone()));
+
     let mut servers = Vec::new();
     let tcp_router = router(service.gated(tcp_gate), health_service.clone())?;
     let stop = shutdown_signal(shutdown_rx.clone());
@@ -329,6 +334,31 @@ fn router(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuthorityServer::new(service)))
+}
+
+fn prune(revocations: &RevocationStore) {
+    if let Err(err) = revocations.prune(chrono::Utc::now()) {
+        tracing::warn!(
+            hint = err.hint_text().unwrap_or_default(),
+            "cannot prune revocations: {}",
+            err.message()
+        );
+    }
+}
+
+async fn prune_periodically(revocations: Arc<RevocationStore>, stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
+    let stopped = shutdown_signal(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            _ = tick.tick() => {
+                let store = revocations.clone();
+                let _ = tokio::task::spawn_blocking(move || prune(&store)).await;
+            }
+        }
+    }
 }
 
 async fn shutdown_signal(mut stop: watch::Receiver<bool>) {

@@ -181,13 +181,21 @@ impl authority_server::Authority for AuthorityService {
     ) -> Result<Response<RevokeResponse>, Status> {
         let caller = self.gate.admit(&request, "Revoke", Need::Operator)?;
         let wire = request.into_inner();
-        super::revocations::validate_token_id(&wire.token_id).map_err(Status::invalid_argument)?;
+        super::revocations::validate_uuid(&wire.token_id).map_err(Status::invalid_argument)?;
+        let expires_at =
+            match &wire.expires_at {
+                Some(ts) => Some(from_timestamp(ts).ok_or_else(|| {
+                    Status::invalid_argument("expires_at is not a valid timestamp")
+                })?),
+                None => super::revocations::expiry_bound(&wire.token_id, self.issuer.max_ttl()),
+            };
         let store = self.revocations.clone();
-        let (newly, entry) =
-            tokio::task::spawn_blocking(move || store.revoke(&wire.token_id, &wire.reason))
-                .await
-                .map_err(|err| Status::internal(err.to_string()))?
-                .map_err(|err| Status::internal(err.message().to_string()))?;
+        let (newly, entry) = tokio::task::spawn_blocking(move || {
+            store.revoke(&wire.token_id, &wire.reason, expires_at)
+        })
+        .await
+        .map_err(|err| Status::internal(err.to_string()))?
+        .map_err(|err| Status::internal(err.message().to_string()))?;
         if newly {
             tracing::info!(token_id = %entry.token_id, reason = %entry.reason, caller = %caller, "token revoked");
         }
