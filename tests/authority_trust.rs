@@ -587,3 +587,99 @@ fn a_sidecar_refuses_tokens_for_another_deployment() {
         "{record}"
     );
 }
+
+/// The Sidecar reports its checkpoints; the Authority keeps the latest. Removing the log's tail
+/// together with its checkpoint — even re-signing a checkpoint with the audit key, which the
+/// plain verifier then accepts — is `truncated` against the witness. Bogus reports are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnessed_checkpoints_catch_a_tail_removed_with_its_checkpoint() {
+    use common::http::{curl, upstream};
+    let world = World::new();
+    world.init(&[]);
+    let (_upstream, port) = upstream(&world.path().join("www"), None);
+    let authority = AuthorityProcess::start(&world);
+    let mut sidecar =
+        common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &authority.url()]);
+    let token = mint(&world);
+    let proxy = format!("http://firma:{token}@{}", sidecar.addr);
+    for _ in 0..5 {
+        assert_eq!(
+            curl(None, &proxy, &format!("http://127.0.0.1:{port}/hello.txt")).0,
+            200
+        );
+    }
+    // A clean stop writes the final checkpoint and reports it.
+    sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    common::wait_for("the sidecar to stop", DEADLINE, || {
+        sidecar.guard.child_mut().try_wait().unwrap()
+    });
+    let log = world.state_dir().join("audit.jsonl");
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let last_seq = lines.lines().count() as u64;
+    let out = world.run(&["audit", "verify", "--witness", "--json"]);
+    assert_success(&out);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["witness"]["verdict"]["status"], "ok", "{report}");
+    assert_eq!(report["witness"]["witnessed"]["seq"], last_seq, "{report}");
+    assert_eq!(report["witness"]["sidecar_id"], "local");
+
+    // A rogue caller on the TCP port (sidecar role) cannot plant a checkpoint: not one signed by
+    // another key, not one going backwards.
+    let mut rogue = authority.client().await;
+    let other_key = firma::config::keys::generate();
+    let head = firma::audit::chain::ChainHead::advance(last_seq + 100, [9; 32]);
+    let forged = firma::audit::checkpoint::Checkpoint::new(&log, head).to_line(&other_key);
+    let status = rogue
+        .report_checkpoint(firma::proto::ReportCheckpointRequest {
+            sidecar_id: String::new(),
+            checkpoint: forged,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let audit_key =
+        firma::config::keys::load_signing_key(&world.project_dir().join("audit.key")).unwrap();
+    let behind = firma::audit::checkpoint::Checkpoint::new(
+        &log,
+        firma::audit::chain::ChainHead::advance(1, [1; 32]),
+    )
+    .to_line(&audit_key);
+    let status = rogue
+        .report_checkpoint(firma::proto::ReportCheckpointRequest {
+            sidecar_id: String::new(),
+            checkpoint: behind,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("behind"), "{status:?}");
+
+    // Cut the last two records and re-sign a checkpoint for the shortened log with the audit key.
+    let kept: Vec<&str> = lines.lines().take(lines.lines().count() - 2).collect();
+    std::fs::write(&log, format!("{}\n", kept.join("\n"))).unwrap();
+    let tail = kept.last().unwrap();
+    let hash: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(tail.as_bytes()).into()
+    };
+    let head = firma::audit::chain::ChainHead::advance(last_seq - 2, hash);
+    firma::audit::checkpoint::Checkpoint::new(&log, head)
+        .write(&world.state_dir().join("audit.checkpoint"), &audit_key)
+        .unwrap();
+    let out = world.run(&["audit", "verify"]);
+    assert_success(&out);
+    let out = world.run(&["audit", "verify", "--witness"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "truncated: the Authority (unix:{}) witnessed seq {last_seq}",
+            world.state_dir().join("authority.sock").display()
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("ends at seq {}", last_seq - 2)),
+        "{said}"
+    );
+}

@@ -17,7 +17,10 @@ use crate::config::LoadedConfig;
 use crate::config::schema::{AuthorityConfig, AuthorityMode};
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
-use crate::proto::{IssueCapabilityRequest, RevokeRequest, WatchRevocationsRequest};
+use crate::proto::{
+    GetWitnessedCheckpointRequest, IssueCapabilityRequest, RevokeRequest, WatchRevocationsRequest,
+    WitnessedCheckpoint,
+};
 use crate::state_dir::StateDir;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -261,6 +264,18 @@ impl Target {
                 found = at.map(|at| (at, event.reason.clone()));
             }
         }
+    }
+
+    /// The latest checkpoint the Authority witnessed for `sidecar_id`.
+    pub async fn witnessed(&self, sidecar_id: &str) -> Result<WitnessedCheckpoint, Hinted> {
+        let mut client = self.connect().await?;
+        Ok(client
+            .get_witnessed_checkpoint(GetWitnessedCheckpointRequest {
+                sidecar_id: sidecar_id.to_string(),
+            })
+            .await
+            .map_err(|status| self.rpc_error(&status))?
+            .into_inner())
     }
 
     /// An RPC failure as an operator message naming the Authority.

@@ -17,3 +17,5 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod watch;
+pub mod witness;
+pub mod witness_check;

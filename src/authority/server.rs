@@ -21,6 +21,7 @@ use super::signed::StreamSigner;
 use super::store::PolicyStores;
 use super::tls::ServerTls;
 use super::watch::{DirWatch, watch_dirs};
+use super::witness::WitnessStore;
 use crate::config::LoadedConfig;
 use crate::config::schema::AuthorityMode;
 use crate::error::Hinted;
@@ -53,6 +54,12 @@ pub struct Settings {
     pub policies_dir: PathBuf,
     pub issuance_dir: PathBuf,
     pub revocations_file: PathBuf,
+    /// The witnessed checkpoints (data dir).
+    pub witness_file: PathBuf,
+    /// `<sidecar-id>.pub` audit keys of witnessed Sidecars.
+    pub witness_keys: PathBuf,
+    /// The audit public key of this project's own Sidecar (witnessed as `local`).
+    pub local_audit_key: Option<PathBuf>,
     pub max_ttl: Duration,
     pub bundle_ttl: Duration,
     pub tls: Option<TlsFiles>,
@@ -75,6 +82,7 @@ impl Settings {
                 .hint("add listen = \"127.0.0.1:50051\" to firma.toml")
         })?;
         let key = crate::config::keys::load_signing_key(&config.key)?;
+        let data = crate::config::dirs::resolve_data_dir()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),
@@ -90,7 +98,12 @@ impl Settings {
             key,
             policies_dir: config.policies.clone(),
             issuance_dir: config.issuance_policies.clone(),
-            revocations_file: crate::config::dirs::resolve_data_dir()?.revocations(),
+            revocations_file: data.revocations(),
+            witness_file: data.witnessed_checkpoints(),
+            witness_keys: config.witness_keys.clone(),
+            local_audit_key: Some(crate::config::keys::public_path(
+                &loaded.config.sidecar.audit.key,
+            )),
             max_ttl: config.max_ttl,
             bundle_ttl: config.bundle_ttl,
             tls,
@@ -224,9 +237,15 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         settings.max_ttl,
         stores.clone(),
     ));
+    let witness = Arc::new(WitnessStore::open(
+        &settings.witness_file,
+        &settings.witness_keys,
+        settings.local_audit_key.clone(),
+    )?);
     let service = AuthorityService::new(
         issuer,
         Arc::new(StreamSigner::new(settings.key.clone())),
+        witness,
         stores.clone(),
         revocations.clone(),
         settings.bundle_ttl,

@@ -16,12 +16,16 @@ use super::client::{from_timestamp, timestamp};
 use super::issuance::{IssueOutcome, IssueRequest, Issuer};
 use super::policy::PolicyBundle;
 use super::revocations::{Revocation, RevocationStore};
+use super::roles::Caller;
 use super::roles::{Gate, Need};
 use super::signed::{SnapshotDigest, StreamSigner};
 use super::store::{PolicyStores, short};
+use super::witness::{LOCAL_SIDECAR, Refusal, WitnessStore};
 use crate::proto::{
-    self, IssueCapabilityRequest, IssueCapabilityResponse, RevocationEvent, RevokeRequest,
-    RevokeResponse, WatchPolicyBundleRequest, WatchRevocationsRequest, authority_server,
+    self, GetWitnessedCheckpointRequest, IssueCapabilityRequest, IssueCapabilityResponse,
+    ReportCheckpointRequest, ReportCheckpointResponse, RevocationEvent, RevokeRequest,
+    RevokeResponse, WatchPolicyBundleRequest, WatchRevocationsRequest, WitnessedCheckpoint,
+    authority_server,
 };
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -32,6 +36,7 @@ pub struct AuthorityService {
     gate: Gate,
     issuer: Arc<Issuer>,
     signer: Arc<StreamSigner>,
+    witness: Arc<WitnessStore>,
     stores: Arc<PolicyStores>,
     revocations: Arc<RevocationStore>,
     bundle_ttl: Duration,
@@ -42,6 +47,7 @@ impl AuthorityService {
     pub fn new(
         issuer: Arc<Issuer>,
         signer: Arc<StreamSigner>,
+        witness: Arc<WitnessStore>,
         stores: Arc<PolicyStores>,
         revocations: Arc<RevocationStore>,
         bundle_ttl: Duration,
@@ -51,6 +57,7 @@ impl AuthorityService {
             gate: Gate::OpenTcp,
             issuer,
             signer,
+            witness,
             stores,
             revocations,
             bundle_ttl,
@@ -205,6 +212,68 @@ impl authority_server::Authority for AuthorityService {
         }))
     }
 
+    async fn report_checkpoint(
+        &self,
+        request: Request<ReportCheckpointRequest>,
+    ) -> Result<Response<ReportCheckpointResponse>, Status> {
+        let caller = self
+            .gate
+            .admit(&request, "ReportCheckpoint", Need::Sidecar)?;
+        let wire = request.into_inner();
+        let sidecar = sidecar_of(&caller, &wire.sidecar_id, true)?;
+        let witness = self.witness.clone();
+        let id = sidecar.clone();
+        let outcome = tokio::task::spawn_blocking(move || witness.report(&id, &wire.checkpoint))
+            .await
+            .map_err(|err| Status::internal(err.to_string()))?;
+        match outcome {
+            Ok(seq) => {
+                tracing::debug!(sidecar = %sidecar, seq, caller = %caller, "checkpoint witnessed");
+                Ok(Response::new(ReportCheckpointResponse {
+                    witnessed_seq: seq,
+                }))
+            }
+            Err(refusal) => {
+                let status = match refusal {
+                    Refusal::UnknownSidecar(why) => Status::failed_precondition(why),
+                    Refusal::Invalid(why) => Status::invalid_argument(why),
+                    Refusal::Backwards(why) => Status::failed_precondition(why),
+                };
+                tracing::warn!(
+                    sidecar = %sidecar,
+                    caller = %caller,
+                    "checkpoint refused: {}",
+                    status.message()
+                );
+                Err(status)
+            }
+        }
+    }
+
+    async fn get_witnessed_checkpoint(
+        &self,
+        request: Request<GetWitnessedCheckpointRequest>,
+    ) -> Result<Response<WitnessedCheckpoint>, Status> {
+        let caller = self
+            .gate
+            .admit(&request, "GetWitnessedCheckpoint", Need::Watcher)?;
+        let sidecar = sidecar_of(&caller, &request.get_ref().sidecar_id, false)?;
+        let answer = match self.witness.latest(&sidecar) {
+            Some((record, fingerprint)) => WitnessedCheckpoint {
+                found: true,
+                witnessed_at: super::witness::witnessed_at(&record).map(timestamp),
+                checkpoint: record.checkpoint.into_bytes(),
+                audit_key_fingerprint: fingerprint,
+                sidecar_id: sidecar,
+            },
+            None => WitnessedCheckpoint {
+                sidecar_id: sidecar,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(answer))
+    }
+
     type WatchPolicyBundleStream = BoxStream<proto::PolicyBundle>;
 
     async fn watch_policy_bundle(
@@ -327,6 +396,19 @@ impl authority_server::Authority for AuthorityService {
             tracing::debug!(%peer, "revocation watcher disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The Sidecar a witness call is about: a certificate's name binds it; without one, the id
+/// asked for (default [`LOCAL_SIDECAR`]).
+fn sidecar_of(caller: &Caller, requested: &str, reporting: bool) -> Result<String, Status> {
+    match &caller.name {
+        Some(name) if requested.is_empty() || requested == name => Ok(name.clone()),
+        Some(name) if reporting => Err(Status::permission_denied(format!(
+            "sidecar {name:?} may report only its own checkpoints, not {requested:?}"
+        ))),
+        _ if requested.is_empty() => Ok(LOCAL_SIDECAR.to_string()),
+        _ => Ok(requested.to_string()),
     }
 }
 

@@ -298,6 +298,7 @@ fn resolve_paths(mut config: FirmaConfig, dir: &Path) -> FirmaConfig {
     abs(&mut authority.key);
     abs(&mut authority.policies);
     abs(&mut authority.issuance_policies);
+    abs(&mut authority.witness_keys);
     authority.tls_cert.iter_mut().for_each(abs);
     authority.tls_key.iter_mut().for_each(abs);
     for path in [

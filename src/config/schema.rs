@@ -89,6 +89,10 @@ pub struct AuthorityConfig {
     /// The key (PEM) of `client_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<PathBuf>,
+    /// Directory of the audit public keys of the Sidecars whose checkpoints this Authority
+    /// witnesses: `<sidecar-id>.pub` (the id `local` defaults to this project's audit.pub).
+    #[serde(default = "default_witness_keys")]
+    pub witness_keys: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -259,6 +263,9 @@ fn default_authority_pub() -> PathBuf {
 }
 fn default_audit_key() -> PathBuf {
     "audit.key".into()
+}
+fn default_witness_keys() -> PathBuf {
+    "witness-keys".into()
 }
 fn default_policies() -> PathBuf {
     "policies".into()

@@ -12,10 +12,12 @@
 //! one in force and still within its TTL, and a snapshot at most [`SNAPSHOT_MAX_AGE`] old, so a
 //! recorded genuine message cannot be replayed later.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
 use super::cedar::PolicyBundle;
@@ -25,7 +27,10 @@ use crate::authority::signed::{Pinned, SnapshotDigest};
 use crate::authority::token::LEEWAY_SECONDS;
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
-use crate::proto::{WatchPolicyBundleRequest, WatchRevocationsRequest};
+use crate::proto::{ReportCheckpointRequest, WatchPolicyBundleRequest, WatchRevocationsRequest};
+
+/// How often the audit checkpoint file is looked at for a new checkpoint to report.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// How far a revocation snapshot's `sent_at` may be from this host's clock.
 pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(60);
@@ -48,6 +53,87 @@ pub fn spawn(channel: Channel, url: String, state: Arc<AuthorityState>, pinned: 
         pinned.clone(),
     ));
     tokio::spawn(watch_revocations(channel, url, state, pinned));
+}
+
+/// Reports each new signed audit checkpoint to the Authority, to be witnessed there
+/// (`ReportCheckpoint`). The checkpoint file is looked at every [`REPORT_EVERY`] (it is replaced
+/// atomically, so a read sees a whole checkpoint); [`Self::flush`] reports the last one at
+/// shutdown.
+pub struct CheckpointReporter {
+    flush: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+impl CheckpointReporter {
+    /// Start reporting `checkpoint` (the file) as Sidecar `sidecar_id`.
+    pub fn spawn(channel: Channel, url: String, checkpoint: PathBuf, sidecar_id: String) -> Self {
+        let (flush, requests) = mpsc::channel(1);
+        tokio::spawn(report_checkpoints(
+            channel, url, checkpoint, sidecar_id, requests,
+        ));
+        Self { flush }
+    }
+
+    /// Report the current checkpoint now (waiting at most `timeout`): the final one, written
+    /// when the audit log closed.
+    pub async fn flush(&self, timeout: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.flush.send(done).await.is_ok() {
+            let _ = tokio::time::timeout(timeout, wait).await;
+        }
+    }
+}
+
+async fn report_checkpoints(
+    channel: Channel,
+    url: String,
+    checkpoint: PathBuf,
+    sidecar_id: String,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let mut client = AuthorityClient::new(channel);
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: Option<Vec<u8>> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        let flush = tokio::select! {
+            _ = tick.tick() => None,
+            request = flushes.recv() => match request {
+                Some(done) => Some(done),
+                None => break,
+            },
+        };
+        let current = std::fs::read(&checkpoint).ok();
+        if let Some(bytes) = current.filter(|b| reported.as_ref() != Some(b)) {
+            let request = ReportCheckpointRequest {
+                sidecar_id: sidecar_id.clone(),
+                checkpoint: bytes.clone(),
+            };
+            match client.report_checkpoint(request).await {
+                Ok(response) => {
+                    if last_error.take().is_some() {
+                        tracing::info!(authority = %url, "audit checkpoints are witnessed again");
+                    }
+                    tracing::debug!(
+                        seq = response.into_inner().witnessed_seq,
+                        "checkpoint witnessed"
+                    );
+                    reported = Some(bytes);
+                }
+                Err(status) => {
+                    let why = status.message().to_string();
+                    // Once per distinct problem: it is retried every second.
+                    if last_error.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(authority = %url, sidecar = %sidecar_id, code = ?status.code(), "the Authority did not witness the audit checkpoint: {why}");
+                        last_error = Some(why);
+                    }
+                }
+            }
+        }
+        if let Some(done) = flush {
+            let _ = done.send(());
+        }
+    }
 }
 
 /// Whether a verified bundle sent at `sent_at` may replace one sent at `previous`: not older,

@@ -108,10 +108,16 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let channel = authority_link::channel(&target)?;
     let authority = Arc::new(AuthorityState::default());
     authority_link::spawn(
-        channel,
+        channel.clone(),
         url.clone(),
         authority.clone(),
         Pinned::new(authority_key),
+    );
+    let witness = authority_link::CheckpointReporter::spawn(
+        channel,
+        url.clone(),
+        state.audit_checkpoint(),
+        crate::authority::witness::sidecar_id(&loaded)?,
     );
 
     let mut terminate = signal(SignalKind::terminate())
@@ -178,6 +184,8 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     close_audit(&writer)?;
+    // The final checkpoint, so the witness holds the log's last record.
+    witness.flush(Duration::from_millis(500)).await;
     tracing::info!("stopped");
     Ok(())
 }
