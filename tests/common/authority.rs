@@ -3,7 +3,7 @@
 //! listeners.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,20 @@ impl Daemon {
     /// `firma <args>` started without waiting for `ready`.
     pub fn launch(world: &World, args: &[&str]) -> Self {
         let mut cmd = world.cmd();
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args);
+        Self::launch_command(cmd)
+    }
+
+    /// A prepared command (e.g. run in a network namespace), once it logged `ready`.
+    pub fn spawn_command(cmd: Command) -> Self {
+        let what = format!("{cmd:?}");
+        Self::wait_ready(Self::launch_command(cmd))
+            .unwrap_or_else(|log| panic!("{what} did not get ready:\n{log}"))
+    }
+
+    /// A prepared command, started without waiting for `ready`.
+    pub fn launch_command(mut cmd: Command) -> Self {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn firma");
         let stderr = child.stderr.take().unwrap();
         let guard = ChildGuard::new(child);
@@ -67,7 +80,10 @@ impl Daemon {
 
     /// `Err(log)` when the process exits before logging `ready`.
     pub fn try_spawn(world: &World, args: &[&str]) -> Result<Self, String> {
-        let mut daemon = Self::launch(world, args);
+        Self::wait_ready(Self::launch(world, args))
+    }
+
+    fn wait_ready(mut daemon: Self) -> Result<Self, String> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(addr) = ready_addr(&daemon.log()) {
