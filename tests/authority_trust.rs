@@ -683,3 +683,92 @@ async fn witnessed_checkpoints_catch_a_tail_removed_with_its_checkpoint() {
         "{said}"
     );
 }
+
+/// Bad trust configuration is an error naming the file, line and key, with a hint — never a
+/// silently open port.
+#[test]
+fn bad_trust_settings_are_named_with_a_hint() {
+    let world = World::new();
+    world.init(&[]);
+    // No CA to sign with yet.
+    let out = world.run(&[
+        "authority",
+        "cert",
+        "issue",
+        "--role",
+        "sidecar",
+        "--name",
+        "host-b",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("has no client_ca"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("firma authority cert init"),
+        "{}",
+        stderr(&out)
+    );
+    assert_success(&world.run(&["authority", "cert", "init"]));
+    let out = world.run(&["authority", "cert", "init"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a CA is never replaced silently"
+    );
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let out = world.run(&[
+        "authority",
+        "cert",
+        "issue",
+        "--ca",
+        "client-ca.crt",
+        "--role",
+        "sidecar",
+        "--name",
+        "bad name",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--name \"bad name\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let cases = [
+        (
+            "bundle_ttl = \"30s\"\n",
+            "bundle_ttl = \"30s\"\nclient_ca = \"client-ca.crt\"\n",
+            "client_ca needs tls_cert",
+        ),
+        (
+            "public_key = \"authority.pub\"\n",
+            "public_key = \"authority.pub\"\nclient_cert = \"x.crt\"\n",
+            "client_cert and client_key go together (client_key is missing)",
+        ),
+        (
+            "[project]\n",
+            "[project]\ndeployment = \"has space\"\n",
+            "[project].deployment contains characters",
+        ),
+    ];
+    let original = std::fs::read_to_string(world.config_path()).unwrap();
+    for (anchor, replacement, expected) in cases {
+        std::fs::write(
+            world.config_path(),
+            original.replacen(anchor, replacement, 1),
+        )
+        .unwrap();
+        let out = world.run(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(2), "{expected}");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(
+            err.contains("firma.toml:"),
+            "names the file and line: {err}"
+        );
+        assert!(err.contains("hint:"), "{err}");
+    }
+}
