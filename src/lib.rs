@@ -9,6 +9,7 @@ pub mod error;
 pub mod formatters;
 pub mod lifecycle;
 pub mod monitor;
+pub mod platform;
 pub mod proto;
 pub mod run;
 pub mod sidecar;

@@ -21,13 +21,13 @@ is not a terminal (FIRMA_LOG sets the filter, default info). See docs/authority.
 #[derive(Debug, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct AuthorityArgs {
-    /// State directory (env: FIRMA_STATE_DIR). Accepted for symmetry with `firma sidecar`;
-    /// the Authority keeps nothing there.
+    /// State directory (env: FIRMA_STATE_DIR): the Authority publishes its health there
+    /// (`.authority.health.json`: degraded while an older policy bundle is in force).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(_args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
+pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     let loaded = Discovery::new(config).load()?;
     let settings = server::Settings::from_config(&loaded.config.authority)?;
     super::logging::init_daemon_logging();
@@ -40,6 +40,11 @@ pub fn run(_args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     let result = runtime.block_on(async move {
         let mut signals = Signals::install()?;
         let authority = server::start(settings).await?;
+        let (state, _) = crate::config::dirs::resolve_state_dir(args.state_dir.as_deref());
+        match crate::lifecycle::health::HealthReporter::new(state, crate::state_dir::Role::Authority) {
+            Ok(reporter) => authority.stores().report_health_to(reporter),
+            Err(err) => tracing::warn!(error = %err, "cannot publish health; status will not show a degraded bundle"),
+        }
         let addr = authority.local_addr().to_string();
         tracing::info!(addr = %addr, config = %config_path.display(), "ready");
         if let Err(err) = crate::lifecycle::notify::notify_ready(&addr, "authority ready") {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::Identity;
+use crate::platform::identity::Identity;
 use crate::error::Hinted;
 pub use crate::state_dir::{Role, StateDir};
 
@@ -67,18 +67,20 @@ impl StateDir {
         serde_json::from_slice(&fs::read(self.meta_file()).ok()?).ok()
     }
 
-    /// Remove one role's pid, listen and identity files.
+    /// Remove one role's pid, listen, identity and health files.
     pub fn remove_process_files(&self, role: Role) {
         for path in [
             self.pid_file(role),
             self.listen_file(role),
             self.identity_file(role),
+            self.health_file(role),
         ] {
             remove_if_present(&path);
         }
     }
 
-    /// Remove every pid/listen/identity/meta file (not the lock, logs, audit log or CA).
+    /// Remove every pid/listen/identity/health/meta file (not the lock, the exit records, logs,
+    /// audit log or CA).
     pub fn remove_runtime_files(&self) {
         for role in Role::ALL {
             self.remove_process_files(role);
@@ -99,7 +101,7 @@ impl StateDir {
             let Some(pid) = name.to_str().and_then(StateDir::notify_socket_pid) else {
                 continue;
             };
-            if super::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
+            if crate::platform::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
                 remove_if_present(&entry.path());
             }
         }
@@ -124,6 +126,9 @@ pub struct StackMeta {
     pub authority_url: String,
     /// The exact firma.toml passed to both children.
     pub config: PathBuf,
+    /// The project it belongs to: the name of the directory holding `.firma/`.
+    #[serde(default)]
+    pub project: String,
     /// CA certificate used to verify an `https://` Authority, if configured.
     #[serde(default)]
     pub authority_ca_cert: Option<PathBuf>,
@@ -134,7 +139,7 @@ pub struct StackMeta {
 /// Atomic (temp file + rename) but not fsynced: these files describe running processes, so they
 /// are worthless after a crash of the machine anyway, and an fsync per file would put tens of
 /// milliseconds between "ready" and `start` returning.
-fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
+pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let name = path
