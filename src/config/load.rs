@@ -395,11 +395,7 @@ mod tests {
             "{}:4:1: [project].token_ttl (2h) is longer than [authority].max_ttl (1h)",
             file.display()
         );
-        assert!(
-            err.message()
-                .starts_with(&expected),
-            "{err}"
-        );
+        assert!(err.message().starts_with(&expected), "{err}");
     }
 
     #[test]
@@ -414,7 +410,12 @@ mod tests {
         assert_eq!(config.sidecar.supervise.restart, RestartPolicy::OnFailure);
         assert_eq!(config.sidecar.supervise.start_limit_burst, 2);
         let bad = text.replace("on-failure", "always");
-        assert!(parse(&bad, Path::new("f")).unwrap_err().message().contains("always"));
+        assert!(
+            parse(&bad, Path::new("f"))
+                .unwrap_err()
+                .message()
+                .contains("always")
+        );
     }
 
     #[test]

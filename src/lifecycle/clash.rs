@@ -91,13 +91,10 @@ fn address_in_use_by(role: Role, addr: SocketAddr, key: &str, occupant: Occupant
             role.name()
         ))
         .hint(format!("{change}, or stop that program")),
-        Occupant::Unknown => Hinted::new(format!(
-            "{}: address {addr} already in use",
-            role.name()
-        ))
-        .hint(format!(
-            "{change}; `ss -ltnp` shows which program holds the port"
-        )),
+        Occupant::Unknown => Hinted::new(format!("{}: address {addr} already in use", role.name()))
+            .hint(format!(
+                "{change}; `ss -ltnp` shows which program holds the port"
+            )),
     }
 }
 
@@ -130,8 +127,9 @@ mod tests {
             firma,
         );
         assert!(
-            err.message()
-                .starts_with("sidecar: address 127.0.0.1:8080 already in use by another firma stack (pid 42:"),
+            err.message().starts_with(
+                "sidecar: address 127.0.0.1:8080 already in use by another firma stack (pid 42:"
+            ),
             "{err}"
         );
         assert!(
@@ -153,6 +151,10 @@ mod tests {
             "[authority].listen",
             other,
         );
-        assert!(err.hint_text().unwrap().starts_with("change [authority].listen"));
+        assert!(
+            err.hint_text()
+                .unwrap()
+                .starts_with("change [authority].listen")
+        );
     }
 }

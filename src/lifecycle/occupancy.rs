@@ -176,7 +176,11 @@ mod tests {
         std::fs::write(&theirs, "").unwrap();
         assert_eq!(live_stack(&state), None);
         assert_eq!(project_mismatch(&state, &ours), None);
-        assert!(ensure_no_stack(&state, "x", false, "--stop").unwrap().is_none());
+        assert!(
+            ensure_no_stack(&state, "x", false, "--stop")
+                .unwrap()
+                .is_none()
+        );
 
         // This test process plays the supervisor.
         state
@@ -188,7 +192,10 @@ mod tests {
         assert_eq!(project_mismatch(&state, &theirs), None);
         let err = ensure_no_stack(&state, "init --force would replace keys", false, "--stop")
             .unwrap_err();
-        assert!(err.message().contains("a firma stack is running on"), "{err}");
+        assert!(
+            err.message().contains("a firma stack is running on"),
+            "{err}"
+        );
         assert!(err.message().contains("supervisor pid"), "{err}");
         assert!(err.hint_text().unwrap().contains("--stop"));
     }

@@ -15,7 +15,7 @@ use super::spawn::{Member, component_exe, last_log_line, spawn};
 use super::state::{Role, StateDir};
 use crate::error::Hinted;
 use crate::platform::process::ExitCause;
-use crate::platform::signals::{Signals, Sig};
+use crate::platform::signals::{Sig, Signals};
 
 /// Env var bounding each component's start-up (humantime, e.g. `30s`, `500ms`; plain seconds ok).
 pub const READY_TIMEOUT_ENV: &str = "FIRMA_READY_TIMEOUT";

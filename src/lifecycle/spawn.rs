@@ -16,10 +16,10 @@ use std::process::Stdio;
 use tokio::process::{Child, Command};
 
 use super::notify::NOTIFY_SOCKET_ENV;
-use crate::platform::identity::Identity;
-use crate::platform::process::in_own_group;
 use super::state::Role;
 use crate::error::Hinted;
+use crate::platform::identity::Identity;
+use crate::platform::process::in_own_group;
 
 /// The test hook's env var for `role`.
 pub fn test_exe_env(role: Role) -> &'static str {

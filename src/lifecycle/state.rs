@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::platform::identity::Identity;
 use crate::error::Hinted;
+use crate::platform::identity::Identity;
 pub use crate::state_dir::{Role, StateDir};
 
 impl StateDir {

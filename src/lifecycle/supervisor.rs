@@ -406,7 +406,10 @@ impl Running {
             let status = describe(&status);
             tracing::error!(component = role.name(), status = %status, "exited unexpectedly");
             if policy.restart == RestartPolicy::OnFailure && failed {
-                match self.restart(role, opts, &policy, &mut restarts, signals).await {
+                match self
+                    .restart(role, opts, &policy, &mut restarts, signals)
+                    .await
+                {
                     Ok(()) => continue,
                     Err(RestartEnd::Signal(sig)) => break Ended::Signal(sig),
                     Err(RestartEnd::GaveUp(count)) => {
@@ -425,12 +428,13 @@ impl Running {
             };
         };
         match &ended {
-            Ended::Signal(sig) => tracing::info!(signal = sig.name(), "received; stopping the pair"),
+            Ended::Signal(sig) => {
+                tracing::info!(signal = sig.name(), "received; stopping the pair")
+            }
             Ended::StopRequested => tracing::info!("stop requested; stopping the pair"),
-            Ended::Exited { role, .. } => tracing::error!(
-                component = role.name(),
-                "tearing the other component down"
-            ),
+            Ended::Exited { role, .. } => {
+                tracing::error!(component = role.name(), "tearing the other component down")
+            }
         }
         let clean = self.teardown(signals).await;
         Finished { ended, clean }
@@ -509,7 +513,9 @@ impl Running {
                     tracing::info!(component = failed.name(), restarts = count, "restarted");
                     return Ok(());
                 }
-                Err(BootFail::Interrupted { signal, .. }) => return Err(RestartEnd::Signal(signal)),
+                Err(BootFail::Interrupted { signal, .. }) => {
+                    return Err(RestartEnd::Signal(signal));
+                }
                 Err(BootFail::Failed(err)) => {
                     tracing::error!(component = failed.name(), error = %err, "restart failed");
                     if let Some(member) = self.member_mut(failed)
@@ -608,10 +614,7 @@ impl Running {
         let mut clean = true;
         let mut sidecar = self.sidecar.take();
         let mut authority = self.authority.take();
-        for member in [sidecar.as_mut(), authority.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        for member in [sidecar.as_mut(), authority.as_mut()].into_iter().flatten() {
             clean &= self.stop_recorded(member, window).await;
         }
         self.sidecar = sidecar;

@@ -47,7 +47,11 @@ pub fn listener_holder(addr: SocketAddr) -> Option<Holder> {
     }
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
@@ -98,7 +102,9 @@ fn listening_inodes(addr: SocketAddr) -> Vec<u64> {
 /// Whether a listener bound to `local` takes connections meant for `wanted`.
 fn covers(local: SocketAddr, wanted: SocketAddr) -> bool {
     local.port() == wanted.port()
-        && (local.ip() == wanted.ip() || local.ip().is_unspecified() || wanted.ip().is_unspecified())
+        && (local.ip() == wanted.ip()
+            || local.ip().is_unspecified()
+            || wanted.ip().is_unspecified())
 }
 
 /// `(local address, state, inode)` of one `/proc/net/tcp{,6}` row.

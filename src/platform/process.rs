@@ -78,7 +78,8 @@ impl ExitCause {
         match (status.code(), status.signal()) {
             (Some(code), _) => Self::Code(code),
             (None, Some(sig)) => Self::Signal(
-                Signal::try_from(sig).map_or_else(|_| format!("signal {sig}"), |s| s.as_str().into()),
+                Signal::try_from(sig)
+                    .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().into()),
             ),
             _ => Self::Code(-1),
         }

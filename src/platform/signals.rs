@@ -75,11 +75,13 @@ impl Signals {
         let streams = set
             .iter()
             .map(|&sig| {
-                signal(sig.kind()).map(|stream| (sig, stream)).map_err(|err| {
-                    crate::error::Hinted::new(format!(
-                        "cannot install the {sig} handler: {err}"
-                    ))
-                })
+                signal(sig.kind())
+                    .map(|stream| (sig, stream))
+                    .map_err(|err| {
+                        crate::error::Hinted::new(format!(
+                            "cannot install the {sig} handler: {err}"
+                        ))
+                    })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
