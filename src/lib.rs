@@ -4,6 +4,7 @@ pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 #[path = "../formatters/mod.rs"]
 pub mod formatters;

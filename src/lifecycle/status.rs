@@ -45,7 +45,9 @@ impl State {
 /// One row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Component {
-    /// `authority`, `sidecar` or `supervisor`.
+    #[serde(skip)]
+    pub role: Role,
+    /// `authority`, `sidecar` or `supervisor` (the role's name).
     pub name: &'static str,
     pub pid: Option<i32>,
     pub state: State,
@@ -79,7 +81,7 @@ impl Component {
             State::Degraded => self
                 .health
                 .as_ref()
-                .map(|h| format!("{}: degraded: {}", self.name, h.summary())),
+                .map(|h| format!("{} degraded: {}", self.name, h.summary())),
             State::Crashed => self.last_exit.as_ref().map(|exit| {
                 let log = exit
                     .log
@@ -87,7 +89,7 @@ impl Component {
                     .map(|l| format!("; last log line: {l}"))
                     .unwrap_or_default();
                 format!(
-                    "{}: crashed ({}) at {}{log}",
+                    "{} crashed ({}) at {}{log}",
                     self.name, exit.cause, exit.at
                 )
             }),
@@ -189,6 +191,7 @@ async fn remote_authority_row(meta: &StackMeta, supervisor_running: bool) -> Com
         State::Unhealthy
     };
     Component {
+        role: Role::Authority,
         name: Role::Authority.name(),
         pid: None,
         state,
@@ -230,6 +233,7 @@ fn process_row(state: &StateDir, role: Role, exits: &ExitLog) -> Component {
         .filter(|id| id.liveness() == Liveness::Alive);
     let recorded = exits.get(role);
     let mut row = Component {
+        role,
         name: role.name(),
         pid: pidfile.or(identity.as_ref().map(|i| i.pid)),
         state: State::Stopped,
@@ -295,7 +299,7 @@ pub fn render_table_at(status: &StackStatus, now: SystemTime) -> String {
                 (Some(l), false) => l.clone(),
                 (None, _) => "-".into(),
             };
-            let restarts = if c.name == Role::Supervisor.name() || c.remote {
+            let restarts = if c.role == Role::Supervisor || c.remote {
                 "-".to_string()
             } else {
                 c.restarts.to_string()
@@ -350,9 +354,10 @@ mod tests {
     use crate::lifecycle::health::Degradation;
     use crate::platform::process::ExitCause;
 
-    fn row(name: &'static str, state: State) -> Component {
+    fn row(role: Role, state: State) -> Component {
         Component {
-            name,
+            role,
+            name: role.name(),
             pid: None,
             state,
             listen: None,
@@ -388,7 +393,7 @@ mod tests {
                             since: "2026-01-01T01:00:00Z".into(),
                         }],
                     }),
-                    ..row("authority", State::Degraded)
+                    ..row(Role::Authority, State::Degraded)
                 },
                 Component {
                     pid: Some(42),
@@ -400,13 +405,13 @@ mod tests {
                         requested: false,
                         log: Some("listening on 127.0.0.1:8080".into()),
                     }),
-                    ..row("sidecar", State::Crashed)
+                    ..row(Role::Sidecar, State::Crashed)
                 },
                 Component {
                     pid: Some(40),
                     uptime_secs: Some(59),
                     started_at: Some("2026-01-01T00:00:00Z".into()),
-                    ..row("supervisor", State::Running)
+                    ..row(Role::Supervisor, State::Running)
                 },
             ],
         }
@@ -436,9 +441,9 @@ mod tests {
             authority_mode: None,
             project: None,
             components: vec![
-                row("authority", State::Stopped),
-                row("sidecar", State::Stopped),
-                row("supervisor", State::Stopped),
+                row(Role::Authority, State::Stopped),
+                row(Role::Sidecar, State::Stopped),
+                row(Role::Supervisor, State::Stopped),
             ],
         };
         assert!(status.quiet() && !status.all_running());

@@ -540,7 +540,7 @@ impl Running {
         if failed == Role::Authority
             && let Some(mut sidecar) = self.sidecar.take()
         {
-            self.stop_recorded(&mut sidecar, TEARDOWN_WINDOW).await;
+            stop_recorded(&self.state, &mut sidecar, TEARDOWN_WINDOW).await;
         }
         if let Some(mut old) = match failed {
             Role::Authority => self.authority.take(),
@@ -552,32 +552,6 @@ impl Running {
             self.boot_authority(opts, signals).await?;
         }
         self.boot_sidecar(opts, signals).await
-    }
-
-    /// Stop a member as part of a requested teardown and record that end (unless its crash is
-    /// already recorded). Returns whether it is proven gone.
-    async fn stop_recorded(&self, member: &mut Member, window: Duration) -> bool {
-        let gone = stop_member(member, window).await;
-        if !member.exit_recorded {
-            let cause = member
-                .child
-                .try_wait()
-                .ok()
-                .flatten()
-                .map_or(ExitCause::Signal("SIGKILL".into()), ExitCause::of);
-            member.exit_recorded = true;
-            self.state.record_exit(
-                member.role,
-                ExitRecord {
-                    pid: member.identity.pid,
-                    cause,
-                    at: now_rfc3339(),
-                    requested: true,
-                    log: None,
-                },
-            );
-        }
-        gone
     }
 
     /// The teardown after supervision: graceful within [`TEARDOWN_WINDOW`], but a second Ctrl-C
@@ -612,13 +586,14 @@ impl Running {
     /// kept if a child could not be proven gone, so `firma sidecar stop` can retry.
     pub async fn shutdown(&mut self, window: Duration) -> bool {
         let mut clean = true;
-        let mut sidecar = self.sidecar.take();
-        let mut authority = self.authority.take();
-        for member in [sidecar.as_mut(), authority.as_mut()].into_iter().flatten() {
-            clean &= self.stop_recorded(member, window).await;
+        // In place, not taken out: a second signal drops this future midway, and the hard-kill
+        // pass that follows must still find both members.
+        for member in [self.sidecar.as_mut(), self.authority.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            clean &= stop_recorded(&self.state, member, window).await;
         }
-        self.sidecar = sidecar;
-        self.authority = authority;
         if clean && self.claimed {
             self.state.remove_runtime_files();
         } else if !clean {
@@ -636,6 +611,32 @@ impl Running {
         tracing::info!(clean, "stack stopped");
         clean
     }
+}
+
+/// Stop a member as part of a requested teardown and record that end (unless its crash is
+/// already recorded). Returns whether it is proven gone.
+async fn stop_recorded(state: &StateDir, member: &mut Member, window: Duration) -> bool {
+    let gone = stop_member(member, window).await;
+    if !member.exit_recorded {
+        let cause = member
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map_or(ExitCause::Signal("SIGKILL".into()), ExitCause::of);
+        member.exit_recorded = true;
+        state.record_exit(
+            member.role,
+            ExitRecord {
+                pid: member.identity.pid,
+                cause,
+                at: now_rfc3339(),
+                requested: true,
+                log: None,
+            },
+        );
+    }
+    gone
 }
 
 /// Why restarting stopped.
