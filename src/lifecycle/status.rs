@@ -88,10 +88,7 @@ impl Component {
                     .as_deref()
                     .map(|l| format!("; last log line: {l}"))
                     .unwrap_or_default();
-                format!(
-                    "{} crashed ({}) at {}{log}",
-                    self.name, exit.cause, exit.at
-                )
+                format!("{} crashed ({}) at {}{log}", self.name, exit.cause, exit.at)
             }),
             _ => None,
         }
