@@ -288,6 +288,29 @@ fn detach_status_and_stop() {
 }
 
 #[test]
+fn detached_start_prints_next_steps_with_the_state_dir_flag() {
+    let stack = Stack::new();
+    let state = stack.world.path().join("other-state");
+    let dir = state.display().to_string();
+    let out = stack.run(&["sidecar", "start", "--detach", "--state-dir", &dir]);
+    assert_success(&out);
+    let text = stdout(&out);
+    assert!(text.contains("project ws"), "{text}");
+    for step in [
+        "firma sidecar status",
+        "firma monitor",
+        "firma sidecar stop",
+    ] {
+        assert!(
+            text.contains(&format!("{step} --state-dir {dir}")),
+            "{text}"
+        );
+    }
+    assert_success(&stack.run(&["sidecar", "stop", "--state-dir", &dir]));
+    stack.assert_clean();
+}
+
+#[test]
 fn foreground_start_stops_on_ctrl_c_and_notifies_systemd() {
     let stack = Stack::new();
     let notify_path = stack.world.path().join("n.sock");
@@ -317,6 +340,11 @@ fn foreground_start_stops_on_ctrl_c_and_notifies_systemd() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let out = run_until_exit(&mut child, LONG);
     assert_success(&out);
+    // The foreground supervisor logs to supervisor.log too (JSON, after its banner).
+    let log = stack.read("supervisor.log");
+    assert!(log.contains("\"banner\":true"), "{log}");
+    log_time(&log, "authority ready");
+    log_time(&log, "received; stopping the pair");
     stack.assert_clean();
 }
 

@@ -18,6 +18,7 @@ use crate::config::dirs::{StateDirSource, resolve_state_dir};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
 use crate::lifecycle::occupancy::live_stack;
+use crate::lifecycle::spawn::open_run_log;
 use crate::lifecycle::state::{Role, StateDir};
 use crate::lifecycle::supervisor::{self, Ended, Finished, StartOptions, install_signals};
 use crate::lifecycle::{detach, status, stop};
@@ -164,7 +165,7 @@ fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
     if args.detach {
         return start_detached(&config, &state, source);
     }
-    super::logging::init_daemon_logging();
+    super::logging::init_supervisor_logging(open_run_log(&state, Role::Supervisor)?);
     let opts = StartOptions {
         config,
         state,

@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use super::channel::NotifyChannel;
 use super::notify::NOTIFY_SOCKET_ENV;
-use super::spawn::{component_exe, open_log, write_banner};
+use super::spawn::{component_exe, open_run_log};
 use super::state::{Role, StateDir};
 use crate::config::dirs::ensure_private_dir;
 use crate::error::Hinted;
@@ -48,8 +48,7 @@ pub async fn launch(
         .hint("check that the state directory is writable")
     })?;
     let log_path = state.log_file(Role::Supervisor);
-    let mut out = open_log(&log_path)?;
-    write_banner(&mut out, Role::Supervisor)?;
+    let out = open_run_log(state, Role::Supervisor)?;
     let err = out
         .try_clone()
         .map_err(|e| Hinted::new(format!("cannot open {}: {e}", log_path.display())))?;

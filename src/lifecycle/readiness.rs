@@ -65,7 +65,7 @@ pub async fn boot_component<'a>(
 ) -> Result<(&'a mut Member, SocketAddr, Instant), BootFail> {
     let channel = bind_channel(state, role)?;
     let exe = component_exe(role)?;
-    let member = spawn(role, &exe, args, &state.log_file(role), channel.address())?;
+    let member = spawn(role, &exe, args, state, channel.address())?;
     state.write_identity(role, &member.identity)?;
     tracing::info!(pid = member.identity.pid, "{} spawned", role.name());
     let member = slot.insert(member);

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use tokio::process::{Child, Command};
 
 use super::notify::NOTIFY_SOCKET_ENV;
-use super::state::Role;
+use super::state::{Role, StateDir};
 use crate::error::Hinted;
 use crate::platform::identity::Identity;
 use crate::platform::process::in_own_group;
@@ -83,20 +83,31 @@ pub fn write_banner(log: &mut File, role: Role) -> Result<(), Hinted> {
     writeln!(log, "{line}").map_err(|err| Hinted::new(format!("cannot write to a log: {err}")))
 }
 
+/// `role`'s log in `state` (the directory created 0700 if missing), opened for appending, with
+/// this run's start banner written.
+pub fn open_run_log(state: &StateDir, role: Role) -> Result<File, Hinted> {
+    crate::config::dirs::ensure_private_dir(state.path())?;
+    let mut log = open_log(&state.log_file(role))?;
+    write_banner(&mut log, role)?;
+    Ok(log)
+}
+
 /// Spawn `exe args…` as `role` in its own process group, its output appended to `log` after a
 /// start banner.
 pub fn spawn(
     role: Role,
     exe: &Path,
     args: &[OsString],
-    log: &Path,
+    state: &StateDir,
     notify_socket: &str,
 ) -> Result<Member, Hinted> {
-    let mut out = open_log(log)?;
-    write_banner(&mut out, role)?;
-    let err = out
-        .try_clone()
-        .map_err(|e| Hinted::new(format!("cannot open log {}: {e}", log.display())))?;
+    let out = open_run_log(state, role)?;
+    let err = out.try_clone().map_err(|e| {
+        Hinted::new(format!(
+            "cannot open log {}: {e}",
+            state.log_file(role).display()
+        ))
+    })?;
     let mut command = Command::new(exe);
     command
         .args(args)
