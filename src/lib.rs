@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod error;
 #[path = "../formatters/mod.rs"]
 pub mod formatters;
+pub mod fsutil;
 pub mod lifecycle;
 pub mod monitor;
 pub mod platform;

@@ -92,8 +92,9 @@ impl ExitLog {
 
 impl StateDir {
     pub fn read_exits(&self) -> ExitLog {
-        std::fs::read(self.exits_file())
+        crate::fsutil::read_trusted(&self.exits_file())
             .ok()
+            .flatten()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
     }

@@ -49,7 +49,7 @@ impl Health {
 impl StateDir {
     /// The health `role` last reported (`None`: it reported nothing — not running, or older).
     pub fn read_health(&self, role: Role) -> Option<Health> {
-        serde_json::from_slice(&std::fs::read(self.health_file(role)).ok()?).ok()
+        serde_json::from_slice(&crate::fsutil::read_trusted(&self.health_file(role)).ok()??).ok()
     }
 }
 
