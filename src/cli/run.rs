@@ -10,8 +10,10 @@ use std::process::ExitCode;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::exit_code;
 use super::output;
-use crate::config::dirs::{resolve_data_dir, resolve_state_dir};
+use super::project::refuse_other_project;
+use crate::config::dirs::{StateDirSource, resolve_data_dir, resolve_state_dir};
 use crate::config::providers::{DEFAULT_PROVIDER, KNOWN_AGENTS};
 use crate::config::scaffold::{AuthorityChoice, ScaffoldOptions, scaffold};
 use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
@@ -39,9 +41,6 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// Exit status for "command not found / not executable", as shells use it.
-const EXIT_NOT_FOUND: u8 = 127;
-
 pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -53,7 +52,7 @@ pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
             output::error(&Hinted::new(format!(
                 "cannot start the async runtime: {err}"
             )));
-            return ExitCode::from(2);
+            return ExitCode::from(exit_code::ERROR);
         }
     };
     match runtime.block_on(execute(args, config)) {
@@ -68,13 +67,15 @@ pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
 type RunError = (u8, Hinted);
 
 fn setup(err: Hinted) -> RunError {
-    (2, err)
+    (exit_code::ERROR, err)
 }
 
 async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError> {
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
-    let command = resolve_command(&args).map_err(|err| (EXIT_NOT_FOUND, err))?;
+    let (state, source) = resolve_state_dir(args.state_dir.as_deref());
+    let command = resolve_command(&args).map_err(|err| (exit_code::COMMAND_NOT_FOUND, err))?;
     let loaded = ensure_project(&args.agent, config, &state).map_err(setup)?;
+    let explicit = source == StateDirSource::Flag;
+    refuse_other_project(&state, &loaded.path, explicit).map_err(setup)?;
 
     let sidecar = match run::sidecar_running(&state) {
         Some(addr) => addr,
@@ -126,7 +127,7 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
         .envs(env::agent_env(relay_addr, &bundle, &ca_cert));
     let mut child = child.spawn().map_err(|err| {
         (
-            EXIT_NOT_FOUND,
+            exit_code::COMMAND_NOT_FOUND,
             Hinted::new(format!("cannot run {:?}: {err}", command[0]))
                 .hint("check that the command exists and is executable (is it on PATH?)"),
         )
