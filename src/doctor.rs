@@ -414,6 +414,69 @@ fn clock_check() -> Check {
 mod tests {
     use super::*;
     use crate::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
+    use crate::lifecycle::exits::ExitRecord;
+    use crate::lifecycle::health::{Degradation, Health};
+    use crate::platform::process::ExitCause;
+    use crate::state_dir::Role;
+
+    fn daemon(authority: State, sidecar: State, supervisor: State) -> StackStatus {
+        let row = |role: Role, state: State| {
+            Component {
+            role,
+            name: role.name(),
+            pid: Some(40),
+            state,
+            listen: None,
+            uptime_secs: None,
+            started_at: None,
+            remote: false,
+            restarts: 0,
+            last_exit: (state == State::Crashed).then(|| ExitRecord {
+                pid: 40,
+                cause: ExitCause::Signal("SIGKILL".into()),
+                at: "2026-01-01T01:00:00Z".into(),
+                requested: false,
+                log: Some("cannot reach upstream (error: connection reset)".into()),
+            }),
+            health: (state == State::Degraded).then(|| Health {
+                degraded: vec![Degradation {
+                    what: "runtime policies".into(),
+                    message: "/p/.firma/policies/broken.cedar:1:41: unexpected end of input (bundle 0a1b2c3d4e5f kept)".into(),
+                    since: "2026-01-01T01:00:00Z".into(),
+                }],
+            }),
+        }
+        };
+        StackStatus {
+            state_dir: "/run/firma".into(),
+            daemon_pid: None,
+            detached: None,
+            authority_mode: None,
+            project: None,
+            components: vec![
+                row(Role::Authority, authority),
+                row(Role::Sidecar, sidecar),
+                row(Role::Supervisor, supervisor),
+            ],
+        }
+    }
+
+    #[test]
+    fn daemon_check_snapshot() {
+        use State::*;
+        let state = StateDir::new("/run/firma");
+        let checks: Vec<Check> = [
+            (Running, Running, Running),
+            (Stopped, Stopped, Stopped),
+            (Stopped, Crashed, Stopped),
+            (Degraded, Running, Running),
+            (Running, Stopped, Stopped),
+        ]
+        .into_iter()
+        .map(|(a, s, v)| daemon_check(&state, &daemon(a, s, v)))
+        .collect();
+        insta::assert_json_snapshot!(checks);
+    }
     use crate::audit::writer::{AuditWriter, WriterOptions};
     use crate::config::schema::FsyncPolicy;
 
