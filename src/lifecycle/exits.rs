@@ -167,6 +167,22 @@ mod tests {
     }
 
     #[test]
+    fn a_planted_symlink_is_not_read_as_exit_records_or_health() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        let forged = tmp.path().join("forged.json");
+        std::fs::write(
+            &forged,
+            r#"{"components":{"sidecar":{"restarts":9}},"degraded":[{"what":"x","message":"y","since":"z"}]}"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&forged, state.exits_file()).unwrap();
+        std::os::unix::fs::symlink(&forged, state.health_file(Role::Authority)).unwrap();
+        assert_eq!(state.read_exits(), ExitLog::default());
+        assert_eq!(state.read_health(Role::Authority), None);
+    }
+
+    #[test]
     fn ages_are_coarse() {
         assert_eq!(ago(Duration::from_secs(5)), "5s");
         assert_eq!(ago(Duration::from_secs(150)), "2m");
