@@ -9,6 +9,7 @@ use super::{CommandResult, Outcome};
 use crate::authority::server;
 use crate::config::Discovery;
 use crate::error::Hinted;
+use crate::platform::signals::{Sig, Signals};
 
 const AFTER_HELP: &str = "\
 Serves firma.v1.Authority (IssueCapability, Revoke, WatchPolicyBundle, WatchRevocations), the
@@ -38,7 +39,7 @@ pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
         .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
     let config_path = loaded.path.clone();
     let result = runtime.block_on(async move {
-        let mut signals = Signals::install()?;
+        let mut signals = Signals::install(Sig::TERMINATE)?;
         let authority = server::start(settings).await?;
         let (state, _) = crate::config::dirs::resolve_state_dir(args.state_dir.as_deref());
         match crate::lifecycle::health::HealthReporter::new(state, crate::state_dir::Role::Authority) {
@@ -50,8 +51,8 @@ pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
         if let Err(err) = crate::lifecycle::notify::notify_ready(&addr, "authority ready") {
             tracing::warn!("cannot send the readiness notification: {err}");
         }
-        let signal = signals.wait().await;
-        tracing::info!(signal, "shutting down");
+        let signal = signals.recv().await;
+        tracing::info!(signal = signal.name(), "shutting down");
         authority.shutdown().await;
         tracing::info!("stopped");
         Ok::<(), Hinted>(())
@@ -59,29 +60,4 @@ pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     // Stragglers (aborted connection tasks) get a moment, never more.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| Outcome::Success)
-}
-
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self, Hinted> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let install = |kind| {
-            signal(kind).map_err(|err| Hinted::new(format!("cannot install signal handler: {err}")))
-        };
-        Ok(Self {
-            term: install(SignalKind::terminate())?,
-            int: install(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
 }

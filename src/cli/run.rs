@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::exit_code;
 use super::output;
@@ -19,6 +18,8 @@ use crate::config::scaffold::{AuthorityChoice, ScaffoldOptions, scaffold};
 use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
+use crate::platform::process::signal_child;
+use crate::platform::signals::{Sig, Signals};
 use crate::run::{self, env, relay};
 use crate::state_dir::StateDir;
 
@@ -205,21 +206,7 @@ async fn refresh_forever(
 /// Wait for the agent, passing on SIGTERM, SIGHUP and SIGQUIT. SIGINT is passed on only when
 /// stdin is not a terminal: on a terminal, Ctrl-C already reaches the agent (same process group).
 async fn forward_signals_until_exit(child: &mut tokio::process::Child) -> Result<u8, Hinted> {
-    let listen = |kind| {
-        signal(kind).map_err(|err| Hinted::new(format!("cannot install signal handlers: {err}")))
-    };
-    let (mut term, mut hup, mut quit, mut int) = (
-        listen(SignalKind::terminate())?,
-        listen(SignalKind::hangup())?,
-        listen(SignalKind::quit())?,
-        listen(SignalKind::interrupt())?,
-    );
-    let pid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
-    let forward = |sig: nix::sys::signal::Signal| {
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(pid, sig);
-        }
-    };
+    let mut signals = Signals::install(&[Sig::Term, Sig::Hup, Sig::Quit, Sig::Int])?;
     let tty = std::io::stdin().is_terminal();
     loop {
         tokio::select! {
@@ -229,10 +216,13 @@ async fn forward_signals_until_exit(child: &mut tokio::process::Child) -> Result
                 let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
                 return Ok(u8::try_from(code).unwrap_or(1));
             }
-            _ = term.recv() => forward(nix::sys::signal::Signal::SIGTERM),
-            _ = hup.recv() => forward(nix::sys::signal::Signal::SIGHUP),
-            _ = quit.recv() => forward(nix::sys::signal::Signal::SIGQUIT),
-            _ = int.recv() => if !tty { forward(nix::sys::signal::Signal::SIGINT) },
+            sig = signals.recv() => {
+                // On a terminal, Ctrl-C already reached the agent (same process group).
+                let forward = sig != Sig::Int || !tty;
+                if forward && let Some(pid) = child.id() {
+                    signal_child(pid, sig.to_nix());
+                }
+            }
         }
     }
 }
