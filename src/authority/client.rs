@@ -143,7 +143,7 @@ impl Target {
                 "cannot reach the Authority at {} (address from {}): {}",
                 self.url,
                 self.from,
-                error_chain(&err)
+                crate::error::chain(&err)
             ))
             .hint(
                 "start it (`firma sidecar start`, or `firma authority` in the foreground), or check \
@@ -429,7 +429,7 @@ pub fn endpoint(
                 Hinted::new(format!(
                     "TLS setup for {url} with CA {} failed: {}",
                     ca_cert.display(),
-                    error_chain(&err)
+                    crate::error::chain(&err)
                 ))
                 .hint("the CA file must hold PEM certificates")
             })
@@ -452,21 +452,6 @@ pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// An error and its causes on one line (tonic's top-level message is often just "transport error").
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

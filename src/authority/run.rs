@@ -1,5 +1,5 @@
-//! `firma authority`: the daemon's runtime — load, serve, announce readiness, and stop on
-//! SIGTERM/SIGINT/SIGHUP within a second (the Sidecar's twin is `sidecar::run`).
+//! `firma authority`: the daemon's runtime — load, serve, publish health, announce readiness,
+//! and stop on SIGTERM/SIGINT within a second (the Sidecar's twin is `sidecar::run`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use super::server;
 use crate::config::Discovery;
 use crate::config::dirs::resolve_state_dir;
 use crate::error::Hinted;
-use crate::lifecycle::signals::Signals;
+use crate::platform::signals::{Sig, Signals};
 
 /// What the command line hands the daemon.
 #[derive(Debug, Clone, Default)]
@@ -30,16 +30,25 @@ pub fn run(options: RunOptions) -> Result<(), Hinted> {
         .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
     let config_path = loaded.path.clone();
     let result = runtime.block_on(async move {
-        let mut signals = Signals::install(false)
-            .map_err(|err| Hinted::new(format!("cannot install signal handlers: {err}")))?;
+        let mut signals = Signals::install(Sig::TERMINATE)?;
         let authority = server::start(settings).await?;
+        match crate::lifecycle::health::HealthReporter::new(
+            state.clone(),
+            crate::state_dir::Role::Authority,
+        ) {
+            Ok(reporter) => authority.stores().report_health_to(reporter),
+            Err(err) => tracing::warn!(
+                error = %err,
+                "cannot publish health; status will not show a degraded bundle"
+            ),
+        }
         let addr = authority.local_addr().to_string();
         tracing::info!(addr = %addr, config = %config_path.display(), "ready");
         if let Err(err) = crate::lifecycle::notify::notify_ready(&addr, "authority ready") {
             tracing::warn!("cannot send the readiness notification: {err}");
         }
         let signal = signals.recv().await;
-        tracing::info!(signal, "shutting down");
+        tracing::info!(signal = signal.name(), "shutting down");
         authority.shutdown().await;
         tracing::info!("stopped");
         Ok::<(), Hinted>(())

@@ -18,8 +18,8 @@ on [authority].listen (port 0 picks a free port; the bound address is logged as 
 `addr`) for sidecars, and the operator socket <state_dir>/authority.sock (mint, revoke) for its
 own user. With tls_cert, tls_key and client_ca, callers on the port are authenticated by their
 client certificate (`firma authority cert`). Edits of policies/ and issuance-policies/ are
-hot-reloaded; revocations live in $XDG_DATA_HOME/firma/revocations.txt. SIGTERM, SIGINT or SIGHUP
-stops it within a second, open streams included. Logs are JSON lines when stderr is not a
+hot-reloaded; revocations live in $XDG_DATA_HOME/firma/revocations.txt. SIGTERM or SIGINT stops
+it within a second, open streams included. Logs are JSON lines when stderr is not a
 terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
 
 #[derive(Debug, Args)]
@@ -27,7 +27,9 @@ terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
 pub struct AuthorityArgs {
     #[command(subcommand)]
     pub command: Option<AuthorityCommand>,
-    /// State directory for the operator socket (env: FIRMA_STATE_DIR).
+    /// State directory (env: FIRMA_STATE_DIR): the operator socket `authority.sock`, and the
+    /// Authority's health (`.authority.health.json`: degraded while an older policy bundle is
+    /// in force).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }

@@ -108,9 +108,14 @@ pub fn run(args: TokenArgs, config: Option<PathBuf>) -> CommandResult {
     })
 }
 
-/// The running Authority, found the way every client finds it.
+/// The running Authority, found the way every client finds it — refusing the stack of another
+/// project unless the state dir was named explicitly.
 fn locate(state_dir: Option<&Path>, loaded: Option<&LoadedConfig>) -> Result<Target, Hinted> {
-    let (state, _) = dirs::resolve_state_dir(state_dir);
+    let (state, source) = dirs::resolve_state_dir(state_dir);
+    if let Some(loaded) = loaded {
+        let explicit = source == dirs::StateDirSource::Flag;
+        super::project::refuse_other_project(&state, &loaded.path, explicit)?;
+    }
     Target::locate(&state, loaded)
 }
 
