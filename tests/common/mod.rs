@@ -143,8 +143,9 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     let mut guard = ChildGuard::new(child);
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = guard.child_mut().try_wait().expect("wait") {
-            guard.take();
+        if guard.child_mut().try_wait().expect("wait").is_some() {
+            // Already reaped: `wait` returns the status `try_wait` saw.
+            let status = guard.take().wait().expect("wait");
             return Output {
                 status,
                 stdout: stdout.join().expect("stdout reader"),
