@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use super::{CommandResult, Outcome, output};
 use crate::config::Discovery;
-use crate::config::dirs::resolve_state_dir;
+use crate::config::dirs::trusted_state_dir;
 use crate::error::Hinted;
 use crate::lifecycle::channel::{AUTHORITY_FIELD, ERROR_FIELD, HINT_FIELD};
 use crate::lifecycle::notify::{self, LISTEN_FIELD};
@@ -107,7 +107,7 @@ fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
     let config = Discovery::new(args.config.or(global_config))
         .with_env_first(START_CONFIG_ENV)
         .load()?;
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let state = trusted_state_dir(args.state_dir.as_deref())?;
     let ready_timeout = supervisor::ready_timeout_from_env()?;
     if args.detach {
         let rt = runtime()?;
@@ -266,7 +266,7 @@ fn stop_cmd(args: StopArgs) -> CommandResult {
         ))
         .hint("pass e.g. --timeout 2 or --timeout 0.5"));
     }
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let state = trusted_state_dir(args.state_dir.as_deref())?;
     let report = stop::stop(&state, Duration::from_secs_f64(args.timeout))?;
     if report.nothing_running {
         let extra = if report.removed_stale_files {
@@ -307,7 +307,7 @@ fn stop_cmd(args: StopArgs) -> CommandResult {
 }
 
 fn status_cmd(args: StatusArgs) -> CommandResult {
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let state = trusted_state_dir(args.state_dir.as_deref())?;
     let report = runtime()?.block_on(status::status(&state));
     if args.daemon {
         return match report.daemon_pid {
