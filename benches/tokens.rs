@@ -22,6 +22,7 @@ fn claims() -> CapabilityClaims {
         resource_scope: "api.anthropic.com".into(),
         issued_at: now,
         expires_at: now + chrono::Duration::minutes(15),
+        sandbox_id: String::new(),
     }
 }
 

@@ -466,6 +466,7 @@ mod tests {
                     agent_id: "codex".into(),
                     session_id: "s".into(),
                     token_id: format!("t{i}"),
+                    sandbox_id: String::new(),
                     intent: Intent {
                         action_class: "communication.internal.send".into(),
                         method: "GET".into(),

@@ -235,6 +235,7 @@ async fn issue(args: IssueArgs, config: Option<PathBuf>) -> CommandResult {
             resource_scope: args.scope.clone(),
             session_id: session.clone(),
             ttl_seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            sandbox_id: String::new(),
         })
         .await
         .map_err(|status| rpc_error(&target, &status))?

@@ -128,6 +128,7 @@ impl CapabilityRequest {
                 actions: self.actions.clone(),
                 resource_scope: "*".to_string(),
                 session_id: self.session_id.clone(),
+                sandbox_id: self.sandbox_id.clone(),
                 ttl_seconds: i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX),
             })
             .await
