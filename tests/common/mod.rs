@@ -2,6 +2,8 @@
 //! `firma` binary, and guards that stop every process a test starts, also when it fails.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
