@@ -63,7 +63,8 @@ pub struct AuditDraft {
     pub agent_id: String,
     pub session_id: String,
     pub token_id: String,
-    /// The `firma run` sandbox the agent ran in (from its token); empty: none.
+    /// The `firma run` sandbox the agent ran in (from its token); empty: none (not written).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sandbox_id: String,
     pub intent: Intent,
     pub policy: PolicyRef,

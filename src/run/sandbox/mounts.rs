@@ -24,7 +24,15 @@ pub fn apply(layout: &Layout) -> Step {
     remount(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_PRIVATE)?;
     let reveals = open_existing(&layout.reveal);
     let keeps = open_existing(layout.keep.iter().map(|k| &k.path));
+    // What each hidden path is, seen before the private /tmp: a path that existed under the old
+    // /tmp is masked in the new one too, so no decoy can be planted at its name.
+    let hidden: Vec<(&PathBuf, bool)> = layout
+        .hide
+        .iter()
+        .filter_map(|path| Some((path, fs::metadata(path).ok()?.is_dir())))
+        .collect();
 
+    let empty = empty_file()?;
     tmpfs(Path::new(TMP), "mode=1777", MsFlags::empty())?;
     for (path, source) in &keeps {
         let writable = layout.keep.iter().any(|k| &k.path == path && k.writable);
@@ -32,17 +40,14 @@ pub fn apply(layout: &Layout) -> Step {
     }
 
     let mut masked_dirs = Vec::new();
-    for hidden in &layout.hide {
-        match fs::metadata(hidden) {
-            Ok(meta) if meta.is_dir() => {
-                tmpfs(hidden, "mode=0755,size=64k", MsFlags::empty())?;
-                masked_dirs.push(hidden.clone());
-            }
-            Ok(_) => {
-                let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-                bind(&null, hidden, false)?;
-            }
-            Err(_) => {} // not there (or gone with the old /tmp): nothing to hide
+    for (path, is_dir) in hidden {
+        if is_dir {
+            make_mount_point(path, true)
+                .map_err(|e| format!("creating the mount point {}: {e}", path.display()))?;
+            tmpfs(path, "mode=0755,size=64k", MsFlags::empty())?;
+            masked_dirs.push(path);
+        } else {
+            bind(&empty, path, false)?;
         }
     }
     for (path, source) in &reveals {
@@ -56,6 +61,21 @@ pub fn apply(layout: &Layout) -> Step {
         .map_err(|e| format!("{e} (making the mask of {} read-only)", dir.display()))?;
     }
     Ok(())
+}
+
+/// An empty read-only regular file that covers hidden files (a device node such as /dev/null
+/// would still accept writes). It is made on a scratch tmpfs on `/tmp` that the private `/tmp`
+/// then covers: only the returned handle reaches it.
+fn empty_file() -> Result<File, String> {
+    let scratch = Path::new(TMP);
+    tmpfs(scratch, "mode=0700,size=4k", MsFlags::empty())?;
+    let path = scratch.join("empty");
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))
 }
 
 /// `O_PATH` handles of the paths that exist, in order.
