@@ -678,3 +678,47 @@ fn walk_files(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn doctor_reports_the_sandbox_facilities() {
+    let world = World::new();
+    let doctor = |missing: &str| {
+        let out = common::run_with_timeout(
+            world
+                .cmd()
+                .args(["doctor", "--json"])
+                .env("FIRMA_SANDBOX_SIMULATE_MISSING", missing),
+            Duration::from_secs(60),
+        );
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sandbox")
+            .cloned()
+            .expect("a sandbox check")
+    };
+    let all = doctor("");
+    assert_eq!(all["status"], "ok", "{all}");
+    let reason = all["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("user, network and mount namespaces, Landlock ABI ")
+            && reason.ends_with("--sandbox required would start"),
+        "{reason}"
+    );
+    let no_landlock = doctor("landlock");
+    assert_eq!(no_landlock["status"], "warn", "{no_landlock}");
+    let reason = no_landlock["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("lacks landlock") && reason.contains("--sandbox required would refuse"),
+        "{reason}"
+    );
+    assert!(
+        no_landlock["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Landlock enabled"),
+        "{no_landlock}"
+    );
+}

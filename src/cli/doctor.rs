@@ -138,6 +138,7 @@ pub fn run(args: DoctorArgs, config: Option<PathBuf>) -> CommandResult {
         )),
     }
     checks.push(clock_check());
+    checks.push(sandbox_check());
 
     let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
     if args.json {
@@ -180,6 +181,16 @@ fn print_pretty(checks: &[Check]) {
         if let Some(fix) = &check.fix {
             println!("       {:<14} fix: {fix}", "");
         }
+    }
+}
+
+/// What `firma run`'s sandbox can use here (probed in a throwaway process).
+fn sandbox_check() -> Check {
+    let offered = crate::run::sandbox::probe();
+    if offered.missing().is_empty() {
+        Check::ok("sandbox", offered.summary())
+    } else {
+        Check::warn("sandbox", offered.summary(), offered.remedies())
     }
 }
 

@@ -87,6 +87,21 @@ impl Facility {
         }
     }
 
+    /// How an operator enables the facility.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            Self::UserNamespace | Self::NetworkNamespace | Self::MountNamespace => {
+                "allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; \
+                 kernel.unprivileged_userns_clone=1 or apparmor_restrict_unprivileged_userns=0 \
+                 where the distribution has them)"
+            }
+            Self::Landlock => {
+                "boot a kernel with Landlock enabled (CONFIG_SECURITY_LANDLOCK=y, `landlock` in \
+                 the lsm= boot parameter)"
+            }
+        }
+    }
+
     /// What the agent can do when this facility is missing.
     pub fn consequence(self) -> &'static str {
         match self {
@@ -144,6 +159,32 @@ impl Facilities {
             .into_iter()
             .filter(|f| !self.has(*f))
             .collect()
+    }
+
+    /// What this machine offers and whether `--sandbox required` would start (doctor's line).
+    pub fn summary(&self) -> String {
+        let missing = self.missing();
+        if missing.is_empty() {
+            return format!(
+                "user, network and mount namespaces, Landlock ABI {}: --sandbox required would start",
+                self.landlock_abi.unwrap_or_default()
+            );
+        }
+        let names: Vec<String> = missing
+            .iter()
+            .map(|f| format!("{f} ({})", f.consequence()))
+            .collect();
+        format!(
+            "lacks {}: --sandbox auto runs with the rest, --sandbox required would refuse",
+            names.join(", ")
+        )
+    }
+
+    /// How to obtain what is missing (doctor's fix).
+    pub fn remedies(&self) -> String {
+        let mut remedies: Vec<&str> = self.missing().iter().map(|f| f.remedy()).collect();
+        remedies.dedup();
+        remedies.join("; ")
     }
 
     /// The `warn:` line of an `auto` run that lacks something, naming what and what it means.
