@@ -248,6 +248,9 @@ fn firmas_files_are_out_of_reach_and_the_ca_is_readable() {
             "grep -q 'BEGIN CERTIFICATE' \"$NODE_EXTRA_CA_CERTS\"",
         ),
         attempt("ca_bundle_write", "echo x >> \"$SSL_CERT_FILE\""),
+        // Uncover what the masks hide: the mounts are locked and Landlock forbids it.
+        attempt("umount", "umount -l .firma || umount .firma"),
+        attempt("key_after_umount", "grep -q PRIVATE .firma/authority.key"),
     ]
     .concat();
     let out = run_script(&world, &[], &script);
@@ -266,6 +269,8 @@ fn firmas_files_are_out_of_reach_and_the_ca_is_readable() {
             "ca_key",
             "authority_socket",
             "ca_bundle_write",
+            "umount",
+            "key_after_umount",
         ],
     );
     assert_reached(&out, &["ca_bundle", "ca_cert"]);

@@ -76,6 +76,13 @@ pub fn plan(inputs: &PlanInputs) -> Result<Layout, Hinted> {
     hide.extend(inputs.hide.iter().filter_map(expand));
     hide.extend(ESCAPE_HATCHES.iter().map(PathBuf::from));
     dedup(&mut hide);
+    // A path inside a hidden directory is hidden with it (no mount point to leak its name).
+    let covered: Vec<PathBuf> = hide
+        .iter()
+        .filter(|p| hide.iter().any(|other| other != *p && p.starts_with(other)))
+        .cloned()
+        .collect();
+    hide.retain(|p| !covered.contains(p));
     for hidden in &hide {
         for (what, dir) in [
             ("workspace", &inputs.workspace),
@@ -201,6 +208,9 @@ mod tests {
             );
         }
         assert!(!layout.writable.contains(&PathBuf::from("/home/ana")));
+        let mut nested = inputs();
+        nested.firma_private.push("/home/ana/proj/.firma/authority.key".into());
+        assert_eq!(plan(&nested).unwrap().hide, layout.hide, "covered by .firma");
         assert!(layout.keep.is_empty(), "nothing lives under /tmp");
     }
 
