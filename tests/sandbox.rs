@@ -53,6 +53,18 @@ fn assert_reached(out: &Output, names: &[&str]) {
     }
 }
 
+/// No audit record names a path starting with `prefix`: the call never reached the Sidecar.
+#[track_caller]
+fn assert_no_record_under(world: &World, prefix: &str) {
+    let records = audit_records(world);
+    let recorded = |r: &serde_json::Value| {
+        r["intent"]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(prefix))
+    };
+    assert!(!records.iter().any(recorded), "{records:?}");
+}
+
 /// The id from `info: sandbox <id>: …`, which also says that every facility was obtained.
 #[track_caller]
 fn sandbox_id(out: &Output) -> String {
@@ -129,14 +141,7 @@ fn direct_network_access_fails_and_the_upstream_is_untouched() {
         &["curl", "urllib", "authority", "sidecar", "dns", "udp"],
     );
     assert!(!upstream.saw("/direct-curl") && !upstream.saw("/direct-python"));
-    let records = audit_records(&world);
-    assert!(
-        !records.iter().any(|r| r["intent"]["path"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("/direct")),
-        "{records:?}"
-    );
+    assert_no_record_under(&world, "/direct");
 }
 
 #[test]
@@ -534,14 +539,7 @@ fn another_uid_cannot_use_the_relay() {
     for path in ["/other-uid-bare", "/other-uid-wrong", "/other-uid-host"] {
         assert!(!upstream.saw(path), "{path} reached the upstream");
     }
-    let records = audit_records(&world);
-    assert!(
-        !records.iter().any(|r| r["intent"]["path"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("/other-uid")),
-        "{records:?}"
-    );
+    assert_no_record_under(&world, "/other-uid");
 }
 
 #[test]

@@ -209,8 +209,14 @@ mod tests {
         }
         assert!(!layout.writable.contains(&PathBuf::from("/home/ana")));
         let mut nested = inputs();
-        nested.firma_private.push("/home/ana/proj/.firma/authority.key".into());
-        assert_eq!(plan(&nested).unwrap().hide, layout.hide, "covered by .firma");
+        nested
+            .firma_private
+            .push("/home/ana/proj/.firma/authority.key".into());
+        assert_eq!(
+            plan(&nested).unwrap().hide,
+            layout.hide,
+            "covered by .firma"
+        );
         assert!(layout.keep.is_empty(), "nothing lives under /tmp");
     }
 
