@@ -299,3 +299,25 @@ fn a_data_dir_planted_by_another_user_is_refused() {
         stderr(&out)
     );
 }
+
+/// A symlink planted where the Sidecar appends its audit log (or a daemon log) is not followed:
+/// the start fails instead of writing records into the file it points at.
+#[test]
+fn a_symlink_planted_at_the_audit_log_is_not_followed() {
+    let world = World::new();
+    world.init(&[]);
+    let victim = world.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let audit = firma::state_dir::StateDir::new(world.state_dir()).audit_log();
+    let _ = std::fs::remove_file(&audit);
+    std::os::unix::fs::symlink(&victim, &audit).unwrap();
+    let out = world.run(&["sidecar", "start", "--detach"]);
+    let _ = world.run(&["sidecar", "stop"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot open audit log") && stderr(&out).contains("symbolic links"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+}

@@ -158,6 +158,7 @@ impl AuditWriter {
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(crate::fsutil::NO_FOLLOW)
             .open(path)
             .map_err(|err| {
                 Hinted::new(format!("cannot open audit log {}: {err}", path.display()))

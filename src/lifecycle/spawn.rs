@@ -54,6 +54,7 @@ pub fn open_log(path: &Path, truncate: bool) -> Result<File, Hinted> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(crate::fsutil::NO_FOLLOW)
         .open(path)
         .map_err(|err| {
             Hinted::new(format!("cannot open log {}: {err}", path.display()))
