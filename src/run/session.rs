@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::layout::{self, RunPaths};
 use super::relay::{self, CurrentToken, ProxyCredentials};
@@ -16,6 +17,9 @@ use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
 use crate::state_dir::StateDir;
+
+/// How many refused relay requests are reported one by one.
+const REFUSALS_SHOWN: usize = 10;
 
 /// Exit status when firma itself fails before the command runs.
 pub const EXIT_SETUP: u8 = 2;
@@ -100,7 +104,10 @@ pub async fn execute(options: RunOptions, notices: Arc<dyn Notices>) -> Result<u
     let token = CurrentToken::new(issued.token.clone());
     let credentials = ProxyCredentials::generate();
     let (bundle, ca_cert) = env::write_ca_bundle(&state).map_err(setup)?;
-    let agent_env = env::agent_env(std::env::vars(), &bundle, &ca_cert);
+    // Variables that are not UTF-8 cannot travel in the sandbox's spec; they are dropped.
+    let inherited = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+    let agent_env = env::agent_env(inherited, &bundle, &ca_cert);
     let relay = Relay {
         sidecar,
         token: token.clone(),
@@ -167,16 +174,22 @@ impl Relay {
             .and_then(|()| tokio::net::TcpListener::from_std(listener))
             .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?;
         let notices = self.notices.clone();
+        let refusals = AtomicUsize::new(0);
         relay::serve(
             listener,
             self.sidecar,
             self.token.clone(),
             self.credentials.clone(),
             Arc::new(move |peer| {
-                notices.warn(&format!(
-                    "relay refused a request from {peer}: it lacks this run's proxy credentials \
-                     (only the agent firma run started may use the relay)"
-                ));
+                // Someone hammering the relay must not flood the operator's terminal.
+                match refusals.fetch_add(1, Ordering::Relaxed) {
+                    n if n < REFUSALS_SHOWN => notices.warn(&format!(
+                        "relay refused a request from {peer}: it lacks this run's proxy \
+                         credentials (only the agent firma run started may use the relay)"
+                    )),
+                    REFUSALS_SHOWN => notices.warn("relay: further refused requests are not shown"),
+                    _ => {}
+                }
             }),
         );
         Ok(())
