@@ -213,6 +213,7 @@ impl Relay {
             .env_clear()
             .envs(agent_env)
             .envs(env::proxy_env(&self.credentials.proxy_url(port)))
+            .kill_on_drop(true)
             .spawn()
             .map_err(|err| RunError {
                 code: EXIT_NOT_FOUND,

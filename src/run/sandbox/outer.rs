@@ -43,6 +43,9 @@ pub async fn start(spec: Spec) -> Result<Result<Started, Child>, Hinted> {
         .arg("--control")
         .arg(&path)
         .stdin(Stdio::inherit())
+        // Should `firma run` fail before it waits for the agent, the agent must not run on
+        // without its relay.
+        .kill_on_drop(true)
         .spawn()
         .map_err(|err| Hinted::new(format!("cannot start the sandbox launcher: {err}")))?;
     let launcher_pid = child.id().and_then(|id| i32::try_from(id).ok());
