@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::output;
+use super::{exit_code, output};
 use crate::error::Hinted;
 use crate::run::sandbox::{self, SandboxMode};
-use crate::run::{self, Notices, RunOptions};
+use crate::run::{self, Failure, Notices, RunOptions};
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -69,7 +69,7 @@ pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
             output::error(&Hinted::new(format!(
                 "cannot start the async runtime: {err}"
             )));
-            return ExitCode::from(run::session::EXIT_SETUP);
+            return ExitCode::from(exit_code::ERROR);
         }
     };
     let notices = Arc::new(StderrNotices { quiet: args.quiet });
@@ -84,8 +84,15 @@ pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             output::error(&err.error);
-            ExitCode::from(err.code)
+            ExitCode::from(code_of(err.failure))
         }
+    }
+}
+
+fn code_of(failure: Failure) -> u8 {
+    match failure {
+        Failure::Error => exit_code::ERROR,
+        Failure::CommandNotFound => exit_code::COMMAND_NOT_FOUND,
     }
 }
 
@@ -112,9 +119,9 @@ pub fn sandbox(args: SandboxArgs) -> ExitCode {
         let control = args.control.unwrap_or_default();
         match sandbox::launch(&control) {
             Ok(never) => match never {},
-            Err((code, err)) => {
+            Err((failure, err)) => {
                 output::error(&err);
-                ExitCode::from(code)
+                ExitCode::from(code_of(failure))
             }
         }
     }
@@ -124,6 +131,6 @@ pub fn sandbox(args: SandboxArgs) -> ExitCode {
         output::error(&Hinted::new(
             "the sandbox is built on Linux facilities only",
         ));
-        ExitCode::from(run::session::EXIT_SETUP)
+        ExitCode::from(exit_code::ERROR)
     }
 }

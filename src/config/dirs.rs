@@ -153,10 +153,10 @@ pub fn resolve_data_dir() -> Result<DataDir, Hinted> {
 /// This process's state dir, checked before anything in it is trusted: the directory is the
 /// user's own and private ([`check_private_dir`]), and no pid, listen, identity, lock or meta file
 /// in it is a symlink or another uid's. A missing directory is fine (`start` creates it).
-pub fn trusted_state_dir(flag: Option<&Path>) -> Result<StateDir, Hinted> {
-    let (state, _) = resolve_state_dir(flag);
+pub fn trusted_state_dir(flag: Option<&Path>) -> Result<(StateDir, StateDirSource), Hinted> {
+    let (state, source) = resolve_state_dir(flag);
     check_state_dir(&state)?;
-    Ok(state)
+    Ok((state, source))
 }
 
 /// See [`trusted_state_dir`].

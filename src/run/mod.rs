@@ -16,6 +16,16 @@ pub mod signals;
 
 pub use session::{RunError, RunOptions, execute};
 
+/// Why `firma run` (or its sandbox launcher) ended before the agent's own exit status; the CLI
+/// maps it to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// firma itself failed, or refused (a `--sandbox required` that cannot be met).
+    Error,
+    /// The agent's command could not be found or executed.
+    CommandNotFound,
+}
+
 /// Where `firma run` sends its own operator lines (the CLI renders them on stderr: stdout
 /// belongs to the agent).
 pub trait Notices: Send + Sync {

@@ -9,22 +9,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::layout::{self, RunPaths};
 use super::relay::{self, CurrentToken, ProxyCredentials};
 use super::sandbox::{self, SandboxMode};
-use super::{CapabilityRequest, Notices, env, refresh, signals};
-use crate::config::dirs::{resolve_data_dir, trusted_state_dir};
+use super::{CapabilityRequest, Failure, Notices, env, refresh, signals};
+use crate::config::dirs::{StateDirSource, resolve_data_dir, trusted_state_dir};
 use crate::config::providers::{DEFAULT_PROVIDER, find_agent};
 use crate::config::scaffold::{AuthorityChoice, ScaffoldOptions, scaffold};
 use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
+use crate::lifecycle::occupancy::project_mismatch;
 use crate::state_dir::StateDir;
 
 /// How many refused relay requests are reported one by one.
 const REFUSALS_SHOWN: usize = 10;
-
-/// Exit status when firma itself fails before the command runs.
-pub const EXIT_SETUP: u8 = 2;
-/// Exit status for "command not found / not executable", as shells use it.
-pub const EXIT_NOT_FOUND: u8 = 127;
 
 /// What `firma run` was asked to do.
 #[derive(Debug, Clone)]
@@ -41,26 +37,37 @@ pub struct RunOptions {
 /// A failure before (or instead of) the agent's own exit status.
 #[derive(Debug)]
 pub struct RunError {
-    pub code: u8,
+    pub failure: Failure,
     pub error: Hinted,
 }
 
 fn setup(error: Hinted) -> RunError {
     RunError {
-        code: EXIT_SETUP,
+        failure: Failure::Error,
+        error,
+    }
+}
+
+fn not_found(error: Hinted) -> RunError {
+    RunError {
+        failure: Failure::CommandNotFound,
         error,
     }
 }
 
 /// Run the agent; `Ok` carries its exit status.
 pub async fn execute(options: RunOptions, notices: Arc<dyn Notices>) -> Result<u8, RunError> {
-    let state = trusted_state_dir(options.state_dir.as_deref()).map_err(setup)?;
-    let command = resolve_command(&options).map_err(|error| RunError {
-        code: EXIT_NOT_FOUND,
-        error,
-    })?;
+    let (state, source) = trusted_state_dir(options.state_dir.as_deref()).map_err(setup)?;
+    let command = resolve_command(&options).map_err(not_found)?;
     let loaded =
         ensure_project(&options.agent, options.config.clone(), &state, &*notices).map_err(setup)?;
+    // The stack on this state dir must serve this project, unless the operator named the state
+    // dir explicitly (the rule of `cli::project`, which `firma token` applies too).
+    if source != StateDirSource::Flag
+        && let Some(mismatch) = project_mismatch(&state, &loaded.path)
+    {
+        return Err(setup(mismatch.into_error()));
+    }
     let mode = options.sandbox.unwrap_or(loaded.config.run.sandbox);
 
     let sidecar = match super::sidecar_running(&state) {
@@ -215,10 +222,11 @@ impl Relay {
             .envs(env::proxy_env(&self.credentials.proxy_url(port)))
             .kill_on_drop(true)
             .spawn()
-            .map_err(|err| RunError {
-                code: EXIT_NOT_FOUND,
-                error: Hinted::new(format!("cannot run {:?}: {err}", command[0]))
-                    .hint("check that the command exists and is executable (is it on PATH?)"),
+            .map_err(|err| {
+                not_found(
+                    Hinted::new(format!("cannot run {:?}: {err}", command[0]))
+                        .hint("check that the command exists and is executable (is it on PATH?)"),
+                )
             })
     }
 
@@ -252,12 +260,7 @@ impl Relay {
                         "waiting for the sandbox launcher: {err}"
                     )))
                 })?;
-                return Ok(Spawned::LauncherExited(
-                    status
-                        .code()
-                        .and_then(|c| u8::try_from(c).ok())
-                        .unwrap_or(EXIT_SETUP),
-                ));
+                return Ok(Spawned::LauncherExited(signals::exit_code(status)));
             }
         };
         self.serve(started.listener)?;

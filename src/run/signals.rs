@@ -2,35 +2,26 @@
 
 use std::io::IsTerminal;
 use std::os::unix::process::ExitStatusExt;
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::signal::unix::{SignalKind, signal};
+use std::process::ExitStatus;
 
 use crate::error::Hinted;
+use crate::platform::process::signal_child;
+use crate::platform::signals::{Sig, Signals};
+
+/// The status `firma run` exits with for a child's: its code, or `128 + N` when signal `N`
+/// ended it (as shells report it).
+pub fn exit_code(status: ExitStatus) -> u8 {
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    u8::try_from(code).unwrap_or(1)
+}
 
 /// Wait for the agent, passing on SIGTERM, SIGHUP and SIGQUIT. SIGINT is passed on only when
 /// stdin is not a terminal: on a terminal, Ctrl-C already reaches the agent (same process group).
-/// Returns the agent's exit status (`128 + N` when signal `N` ended it).
 pub async fn forward_signals_until_exit(child: &mut tokio::process::Child) -> Result<u8, Hinted> {
-    let listen = |kind| {
-        signal(kind).map_err(|err| Hinted::new(format!("cannot install signal handlers: {err}")))
-    };
-    let (mut term, mut hup, mut quit, mut int) = (
-        listen(SignalKind::terminate())?,
-        listen(SignalKind::hangup())?,
-        listen(SignalKind::quit())?,
-        listen(SignalKind::interrupt())?,
-    );
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
-    let forward = |sig: Signal| {
-        if let Some(pid) = pid {
-            let _ = kill(pid, sig);
-        }
-    };
+    let mut signals = Signals::install(&[Sig::Term, Sig::Hup, Sig::Quit, Sig::Int])?;
     let tty = std::io::stdin().is_terminal();
     loop {
         tokio::select! {
@@ -38,13 +29,14 @@ pub async fn forward_signals_until_exit(child: &mut tokio::process::Child) -> Re
                 let status = status.map_err(|err| {
                     Hinted::new(format!("waiting for the agent failed: {err}"))
                 })?;
-                let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
-                return Ok(u8::try_from(code).unwrap_or(1));
+                return Ok(exit_code(status));
             }
-            _ = term.recv() => forward(Signal::SIGTERM),
-            _ = hup.recv() => forward(Signal::SIGHUP),
-            _ = quit.recv() => forward(Signal::SIGQUIT),
-            _ = int.recv() => if !tty { forward(Signal::SIGINT) },
+            sig = signals.recv() => {
+                let forward = sig != Sig::Int || !tty;
+                if forward && let Some(pid) = child.id() {
+                    signal_child(pid, sig.to_nix());
+                }
+            }
         }
     }
 }

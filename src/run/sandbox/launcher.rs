@@ -16,18 +16,13 @@ use nix::unistd::{getegid, geteuid};
 use super::plan::Layout;
 use super::{Facilities, Facility, Ready, SandboxMode, confine, control, mounts, netlink};
 use crate::error::Hinted;
-use crate::run::env;
+use crate::run::{Failure, env};
 
-/// Exit status of a launcher that refused or failed before the agent ran.
-pub const EXIT_REFUSED: u8 = 2;
-/// Exit status when the agent's command cannot be executed (as shells use it).
-pub const EXIT_NOT_FOUND: u8 = 127;
-
-type Failure = (u8, Hinted);
+type Failed = (Failure, Hinted);
 
 /// Build the sandbox described by the spec `firma run` sends over `control`, then execute the
 /// agent. Returns only on failure.
-pub fn launch(control: &Path) -> Result<Infallible, Failure> {
+pub fn launch(control: &Path) -> Result<Infallible, Failed> {
     let mut control = UnixStream::connect(control).map_err(|err| {
         refused(format!(
             "the sandbox launcher cannot reach firma run at {}: {err}",
@@ -69,7 +64,7 @@ pub fn launch(control: &Path) -> Result<Infallible, Failure> {
         .current_dir(&spec.cwd)
         .exec();
     Err((
-        EXIT_NOT_FOUND,
+        Failure::CommandNotFound,
         Hinted::new(format!("cannot run {:?}: {err}", spec.command[0]))
             .hint("check that the command exists and is executable (is it on PATH?)"),
     ))
@@ -117,7 +112,7 @@ struct Builder {
 impl Builder {
     /// User, network and mount namespaces (the mounts only when a layout is given), then the
     /// nested namespace that locks the mounts.
-    fn enter_namespaces(&mut self, layout: Option<&Layout>) -> Result<(), Failure> {
+    fn enter_namespaces(&mut self, layout: Option<&Layout>) -> Result<(), Failed> {
         let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
         self.obtained.user_namespace = self.try_facility(Facility::UserNamespace, || {
             unshare(CloneFlags::CLONE_NEWUSER)?;
@@ -155,7 +150,7 @@ impl Builder {
         Ok(())
     }
 
-    fn landlock(&mut self, layout: &Layout, relay_port: u16) -> Result<(), Failure> {
+    fn landlock(&mut self, layout: &Layout, relay_port: u16) -> Result<(), Failed> {
         let isolated = self.obtained.network_namespace;
         let mut abi = None;
         self.try_facility(Facility::Landlock, || {
@@ -173,7 +168,7 @@ impl Builder {
         &mut self,
         facility: Facility,
         enter: impl FnOnce() -> io::Result<()>,
-    ) -> Result<bool, Failure> {
+    ) -> Result<bool, Failed> {
         let outcome = if self.simulated.contains(&facility) {
             Err(format!("simulated by {}", super::SIMULATE_MISSING_ENV))
         } else {
@@ -182,7 +177,7 @@ impl Builder {
         match outcome {
             Ok(()) => Ok(true),
             Err(reason) if self.required => Err((
-                EXIT_REFUSED,
+                Failure::Error,
                 Hinted::new(format!(
                     "--sandbox required: this machine offers no {facility} ({reason}); \
                      without it: {}",
@@ -205,9 +200,9 @@ fn map_ids(uid: u32, gid: u32) -> io::Result<()> {
     std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))
 }
 
-fn refused(message: String) -> Failure {
+fn refused(message: String) -> Failed {
     (
-        EXIT_REFUSED,
+        Failure::Error,
         Hinted::new(message).hint("run `firma doctor`, or use --sandbox off to run unconfined"),
     )
 }
