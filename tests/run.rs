@@ -199,13 +199,15 @@ fn without_a_project_run_scaffolds_one_and_a_foreign_agent_is_denied() {
     assert!(world.config_path().is_file());
     if out.status.success() {
         let out = world.run(&["run", "codex", "--", "true"]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(
-            stderr(&out).contains("denied a capability for agent \"codex\""),
-            "{}",
-            stderr(&out)
-        );
+        assert_refused(&out, "denied a capability for agent \"codex\"");
     }
+}
+
+/// Exit 2 with `needle` in the error.
+#[track_caller]
+fn assert_refused(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+    assert!(stderr(out).contains(needle), "{}", stderr(out));
 }
 
 fn chown(path: &std::path::Path, uid: u32) {
@@ -237,12 +239,7 @@ fn a_state_dir_planted_by_another_user_is_refused() {
     chown(&state, 0);
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = world.run(&["run", "codex", "--", "true"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("writable by group or others (mode 777)"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "writable by group or others (mode 777)");
     assert!(
         !world.state_dir().join("sidecar.pid").exists(),
         "nothing started"
@@ -262,12 +259,7 @@ fn planted_listen_and_pid_files_are_refused() {
     let listen = state.join("sidecar.listen");
     std::os::unix::fs::symlink(&elsewhere, &listen).unwrap();
     let out = world.run(&["run", "codex", "--", "true"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("sidecar.listen: it is a symbolic link"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "sidecar.listen: it is a symbolic link");
     std::fs::remove_file(&listen).unwrap();
 
     let pid = state.join("stack.pid");
@@ -275,12 +267,7 @@ fn planted_listen_and_pid_files_are_refused() {
     chown(&pid, OTHER_UID);
     for args in [&["run", "codex", "--", "true"][..], &["sidecar", "stop"]] {
         let out = world.run(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains(&format!("stack.pid: it is owned by uid {OTHER_UID}")),
-            "{}",
-            stderr(&out)
-        );
+        assert_refused(&out, &format!("stack.pid: it is owned by uid {OTHER_UID}"));
     }
 }
 
@@ -292,12 +279,7 @@ fn a_data_dir_planted_by_another_user_is_refused() {
     std::fs::create_dir_all(&data).unwrap();
     chown(&data, OTHER_UID);
     let out = world.run(&["init", "--yes", "--agent", "codex"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("owned by uid {OTHER_UID}")),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, &format!("owned by uid {OTHER_UID}"));
 }
 
 /// A symlink planted where the Sidecar appends its audit log (or a daemon log) is not followed:
@@ -313,11 +295,7 @@ fn a_symlink_planted_at_the_audit_log_is_not_followed() {
     std::os::unix::fs::symlink(&victim, &audit).unwrap();
     let out = world.run(&["sidecar", "start", "--detach"]);
     let _ = world.run(&["sidecar", "stop"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot open audit log") && stderr(&out).contains("symbolic links"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "cannot open audit log");
+    assert!(stderr(&out).contains("symbolic links"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }

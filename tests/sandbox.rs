@@ -29,28 +29,27 @@ fn attempt(name: &str, cmd: &str) -> String {
     )
 }
 
+/// Every attempt in `names` printed `<name>=<verdict>`.
 #[track_caller]
-fn assert_blocked(out: &Output, names: &[&str]) {
+fn assert_verdict(out: &Output, verdict: &str, names: &[&str]) {
     let text = stdout(out);
     for name in names {
         assert!(
-            text.lines().any(|l| l == format!("{name}=blocked")),
-            "{name} must be blocked:\n{text}\nstderr:\n{}",
+            text.lines().any(|l| l == format!("{name}={verdict}")),
+            "{name} must be {verdict}:\n{text}\nstderr:\n{}",
             stderr(out)
         );
     }
 }
 
 #[track_caller]
+fn assert_blocked(out: &Output, names: &[&str]) {
+    assert_verdict(out, "blocked", names);
+}
+
+#[track_caller]
 fn assert_reached(out: &Output, names: &[&str]) {
-    let text = stdout(out);
-    for name in names {
-        assert!(
-            text.lines().any(|l| l == format!("{name}=reached")),
-            "{name} must work:\n{text}\nstderr:\n{}",
-            stderr(out)
-        );
-    }
+    assert_verdict(out, "reached", names);
 }
 
 /// No audit record names a path starting with `prefix`: the call never reached the Sidecar.
