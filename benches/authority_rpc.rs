@@ -293,6 +293,7 @@ fn main() {
             resource_scope: "api.anthropic.com".into(),
             session_id: "bench".into(),
             ttl_seconds: 900,
+            sandbox_id: String::new(),
         };
         let (issue_p50, _) = round_trips("IssueCapability (granted, socket)", iterations, async || {
             let response = client.issue_capability(request.clone()).await.unwrap();

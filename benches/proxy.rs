@@ -374,6 +374,7 @@ fn start_firma(dir: &Path, runtime: &tokio::runtime::Runtime) -> (SocketAddr, St
                 resource_scope: "*".into(),
                 session_id: "bench".into(),
                 ttl_seconds: 3600,
+                sandbox_id: String::new(),
             })
             .await
             .unwrap()

@@ -24,6 +24,7 @@ fn claims(key: &ed25519_dalek::SigningKey) -> CapabilityClaims {
         resource_scope: "api.anthropic.com".into(),
         issued_at: now,
         expires_at: now + chrono::Duration::minutes(15),
+        sandbox_id: String::new(),
     }
 }
 

@@ -137,11 +137,22 @@ pub fn diagnose(inputs: &Inputs) -> Report {
         )),
     }
     checks.push(clock_check());
+    checks.push(sandbox_check());
     let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
     Report {
         version: 1,
         checks,
         worst,
+    }
+}
+
+/// What `firma run`'s sandbox can use here (probed in a throwaway process).
+fn sandbox_check() -> Check {
+    let offered = crate::run::sandbox::probe();
+    if offered.missing().is_empty() {
+        Check::ok("sandbox", offered.summary())
+    } else {
+        Check::warn("sandbox", offered.summary(), offered.remedies())
     }
 }
 
@@ -530,6 +541,7 @@ mod tests {
                     agent_id: "codex".into(),
                     session_id: "s".into(),
                     token_id: format!("t{i}"),
+                    sandbox_id: String::new(),
                     intent: Intent {
                         action_class: "communication.internal.send".into(),
                         method: "GET".into(),

@@ -21,6 +21,7 @@ fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
         resource_scope: "*".into(),
         session_id: "test-session".into(),
         ttl_seconds: 600,
+        sandbox_id: String::new(),
     }
 }
 

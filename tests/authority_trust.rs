@@ -26,6 +26,7 @@ fn issue_request() -> IssueCapabilityRequest {
         actions: vec!["communication.external.send".into()],
         resource_scope: "*".into(),
         session_id: "trust".into(),
+        sandbox_id: String::new(),
         ttl_seconds: 60,
     }
 }

@@ -244,6 +244,7 @@ impl Stack {
                 resource_scope: scope.into(),
                 session_id: "sess-1".into(),
                 ttl_seconds: 600,
+                sandbox_id: String::new(),
             }))
             .expect("issue")
             .into_inner();
@@ -430,6 +431,7 @@ fn token_problems_are_denied_with_reasons() {
         resource_scope: "*".into(),
         issued_at: now,
         expires_at: now + chrono::Duration::minutes(5),
+        sandbox_id: String::new(),
     };
     let forged = firma::authority::token::sign_token(&forged_key, &claims).unwrap();
     let (code, body) = curl(&stack.proxy_url(Some(&forged)), &url, &[]);

@@ -162,6 +162,7 @@ impl Target {
                 actions: request.actions.clone(),
                 resource_scope: request.scope.clone(),
                 session_id: request.session_id.clone(),
+                sandbox_id: request.sandbox_id.clone(),
                 ttl_seconds: i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX),
             })
             .await
@@ -311,6 +312,8 @@ pub struct CapabilityRequest {
     /// Resource scope (`*`, a host, `*.domain`, `host/path`).
     pub scope: String,
     pub session_id: String,
+    /// The sandbox the agent runs in (empty: none); the token carries it into audit records.
+    pub sandbox_id: String,
     /// Requested lifetime (the Authority clamps it to its max_ttl).
     pub ttl: Duration,
 }

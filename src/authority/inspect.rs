@@ -178,6 +178,7 @@ mod tests {
             audience: "proj".into(),
             agent_id: "codex".into(),
             session_id: "s".into(),
+            sandbox_id: String::new(),
             actions: vec!["code.read".into()],
             resource_scope: "*".into(),
             issued_at: now - chrono::Duration::minutes(30),

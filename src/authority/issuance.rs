@@ -41,6 +41,8 @@ pub struct IssueRequest {
     pub resource_scope: String,
     pub session_id: String,
     pub ttl: Duration,
+    /// The `firma run` sandbox of the requester (empty: none); signed into the token.
+    pub sandbox_id: String,
 }
 
 impl IssueRequest {
@@ -85,7 +87,21 @@ impl IssueRequest {
             resource_scope: resource_scope.to_string(),
             session_id,
             ttl: Duration::from_secs(ttl_seconds.unsigned_abs()),
+            sandbox_id: String::new(),
         })
+    }
+
+    /// The requester's sandbox id (same alphabet as session ids; empty: none).
+    pub fn with_sandbox(mut self, sandbox_id: &str) -> Result<Self, String> {
+        if !sandbox_id.is_empty() {
+            validate_session_id(sandbox_id).map_err(|_| {
+                format!(
+                    "sandbox_id {sandbox_id:?} must be 1-128 letters, digits, '.', '_', ':' or '-'"
+                )
+            })?;
+        }
+        self.sandbox_id = sandbox_id.to_string();
+        Ok(self)
     }
 }
 
@@ -173,6 +189,7 @@ impl Issuer {
             issued_at: now,
             expires_at: now
                 + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(1)),
+            sandbox_id: request.sandbox_id.clone(),
         };
         let token = sign_token(&self.key, &claims)?;
         Ok(IssueOutcome::Granted { token, claims })
@@ -352,5 +369,8 @@ mod tests {
         let ok =
             IssueRequest::from_wire("a", &acts(&["code.read", "code.read"]), "*", "s", 5).unwrap();
         assert_eq!(ok.actions, acts(&["code.read"]));
+        assert_eq!(ok.clone().with_sandbox("").unwrap().sandbox_id, "");
+        assert_eq!(ok.clone().with_sandbox("sb-1").unwrap().sandbox_id, "sb-1");
+        assert!(ok.with_sandbox("no spaces").is_err());
     }
 }

@@ -341,6 +341,7 @@ fn append(path: &Path, line: &str) -> Result<(), Hinted> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(crate::fsutil::NO_FOLLOW)
         .open(path)
         .map_err(io)?;
     // A hand edit may have left the last line without its newline.

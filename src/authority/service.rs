@@ -137,6 +137,7 @@ impl authority_server::Authority for AuthorityService {
             &wire.session_id,
             wire.ttl_seconds,
         )
+        .and_then(|request| request.with_sandbox(&wire.sandbox_id))
         .map_err(Status::invalid_argument)?;
         let outcome = self
             .issuer
@@ -147,6 +148,7 @@ impl authority_server::Authority for AuthorityService {
                 tracing::info!(
                     agent_id = %claims.agent_id,
                     session_id = %claims.session_id,
+                    sandbox_id = %claims.sandbox_id,
                     token_id = %claims.token_id,
                     actions = %claims.actions.join(","),
                     resource_scope = %claims.resource_scope,

@@ -38,6 +38,8 @@ pub struct CapabilityClaims {
     pub resource_scope: String,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The `firma run` sandbox the holder runs in; empty when none.
+    pub sandbox_id: String,
 }
 
 impl CapabilityClaims {
@@ -112,6 +114,9 @@ struct Payload {
     scope: String,
     iat: String,
     exp: String,
+    /// Absent unless the holder runs in a `firma run` sandbox.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    sandbox_id: String,
 }
 
 fn rfc3339(time: &DateTime<Utc>) -> String {
@@ -195,6 +200,7 @@ pub fn sign_token(key: &SigningKey, claims: &CapabilityClaims) -> Result<String,
         scope: claims.resource_scope.clone(),
         iat: rfc3339(&claims.issued_at),
         exp: rfc3339(&claims.expires_at),
+        sandbox_id: claims.sandbox_id.clone(),
     };
     let message = serde_json::to_vec(&payload).expect("plain struct serialises");
     version4::PublicToken::sign(&secret_key(key), &message, None, None)
@@ -225,6 +231,7 @@ pub fn verify_signature(token: &str, key: &VerifyingKey) -> Result<CapabilityCla
         session_id: payload.sid,
         actions: payload.actions,
         resource_scope: payload.scope,
+        sandbox_id: payload.sandbox_id,
     };
     check_shape(&claims)?;
     Ok(claims)
@@ -405,6 +412,7 @@ mod tests {
             resource_scope: "*".into(),
             issued_at: now,
             expires_at: now + chrono::Duration::minutes(15),
+            sandbox_id: String::new(),
         }
     }
 
@@ -413,6 +421,31 @@ mod tests {
             issuer: key_id(&key.verifying_key()),
             ..claims(now)
         }
+    }
+
+    #[test]
+    fn the_sandbox_claim_round_trips_and_is_absent_when_empty() {
+        let key = crate::config::keys::generate();
+        let now = Utc::now();
+        let plain = sign_token(&key, &claims(now)).unwrap();
+        let payload = |token: &str| {
+            let untrusted = UntrustedToken::<Public, V4>::try_from(token).unwrap();
+            let trusted =
+                PublicToken::verify(&public_key(&key.verifying_key()), &untrusted, None, None)
+                    .unwrap();
+            trusted.payload().to_string()
+        };
+        assert!(!payload(&plain).contains("sandbox_id"));
+        let sandboxed = CapabilityClaims {
+            sandbox_id: "5f1c0a2b9d3e4f60".into(),
+            ..claims(now)
+        };
+        let token = sign_token(&key, &sandboxed).unwrap();
+        assert!(payload(&token).contains("\"sandbox_id\":\"5f1c0a2b9d3e4f60\""));
+        assert_eq!(
+            verify_token(&token, &key.verifying_key(), now).unwrap(),
+            sandboxed
+        );
     }
 
     #[test]
@@ -540,6 +573,7 @@ mod tests {
             resource_scope: "api.anthropic.com".into(),
             issued_at: at("2026-11-26T23:40:00Z"),
             expires_at: at("2026-11-26T23:55:00Z"),
+            sandbox_id: String::new(),
         };
         let token = sign_token(&key, &claims).unwrap();
         let body = token.strip_prefix(TOKEN_PREFIX).unwrap();
@@ -621,6 +655,7 @@ mod tests {
                 resource_scope: scope,
                 issued_at: now,
                 expires_at: now + chrono::Duration::seconds(ttl),
+                sandbox_id: String::new(),
             };
             let token = sign_token(&key, &c).unwrap();
             prop_assert_eq!(verify_token(&token, &key.verifying_key(), now).unwrap(), c);

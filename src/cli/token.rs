@@ -172,6 +172,7 @@ async fn issue(args: IssueArgs, loaded: Option<LoadedConfig>) -> CommandResult {
             actions: args.actions.clone(),
             scope: args.scope.clone(),
             session_id: session.clone(),
+            sandbox_id: String::new(),
             ttl,
         })
         .await?;

@@ -18,6 +18,8 @@ pub struct FirmaConfig {
     pub authority: AuthorityConfig,
     #[serde(default)]
     pub sidecar: SidecarConfig,
+    #[serde(default)]
+    pub run: RunConfig,
 }
 
 /// `[project]`: who the agent is and which provider it talks to.
@@ -289,6 +291,46 @@ impl Default for SidecarAuthorityConfig {
     }
 }
 
+/// `[run]`: how `firma run` confines the agent (docs/run.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `auto` (sandbox with what the kernel offers, warn about the rest), `required`, `off`.
+    #[serde(default)]
+    pub sandbox: SandboxMode,
+    /// Paths the agent must not see (`~/` is the home directory; relative paths are relative to
+    /// the workspace). Replaces the default list when set.
+    #[serde(default = "default_run_hide")]
+    pub hide: Vec<String>,
+    /// Paths the agent may write besides the workspace, a private `/tmp` and the agent's own
+    /// defaults (same syntax as `hide`).
+    #[serde(default)]
+    pub writable: Vec<String>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            sandbox: SandboxMode::default(),
+            hide: default_run_hide(),
+            writable: Vec::new(),
+        }
+    }
+}
+
+/// `firma run --sandbox` / `[run] sandbox`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Sandbox with every facility the kernel offers; one `warn:` line names what is missing.
+    #[default]
+    Auto,
+    /// Refuse to start (exit 2) unless every facility is available.
+    Required,
+    /// No sandbox (the relay still serves only this agent).
+    Off,
+}
+
 pub const DEFAULT_AUTHORITY_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_SIDECAR_LISTEN: &str = "127.0.0.1:8080";
 
@@ -297,6 +339,22 @@ fn default_run_actions() -> Vec<String> {
         "communication.external.send".into(),
         "communication.internal.send".into(),
     ]
+}
+/// Home secrets and workspace files no agent needs to read.
+pub const DEFAULT_RUN_HIDE: &[&str] = &[
+    "~/.ssh",
+    "~/.aws",
+    "~/.gnupg",
+    "~/.config/gcloud",
+    "~/.azure",
+    "~/.kube",
+    "~/.docker",
+    "~/.netrc",
+    "~/.git-credentials",
+    ".env",
+];
+fn default_run_hide() -> Vec<String> {
+    DEFAULT_RUN_HIDE.iter().map(|s| (*s).to_string()).collect()
 }
 fn default_token_ttl() -> Duration {
     Duration::from_secs(15 * 60)

@@ -1,12 +1,37 @@
 //! `firma run`: wrap an agent so every call it makes goes through the Sidecar.
 //!
-//! Steps: find (or implicitly scaffold) the project, make sure the daemon pair runs (starting it
-//! with `firma sidecar start --detach` when it does not), obtain a capability token from the
-//! Authority, start the credential relay, run the agent with proxy and CA variables, keep the
-//! token fresh, forward signals, and exit with the agent's status.
+//! Steps ([`session::execute`]): find (or implicitly scaffold) the project, make sure the daemon
+//! pair runs (starting it with `firma sidecar start --detach` when it does not), obtain a
+//! capability token from the Authority, start the credential relay, run the agent — inside the
+//! sandbox ([`sandbox`]) unless `--sandbox off` — with proxy and CA variables, keep the token
+//! fresh ([`refresh`]), forward signals ([`signals`]), and exit with the agent's status.
 
 pub mod env;
+pub mod layout;
+pub mod refresh;
 pub mod relay;
+pub mod sandbox;
+pub mod session;
+pub mod signals;
+
+pub use session::{RunError, RunOptions, execute};
+
+/// Why `firma run` (or its sandbox launcher) ended before the agent's own exit status; the CLI
+/// maps it to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// firma itself failed, or refused (a `--sandbox required` that cannot be met).
+    Error,
+    /// The agent's command could not be found or executed.
+    CommandNotFound,
+}
+
+/// Where `firma run` sends its own operator lines (the CLI renders them on stderr: stdout
+/// belongs to the agent).
+pub trait Notices: Send + Sync {
+    fn info(&self, message: &str);
+    fn warn(&self, message: &str);
+}
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -62,6 +62,7 @@ impl TokenVerifier for AuthorityTokens {
                 session_id: claims.session_id,
                 actions: claims.actions,
                 resource_scope: claims.resource_scope,
+                sandbox_id: claims.sandbox_id,
             }),
             Err(TokenError::Expired { token_id, .. }) => Err(TokenRejection::Expired { token_id }),
             Err(err) => Err(TokenRejection::Invalid(err.to_string())),
@@ -129,6 +130,7 @@ mod tests {
             resource_scope: "*".into(),
             issued_at: now - chrono::Duration::hours(2),
             expires_at: now + expires_in,
+            sandbox_id: String::new(),
         }
     }
 

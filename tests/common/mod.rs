@@ -2,6 +2,7 @@
 //! `firma` binary, and guards that stop every process a test starts, also when it fails.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod authority;
 pub mod http;
 
