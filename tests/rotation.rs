@@ -33,6 +33,7 @@ fn draft(i: u64) -> AuditDraft {
         agent_id: "codex".into(),
         session_id: "s".into(),
         token_id: "t".into(),
+        sandbox_id: String::new(),
         intent: Intent {
             action_class: "communication.internal.send".into(),
             method: "GET".into(),

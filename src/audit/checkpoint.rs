@@ -59,6 +59,11 @@ impl Checkpoint {
         (line, sealed.sig)
     }
 
+    /// The signed line (with newline).
+    pub fn to_line(&self, key: &SigningKey) -> Vec<u8> {
+        self.seal(key).0
+    }
+
     /// Sign and atomically replace the checkpoint file; returns the line written.
     pub fn write(&self, path: &Path, key: &SigningKey) -> Result<Vec<u8>, Hinted> {
         let (line, _) = self.seal(key);

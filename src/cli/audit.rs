@@ -14,6 +14,7 @@ use crate::audit::control;
 use crate::audit::verify::{
     CheckpointStatus, FindingKind, VerifyOptions, VerifyReport, resume_at_seq, verify,
 };
+use crate::authority::witness_check::WitnessReport;
 use crate::config::dirs::resolve_state_dir;
 use crate::config::keys::{load_verifying_key, public_path};
 use crate::config::{Discovery, LoadedConfig};
@@ -81,6 +82,10 @@ pub struct VerifyArgs {
     /// Machine-readable report on stdout (schema in docs/audit-log.md).
     #[arg(long)]
     pub json: bool,
+    /// Also compare the log with the checkpoint the Authority witnessed: a tail removed together
+    /// with audit.checkpoint is `truncated` (docs/audit-log.md#witnessed-checkpoints).
+    #[arg(long)]
+    pub witness: bool,
     /// Worker threads for signatures [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -137,6 +142,11 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         },
     };
     let key = load_verifying_key(&key_path)?;
+    let witness = if args.witness {
+        Some(witness(&args, &loaded, &files, &key)?)
+    } else {
+        None
+    };
     let checkpoint = files
         .last()
         .map(|f| crate::state_dir::AuditFiles::of_log(f).checkpoint());
@@ -161,17 +171,52 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         options.checkpoint = Some(path.clone());
     }
     let report = verify(&options)?;
+    let witness_ok = witness.as_ref().is_none_or(WitnessReport::is_ok);
     if args.json {
-        let text = serde_json::to_string_pretty(&report).expect("reports always serialise");
+        let mut json = serde_json::to_value(&report).expect("reports always serialise");
+        if let Some(witness) = &witness {
+            json["witness"] = serde_json::to_value(witness).expect("reports always serialise");
+            json["ok"] = (report.ok && witness_ok).into();
+        }
+        let text = serde_json::to_string_pretty(&json).expect("reports always serialise");
         println!("{text}");
     } else {
         print_human(&report, &key_path);
+        if let Some(witness) = &witness {
+            let line = crate::authority::witness_check::describe(witness);
+            if witness_ok {
+                output::ok(format!("witness: {line}"));
+            } else {
+                output::error(&Hinted::new(format!("witness: {line}")).hint(
+                    "the log lost records the Authority saw: restore it from a backup, and \
+                     treat the gap as tampering",
+                ));
+            }
+        }
     }
-    Ok(if report.ok {
+    Ok(if report.ok && witness_ok {
         Outcome::Success
     } else {
         Outcome::FoundProblems
     })
+}
+
+/// What the Authority witnessed for this project's Sidecar, compared with `files`.
+fn witness(
+    args: &VerifyArgs,
+    loaded: &Result<LoadedConfig, Hinted>,
+    files: &[PathBuf],
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<WitnessReport, Hinted> {
+    let loaded = loaded.as_ref().map_err(Clone::clone)?;
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?
+        .block_on(crate::authority::witness_check::check(
+            &state, loaded, files, key,
+        ))
 }
 
 fn run_rotate(args: RotateArgs) -> CommandResult {

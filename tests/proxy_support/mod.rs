@@ -286,10 +286,13 @@ pub fn reason(record: &Value) -> String {
 
 impl Stack {
     pub fn client(&self) -> AuthorityClient<tonic::transport::Channel> {
-        let url = format!("http://{}", self.authority_addr);
+        let socket = self.world.state_dir().join("authority.sock");
         self.runtime
-            .block_on(AuthorityClient::connect(url))
-            .expect("connect to the authority")
+            .block_on(firma::authority::client::connect(
+                &format!("unix:{}", socket.display()),
+                None,
+            ))
+            .expect("connect to the authority's operator socket")
     }
 
     pub fn issue(&self, actions: &[&str], scope: &str) -> (String, String) {
@@ -302,6 +305,7 @@ impl Stack {
                 resource_scope: scope.into(),
                 session_id: "sess-1".into(),
                 ttl_seconds: 600,
+                sandbox_id: String::new(),
             }))
             .expect("issue")
             .into_inner();
@@ -328,6 +332,7 @@ impl Stack {
                 resource_scope: "*".into(),
                 session_id: "sess-1".into(),
                 ttl_seconds,
+                sandbox_id: String::new(),
             }))
             .expect("issue")
             .into_inner();
@@ -345,6 +350,7 @@ impl Stack {
             .block_on(client.revoke(RevokeRequest {
                 token_id: token_id.into(),
                 reason: "test".into(),
+                ..Default::default()
             }))
             .expect("revoke");
     }

@@ -310,6 +310,7 @@ impl AuditWriter {
             agent_id: draft.agent_id,
             session_id: draft.session_id,
             token_id: draft.token_id,
+            sandbox_id: draft.sandbox_id,
             intent: draft.intent,
             policy: draft.policy,
             latency_us: draft.latency_us,
