@@ -377,6 +377,21 @@ fn status_and_doctor_show_an_unavailable_log() {
         .unwrap()
         .clone();
     assert_eq!(sidecar["state"], "unhealthy", "{status:#}");
+    let degraded = &sidecar["health"]["degraded"][0];
+    assert_eq!(degraded["what"], "audit log", "{status:#}");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("deleted or renamed"),
+        "{status:#}"
+    );
+    let out = world.run(&["sidecar", "status"]);
+    assert!(
+        stdout(&out).contains("audit_unavailable"),
+        "{}",
+        stdout(&out)
+    );
     let out = world.run(&["doctor"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);

@@ -75,13 +75,20 @@ impl Component {
         }
     }
 
-    /// The explanation printed under the table, for a degraded or crashed component.
+    /// The explanation printed under the table, for a degraded, crashed or explained unhealthy
+    /// component.
     pub fn detail(&self) -> Option<String> {
         match self.state {
             State::Degraded => self
                 .health
                 .as_ref()
                 .map(|h| format!("{} degraded: {}", self.name, h.summary())),
+            // An unhealthy Sidecar says why when it can (its audit log is unavailable).
+            State::Unhealthy => self
+                .health
+                .as_ref()
+                .filter(|h| h.is_degraded())
+                .map(|h| format!("{} unhealthy: {}", self.name, h.summary())),
             State::Crashed => self.last_exit.as_ref().map(|exit| {
                 let log = exit
                     .log
