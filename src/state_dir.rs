@@ -250,6 +250,12 @@ impl AuditFiles {
     pub fn live(&self) -> &Path {
         &self.live
     }
+    /// The live file's (device, inode), to notice that it was rotated.
+    pub fn live_identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(&self.live).ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
     /// The signed checkpoint naming the last durable record.
     pub fn checkpoint(&self) -> PathBuf {
         self.live.with_extension("checkpoint")

@@ -65,10 +65,9 @@ impl LineSplitter<BufReader<File>> {
         )))
     }
 
-    /// Read `path` from byte `offset`, which is the start of line `number`.
-    pub fn open_at(path: &Path, number: u64, offset: u64) -> io::Result<Self> {
+    /// Read an open file from byte `offset`, which is the start of line `number`.
+    pub fn reading(mut file: File, number: u64, offset: u64) -> io::Result<Self> {
         use std::io::{Seek, SeekFrom};
-        let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(offset))?;
         Ok(Self::starting_at(
             BufReader::with_capacity(256 * 1024, file),

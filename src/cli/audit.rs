@@ -118,7 +118,11 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         Ok(loaded) => state.with_audit_dir(loaded.config.sidecar.audit.dir.clone()),
         Err(_) => state,
     };
-    let mut files = if args.files.is_empty() {
+    // The live file's identity before the files are listed: if it changes before they were all
+    // read, the Sidecar rotated meanwhile (see below).
+    let live = state.audit();
+    let mut listed_at = live.live_identity();
+    let files = if args.files.is_empty() {
         default_files(&state)?
     } else {
         args.files.clone()
@@ -147,30 +151,48 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     } else {
         None
     };
-    let checkpoint = files
-        .last()
-        .map(|f| crate::state_dir::AuditFiles::of_log(f).checkpoint());
-    let resume = match args.from_seq {
-        Some(seq) => {
-            let (index, resume) = resume_at_seq(&files, seq)?;
-            files.drain(..index);
-            Some(resume)
+    let options = |mut files: Vec<PathBuf>| -> Result<VerifyOptions, Hinted> {
+        let checkpoint = files
+            .last()
+            .map(|f| crate::state_dir::AuditFiles::of_log(f).checkpoint());
+        let resume = match args.from_seq {
+            Some(seq) => {
+                let (index, resume) = resume_at_seq(&files, seq)?;
+                files.drain(..index);
+                Some(resume)
+            }
+            None => None,
+        };
+        let mut options = VerifyOptions::new(files, key);
+        options.checkpoint = checkpoint;
+        options.resume = resume;
+        options.pinned_fingerprint = pin.clone();
+        if let Some(threads) = args.threads {
+            options.threads = threads.max(1);
         }
-        None => None,
+        if args.no_checkpoint {
+            options.checkpoint = None;
+        } else if let Some(path) = &args.checkpoint {
+            options.checkpoint = Some(path.clone());
+        }
+        Ok(options)
     };
-    let mut options = VerifyOptions::new(files, key);
-    options.checkpoint = checkpoint;
-    options.resume = resume;
-    options.pinned_fingerprint = pin;
-    if let Some(threads) = args.threads {
-        options.threads = threads.max(1);
+    let attempt = |files: Vec<PathBuf>| verify(&options(files)?);
+    let mut result = attempt(files);
+    // A rotation renames files and retention deletes them: one between listing and reading can
+    // look like a gap or a missing file. Then list and verify again (a log that is really broken
+    // fails again, with no rotation in between).
+    for _ in 0..3 {
+        let settled = matches!(&result, Ok(report) if report.ok)
+            || !args.files.is_empty()
+            || live.live_identity() == listed_at;
+        if settled {
+            break;
+        }
+        listed_at = live.live_identity();
+        result = default_files(&state).and_then(attempt);
     }
-    if args.no_checkpoint {
-        options.checkpoint = None;
-    } else if let Some(path) = &args.checkpoint {
-        options.checkpoint = Some(path.clone());
-    }
-    let report = verify(&options)?;
+    let report = result?;
     let witness_ok = witness.as_ref().is_none_or(WitnessReport::is_ok);
     if args.json {
         let mut json = serde_json::to_value(&report).expect("reports always serialise");

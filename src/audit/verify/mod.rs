@@ -89,29 +89,12 @@ pub fn verify(options: &VerifyOptions) -> Result<VerifyReport, Hinted> {
                 .hint("pass the audit.pub written by `firma init`"),
         );
     }
-    for (i, file) in options.files.iter().enumerate() {
-        if let Err(err) = std::fs::metadata(file) {
-            // A deleted log whose checkpoint survived is evidence, not an input error: verify
-            // it as empty and let the checkpoint report the truncation.
-            let checkpointed = options.checkpoint.as_ref().is_some_and(|c| c.exists());
-            if i + 1 == options.files.len()
-                && err.kind() == std::io::ErrorKind::NotFound
-                && checkpointed
-            {
-                continue;
-            }
-            return Err(
-                Hinted::new(format!("cannot read audit log {}: {err}", file.display())).hint(
-                    "check the path; the Sidecar creates <state dir>/audit.jsonl, \
-                     `firma init` an empty one",
-                ),
-            );
-        }
-    }
+    // The checkpoint first, then the files: the log only grows after the checkpoint was read.
     let checkpoint = match &options.checkpoint {
         Some(path) => Some((path.clone(), checkpoint::read(path, &options.key)?)),
         None => None,
     };
+    let opened = open_files(options)?;
     let expected = match &checkpoint {
         Some((_, Some(Ok(point)))) => Some(point.clone()),
         _ => None,
@@ -121,6 +104,37 @@ pub fn verify(options: &VerifyOptions) -> Result<VerifyReport, Hinted> {
         Some(_) => None,
     };
     let mut walker = Walker::new(options, expected.as_ref(), retained);
-    pipeline::run(options, &mut walker)?;
+    pipeline::run(options, opened, &mut walker)?;
     Ok(walker.finish(options, checkpoint))
+}
+
+/// Open every file before reading any, so a rotation while verifying (which renames files)
+/// cannot swap one under the walk.
+fn open_files(options: &VerifyOptions) -> Result<Vec<Option<std::fs::File>>, Hinted> {
+    let last = options.files.len().saturating_sub(1);
+    options
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| match std::fs::File::open(file) {
+            Ok(opened) => Ok(Some(opened)),
+            // A deleted log whose checkpoint survived is evidence, not an input error: verify
+            // it as empty and let the checkpoint report the truncation.
+            Err(err)
+                if i == last
+                    && err.kind() == std::io::ErrorKind::NotFound
+                    && options.checkpoint.as_ref().is_some_and(|c| c.exists()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => {
+                Err(
+                    Hinted::new(format!("cannot read audit log {}: {err}", file.display())).hint(
+                        "check the path; the Sidecar creates <state dir>/audit.jsonl, \
+                     `firma init` an empty one",
+                    ),
+                )
+            }
+        })
+        .collect()
 }

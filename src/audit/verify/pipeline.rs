@@ -3,6 +3,7 @@
 //! the results reach the walker in file order.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -48,24 +49,33 @@ struct Chunk {
     lines: Vec<RawLine>,
 }
 
-/// Check every line of `options.files` and hand the results to `walker` in order.
-pub(super) fn run(options: &VerifyOptions, walker: &mut Walker) -> Result<(), Hinted> {
+/// Check every line of `options.files` (already open, so a rotation during the walk moves no
+/// file under it; `None`: a deleted last log) and hand the results to `walker` in order.
+pub(super) fn run(
+    options: &VerifyOptions,
+    opened: Vec<Option<File>>,
+    walker: &mut Walker,
+) -> Result<(), Hinted> {
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
     if threads <= 1 {
-        produce(options, |chunk| {
+        produce(options, opened, |chunk| {
             walker.take(check_chunk(&chunk, &options.key, options.batch));
             !(options.stop_at_first && walker.found_problem())
         })
     } else {
-        run_parallel(options, threads, walker)
+        run_parallel(options, opened, threads, walker)
     }
 }
 
 /// Cut the files into chunks and hand each to `sink` (which returns false to stop).
-fn produce(options: &VerifyOptions, mut sink: impl FnMut(Chunk) -> bool) -> Result<(), Hinted> {
+fn produce(
+    options: &VerifyOptions,
+    opened: Vec<Option<File>>,
+    mut sink: impl FnMut(Chunk) -> bool,
+) -> Result<(), Hinted> {
     let mut index = 0;
     // Stopping early only pays if the walker sees lines as soon as they are read.
     let chunk_lines = if options.stop_at_first {
@@ -73,22 +83,17 @@ fn produce(options: &VerifyOptions, mut sink: impl FnMut(Chunk) -> bool) -> Resu
     } else {
         CHUNK_LINES
     };
-    for (file_index, path) in options.files.iter().enumerate() {
+    for (file_index, (path, file)) in options.files.iter().zip(opened).enumerate() {
+        let Some(file) = file else {
+            continue; // a deleted last log (see `verify`)
+        };
         let lines = match options.resume {
             Some(resume) if file_index == 0 => {
-                LineSplitter::open_at(path, resume.line, resume.offset)
+                LineSplitter::reading(file, resume.line, resume.offset)
             }
-            _ => LineSplitter::open(path),
-        };
-        let lines = match lines {
-            Err(err)
-                if err.kind() == std::io::ErrorKind::NotFound
-                    && file_index + 1 == options.files.len() =>
-            {
-                continue; // a deleted last log (see `verify`)
-            }
-            other => other.map_err(|err| read_error(path, &err))?,
-        };
+            _ => LineSplitter::reading(file, 1, 0),
+        }
+        .map_err(|err| read_error(path, &err))?;
         let mut chunk = Vec::with_capacity(chunk_lines);
         for line in lines {
             chunk.push(line.map_err(|err| read_error(path, &err))?);
@@ -125,6 +130,7 @@ fn read_error(path: &Path, err: &std::io::Error) -> Hinted {
 
 fn run_parallel(
     options: &VerifyOptions,
+    opened: Vec<Option<File>>,
     threads: usize,
     walker: &mut Walker,
 ) -> Result<(), Hinted> {
@@ -132,7 +138,8 @@ fn run_parallel(
     let (done_tx, done_rx) = sync_channel::<(u64, Vec<LineCheck>)>(threads * 2);
     let work_rx = Arc::new(Mutex::new(work_rx));
     std::thread::scope(|scope| {
-        let producer = scope.spawn(move || produce(options, |chunk| work_tx.send(chunk).is_ok()));
+        let producer =
+            scope.spawn(move || produce(options, opened, |chunk| work_tx.send(chunk).is_ok()));
         for _ in 0..threads {
             let work_rx = Arc::clone(&work_rx);
             let done_tx: SyncSender<_> = done_tx.clone();
