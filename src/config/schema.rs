@@ -582,3 +582,50 @@ pub mod duration_str {
         Ok(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_the_rest() {
+        let parse = |text: &str| text.parse::<ByteSize>().map(ByteSize::bytes);
+        assert_eq!(parse("256MiB"), Ok(256 << 20));
+        assert_eq!(parse("1GiB"), Ok(1 << 30));
+        assert_eq!(parse("500KB"), Ok(500_000));
+        assert_eq!(parse("4096"), Ok(4096));
+        assert_eq!(parse(" 2 MiB "), Ok(2 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "1.5GiB",
+            "-1",
+            "10 parsecs",
+            "99999999999999999999TiB",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let toml: super::AuditConfig =
+            toml::from_str("rotate_size = 1024\nmax_total_size = \"1GiB\"").unwrap();
+        assert_eq!(toml.rotate_size, Some(ByteSize::new(1024)));
+        assert_eq!(toml.max_total_size, Some(ByteSize::new(1 << 30)));
+        let err = toml::from_str::<super::AuditConfig>("rotate_size = \"lots\"").unwrap_err();
+        assert!(err.to_string().contains("invalid size"), "{err}");
+    }
+
+    proptest! {
+        /// What is printed parses back to the same size.
+        #[test]
+        fn display_round_trips(bytes in any::<u64>()) {
+            let size = ByteSize::new(bytes);
+            prop_assert_eq!(size.to_string().parse::<ByteSize>(), Ok(size));
+        }
+
+        /// No input panics the parser.
+        #[test]
+        fn parsing_never_panics(text in ".{0,24}") {
+            let _ = text.parse::<ByteSize>();
+        }
+    }
+}
