@@ -655,3 +655,41 @@ fn doctor_warns_about_an_audit_log_on_tmpfs() {
     assert!(text.contains("tmpfs"), "{text}");
     assert!(text.contains("[sidecar.audit] dir"), "{text}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// Rotations at any points keep one chain that verifies; removing any one file by hand
+        /// never verifies.
+        #[test]
+        fn rotations_anywhere_verify_and_a_removed_file_is_caught(
+            cuts in prop::collection::vec(1u64..6, 1..5),
+            victim in any::<prop::sample::Index>(),
+        ) {
+            let log = new_log();
+            let writer = log.open(options());
+            let mut i = 0;
+            for run in &cuts {
+                for _ in 0..*run {
+                    writer.append(draft(i)).unwrap();
+                    i += 1;
+                }
+                writer.rotate(Trigger::Operator).unwrap();
+            }
+            writer.append(draft(i)).unwrap();
+            writer.shutdown().unwrap();
+            let report = log.verify();
+            prop_assert!(report.ok, "{:#?}", report);
+            let files = log.files.oldest_first();
+            prop_assert_eq!(files.len(), cuts.len() + 1);
+            let gone = &files[victim.index(files.len() - 1)];
+            std::fs::remove_file(gone).unwrap();
+            let report = log.verify();
+            prop_assert!(!report.ok, "removing {:?} went unnoticed", gone);
+        }
+    }
+}
