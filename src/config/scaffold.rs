@@ -495,9 +495,9 @@ mod tests {
         for provider in providers::PROVIDERS {
             let text = render_mapping_rules(provider);
             let table = MappingTable::parse(&text, Path::new("m.toml")).expect("rules load");
-            assert!(table.classify("GET", "127.0.0.1", "/").is_some());
+            assert!(table.classify("GET", "127.0.0.1", 80, "/").is_some());
             for host in provider.hosts {
-                let rule = table.classify("POST", host, "/v1/x").unwrap();
+                let rule = table.classify("POST", host, 443, "/v1/x").unwrap();
                 assert_eq!(rule.action_class, "communication.external.send");
             }
         }
