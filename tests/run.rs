@@ -56,6 +56,16 @@ fn forbid_admin(world: &World) {
     .unwrap();
 }
 
+/// The scaffold reaches no local service: map the upstream's port.
+fn allow_local_port(world: &World, port: u16) {
+    let rules = world.project_dir().join("mapping-rules.toml");
+    let mut text = std::fs::read_to_string(&rules).unwrap();
+    text.push_str(&format!(
+        "\n[[rules]]\nhost = \"127.0.0.1\"\nports = [{port}]\naction_class = \"communication.internal.send\"\n"
+    ));
+    std::fs::write(rules, text).unwrap();
+}
+
 fn audit_lines(world: &World) -> Vec<serde_json::Value> {
     std::fs::read_to_string(world.state_dir().join("audit.jsonl"))
         .unwrap()
@@ -70,6 +80,7 @@ fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     world.init(&[]);
     forbid_admin(&world);
     let (_upstream, port) = upstream(&world.path().join("www"));
+    allow_local_port(&world, port);
     let _daemon = DaemonGuard(&world);
 
     let hello = format!("http://127.0.0.1:{port}/hello.txt");

@@ -117,6 +117,7 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
     let relay_addr = relay::start(sidecar, token.clone())
         .await
         .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?;
+    let _published = relay::publish(&state, relay_addr).map_err(setup)?;
     let (bundle, ca_cert) = env::write_ca_bundle(&state).map_err(setup)?;
     tokio::spawn(refresh_forever(request, issued, token));
 

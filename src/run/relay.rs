@@ -45,6 +45,28 @@ impl CurrentToken {
     }
 }
 
+/// The relay's address, published in the state dir so the Sidecar never forwards a call to it
+/// (a call through the Sidecar to a relay would come back with the relay's token). Removed when
+/// dropped.
+pub struct Published(std::path::PathBuf);
+
+/// Publish `addr` as this process's relay ([`crate::state_dir::StateDir::relay_listen_file`]).
+pub fn publish(
+    state: &crate::state_dir::StateDir,
+    addr: SocketAddr,
+) -> Result<Published, crate::error::Hinted> {
+    crate::config::dirs::ensure_private_dir(&state.relay_listen_dir())?;
+    let path = state.relay_listen_file(std::process::id());
+    crate::config::fsutil::write_atomic(&path, format!("{addr}\n").as_bytes(), 0o600)?;
+    Ok(Published(path))
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Bind on loopback and serve until the runtime shuts down. Returns the bound address.
 pub async fn start(sidecar: SocketAddr, token: CurrentToken) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
