@@ -109,19 +109,20 @@ impl Destinations {
         target: &Target,
         addr: SocketAddr,
         verdict: &Verdict,
-    ) -> Result<SocketAddr, Verdict> {
+    ) -> Result<SocketAddr, Box<Verdict>> {
         if self.is_firma(addr) {
-            return Err(verdict.deny(Reason::SelfTarget, self_target(target, addr).detail));
+            let refused = verdict.deny(Reason::SelfTarget, self_target(target, addr).detail);
+            return Err(Box::new(refused));
         }
         if verdict.deny_private && !target.is_ip_literal() && is_private(addr.ip()) {
-            return Err(verdict.deny(
+            return Err(Box::new(verdict.deny(
                 Reason::PrivateAddress,
                 format!(
                     "{} resolves to {} (loopback, link-local or private); its mapping rule has deny_private",
                     target.host,
                     addr.ip()
                 ),
-            ));
+            )));
         }
         Ok(addr)
     }

@@ -181,6 +181,10 @@ impl Verdict {
         }
     }
 
+    fn deny_boxed(&self, reason: Reason, detail: impl Into<String>) -> Box<Self> {
+        Box::new(self.deny(reason, detail))
+    }
+
     pub fn forwards(&self) -> bool {
         self.decision != Decision::Deny
     }
@@ -195,8 +199,9 @@ impl Verdict {
     }
 }
 
-/// A gate passes its value on, or ends the decision with a verdict.
-type Gate<T> = Result<T, Verdict>;
+/// A gate passes its value on, or ends the decision with a verdict (boxed: refusals are the
+/// rarer, larger case).
+type Gate<T> = Result<T, Box<Verdict>>;
 
 pub struct Pipeline {
     pub mapping: MappingTable,
@@ -210,7 +215,8 @@ impl Pipeline {
     /// Decide one call. Pure with respect to I/O: nothing is written here.
     pub fn decide(&self, call: &Call<'_>) -> Verdict {
         match self.gates(call) {
-            Ok(verdict) | Err(verdict) => verdict,
+            Ok(verdict) => verdict,
+            Err(refusal) => *refusal,
         }
     }
 
@@ -241,13 +247,13 @@ impl Pipeline {
             Some(rule) => Ok(Some(rule)),
             None => match self.unmapped {
                 UnmappedPolicy::Passthrough => Ok(None),
-                UnmappedPolicy::Deny => Err(Verdict::refused(
+                UnmappedPolicy::Deny => Err(Box::new(Verdict::refused(
                     Reason::Unmapped,
                     format!(
                         "no mapping rule classifies {} {}:{}{}",
                         call.method, call.host, call.port, call.path
                     ),
-                )),
+                ))),
             },
         }
     }
@@ -257,24 +263,26 @@ impl Pipeline {
     fn authenticate(&self, call: &Call<'_>, verdict: &mut Verdict) -> Gate<Arc<CapabilityClaims>> {
         let raw = match call.token {
             Presented::None => {
-                return Err(verdict.deny(
+                return Err(verdict.deny_boxed(
                     Reason::TokenMissing,
                     "no capability token in Proxy-Authorization",
                 ));
             }
-            Presented::Unreadable(why) => return Err(verdict.deny(Reason::TokenInvalid, *why)),
+            Presented::Unreadable(why) => {
+                return Err(verdict.deny_boxed(Reason::TokenInvalid, *why));
+            }
             Presented::Token(raw) => raw,
         };
         let claims = match self.verifier.verify(raw) {
             Ok(claims) => claims,
             Err(TokenRejection::Invalid(why)) => {
-                return Err(verdict.deny(Reason::TokenInvalid, why));
+                return Err(verdict.deny_boxed(Reason::TokenInvalid, why));
             }
             Err(TokenRejection::Expired { token_id }) => {
                 let mut expired =
                     verdict.deny(Reason::TokenExpired, "the capability token has expired");
                 expired.token_id = token_id;
-                return Err(expired);
+                return Err(Box::new(expired));
             }
         };
         verdict.agent_id.clone_from(&claims.agent_id);
@@ -282,7 +290,7 @@ impl Pipeline {
         verdict.token_id.clone_from(&claims.token_id);
         verdict.token_expires_at = Some(claims.expires_at);
         if self.authority.is_revoked(&claims.token_id) {
-            return Err(verdict.deny(
+            return Err(verdict.deny_boxed(
                 Reason::TokenRevoked,
                 format!("token {} has been revoked", claims.token_id),
             ));
@@ -299,7 +307,7 @@ impl Pipeline {
         verdict: &Verdict,
     ) -> Gate<()> {
         if !claims.allows_action(&rule.action_class) {
-            return Err(verdict.deny(
+            return Err(verdict.deny_boxed(
                 Reason::OutOfScope,
                 format!(
                     "the token does not grant {} (it grants {})",
@@ -309,7 +317,7 @@ impl Pipeline {
             ));
         }
         if !scope_matches(&claims.resource_scope, resource) {
-            return Err(verdict.deny(
+            return Err(verdict.deny_boxed(
                 Reason::OutOfScope,
                 format!(
                     "{resource} is outside the token's resource scope {:?}",
@@ -330,14 +338,14 @@ impl Pipeline {
         mut verdict: Verdict,
     ) -> Gate<Verdict> {
         let Some(bundle) = self.authority.bundle() else {
-            return Err(verdict.deny(
+            return Err(verdict.deny_boxed(
                 Reason::NoBundle,
                 "no policy bundle received from the Authority",
             ));
         };
         verdict.bundle.clone_from(&bundle.version);
         if !bundle.is_fresh(Instant::now()) {
-            return Err(verdict.deny(
+            return Err(verdict.deny_boxed(
                 Reason::BundleStale,
                 format!(
                     "policy bundle {} was not refreshed within its {}s TTL",
@@ -360,7 +368,7 @@ impl Pipeline {
                 port: call.port,
                 path: call.path,
             })
-            .map_err(|err| verdict.deny(Reason::EvaluationError, err))?;
+            .map_err(|err| verdict.deny_boxed(Reason::EvaluationError, err))?;
         if eval.allowed {
             verdict.decision = Decision::Allow;
             verdict.reason = Reason::Allowed;
