@@ -7,6 +7,8 @@ pub mod config;
 pub mod error;
 #[path = "../formatters/mod.rs"]
 pub mod formatters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod monitor;
 pub mod proto;

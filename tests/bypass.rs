@@ -460,8 +460,10 @@ fn firma_listeners_are_never_reachable_by_any_alias() {
             write_rules(world, rules);
             let relays = world.state_dir().join("relays");
             std::fs::create_dir_all(&relays).unwrap();
+            // Named after a live process (this test), like a running relay's file.
+            let me = std::process::id();
             std::fs::write(
-                relays.join("4242.listen"),
+                relays.join(format!("{me}.listen")),
                 format!("127.0.0.1:{relay_port}\n"),
             )
             .unwrap();
@@ -645,6 +647,10 @@ fn revocation_and_a_denying_bundle_close_open_tunnels() {
     assert!(
         why.starts_with("tunnel_closed: policy_denied: forbidden by no-tunnels"),
         "{why}"
+    );
+    assert_eq!(
+        record["policy"]["determining"],
+        serde_json::json!(["no-tunnels"])
     );
     assert_eq!(upstream.hits.load(Ordering::SeqCst), 2);
 }

@@ -179,6 +179,18 @@ fn read_relay_ports(dir: &std::path::Path) -> HashSet<u16> {
     };
     entries
         .filter_map(Result::ok)
+        // `<pid>.listen`: a relay whose process is gone (killed before it could clean up) no
+        // longer holds its port.
+        .filter(|entry| {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_suffix(".listen"));
+            pid.and_then(|p| p.parse::<i32>().ok()).is_none_or(|pid| {
+                !matches!(
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                    Err(nix::errno::Errno::ESRCH)
+                )
+            })
+        })
         .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
         .filter_map(|text| text.trim().parse::<SocketAddr>().ok())
         .map(|addr| addr.port())
@@ -277,12 +289,28 @@ mod tests {
             d.literal_self_target(&target("http://127.0.0.1:7100/"))
                 .is_none()
         );
-        std::fs::write(dir.path().join("relays/42.listen"), "127.0.0.1:7100\n").unwrap();
+        let me = std::process::id();
+        std::fs::write(
+            dir.path().join(format!("relays/{me}.listen")),
+            "127.0.0.1:7100\n",
+        )
+        .unwrap();
         // Directory mtimes have coarse granularity: force a re-read for the test.
         d.relays.write().unwrap().0 = None;
         assert!(
             d.literal_self_target(&target("http://127.0.0.1:7100/"))
                 .is_some()
+        );
+        // A relay whose process is gone no longer holds its port.
+        std::fs::write(
+            dir.path().join("relays/2147483646.listen"),
+            "127.0.0.1:7200\n",
+        )
+        .unwrap();
+        d.relays.write().unwrap().0 = None;
+        assert!(
+            d.literal_self_target(&target("http://127.0.0.1:7200/"))
+                .is_none()
         );
     }
 

@@ -600,6 +600,8 @@ impl Proxy {
             Some(ended) => {
                 record.decision = ended.decision;
                 record.detail = format!("{}; {bytes}", ended.audit_reason());
+                record.bundle.clone_from(&ended.bundle);
+                record.determining.clone_from(&ended.determining);
                 tracing::info!(host = %target.host, reason = ended.reason.code(), "closed a tunnel whose authority ended");
             }
             None => record.detail = format!("connection closed; {bytes}"),
