@@ -4,13 +4,16 @@ pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 #[path = "../formatters/mod.rs"]
 pub mod formatters;
+pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lifecycle;
 pub mod monitor;
+pub mod platform;
 pub mod proto;
 pub mod run;
 pub mod sidecar;

@@ -7,7 +7,9 @@
 //! | `authority.pid`, `sidecar.pid`, `stack.pid` | lifecycle | decimal pid + `\n` |
 //! | `authority.listen`, `sidecar.listen` | lifecycle | bound `ip:port` + `\n` |
 //! | `.authority.identity`, `.sidecar.identity`, `.stack.identity` | lifecycle | PID-reuse guard |
-//! | `.stack.json` | lifecycle | how the pair was started |
+//! | `.stack.json` | lifecycle | how the pair was started, which project it serves |
+//! | `.exits.json` | supervisor | how each component ended this run, restart counts |
+//! | `.authority.health.json`, `.sidecar.health.json` | Authority / Sidecar | degraded states (e.g. an older policy bundle in force) |
 //! | `.stop-requested` | `sidecar stop` | marks a requested stop (not a crash) |
 //! | `.notify-<tag>-<pid>.sock` | lifecycle | readiness datagram sockets |
 //! | `stack.lock` | lifecycle | exclusive lock, holder pid |
@@ -98,6 +100,14 @@ impl StateDir {
     }
     pub fn meta_file(&self) -> PathBuf {
         self.dir.join(".stack.json")
+    }
+    /// How each component of the current (or last) run ended, written by the supervisor.
+    pub fn exits_file(&self) -> PathBuf {
+        self.dir.join(".exits.json")
+    }
+    /// What a running component reports about its own health (degraded states).
+    pub fn health_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!(".{}.health.json", role.file_stem()))
     }
     /// The Authority's operator socket (Unix domain, 0600): mint and revoke, peer uid checked.
     pub fn authority_socket(&self) -> PathBuf {

@@ -30,7 +30,7 @@ pub async fn connect_with(
     let channel = endpoint.connect().await.map_err(|err| {
         Hinted::new(format!(
             "cannot reach the Authority at {url}: {}",
-            error_chain(&err)
+            crate::error::chain(&err)
         ))
         .hint(
             "start it (`firma sidecar start`, or `firma authority` in the foreground), or check \
@@ -96,7 +96,7 @@ pub fn endpoint(
                 Hinted::new(format!(
                     "TLS setup for {url} with CA {} failed: {}",
                     ca_cert.display(),
-                    error_chain(&err)
+                    crate::error::chain(&err)
                 ))
                 .hint("the CA file must hold PEM certificates")
             })
@@ -113,21 +113,6 @@ pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// An error and its causes on one line (tonic's top-level message is often just "transport error").
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::{CommandResult, Outcome};
 use crate::authority::server;
 use crate::config::Discovery;
 use crate::error::Hinted;
+use crate::platform::signals::{Sig, Signals};
 
 const AFTER_HELP: &str = "\
 Serves firma.v1.Authority (IssueCapability, Revoke, WatchPolicyBundle, WatchRevocations), the
@@ -21,13 +22,13 @@ is not a terminal (FIRMA_LOG sets the filter, default info). See docs/authority.
 #[derive(Debug, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct AuthorityArgs {
-    /// State directory (env: FIRMA_STATE_DIR). Accepted for symmetry with `firma sidecar`;
-    /// the Authority keeps nothing there.
+    /// State directory (env: FIRMA_STATE_DIR): the Authority publishes its health there
+    /// (`.authority.health.json`: degraded while an older policy bundle is in force).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(_args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
+pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     let loaded = Discovery::new(config).load()?;
     let settings = server::Settings::from_config(&loaded.config.authority)?;
     super::logging::init_daemon_logging();
@@ -38,15 +39,20 @@ pub fn run(_args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
         .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
     let config_path = loaded.path.clone();
     let result = runtime.block_on(async move {
-        let mut signals = Signals::install()?;
+        let mut signals = Signals::install(Sig::TERMINATE)?;
         let authority = server::start(settings).await?;
+        let (state, _) = crate::config::dirs::resolve_state_dir(args.state_dir.as_deref());
+        match crate::lifecycle::health::HealthReporter::new(state, crate::state_dir::Role::Authority) {
+            Ok(reporter) => authority.stores().report_health_to(reporter),
+            Err(err) => tracing::warn!(error = %err, "cannot publish health; status will not show a degraded bundle"),
+        }
         let addr = authority.local_addr().to_string();
         tracing::info!(addr = %addr, config = %config_path.display(), "ready");
         if let Err(err) = crate::lifecycle::notify::notify_ready(&addr, "authority ready") {
             tracing::warn!("cannot send the readiness notification: {err}");
         }
-        let signal = signals.wait().await;
-        tracing::info!(signal, "shutting down");
+        let signal = signals.recv().await;
+        tracing::info!(signal = signal.name(), "shutting down");
         authority.shutdown().await;
         tracing::info!("stopped");
         Ok::<(), Hinted>(())
@@ -54,29 +60,4 @@ pub fn run(_args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     // Stragglers (aborted connection tasks) get a moment, never more.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.map(|()| Outcome::Success)
-}
-
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self, Hinted> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let install = |kind| {
-            signal(kind).map_err(|err| Hinted::new(format!("cannot install signal handler: {err}")))
-        };
-        Ok(Self {
-            term: install(SignalKind::terminate())?,
-            int: install(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn wait(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
 }

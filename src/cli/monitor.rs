@@ -87,7 +87,10 @@ pub struct MonitorArgs {
     pub format: String,
 }
 
-pub fn run(args: MonitorArgs, _config: Option<PathBuf>) -> CommandResult {
+pub fn run(args: MonitorArgs, config: Option<PathBuf>) -> CommandResult {
+    // `--config` does not choose the state dir; it only names the project for this warning.
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    super::project::warn_if_other_project(&state, config);
     let stdout = io::stdout();
     let mut lock = stdout.lock();
     let color = output::color_choice().for_stdout();

@@ -80,6 +80,15 @@ pub fn warn(message: impl AsRef<str>) {
     eprintln!("{prefix}: {}", message.as_ref());
 }
 
+/// `next:` and one line per suggested command, each with what it does.
+pub fn next_steps(steps: &[(String, &str)]) {
+    println!("next:");
+    for (command, what) in steps {
+        // Padding keeps the usual short commands aligned; a long path just runs on.
+        println!("  {command:<24}  # {what}");
+    }
+}
+
 /// `error: <message>` and, when there is one, `  hint: <hint>` on stderr.
 pub fn error(err: &Hinted) {
     let color = color_choice().for_stderr();

@@ -8,15 +8,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
+use super::exit_code;
 use super::output;
-use crate::config::dirs::{resolve_data_dir, resolve_state_dir};
+use super::project::refuse_other_project;
+use crate::config::dirs::{StateDirSource, resolve_data_dir, resolve_state_dir};
 use crate::config::providers::{DEFAULT_PROVIDER, KNOWN_AGENTS};
 use crate::config::scaffold::{AuthorityChoice, ScaffoldOptions, scaffold};
 use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
+use crate::platform::process::signal_child;
+use crate::platform::signals::{Sig, Signals};
 use crate::run::{self, env, relay};
 use crate::state_dir::StateDir;
 
@@ -39,9 +42,6 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// Exit status for "command not found / not executable", as shells use it.
-const EXIT_NOT_FOUND: u8 = 127;
-
 pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -53,7 +53,7 @@ pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
             output::error(&Hinted::new(format!(
                 "cannot start the async runtime: {err}"
             )));
-            return ExitCode::from(2);
+            return ExitCode::from(exit_code::ERROR);
         }
     };
     match runtime.block_on(execute(args, config)) {
@@ -68,13 +68,15 @@ pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
 type RunError = (u8, Hinted);
 
 fn setup(err: Hinted) -> RunError {
-    (2, err)
+    (exit_code::ERROR, err)
 }
 
 async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError> {
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
-    let command = resolve_command(&args).map_err(|err| (EXIT_NOT_FOUND, err))?;
+    let (state, source) = resolve_state_dir(args.state_dir.as_deref());
+    let command = resolve_command(&args).map_err(|err| (exit_code::COMMAND_NOT_FOUND, err))?;
     let loaded = ensure_project(&args.agent, config, &state).map_err(setup)?;
+    let explicit = source == StateDirSource::Flag;
+    refuse_other_project(&state, &loaded.path, explicit).map_err(setup)?;
 
     let sidecar = match run::sidecar_running(&state) {
         Some(addr) => addr,
@@ -127,7 +129,7 @@ async fn execute(args: RunArgs, config: Option<PathBuf>) -> Result<u8, RunError>
         .envs(env::agent_env(relay_addr, &bundle, &ca_cert));
     let mut child = child.spawn().map_err(|err| {
         (
-            EXIT_NOT_FOUND,
+            exit_code::COMMAND_NOT_FOUND,
             Hinted::new(format!("cannot run {:?}: {err}", command[0]))
                 .hint("check that the command exists and is executable (is it on PATH?)"),
         )
@@ -205,21 +207,7 @@ async fn refresh_forever(
 /// Wait for the agent, passing on SIGTERM, SIGHUP and SIGQUIT. SIGINT is passed on only when
 /// stdin is not a terminal: on a terminal, Ctrl-C already reaches the agent (same process group).
 async fn forward_signals_until_exit(child: &mut tokio::process::Child) -> Result<u8, Hinted> {
-    let listen = |kind| {
-        signal(kind).map_err(|err| Hinted::new(format!("cannot install signal handlers: {err}")))
-    };
-    let (mut term, mut hup, mut quit, mut int) = (
-        listen(SignalKind::terminate())?,
-        listen(SignalKind::hangup())?,
-        listen(SignalKind::quit())?,
-        listen(SignalKind::interrupt())?,
-    );
-    let pid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
-    let forward = |sig: nix::sys::signal::Signal| {
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(pid, sig);
-        }
-    };
+    let mut signals = Signals::install(&[Sig::Term, Sig::Hup, Sig::Quit, Sig::Int])?;
     let tty = std::io::stdin().is_terminal();
     loop {
         tokio::select! {
@@ -229,10 +217,13 @@ async fn forward_signals_until_exit(child: &mut tokio::process::Child) -> Result
                 let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
                 return Ok(u8::try_from(code).unwrap_or(1));
             }
-            _ = term.recv() => forward(nix::sys::signal::Signal::SIGTERM),
-            _ = hup.recv() => forward(nix::sys::signal::Signal::SIGHUP),
-            _ = quit.recv() => forward(nix::sys::signal::Signal::SIGQUIT),
-            _ = int.recv() => if !tty { forward(nix::sys::signal::Signal::SIGINT) },
+            sig = signals.recv() => {
+                // On a terminal, Ctrl-C already reached the agent (same process group).
+                let forward = sig != Sig::Int || !tty;
+                if forward && let Some(pid) = child.id() {
+                    signal_child(pid, sig.to_nix());
+                }
+            }
         }
     }
 }

@@ -103,9 +103,13 @@ struct Target {
 }
 
 fn locate(state_dir: Option<&Path>, config: Option<PathBuf>) -> Result<Target, Hinted> {
-    let (state, _) = dirs::resolve_state_dir(state_dir);
+    let (state, source) = dirs::resolve_state_dir(state_dir);
     let listen_file = state.listen_file(Role::Authority);
     let loaded: Result<LoadedConfig, Hinted> = Discovery::new(config).load();
+    if let Ok(l) = &loaded {
+        let explicit = source == dirs::StateDirSource::Flag;
+        super::project::refuse_other_project(&state, &l.path, explicit)?;
+    }
     let (tls, ca_cert, allow_insecure) = match &loaded {
         Ok(l) => (
             l.config.authority.tls_cert.is_some(),

@@ -92,6 +92,52 @@ pub struct SidecarConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub authority: SidecarAuthorityConfig,
+    #[serde(default)]
+    pub supervise: SuperviseConfig,
+}
+
+/// What the supervisor does when a component dies on its own (systemd's `Restart=`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Tear the other component down and end (the guide's pair semantics).
+    #[default]
+    No,
+    /// Restart it after a delay, unless it exited with status 0.
+    OnFailure,
+}
+
+/// `[sidecar.supervise]`: self-healing of the daemon pair, modelled on systemd's `Restart=`,
+/// `RestartSec=`, `StartLimitBurst=` and `StartLimitIntervalSec=`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseConfig {
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Delay before the first restart; doubled for each further restart in the window.
+    #[serde(default = "default_restart_sec", with = "duration_str")]
+    pub restart_sec: Duration,
+    /// Upper bound of the doubled delay.
+    #[serde(default = "default_restart_max_delay", with = "duration_str")]
+    pub restart_max_delay: Duration,
+    /// At most this many restarts of a component within `start_limit_interval`; one more
+    /// failure and the supervisor gives up (tears the pair down and exits 2).
+    #[serde(default = "default_start_limit_burst")]
+    pub start_limit_burst: u32,
+    #[serde(default = "default_start_limit_interval", with = "duration_str")]
+    pub start_limit_interval: Duration,
+}
+
+impl Default for SuperviseConfig {
+    fn default() -> Self {
+        Self {
+            restart: RestartPolicy::No,
+            restart_sec: default_restart_sec(),
+            restart_max_delay: default_restart_max_delay(),
+            start_limit_burst: default_start_limit_burst(),
+            start_limit_interval: default_start_limit_interval(),
+        }
+    }
 }
 
 /// `[sidecar.proxy]`: the forward proxy agents reach through `HTTP(S)_PROXY`.
@@ -253,6 +299,18 @@ fn default_upstream_timeout() -> Duration {
 }
 fn default_fsync_interval() -> Duration {
     Duration::from_millis(50)
+}
+fn default_restart_sec() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_restart_max_delay() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_start_limit_burst() -> u32 {
+    5
+}
+fn default_start_limit_interval() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_sidecar_listen() -> SocketAddr {
     DEFAULT_SIDECAR_LISTEN.parse().expect("constant address")

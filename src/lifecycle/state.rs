@@ -2,7 +2,7 @@
 //! [`crate::state_dir`]): pidfiles (`kill $(cat sidecar.pid)` works), listen files, identity
 //! files (`pid= start= session= boot=`, the PID-reuse guard) and `.stack.json`.
 //!
-//! Every write is atomic (temp file + rename), so a reader never sees half a file.
+//! Every write is atomic (exclusive temp file + rename), so a reader never sees half a file.
 
 use std::fs;
 use std::io;
@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::Identity;
 use crate::error::Hinted;
+use crate::fsutil::{self, Durability};
+use crate::platform::identity::Identity;
 pub use crate::state_dir::{Role, StateDir};
 
 impl StateDir {
@@ -64,21 +65,23 @@ impl StateDir {
     }
 
     pub fn read_meta(&self) -> Option<StackMeta> {
-        serde_json::from_slice(&fs::read(self.meta_file()).ok()?).ok()
+        serde_json::from_slice(&fsutil::read_trusted(&self.meta_file()).ok()??).ok()
     }
 
-    /// Remove one role's pid, listen and identity files.
+    /// Remove one role's pid, listen, identity and health files.
     pub fn remove_process_files(&self, role: Role) {
         for path in [
             self.pid_file(role),
             self.listen_file(role),
             self.identity_file(role),
+            self.health_file(role),
         ] {
             remove_if_present(&path);
         }
     }
 
-    /// Remove every pid/listen/identity/meta file (not the lock, logs, audit log or CA).
+    /// Remove every pid/listen/identity/health/meta file (not the lock, the exit records, logs,
+    /// audit log or CA).
     pub fn remove_runtime_files(&self) {
         for role in Role::ALL {
             self.remove_process_files(role);
@@ -99,7 +102,7 @@ impl StateDir {
             let Some(pid) = name.to_str().and_then(StateDir::notify_socket_pid) else {
                 continue;
             };
-            if super::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
+            if crate::platform::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
                 remove_if_present(&entry.path());
             }
         }
@@ -124,6 +127,9 @@ pub struct StackMeta {
     pub authority_url: String,
     /// The exact firma.toml passed to both children.
     pub config: PathBuf,
+    /// The project it belongs to: the name of the directory holding `.firma/`.
+    #[serde(default)]
+    pub project: String,
     /// CA certificate used to verify an `https://` Authority, if configured.
     #[serde(default)]
     pub authority_ca_cert: Option<PathBuf>,
@@ -131,36 +137,16 @@ pub struct StackMeta {
     pub detached: bool,
 }
 
-/// Atomic (temp file + rename) but not fsynced: these files describe running processes, so they
-/// are worthless after a crash of the machine anyway, and an fsync per file would put tens of
-/// milliseconds between "ready" and `start` returning.
-fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|err| {
-        let _ = fs::remove_file(&tmp);
-        Hinted::new(format!("cannot write {}: {err}", path.display()))
-            .hint("check that the state directory exists and is writable")
-    })
+/// These files describe running processes: atomic, but not worth an fsync.
+pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
+    fsutil::write_atomic(path, contents, mode, Durability::Volatile)
 }
 
+/// A pid, listen or identity file's contents. A symlink or a file another uid owns is never
+/// trusted (`StateDir::check_trusted` turns it into an error before a command relies on it).
 fn read_trimmed(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    let bytes = fsutil::read_trusted(path).ok()??;
+    Some(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
 pub fn remove_if_present(path: &Path) {

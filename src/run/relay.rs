@@ -57,7 +57,12 @@ pub fn publish(
 ) -> Result<Published, crate::error::Hinted> {
     crate::config::dirs::ensure_private_dir(&state.relay_listen_dir())?;
     let path = state.relay_listen_file(std::process::id());
-    crate::config::fsutil::write_atomic(&path, format!("{addr}\n").as_bytes(), 0o600)?;
+    crate::fsutil::write_atomic(
+        &path,
+        format!("{addr}\n").as_bytes(),
+        0o600,
+        crate::fsutil::Durability::Volatile,
+    )?;
     Ok(Published(path))
 }
 

@@ -20,8 +20,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::cache::{BoundedCache, LEAF_CACHE_BYTES};
 use crate::config::dirs::ensure_private_dir;
-use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 use crate::state_dir::StateDir;
 
 const CA_COMMON_NAME: &str = "firma Sidecar local CA";
@@ -73,8 +73,18 @@ impl CertificateAuthority {
         let cert = params
             .self_signed(&key)
             .map_err(|err| Hinted::new(format!("CA certificate: {err}")))?;
-        write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
+        write_atomic(
+            key_path,
+            key.serialize_pem().as_bytes(),
+            0o600,
+            Durability::Durable,
+        )?;
+        write_atomic(
+            &cert_path,
+            cert.pem().as_bytes(),
+            0o644,
+            Durability::Durable,
+        )?;
         Ok(Self {
             cert_path,
             cert_der: cert.der().clone(),
@@ -227,6 +237,36 @@ fn ca_params(name: &DistinguishedName) -> CertificateParams {
     params.not_before = date_time_ymd(year - 1, 1, 1);
     params.not_after = date_time_ymd(year + 10, 12, 31);
     params
+}
+
+/// The CA certificate on disk, as `doctor` sees it (without loading the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaStatus {
+    /// Not generated yet (the Sidecar creates it on its first start).
+    Missing { path: PathBuf },
+    /// Present but not a PEM X.509 certificate.
+    Unreadable { path: PathBuf, error: String },
+    /// A certificate valid until `not_after` (Unix seconds).
+    Present { path: PathBuf, not_after: i64 },
+}
+
+/// Look at `<state_dir>/generated-firma-ca/firma-ca.crt`.
+pub fn inspect(state: &StateDir) -> CaStatus {
+    let path = state.ca_cert();
+    let Ok(pem) = std::fs::read(&path) else {
+        return CaStatus::Missing { path };
+    };
+    let parsed = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|err| err.to_string())
+        .and_then(|(_, pem)| {
+            pem.parse_x509()
+                .map(|cert| cert.validity().not_after.timestamp())
+                .map_err(|err| err.to_string())
+        });
+    match parsed {
+        Ok(not_after) => CaStatus::Present { path, not_after },
+        Err(error) => CaStatus::Unreadable { path, error },
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::audit_appender::AppenderThread;
@@ -29,6 +28,7 @@ use crate::audit::writer::{AuditWriter, WriterOptions};
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
+use crate::platform::signals::{Sig, Signals};
 
 /// How long in-flight requests may finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -115,16 +115,12 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let authority = Arc::new(AuthorityState::default());
     authority_link::spawn(channel, url.clone(), authority.clone());
 
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|err| Hinted::new(format!("cannot install the SIGTERM handler: {err}")))?;
-    let mut interrupt = signal(SignalKind::interrupt())
-        .map_err(|err| Hinted::new(format!("cannot install the SIGINT handler: {err}")))?;
+    let mut signals = Signals::install(Sig::TERMINATE)?;
 
     tracing::info!(authority = %url, "waiting for the first policy bundle and the revocation snapshot");
     tokio::select! {
         _ = authority.wait_ready() => {}
-        _ = terminate.recv() => return close_audit(&writer),
-        _ = interrupt.recv() => return close_audit(&writer),
+        _ = signals.recv() => return close_audit(&writer),
     }
 
     let listener = TcpListener::bind(config.proxy.listen).await.map_err(|err| {
@@ -174,8 +170,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
 
     tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
+        sig = signals.recv() => tracing::info!("{sig}: draining"),
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
