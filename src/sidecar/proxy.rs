@@ -75,6 +75,16 @@ struct Tunnel {
     upstream: Mutex<Option<Kept>>,
 }
 
+/// What a plain tunnel was opened with: its `CONNECT`, the verdict that allowed it, and the
+/// address connected to.
+struct Opened {
+    target: Target,
+    token: Presented,
+    verdict: Verdict,
+    addr: SocketAddr,
+    started: Instant,
+}
+
 /// Where a decided request is sent: a plain connection kept for the client connection, or the
 /// TLS connection of a decrypted tunnel.
 #[derive(Clone, Copy)]
@@ -556,13 +566,16 @@ impl Proxy {
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let proxy = self.clone();
+        let opened = Opened {
+            target,
+            token,
+            verdict,
+            addr,
+            started,
+        };
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    proxy
-                        .run_tunnel(upgraded, upstream, target, token, verdict, addr, started)
-                        .await
-                }
+                Ok(upgraded) => proxy.run_tunnel(upgraded, upstream, opened).await,
                 Err(err) => tracing::debug!(error = %err, "CONNECT upgrade failed"),
             }
         });
@@ -570,17 +583,19 @@ impl Proxy {
     }
 
     /// Relay a plain tunnel until it closes or its authority ends, then record its end.
-    #[allow(clippy::too_many_arguments)]
     async fn run_tunnel(
         &self,
         upgraded: hyper::upgrade::Upgraded,
         upstream: TcpStream,
-        target: Target,
-        token: Presented,
-        verdict: Verdict,
-        addr: SocketAddr,
-        started: Instant,
+        opened: Opened,
     ) {
+        let Opened {
+            target,
+            token,
+            verdict,
+            addr,
+            started,
+        } = opened;
         let watch = tunnel::Watch {
             changes: self.pipeline.authority.changes(),
             token_expires_at: verdict.token_expires_at,
