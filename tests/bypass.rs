@@ -358,6 +358,14 @@ fn intercepted_tunnels_require_sni_and_host_to_name_the_connect_target() {
         assert_eq!(reason(&record), "host_mismatch", "{target} {sni:?} {host}");
     }
     assert_eq!(upstream.hits.load(Ordering::SeqCst), 0);
+    // An intercepted host does not open a tunnel to a firma listener either.
+    let (code, _) = connect_raw(
+        &stack,
+        &format!("127.0.0.1:{}", stack.authority_addr.port()),
+        &token,
+    );
+    assert_eq!(code, 403);
+    assert_eq!(last_reason(&stack), "self_target");
     // Consistent names pass.
     assert_eq!(
         intercepted_get(&stack, &ip_target, &token, "", &ip_target),

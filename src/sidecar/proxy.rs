@@ -515,7 +515,14 @@ impl Proxy {
             .iter()
             .any(|p| glob_match(p, &target.host))
         {
-            // Decrypted: each inner request is decided (and recorded) on its own.
+            // Decrypted: each inner request is decided (and recorded) on its own — but a tunnel
+            // to one of firma's own listeners is not even opened.
+            if let Some(refused) = self.destinations.literal_self_target(&target) {
+                let call = Call::new("CONNECT", &target, &token);
+                return self
+                    .refuse(StatusCode::FORBIDDEN, &refused, &call, started)
+                    .await;
+            }
             let config = match self.ca.server_config(&target.host) {
                 Ok(config) => config,
                 Err(err) => {
