@@ -198,6 +198,14 @@ pub fn canonical_host(raw: &str) -> Result<String, TargetError> {
             Err(_) => refuse(format!("host {raw:?} is not an IPv6 address")),
         };
     }
+    if raw.contains(':') {
+        // An IPv6 literal given without brackets (as this function returns it): canonical
+        // hosts are fixed points (found by the fuzzer: fuzz/regressions/request_target).
+        return match raw.parse::<Ipv6Addr>() {
+            Ok(ip) => Ok(ip.to_string()),
+            Err(_) => refuse(format!("host {raw:?} contains ':'")),
+        };
+    }
     let host = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
     if host.is_empty() {
         return refuse("the request target has no host");
@@ -417,6 +425,8 @@ mod tests {
             ("[::1]", "::1"),
             ("[0:0::1]", "::1"),
             ("[::FFFF:127.0.0.1]", "::ffff:127.0.0.1"),
+            ("[::0]", "::"),
+            ("::", "::"),
             ("a-b_c.example", "a-b_c.example"),
             ("1.example", "1.example"),
         ] {
