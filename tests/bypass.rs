@@ -698,6 +698,10 @@ fn a_wildcard_action_in_a_token_grants_nothing() {
     let now = chrono::Utc::now();
     let wildcard = stack.sign(&firma::authority::token::CapabilityClaims {
         token_id: "wild-1".into(),
+        issuer: String::new(),
+        // The deployment id: the workspace directory's name.
+        audience: "ws".into(),
+        sandbox_id: String::new(),
         agent_id: "codex".into(),
         session_id: "s".into(),
         actions: vec!["*".into()],

@@ -80,12 +80,16 @@ fn token_problems_are_denied_with_reasons() {
     let now = chrono::Utc::now();
     let claims = firma::authority::token::CapabilityClaims {
         token_id: "forged-1".into(),
+        issuer: firma::authority::token::key_id(&forged_key.verifying_key()),
+        // The deployment id: the workspace directory's name.
+        audience: "ws".into(),
         agent_id: "codex".into(),
         session_id: "s".into(),
         actions: vec!["communication.internal.send".into()],
         resource_scope: "*".into(),
         issued_at: now,
         expires_at: now + chrono::Duration::minutes(5),
+        sandbox_id: String::new(),
     };
     let forged = firma::authority::token::sign_token(&forged_key, &claims).unwrap();
     let (code, body) = curl(&stack.proxy_url(Some(&forged)), &url, &[]);
@@ -102,6 +106,7 @@ fn token_problems_are_denied_with_reasons() {
             .unwrap();
     let expired_claims = firma::authority::token::CapabilityClaims {
         token_id: "expired-1".into(),
+        issuer: firma::authority::token::key_id(&key.verifying_key()),
         issued_at: now - chrono::Duration::hours(2),
         expires_at: now - chrono::Duration::hours(1),
         ..claims

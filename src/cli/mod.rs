@@ -98,18 +98,24 @@ pub enum Command {
     /// Internal: the detached supervisor `firma sidecar start --detach` runs.
     #[command(name = "__supervise", hide = true)]
     Supervise(sidecar::SuperviseArgs),
+
+    /// Internal: the sandbox launcher `firma run` starts, and the probe doctor runs.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(run::SandboxArgs),
 }
 
 /// Parse the command line, run the command, and map the outcome to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     output::set_color_choice(cli.color);
-    if let Command::Run(args) = cli.command {
-        // `run` exits with the agent's own status.
-        return run::run(args, cli.config);
-    }
-    let result = match cli.command {
-        Command::Run(_) => unreachable!("handled above"),
+    let command = match cli.command {
+        // `run` exits with the agent's own status, and its launcher with the agent's too.
+        Command::Run(args) => return run::run(args, cli.config),
+        Command::Sandbox(args) => return run::sandbox(args),
+        command => command,
+    };
+    let result = match command {
+        Command::Run(_) | Command::Sandbox(_) => unreachable!("handled above"),
         Command::Init(args) => init::run(args, cli.config),
         Command::Config(args) => config::run(args, cli.config),
         Command::Authority(args) => authority::run(args, cli.config),

@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 
 use super::project::warn_if_other_project;
 use super::{CommandResult, Outcome, output};
-use crate::config::dirs::{StateDirSource, resolve_state_dir};
+use crate::config::dirs::{StateDirSource, trusted_state_dir};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
 use crate::lifecycle::occupancy::live_stack;
@@ -161,7 +161,7 @@ fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
     let config = Discovery::new(args.config.or(global_config))
         .with_env_first(START_CONFIG_ENV)
         .load()?;
-    let (state, source) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, source) = trusted_state_dir(args.state_dir.as_deref())?;
     if args.detach {
         return start_detached(&config, &state, source);
     }
@@ -316,7 +316,7 @@ fn parse_stop_timeout(timeout: f64) -> Result<Duration, Hinted> {
 
 fn stop_cmd(args: StopArgs) -> CommandResult {
     let timeout = parse_stop_timeout(args.timeout)?;
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = trusted_state_dir(args.state_dir.as_deref())?;
     let report = stop::stop(&state, timeout)?;
     print_stop_report(&report, &state, args.timeout);
     Ok(Outcome::Success)
@@ -350,7 +350,7 @@ fn print_stop_report(report: &stop::StopReport, state: &StateDir, timeout: f64) 
 }
 
 fn status_cmd(args: StatusArgs, config: Option<PathBuf>) -> CommandResult {
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = trusted_state_dir(args.state_dir.as_deref())?;
     warn_if_other_project(&state, config);
     let report = runtime()?.block_on(status::status(&state));
     if args.daemon {
@@ -378,7 +378,7 @@ fn status_cmd(args: StatusArgs, config: Option<PathBuf>) -> CommandResult {
 
 fn restart(args: RestartArgs, global_config: Option<PathBuf>) -> CommandResult {
     let timeout = parse_stop_timeout(args.timeout)?;
-    let (state, source) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, source) = trusted_state_dir(args.state_dir.as_deref())?;
     let running_config = live_stack(&state).and_then(|s| s.meta).map(|m| m.config);
     let chosen = args.config.or(global_config);
     let config = match (chosen, running_config) {

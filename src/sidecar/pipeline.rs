@@ -139,6 +139,7 @@ pub struct Verdict {
     pub agent_id: String,
     pub session_id: String,
     pub token_id: String,
+    pub sandbox_id: String,
     pub bundle: String,
     pub determining: Vec<String>,
     /// When the token that allowed the call stops being valid (open tunnels end then).
@@ -158,6 +159,7 @@ impl Verdict {
             agent_id: String::new(),
             session_id: String::new(),
             token_id: String::new(),
+            sandbox_id: String::new(),
             bundle: String::new(),
             determining: Vec::new(),
             token_expires_at: None,
@@ -288,6 +290,7 @@ impl Pipeline {
         verdict.agent_id.clone_from(&claims.agent_id);
         verdict.session_id.clone_from(&claims.session_id);
         verdict.token_id.clone_from(&claims.token_id);
+        verdict.sandbox_id.clone_from(&claims.sandbox_id);
         verdict.token_expires_at = Some(claims.expires_at);
         if self.authority.is_revoked(&claims.token_id) {
             return Err(verdict.deny_boxed(
@@ -396,6 +399,7 @@ impl Pipeline {
             agent_id: verdict.agent_id.clone(),
             session_id: verdict.session_id.clone(),
             token_id: verdict.token_id.clone(),
+            sandbox_id: verdict.sandbox_id.clone(),
             intent: Intent {
                 action_class: verdict.action_class.clone(),
                 method: call.method.to_string(),

@@ -10,25 +10,24 @@ use std::sync::Arc;
 
 use base64::Engine;
 use chrono::Utc;
-use ed25519_dalek::VerifyingKey;
 
 use super::cache::{BoundedCache, TOKEN_CACHE_BYTES};
 use super::pipeline::{TokenRejection, TokenVerifier};
-use crate::authority::token::{CapabilityClaims, TokenError, verify_signature};
+use crate::authority::token::{CapabilityClaims, TokenError, TrustedIssuer};
 
 /// The PASETO header every capability token starts with.
 const HEADER: &str = "v4.public.";
 
-/// Verifies capability tokens with the Authority's public key.
+/// Verifies capability tokens with the Authority's public key (and audience).
 pub struct VerifiedTokens {
-    key: VerifyingKey,
+    trust: TrustedIssuer,
     verified: BoundedCache<Vec<u8>, Arc<CapabilityClaims>>,
 }
 
 impl VerifiedTokens {
-    pub fn new(key: VerifyingKey) -> Self {
+    pub fn new(trust: TrustedIssuer) -> Self {
         Self {
-            key,
+            trust,
             verified: BoundedCache::new(TOKEN_CACHE_BYTES),
         }
     }
@@ -38,7 +37,7 @@ impl VerifiedTokens {
         if let Some(claims) = key.as_ref().and_then(|k| self.verified.get(k)) {
             return Ok(claims);
         }
-        let claims = Arc::new(verify_signature(raw, &self.key)?);
+        let claims = Arc::new(self.trust.verify_signature(raw)?);
         if let Some(key) = key {
             let bytes = key.len() + claims_size(&claims);
             self.verified.insert(key, claims.clone(), bytes);
@@ -89,12 +88,15 @@ fn claims_size(claims: &CapabilityClaims) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authority::token::sign_token;
+    use crate::authority::token::{key_id, sign_token};
 
     fn claims(expires_in: chrono::Duration) -> CapabilityClaims {
         let now = Utc::now();
         CapabilityClaims {
             token_id: "t1".into(),
+            issuer: key_id(&ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]).verifying_key()),
+            audience: "proj".into(),
+            sandbox_id: String::new(),
             agent_id: "codex".into(),
             session_id: "s".into(),
             actions: vec!["code.read".into()],
@@ -107,7 +109,7 @@ mod tests {
     #[test]
     fn cached_tokens_still_expire_and_forgeries_never_verify() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
-        let tokens = VerifiedTokens::new(key.verifying_key());
+        let tokens = VerifiedTokens::new(TrustedIssuer::new(key.verifying_key(), "proj"));
         let valid = sign_token(&key, &claims(chrono::Duration::hours(1))).unwrap();
         assert_eq!(tokens.verify(&valid).unwrap().agent_id, "codex");
         assert_eq!(tokens.verify(&valid).unwrap().token_id, "t1"); // cache hit
@@ -130,7 +132,7 @@ mod tests {
     #[test]
     fn spellings_of_one_token_share_one_entry() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
-        let tokens = VerifiedTokens::new(key.verifying_key());
+        let tokens = VerifiedTokens::new(TrustedIssuer::new(key.verifying_key(), "proj"));
         let valid = sign_token(&key, &claims(chrono::Duration::hours(1))).unwrap();
         tokens.verify(&valid).unwrap();
         tokens.verify(&format!("  {valid} ")).unwrap();

@@ -285,11 +285,15 @@ pub fn reason(record: &Value) -> String {
 }
 
 impl Stack {
+    /// The operator's client (mint, revoke): the Authority's operator socket.
     pub fn client(&self) -> AuthorityClient<tonic::transport::Channel> {
-        let url = format!("http://{}", self.authority_addr);
+        let socket = self.world.state_dir().join("authority.sock");
         self.runtime
-            .block_on(AuthorityClient::connect(url))
-            .expect("connect to the authority")
+            .block_on(firma::authority::client::connect(
+                &format!("unix:{}", socket.display()),
+                None,
+            ))
+            .expect("connect to the authority's operator socket")
     }
 
     pub fn issue(&self, actions: &[&str], scope: &str) -> (String, String) {
@@ -302,6 +306,7 @@ impl Stack {
                 resource_scope: scope.into(),
                 session_id: "sess-1".into(),
                 ttl_seconds: 600,
+                sandbox_id: String::new(),
             }))
             .expect("issue")
             .into_inner();
@@ -314,7 +319,11 @@ impl Stack {
         let key =
             firma::config::keys::load_signing_key(&self.world.project_dir().join("authority.key"))
                 .unwrap();
-        firma::authority::token::sign_token(&key, claims).unwrap()
+        let claims = firma::authority::token::CapabilityClaims {
+            issuer: firma::authority::token::key_id(&key.verifying_key()),
+            ..claims.clone()
+        };
+        firma::authority::token::sign_token(&key, &claims).unwrap()
     }
 
     /// A token for `codex` that expires in `ttl_seconds`.
@@ -328,6 +337,7 @@ impl Stack {
                 resource_scope: "*".into(),
                 session_id: "sess-1".into(),
                 ttl_seconds,
+                sandbox_id: String::new(),
             }))
             .expect("issue")
             .into_inner();
@@ -345,6 +355,7 @@ impl Stack {
             .block_on(client.revoke(RevokeRequest {
                 token_id: token_id.into(),
                 reason: "test".into(),
+                ..Default::default()
             }))
             .expect("revoke");
     }
