@@ -122,7 +122,12 @@ mod tests {
             })
         );
         let other = ed25519_dalek::SigningKey::from_bytes(&[2u8; 32]);
-        let forged = sign_token(&other, &claims(chrono::Duration::hours(1))).unwrap();
+        // Signed by another key, naming itself as the issuer: not the trusted issuer.
+        let forged_claims = CapabilityClaims {
+            issuer: key_id(&other.verifying_key()),
+            ..claims(chrono::Duration::hours(1))
+        };
+        let forged = sign_token(&other, &forged_claims).unwrap();
         assert!(matches!(
             tokens.verify(&forged),
             Err(TokenRejection::Invalid(_))
