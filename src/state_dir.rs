@@ -141,6 +141,16 @@ impl StateDir {
         rest.rsplit('-').next()?.parse().ok()
     }
 
+    /// Where each running `firma run` relay publishes its listen address (one
+    /// [`StateDir::relay_listen_file`] per relay), so the Sidecar never forwards to one.
+    pub fn relay_listen_dir(&self) -> PathBuf {
+        self.dir.join("relays")
+    }
+    /// The listen address (`ip:port` and a newline) of the relay of process `pid`.
+    pub fn relay_listen_file(&self, pid: u32) -> PathBuf {
+        self.relay_listen_dir().join(format!("{pid}.listen"))
+    }
+
     /// The audit log's files (live file, rotations, checkpoint): in `[sidecar.audit] dir` when
     /// the Sidecar publishes one (see [`StateDir::audit_dir`]), else in the state dir.
     pub fn audit(&self) -> AuditFiles {

@@ -32,6 +32,7 @@ fn draft(i: u64) -> AuditDraft {
             method: "POST".into(),
             host: "api.example.com".into(),
             path: format!("/v1/send/{i}"),
+            ..Default::default()
         },
         policy: PolicyRef {
             bundle: "b-42".into(),
@@ -731,6 +732,7 @@ mod canonical_properties {
                             method: "POST".into(),
                             host,
                             path,
+                            ..Default::default()
                         },
                         policy: PolicyRef {
                             bundle: "b".into(),

@@ -285,6 +285,7 @@ pub fn reason(record: &Value) -> String {
 }
 
 impl Stack {
+    /// The operator's client (mint, revoke): the Authority's operator socket.
     pub fn client(&self) -> AuthorityClient<tonic::transport::Channel> {
         let socket = self.world.state_dir().join("authority.sock");
         self.runtime
@@ -318,7 +319,11 @@ impl Stack {
         let key =
             firma::config::keys::load_signing_key(&self.world.project_dir().join("authority.key"))
                 .unwrap();
-        firma::authority::token::sign_token(&key, claims).unwrap()
+        let claims = firma::authority::token::CapabilityClaims {
+            issuer: firma::authority::token::key_id(&key.verifying_key()),
+            ..claims.clone()
+        };
+        firma::authority::token::sign_token(&key, &claims).unwrap()
     }
 
     /// A token for `codex` that expires in `ttl_seconds`.
