@@ -112,7 +112,9 @@ pub fn audit_line(data: &[u8]) {
         data,
         "accepted a non-canonical line"
     );
-    let mut expected = record::RECORD_DOMAIN.to_vec();
+    let mut expected = record::record_domain(parsed.version)
+        .expect("a parsed line has a readable version")
+        .to_vec();
     canonical::write_object(map, |k| k != "sig", &mut expected).expect("canonical");
     assert!(
         parsed.message == expected,

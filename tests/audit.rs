@@ -59,6 +59,52 @@ fn write_log(path: &Path, key: &SigningKey, n: u64) {
     writer.shutdown().unwrap();
 }
 
+/// A log of `n` records in format 1 (as firma wrote before format 2: `prev` hashes the whole
+/// previous line), with its checkpoint.
+fn write_v1_log(path: &Path, key: &SigningKey, n: u64) {
+    use firma::audit::chain::ChainHead;
+    use firma::audit::event::AuditEvent;
+    use firma::audit::record;
+    let mut head = ChainHead::GENESIS;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let d = draft(i);
+        let event = AuditEvent {
+            v: 1,
+            seq: head.seq + 1,
+            ts: firma::audit::event::now_rfc3339(),
+            event_id: format!("0193a1c2-7d4e-7b5f-9a31-{i:012}"),
+            decision: d.decision,
+            reason: d.reason,
+            agent_id: d.agent_id,
+            session_id: d.session_id,
+            token_id: d.token_id,
+            sandbox_id: d.sandbox_id,
+            intent: d.intent,
+            policy: d.policy,
+            latency_us: d.latency_us,
+            prev: head.hash_hex(),
+            sig: None,
+        };
+        let sealed = record::seal(record::to_object(&event), key);
+        assert_eq!(
+            sealed.chain_hash,
+            record::line_hash(&sealed.line),
+            "format 1"
+        );
+        head = ChainHead::advance(event.seq, sealed.chain_hash);
+        out.extend_from_slice(&sealed.line);
+        out.push(b'\n');
+    }
+    std::fs::write(path, out).unwrap();
+    firma::audit::checkpoint::Checkpoint::new(path, head)
+        .write(
+            &firma::state_dir::AuditFiles::of_log(path).checkpoint(),
+            key,
+        )
+        .unwrap();
+}
+
 fn lines_of(path: &Path) -> Vec<Vec<u8>> {
     std::fs::read(path)
         .unwrap()
@@ -135,7 +181,7 @@ fn a_clean_log_verifies_with_its_checkpoint() {
 #[test]
 fn every_single_byte_flip_is_detected() {
     use firma::audit::chain::ChainHead;
-    use firma::audit::record::line_hash;
+    use firma::audit::record::chain_hash;
     use firma::audit::verify::Resume;
     let f = fixture(50);
     assert!(run_verify(&f.log, &f.key).ok);
@@ -147,7 +193,16 @@ fn every_single_byte_flip_is_detected() {
     for (i, line) in lines.iter().enumerate() {
         starts.push((offset, head));
         offset += line.len() as u64 + 1;
-        head = ChainHead::advance(i as u64 + 1, line_hash(line));
+        head = ChainHead::advance(i as u64 + 1, chain_hash(line));
+    }
+    // The resume points are right: the untouched log verifies from each of them.
+    for (i, &(offset, head)) in starts.iter().enumerate() {
+        let mut options = VerifyOptions::new(vec![f.log.clone()], f.key.verifying_key());
+        options.threads = 1;
+        let line = i as u64 + 1;
+        options.resume = Some(Resume { offset, line, head });
+        let report = verify(&options).unwrap();
+        assert!(report.ok, "from line {line}: {report:#?}");
     }
     let positions: Vec<usize> = (0..original.len()).collect();
     std::thread::scope(|scope| {
@@ -630,7 +685,8 @@ fn cli_verifies_rotations_oldest_first() {
     assert_eq!(report["problem"]["seq"], 1);
 }
 
-/// docs/audit-log.md "Verify one line without firma": openssl + jq + sed + sha256sum.
+/// docs/audit-log.md "Verify one line without firma": openssl + jq + sed + sha256sum, on a log
+/// that starts in format 1 and continues in format 2 (the writer switched at a segment marker).
 #[test]
 fn third_party_recipe_with_openssl_and_jq() {
     let have = |tool: &str| {
@@ -643,46 +699,116 @@ fn third_party_recipe_with_openssl_and_jq() {
         eprintln!("skipped: openssl, jq or sha256sum missing");
         return;
     }
-    let (world, _) = world_with_log(5);
+    let world = World::new();
+    world.init(&[]);
+    let key = keys::load_signing_key(&world.project_dir().join("audit.key")).unwrap();
+    let log = world.state_dir().join("audit.jsonl");
+    // Lines 1-4: format 1; line 5: the writer's switch marker; lines 6-9: format 2.
+    write_v1_log(&log, &key, 4);
+    write_log(&log, &key, 4);
+    let versions: Vec<u64> = lines_of(&log)
+        .iter()
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["v"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(versions, [1, 1, 1, 1, 2, 2, 2, 2, 2]);
     let script = r#"
 set -eu
-LOG="$1"; PUB="$2"; N=3
+LOG="$1"; PUB="$2"; N="$3"
 line=$(sed -n "${N}p" "$LOG")
-printf 'firma-audit-v1\n' > msg.bin
-printf '%s' "$line" | sed 's/,"sig":"[^"]*"//' | tr -d '\n' >> msg.bin
+# 1. the signed message: the domain tag of the line's format, then the line without its sig
+printf 'firma-audit-v%s\n' "$(printf '%s' "$line" | jq -r .v)" > msg.bin
+printf '%s' "$line" | sed 's/,"sig":"[^"]*"//' >> msg.bin
+# 2. the signature
 printf '%s' "$line" | jq -r .sig | base64 -d > sig.bin
+# 3. check it
 openssl pkeyutl -verify -pubin -inkey "$PUB" -rawin -in msg.bin -sigfile sig.bin
-prev=$(sed -n "$((N-1))p" "$LOG" | tr -d '\n' | sha256sum | cut -d' ' -f1)
-test "$prev" = "$(printf '%s' "$line" | jq -r .prev)" && echo "chain ok"
+# 4. the chain: prev names the previous record — format 2: the SHA-256 of that line without
+#    its sig; format 1: of the whole line
+before=$(sed -n "$((N-1))p" "$LOG")
+if [ "$(printf '%s' "$before" | jq -r .v)" = 1 ]; then
+  hash=$(printf '%s' "$before" | sha256sum)
+else
+  hash=$(printf '%s' "$before" | sed 's/,"sig":"[^"]*"//' | sha256sum)
+fi
+test "${hash%% *}" = "$(printf '%s' "$line" | jq -r .prev)" && echo "chain ok"
 "#;
     let work = tempfile::tempdir().unwrap();
-    let log = world.state_dir().join("audit.jsonl");
     let public = world.project_dir().join("audit.pub");
-    let run = |log: &Path| {
+    let run = |log: &Path, n: usize| {
         std::process::Command::new("sh")
             .current_dir(work.path())
             .args(["-c", script, "recipe"])
             .arg(log)
             .arg(&public)
+            .arg(n.to_string())
             .output()
             .unwrap()
     };
-    let out = run(&log);
-    assert_success(&out);
-    assert!(
-        stdout(&out).contains("Signature Verified Successfully"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(stdout(&out).contains("chain ok"));
-    // The same recipe rejects an edited line.
-    let mut lines = lines_of(&log);
-    let edited = String::from_utf8(lines[2].clone())
+    // A format-1 line, the switch marker (format 2 after format 1), a format-2 event after a
+    // format-2 marker, and one after a format-2 event.
+    for n in [3, 5, 6, 8] {
+        let out = run(&log, n);
+        assert_success(&out);
+        assert!(
+            stdout(&out).contains("Signature Verified Successfully"),
+            "line {n}: {}",
+            stdout(&out)
+        );
+        assert!(stdout(&out).contains("chain ok"), "line {n}");
+    }
+    // What firma says agrees: the mixed log verifies.
+    assert_success(&world.run(&["audit", "verify"]));
+
+    // The recipe rejects an edited line, and signatures swapped between two lines.
+    let original = lines_of(&log);
+    let mut lines = original.clone();
+    let edited = String::from_utf8(lines[6].clone())
         .unwrap()
-        .replace("policy decision 2", "policy decision 3");
-    lines[2] = edited.into_bytes();
+        .replace("policy decision", "policy Decision");
+    assert_ne!(edited.as_bytes(), lines[6].as_slice());
+    lines[6] = edited.into_bytes();
     write_lines(&log, &lines);
-    assert!(!run(&log).status.success());
+    assert!(!run(&log, 7).status.success());
+    let mut lines = original.clone();
+    let sig = |l: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(l).unwrap()["sig"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (sig(&lines[6]), sig(&lines[7]));
+    for (i, (from, to)) in [(6, (&a, &b)), (7, (&b, &a))] {
+        lines[i] = String::from_utf8(lines[i].clone())
+            .unwrap()
+            .replace(from.as_str(), to)
+            .into_bytes();
+    }
+    write_lines(&log, &lines);
+    assert!(!run(&log, 7).status.success());
+    assert!(!run(&log, 8).status.success());
+    // A verifier that knows only format 1 fails on every format-2 line: its signature is over
+    // another domain tag.
+    write_lines(&log, &original);
+    let v1_only = script.replace(
+        r#"printf 'firma-audit-v%s\n' "$(printf '%s' "$line" | jq -r .v)" > msg.bin"#,
+        r"printf 'firma-audit-v1\n' > msg.bin",
+    );
+    assert_ne!(v1_only, script);
+    for n in [5, 6, 8] {
+        let out = std::process::Command::new("sh")
+            .current_dir(work.path())
+            .args(["-c", &v1_only, "recipe"])
+            .arg(&log)
+            .arg(&public)
+            .arg(n.to_string())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "line {n} verified as format 1");
+    }
 }
 
 // ---- properties of the canonical form -----------------------------------------------------

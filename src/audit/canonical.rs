@@ -24,7 +24,27 @@ pub enum CanonicalError {
 }
 
 /// Largest integer an IEEE-754 double represents exactly, and so the I-JSON limit.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Append a non-negative integer as its canonical number (refused above [`MAX_SAFE_INTEGER`]).
+pub fn write_uint(n: u64, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    if n > MAX_SAFE_INTEGER {
+        return Err(CanonicalError::NumberOutOfRange(n.to_string()));
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    Ok(())
+}
 
 /// The canonical bytes of `value`.
 pub fn to_vec(value: &Value) -> Result<Vec<u8>, CanonicalError> {
@@ -78,6 +98,37 @@ pub struct MemberSlot {
 }
 
 impl MemberSlot {
+    /// The slot at byte `at`, right after a member and before the next one (or the closing
+    /// brace): the member goes in as `,"name":value`.
+    pub fn after_member(at: usize) -> Self {
+        Self {
+            at,
+            before_member: false,
+            non_empty: true,
+        }
+    }
+
+    /// Byte offset of the slot in the bytes written without the member.
+    pub fn at(self) -> usize {
+        self.at
+    }
+
+    /// Append `without` (the canonical bytes of the object without the member) to `out` with the
+    /// member `name: value` (already canonical bytes) at its place.
+    pub fn write_joined(self, without: &[u8], name: &str, value: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&without[..self.at]);
+        if !self.before_member && self.non_empty {
+            out.push(b',');
+        }
+        write_string(name, out);
+        out.push(b':');
+        out.extend_from_slice(value);
+        if self.before_member {
+            out.push(b',');
+        }
+        out.extend_from_slice(&without[self.at..]);
+    }
+
     /// Insert the member `name: value` (already canonical bytes) at its place in `out`, turning
     /// the canonical bytes of the object without it into those of the object with it.
     pub fn insert(self, name: &str, value: &[u8], out: &mut Vec<u8>) {
@@ -187,11 +238,7 @@ pub fn write_string(text: &str, out: &mut Vec<u8>) {
 
 fn write_number(number: &Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     if let Some(n) = number.as_u64() {
-        if n > MAX_SAFE_INTEGER {
-            return Err(CanonicalError::NumberOutOfRange(n.to_string()));
-        }
-        out.extend_from_slice(n.to_string().as_bytes());
-        return Ok(());
+        return write_uint(n, out);
     }
     if let Some(n) = number.as_i64() {
         if n.unsigned_abs() > MAX_SAFE_INTEGER {

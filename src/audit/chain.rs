@@ -1,5 +1,6 @@
-//! The hash chain between lines: `seq` grows by one and `prev` is the SHA-256 of the previous
-//! line's bytes; the first record has `seq` 1 and a `prev` of 64 zeros.
+//! The hash chain between lines: `seq` grows by one and `prev` is the previous record's chain
+//! hash (format 1: the SHA-256 of its line; format 2: of its line without `sig` — see
+//! `record.rs`); the first record has `seq` 1 and a `prev` of 64 zeros.
 
 use super::record::GENESIS_PREV;
 
@@ -8,7 +9,7 @@ use super::record::GENESIS_PREV;
 pub enum ChainProblem {
     /// `seq` is not the previous `seq` + 1 (or 1 at the start).
     Seq { expected: u64, found: u64 },
-    /// `prev` is not the hash of the previous line (or zeros at the start).
+    /// `prev` is not the chain hash of the previous record (or zeros at the start).
     Prev { expected: String, found: String },
 }
 
@@ -32,7 +33,7 @@ fn short(hex: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
-/// The head of a chain: the last accepted record's `seq` and line hash.
+/// The head of a chain: the last accepted record's `seq` and chain hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainHead {
     pub seq: u64,

@@ -1,5 +1,5 @@
 //! `audit.checkpoint`: one signed canonical JSON line beside the log naming its last durable
-//! record (`seq` and line hash), so truncating the tail of the log is caught. Refreshed by the
+//! record (`seq` and chain hash), so truncating the tail of the log is caught. Refreshed by the
 //! writer at least every 1,000 records or 1 s, always after the log was fsynced.
 
 use std::path::Path;
@@ -14,6 +14,9 @@ use crate::fsutil::{Durability, write_atomic};
 
 /// Domain tag of checkpoint signatures (distinct from records', so neither replays as the other).
 pub const CHECKPOINT_DOMAIN: &[u8] = b"firma-audit-checkpoint-v1\n";
+/// Format version of the checkpoint line (unchanged by record format 2: `head` has always named
+/// the record's chain hash, which format 2 defines differently).
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
 /// `kind` of a checkpoint.
 pub const CHECKPOINT_KIND: &str = "checkpoint";
 
@@ -27,7 +30,8 @@ pub struct Checkpoint {
     pub log: String,
     /// `seq` of the last record covered (0: an empty log).
     pub seq: u64,
-    /// Hex SHA-256 of that record's line (64 zeros for an empty log).
+    /// That record's chain hash, hex (64 zeros for an empty log): the SHA-256 of its line in
+    /// format 1, of its line without `sig` in format 2 (`record::chain_hash`).
     pub head: String,
     /// When it was written (RFC 3339 UTC).
     pub ts: String,
@@ -38,7 +42,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     pub fn new(log: &Path, head: ChainHead) -> Self {
         Self {
-            v: super::event::AUDIT_FORMAT_VERSION,
+            v: CHECKPOINT_FORMAT_VERSION,
             kind: CHECKPOINT_KIND.into(),
             log: log
                 .file_name()

@@ -3,8 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Record format version written in `v`.
-pub const AUDIT_FORMAT_VERSION: u32 = 1;
+/// Record format version the writer writes in `v`. Version 1 chained each record to the hash of
+/// the whole previous line; version 2 chains it to the hash of the previous record *without* its
+/// `sig`, so records can be signed in parallel (docs/audit-log.md, "Format versions").
+pub const AUDIT_FORMAT_VERSION: u32 = 2;
+
+/// The first format version (still read by `firma audit verify`).
+pub const AUDIT_FORMAT_V1: u32 = 1;
 
 /// The current time as written in `ts`: RFC 3339, UTC, nanoseconds.
 pub fn now_rfc3339() -> String {
@@ -83,6 +88,78 @@ pub struct AuditDraft {
     pub latency_us: u64,
 }
 
+impl AuditDraft {
+    /// The draft's fields, borrowed.
+    pub fn borrowed(&self) -> DraftRef<'_> {
+        DraftRef {
+            decision: self.decision,
+            reason: &self.reason,
+            agent_id: &self.agent_id,
+            session_id: &self.session_id,
+            token_id: &self.token_id,
+            sandbox_id: &self.sandbox_id,
+            action_class: &self.intent.action_class,
+            method: &self.intent.method,
+            host: &self.intent.host,
+            path: &self.intent.path,
+            port: self.intent.port,
+            addr: self.intent.addr.as_deref(),
+            bundle: &self.policy.bundle,
+            determining: &self.policy.determining,
+            latency_us: self.latency_us,
+        }
+    }
+}
+
+/// An [`AuditDraft`] borrowed from wherever its fields live (the Sidecar's verdict and call), so
+/// recording a decision copies no strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DraftRef<'a> {
+    pub decision: Decision,
+    pub reason: &'a str,
+    pub agent_id: &'a str,
+    pub session_id: &'a str,
+    pub token_id: &'a str,
+    /// Empty: none (not written).
+    pub sandbox_id: &'a str,
+    pub action_class: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub port: Option<u16>,
+    pub addr: Option<&'a str>,
+    pub bundle: &'a str,
+    pub determining: &'a [String],
+    pub latency_us: u64,
+}
+
+impl DraftRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_draft(&self) -> AuditDraft {
+        AuditDraft {
+            decision: self.decision,
+            reason: self.reason.to_string(),
+            agent_id: self.agent_id.to_string(),
+            session_id: self.session_id.to_string(),
+            token_id: self.token_id.to_string(),
+            sandbox_id: self.sandbox_id.to_string(),
+            intent: Intent {
+                action_class: self.action_class.to_string(),
+                method: self.method.to_string(),
+                host: self.host.to_string(),
+                path: self.path.to_string(),
+                port: self.port,
+                addr: self.addr.map(str::to_string),
+            },
+            policy: PolicyRef {
+                bundle: self.bundle.to_string(),
+                determining: self.determining.to_vec(),
+            },
+            latency_us: self.latency_us,
+        }
+    }
+}
+
 /// One signed, chained line of `audit.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -102,7 +179,8 @@ pub struct AuditEvent {
     pub intent: Intent,
     pub policy: PolicyRef,
     pub latency_us: u64,
-    /// Hex SHA-256 of the previous line's bytes (without its newline); 64 zeros on the first.
+    /// Hex SHA-256 naming the previous record (its chain hash: in format 2 its canonical bytes
+    /// without `sig`, in format 1 its whole line); 64 zeros on the first.
     pub prev: String,
     /// Base64 Ed25519 signature; absent while the record is being signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

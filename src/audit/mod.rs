@@ -6,6 +6,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod control;
 pub mod event;
+pub mod event_bytes;
 pub mod lines;
 pub mod place;
 pub mod record;

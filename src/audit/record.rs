@@ -1,18 +1,38 @@
 //! One line on its own: sealing (canonical bytes + Ed25519 signature) and checking (parse,
-//! canonical round trip, signature). The chain between lines is `chain.rs`.
+//! canonical round trip, format version, signature). The chain between lines is `chain.rs`.
+//!
+//! Format versions (`v`): a record's signature covers the domain tag of its version followed by
+//! its canonical bytes without `sig` (its *body*). What names a record in the chain — the next
+//! record's `prev`, a checkpoint's `head`, a retention marker's `last_hash` — is its *chain
+//! hash*: format 1, the SHA-256 of the whole line (signature included); format 2, the SHA-256 of
+//! its body, so a record can be chained before it is signed.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::hazmat::ExpandedSecretKey;
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::canonical;
-use super::event::AuditRecord;
+use super::event::{AUDIT_FORMAT_V1, AUDIT_FORMAT_VERSION, AuditRecord};
+use super::event_bytes::Unsigned;
 
-/// Domain tag signed before the canonical bytes of a record (so an audit signature can never be
+/// Domain tag signed before the body of a format-1 record (so an audit signature can never be
 /// replayed as another kind of firma signature, and vice versa).
-pub const RECORD_DOMAIN: &[u8] = b"firma-audit-v1\n";
+pub const RECORD_DOMAIN_V1: &[u8] = b"firma-audit-v1\n";
+/// Domain tag of format-2 records: a format-1 verifier finds no valid signature in a format-2
+/// log (it fails loudly instead of misreading the chain), and the reverse.
+pub const RECORD_DOMAIN_V2: &[u8] = b"firma-audit-v2\n";
+
+/// The domain tag of records of format `version`; `None` for a version this firma does not read.
+pub fn record_domain(version: u64) -> Option<&'static [u8]> {
+    match version {
+        1 => Some(RECORD_DOMAIN_V1),
+        2 => Some(RECORD_DOMAIN_V2),
+        _ => None,
+    }
+}
 
 /// `prev` of the first record of a log.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -37,6 +57,9 @@ pub enum LineProblem {
     Malformed(String),
     /// Valid JSON, but not the RFC 8785 bytes of what it parses to.
     NonCanonical,
+    /// A record of a format version this firma does not read (written by a newer firma, or
+    /// edited).
+    UnsupportedVersion(u64),
     /// No `sig`, or one that is not a base64 Ed25519 signature.
     BadSignatureEncoding(String),
     /// The signature does not verify with the key.
@@ -50,6 +73,11 @@ impl std::fmt::Display for LineProblem {
         match self {
             Self::Malformed(why) => write!(f, "not an audit record: {why}"),
             Self::NonCanonical => f.write_str("not in RFC 8785 canonical form"),
+            Self::UnsupportedVersion(v) => write!(
+                f,
+                "audit format version {v} is not one this firma reads (versions \
+                 {AUDIT_FORMAT_V1} to {AUDIT_FORMAT_VERSION})"
+            ),
             Self::BadSignatureEncoding(why) => write!(f, "unusable signature: {why}"),
             Self::BadSignature => f.write_str("signature does not verify"),
             Self::TooLong(n) => write!(
@@ -60,15 +88,19 @@ impl std::fmt::Display for LineProblem {
     }
 }
 
-/// A line that parsed, is canonical and carries a well-formed signature (not yet verified).
+/// A line that parsed, is canonical, has a format version this firma reads and carries a
+/// well-formed signature (not yet verified).
 #[derive(Debug, Clone)]
 pub struct ParsedLine {
     pub record: AuditRecord,
-    /// The signed message: [`RECORD_DOMAIN`] followed by the canonical bytes without `sig`.
+    /// The format version (`v`).
+    pub version: u64,
+    /// The signed message: the version's domain tag followed by the canonical bytes without
+    /// `sig`.
     pub message: Vec<u8>,
     pub signature: Signature,
-    /// SHA-256 of the line's bytes.
-    pub hash: [u8; 32],
+    /// What the next record's `prev` must name (see the module comment).
+    pub chain_hash: [u8; 32],
 }
 
 impl ParsedLine {
@@ -86,18 +118,46 @@ pub fn parse_record(line: &[u8]) -> Result<AuditRecord, LineProblem> {
     AuditRecord::from_value(value).map_err(|err| LineProblem::Malformed(err.to_string()))
 }
 
+/// The format version of a parsed record, if this firma reads it.
+fn record_version(map: &Map<String, Value>) -> Result<(u64, &'static [u8]), LineProblem> {
+    let version = map.get("v").and_then(Value::as_u64).ok_or_else(|| {
+        LineProblem::Malformed("no format version: `v` is missing or not an integer".into())
+    })?;
+    let domain = record_domain(version).ok_or(LineProblem::UnsupportedVersion(version))?;
+    Ok((version, domain))
+}
+
 /// Parse a line and check everything that needs no key: JSON, record shape, canonical form,
-/// signature encoding. The signature itself is checked by [`ParsedLine::verify`] (or in a batch).
+/// format version, signature encoding. The signature itself is checked by
+/// [`ParsedLine::verify`] (or in a batch).
 pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineProblem> {
-    let (value, message, signature) = parse_signed(line, RECORD_DOMAIN)?;
+    let mut version = 0;
+    let (value, message, signature) = parse_signed_by(line, |map| {
+        let (v, domain) = record_version(map)?;
+        version = v;
+        Ok(domain)
+    })?;
     let record =
         AuditRecord::from_value(value).map_err(|err| LineProblem::Malformed(err.to_string()))?;
+    let domain_len = record_domain(version).map_or(0, <[u8]>::len);
+    let chain_hash = if version == u64::from(AUDIT_FORMAT_V1) {
+        line_hash(line)
+    } else {
+        line_hash(&message[domain_len..])
+    };
     Ok(ParsedLine {
         record,
+        version,
         message,
         signature,
-        hash: line_hash(line),
+        chain_hash,
     })
+}
+
+/// The chain hash of a line (see the module comment); for a line that is not a record, the
+/// SHA-256 of its bytes.
+pub fn chain_hash(line: &[u8]) -> [u8; 32] {
+    parse_line(line).map_or_else(|_| line_hash(line), |parsed| parsed.chain_hash)
 }
 
 /// The generic half of [`parse_line`]: a canonical JSON object with a `sig` member, returned as
@@ -106,6 +166,14 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedLine, LineProblem> {
 pub fn parse_signed(
     line: &[u8],
     domain: &[u8],
+) -> Result<(Value, Vec<u8>, Signature), LineProblem> {
+    parse_signed_by(line, |_| Ok(domain))
+}
+
+/// [`parse_signed`] with the domain tag chosen from the parsed object.
+fn parse_signed_by<'d>(
+    line: &[u8],
+    domain: impl FnOnce(&Map<String, Value>) -> Result<&'d [u8], LineProblem>,
 ) -> Result<(Value, Vec<u8>, Signature), LineProblem> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineProblem::TooLong(line.len() as u64));
@@ -121,6 +189,7 @@ pub fn parse_signed(
     if canonical != line {
         return Err(LineProblem::NonCanonical);
     }
+    let domain = domain(map)?;
     let signature = decode_signature(map.get("sig"))?;
     let mut message = Vec::with_capacity(domain.len() + line.len());
     message.extend_from_slice(domain);
@@ -150,11 +219,7 @@ pub fn check_line(line: &[u8], key: &VerifyingKey) -> Result<ParsedLine, LinePro
 fn sig_member(line: &[u8], map: &Map<String, Value>) -> Option<(usize, usize)> {
     let sig = map.get("sig")?.as_str()?;
     const KEY: &[u8] = b",\"sig\":\"";
-    let mut found = line
-        .windows(KEY.len())
-        .enumerate()
-        .filter(|(_, w)| *w == KEY)
-        .map(|(at, _)| at);
+    let mut found = memchr::memmem::find_iter(line, KEY);
     let start = found.next()?;
     if found.next().is_some() {
         // Found by the fuzzer (fuzz/regressions/audit_line/nested-sig): the first `sig` member
@@ -166,7 +231,10 @@ fn sig_member(line: &[u8], map: &Map<String, Value>) -> Option<(usize, usize)> {
         .then_some((start, end))
 }
 
-fn decode_signature(sig: Option<&Value>) -> Result<Signature, LineProblem> {
+/// Decode a `sig` member: standard base64 with padding, exactly 64 bytes. The engine refuses
+/// non-canonical encodings (stray trailing bits, missing padding), so each signature has one
+/// text: a signature cannot be re-spelled without changing its bytes.
+pub fn decode_signature(sig: Option<&Value>) -> Result<Signature, LineProblem> {
     let Some(sig) = sig else {
         return Err(LineProblem::BadSignatureEncoding("no `sig` member".into()));
     };
@@ -175,41 +243,137 @@ fn decode_signature(sig: Option<&Value>) -> Result<Signature, LineProblem> {
             "`sig` is not a string".into(),
         ));
     };
-    let bytes = BASE64
-        .decode(text)
-        .map_err(|err| LineProblem::BadSignatureEncoding(format!("`sig` is not base64: {err}")))?;
-    let bytes: [u8; 64] = bytes.try_into().map_err(|b: Vec<u8>| {
-        LineProblem::BadSignatureEncoding(format!("`sig` is {} bytes, not 64", b.len()))
-    })?;
-    Ok(Signature::from_bytes(&bytes))
+    decode_signature_text(text)
 }
 
-/// A signed line: its canonical bytes (no newline) and the base64 signature inside them.
+/// [`decode_signature`] of the text of a `sig` member.
+pub fn decode_signature_text(text: &str) -> Result<Signature, LineProblem> {
+    // Room for what 88 base64 digits can hold (66 bytes), so a near miss is told by its length.
+    let mut bytes = [0u8; 66];
+    match BASE64.decode_slice(text, &mut bytes) {
+        Ok(64) => Ok(Signature::from_bytes(
+            bytes[..64].try_into().expect("64 bytes"),
+        )),
+        Ok(n) => Err(LineProblem::BadSignatureEncoding(format!(
+            "`sig` is {n} bytes, not 64"
+        ))),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => Err(
+            LineProblem::BadSignatureEncoding("`sig` is longer than 64 bytes".into()),
+        ),
+        Err(base64::DecodeSliceError::DecodeError(err)) => Err(LineProblem::BadSignatureEncoding(
+            format!("`sig` is not base64: {err}"),
+        )),
+    }
+}
+
+/// The audit key, ready to sign records: its expanded secret (the SHA-512 of the seed that
+/// `SigningKey::sign` would compute for every signature) is derived once.
+pub struct RecordSigner {
+    expanded: ExpandedSecretKey,
+    public: VerifyingKey,
+}
+
+impl std::fmt::Debug for RecordSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordSigner")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordSigner {
+    pub fn new(key: &SigningKey) -> Self {
+        Self {
+            expanded: ExpandedSecretKey::from(key.as_bytes()),
+            public: key.verifying_key(),
+        }
+    }
+
+    /// The Ed25519 signature of `message` (RFC 8032: the same bytes `SigningKey::sign` gives).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(&self.expanded, message, &self.public)
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.public
+    }
+}
+
+/// A signed line: its canonical bytes (no newline), the base64 signature inside them, and its
+/// chain hash.
 #[derive(Debug, Clone)]
 pub struct Sealed {
     pub line: Vec<u8>,
     pub sig: String,
+    pub chain_hash: [u8; 32],
 }
 
-/// Sign a record given as a JSON object (its `sig`, if any, is replaced).
+/// Sign a record given as a JSON object (its `sig`, if any, is replaced) under the domain tag of
+/// its `v` (format 2 when it has none).
 pub fn seal(record: Map<String, Value>, key: &SigningKey) -> Sealed {
-    seal_with(RECORD_DOMAIN, record, key)
+    seal_by(record, &RecordSigner::new(key))
 }
 
-/// [`seal`] under another domain tag.
+/// [`seal`] with a [`RecordSigner`].
+pub fn seal_by(record: Map<String, Value>, signer: &RecordSigner) -> Sealed {
+    let version = record
+        .get("v")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::from(AUDIT_FORMAT_VERSION));
+    let domain = record_domain(version).expect("records are sealed in a format this firma writes");
+    let unsigned = unsigned(domain, &record);
+    let chain_hash = if version == u64::from(AUDIT_FORMAT_V1) {
+        None
+    } else {
+        Some(line_hash(unsigned.body()))
+    };
+    let (line, sig) = sign(&unsigned, signer, 0);
+    Sealed {
+        chain_hash: chain_hash.unwrap_or_else(|| line_hash(&line)),
+        line,
+        sig,
+    }
+}
+
+/// [`seal`] under another domain tag (checkpoints); `chain_hash` is the line's SHA-256.
 pub fn seal_with(domain: &[u8], record: Map<String, Value>, key: &SigningKey) -> Sealed {
-    let mut line = Vec::with_capacity(640);
-    let slot = canonical::write_object_leaving_out(&record, "sig", &mut line)
-        .expect("records hold only strings, objects, arrays and small integers");
-    let mut message = Vec::with_capacity(domain.len() + line.len());
+    let unsigned = unsigned(domain, &record);
+    let (line, sig) = sign(&unsigned, &RecordSigner::new(key), 0);
+    Sealed {
+        chain_hash: line_hash(&line),
+        line,
+        sig,
+    }
+}
+
+/// A record given as a JSON object (without its `sig`), ready to be signed under `domain`.
+pub fn unsigned(domain: &[u8], record: &Map<String, Value>) -> Unsigned {
+    let mut message = Vec::with_capacity(domain.len() + 640);
     message.extend_from_slice(domain);
-    message.extend_from_slice(&line);
-    let sig = BASE64.encode(key.sign(&message).to_bytes());
-    // The line is the signed bytes without the domain tag, with `sig` spliced in at its place.
+    let mut body = Vec::with_capacity(640);
+    let slot = canonical::write_object_leaving_out(record, "sig", &mut body)
+        .expect("records hold only strings, objects, arrays and small integers");
+    message.extend_from_slice(&body);
+    Unsigned {
+        message,
+        domain_len: domain.len(),
+        sig_slot: slot,
+    }
+}
+
+/// Sign `unsigned`: the line (the body with `sig` at its place, then `newlines` newline bytes
+/// — 0 or 1) and the base64 signature.
+pub fn sign(unsigned: &Unsigned, signer: &RecordSigner, newlines: usize) -> (Vec<u8>, String) {
+    let sig = BASE64.encode(signer.sign(&unsigned.message).to_bytes());
     let mut value = Vec::with_capacity(sig.len() + 2);
     canonical::write_string(&sig, &mut value);
-    slot.insert("sig", &value, &mut line);
-    Sealed { line, sig }
+    let body = unsigned.body();
+    let mut line = Vec::with_capacity(body.len() + value.len() + 8 + newlines);
+    unsigned
+        .sig_slot
+        .write_joined(body, "sig", &value, &mut line);
+    line.extend(std::iter::repeat_n(b'\n', newlines));
+    (line, sig)
 }
 
 /// A serialisable record as a JSON object, ready for [`seal`].
@@ -243,8 +407,8 @@ mod tests {
             sealed.line,
             canonical::to_vec(&Value::Object(with_sig)).unwrap()
         );
-        let (_, message, signature) = parse_signed(&sealed.line, RECORD_DOMAIN).unwrap();
-        assert!(message.starts_with(RECORD_DOMAIN));
+        let (_, message, signature) = parse_signed(&sealed.line, RECORD_DOMAIN_V1).unwrap();
+        assert!(message.starts_with(RECORD_DOMAIN_V1));
         key.verifying_key()
             .verify_strict(&message, &signature)
             .unwrap();

@@ -26,7 +26,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::checkpoint::{self, Checkpoint, CheckpointProblem};
-use crate::audit::record::{key_fingerprint, line_hash};
+use crate::audit::record::{chain_hash, key_fingerprint};
 use crate::config::LoadedConfig;
 use crate::error::Hinted;
 
@@ -301,7 +301,7 @@ pub fn compare(files: &[PathBuf], witnessed: &Checkpoint) -> Result<Verdict, Hin
             };
             last = last.max(seq);
             if seq == witnessed.seq {
-                return Ok(if hex::encode(line_hash(line)) == witnessed.head {
+                return Ok(if hex::encode(chain_hash(line)) == witnessed.head {
                     Verdict::Ok { seq }
                 } else {
                     Verdict::Rewritten { seq }
@@ -394,7 +394,7 @@ mod tests {
         std::fs::write(&log, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
         let witnessed = |seq, line: &str| Checkpoint {
             seq,
-            head: hex::encode(line_hash(line.as_bytes())),
+            head: hex::encode(chain_hash(line.as_bytes())),
             ..Checkpoint::new(&log, ChainHead::GENESIS)
         };
         let files = vec![log.clone()];

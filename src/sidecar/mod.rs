@@ -1,6 +1,6 @@
 //! The Sidecar: forward proxy, classification, enforcement pipeline, Cedar, CA.
 
-pub mod audit_appender;
+pub mod audit_sink;
 pub mod authority_link;
 pub mod ca;
 pub mod cache;

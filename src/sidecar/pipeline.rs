@@ -6,22 +6,22 @@
 //! audit record's `reason`). Anything that prevents a sound decision — no bundle, a stale bundle,
 //! an evaluation error — denies: the Sidecar fails closed.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
-
+use super::audit_sink::AuditSink;
 use super::cedar::CedarCall;
 use super::identity::Presented;
 use super::mapping::{MappingRule, MappingTable};
 use super::state::AuthorityState;
 use super::target::Target;
-use crate::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
+use crate::audit::event::{Decision, DraftRef};
 use crate::authority::token::{CapabilityClaims, scope_matches};
 use crate::config::schema::UnmappedPolicy;
 use crate::error::Hinted;
+use chrono::{DateTime, Utc};
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +33,6 @@ pub enum TokenRejection {
 /// Checks tokens offline with the Authority's public key.
 pub trait TokenVerifier: Send + Sync {
     fn verify(&self, raw: &str) -> Result<Arc<CapabilityClaims>, TokenRejection>;
-}
-
-/// Where decisions are recorded. The receiver resolves once the record is written.
-pub trait AuditSink: Send + Sync {
-    fn submit(&self, draft: AuditDraft) -> oneshot::Receiver<Result<(), Hinted>>;
 }
 
 /// Why a call was decided the way it was.
@@ -192,11 +187,11 @@ impl Verdict {
     }
 
     /// The audit `reason`: the code, then the detail.
-    pub fn audit_reason(&self) -> String {
+    pub fn audit_reason(&self) -> Cow<'static, str> {
         if self.detail.is_empty() {
-            self.reason.code().to_string()
+            Cow::Borrowed(self.reason.code())
         } else {
-            format!("{}: {}", self.reason.code(), self.detail)
+            Cow::Owned(format!("{}: {}", self.reason.code(), self.detail))
         }
     }
 }
@@ -210,7 +205,7 @@ pub struct Pipeline {
     pub unmapped: UnmappedPolicy,
     pub verifier: Arc<dyn TokenVerifier>,
     pub authority: Arc<AuthorityState>,
-    pub audit: Arc<dyn AuditSink>,
+    pub audit: AuditSink,
 }
 
 impl Pipeline {
@@ -393,29 +388,25 @@ impl Pipeline {
         addr: Option<SocketAddr>,
         latency_us: u64,
     ) -> Result<(), Hinted> {
-        let written = self.audit.submit(AuditDraft {
+        let reason = verdict.audit_reason();
+        let addr = addr.map(|a| a.to_string());
+        let draft = DraftRef {
             decision: verdict.decision,
-            reason: verdict.audit_reason(),
-            agent_id: verdict.agent_id.clone(),
-            session_id: verdict.session_id.clone(),
-            token_id: verdict.token_id.clone(),
-            sandbox_id: verdict.sandbox_id.clone(),
-            intent: Intent {
-                action_class: verdict.action_class.clone(),
-                method: call.method.to_string(),
-                host: call.host.to_string(),
-                path: call.path.to_string(),
-                port: (call.port != 0).then_some(call.port),
-                addr: addr.map(|a| a.to_string()),
-            },
-            policy: PolicyRef {
-                bundle: verdict.bundle.clone(),
-                determining: verdict.determining.clone(),
-            },
+            reason: &reason,
+            agent_id: &verdict.agent_id,
+            session_id: &verdict.session_id,
+            token_id: &verdict.token_id,
+            sandbox_id: &verdict.sandbox_id,
+            action_class: &verdict.action_class,
+            method: call.method,
+            host: call.host,
+            path: call.path,
+            port: (call.port != 0).then_some(call.port),
+            addr: addr.as_deref(),
+            bundle: &verdict.bundle,
+            determining: &verdict.determining,
             latency_us,
-        });
-        written.await.unwrap_or_else(|_| {
-            Err(Hinted::new("the audit thread stopped").hint("restart the Sidecar"))
-        })
+        };
+        self.audit.record(&draft).await
     }
 }

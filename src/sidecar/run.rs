@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::audit_appender::AppenderThread;
+use super::audit_sink::AuditSink;
 use super::authority_link;
 use super::ca::{CaOrigin, CertificateAuthority};
 use super::destination::{Destinations, Resolver};
@@ -55,12 +55,11 @@ pub fn run(options: RunOptions) -> Result<(), Hinted> {
     runtime.block_on(serve(options))
 }
 
-/// Request workers: one per core but one, at least one. The audit appender (every record signed
-/// and written in turn, since each chains the previous one) is the proxy's one serial stage, so
-/// it gets a core of its own: on 2 cores, 1 worker + the appender ran 1.6× Squid's throughput
-/// where 2 workers + the appender ran 1.3× (docs/performance.md).
+/// Request workers: one per core. Each signs the audit records of its own calls (format 2
+/// chains records before they are signed), so there is no serial appender to leave a core for
+/// (docs/performance.md, "Proxy vs Squid").
 fn request_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    std::thread::available_parallelism().map_or(1, |n| n.get().max(1))
 }
 
 async fn serve(options: RunOptions) -> Result<(), Hinted> {
@@ -93,6 +92,14 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
             path = %audit_path.display(),
             marker_seq = report.marker_seq,
             "audit log rotation had been cut short (crash?); completed it"
+        );
+    }
+    if let Some(from) = report.upgraded_from {
+        tracing::info!(
+            path = %audit_path.display(),
+            from,
+            marker_seq = report.marker_seq,
+            "audit log continues in the current record format after a segment marker"
         );
     }
     tracing::info!(
@@ -163,7 +170,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
             loaded.deployment(),
         ))),
         authority: authority.clone(),
-        audit: Arc::new(AppenderThread::start((*writer).clone())?),
+        audit: AuditSink::new((*writer).clone()),
     };
     let proxy = Arc::new(Proxy {
         pipeline,

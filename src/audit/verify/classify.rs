@@ -20,6 +20,12 @@ pub(super) enum Cause {
     Rewritten {
         seq: u64,
     },
+    /// A validly signed, chained record changes the format version other than upwards at a
+    /// segment marker (the only way the writer switches).
+    FormatSwitch {
+        from: u64,
+        to: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -75,6 +81,27 @@ pub(super) fn classify(
                 )
             }
         }
+        Cause::Line(LineProblem::UnsupportedVersion(version)) => at(
+            FindingKind::Malformed,
+            Some(expected),
+            format!(
+                "line {line} is a record of audit format {version}, which this firma does not \
+                 read: verify the log with the firma that wrote it (or a newer one)"
+            ),
+        ),
+        Cause::FormatSwitch { from, to } => at(
+            FindingKind::Malformed,
+            Some(expected),
+            format!(
+                "line {line} switches the log from audit format {from} to {to}{}: the writer \
+                 only ever moves to a newer format, at a segment marker",
+                if to > from {
+                    " without a segment marker"
+                } else {
+                    ""
+                }
+            ),
+        ),
         Cause::Line(LineProblem::NonCanonical) => at(
             FindingKind::NonCanonical,
             Some(expected),

@@ -12,7 +12,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::VerifyOptions;
 use super::walker::Walker;
-use crate::audit::event::{AuditRecord, TornLine};
+use crate::audit::event::{AUDIT_FORMAT_V1, AuditRecord, TornLine};
+use crate::audit::event_bytes::check_event_line;
 use crate::audit::lines::{LineSplitter, RawLine};
 use crate::audit::record::{self, LineProblem, line_hash};
 use crate::error::Hinted;
@@ -28,7 +29,8 @@ pub(super) struct LineCheck {
     pub(super) offset: u64,
     pub(super) len: u64,
     pub(super) terminated: bool,
-    /// SHA-256 of the bytes (zeros for a line too long to buffer).
+    /// SHA-256 of the bytes of a line that is not a record (a torn line is named by it); zeros
+    /// for a record (see [`Checked::chain_hash`]) and for a line too long to buffer.
     pub(super) hash: [u8; 32],
     pub(super) outcome: Result<Checked, LineProblem>,
 }
@@ -37,6 +39,10 @@ pub(super) struct LineCheck {
 pub(super) struct Checked {
     pub(super) seq: u64,
     pub(super) prev: String,
+    /// The format version (`v`).
+    pub(super) version: u64,
+    /// What the next record's `prev` names (`record::chain_hash`).
+    pub(super) chain_hash: [u8; 32],
     pub(super) segment: bool,
     pub(super) marker_torn: Option<TornLine>,
     /// A retention marker's (`last_seq`, `last_hash`).
@@ -184,54 +190,51 @@ fn reorder(done: &Receiver<(u64, Vec<LineCheck>)>, walker: &mut Walker) {
     }
 }
 
+/// A line ready for its signature check: the signed message, the signature, and what the walker
+/// needs.
+struct Readable {
+    message: Vec<u8>,
+    signature: Signature,
+    checked: Checked,
+}
+
 /// Parse, canonical-check and signature-check every line of a chunk.
 fn check_chunk(chunk: &Chunk, key: &VerifyingKey, batch: bool) -> Vec<LineCheck> {
-    let parsed: Vec<(Result<record::ParsedLine, LineProblem>, [u8; 32])> = chunk
+    let mut scratch = Vec::with_capacity(1024);
+    let read: Vec<Result<Readable, LineProblem>> = chunk
         .lines
         .iter()
         .map(|line| {
             if line.too_long() {
-                (Err(LineProblem::TooLong(line.len)), [0; 32])
+                Err(LineProblem::TooLong(line.len))
             } else {
-                (record::parse_line(&line.bytes), line_hash(&line.bytes))
+                read_line(&line.bytes, &mut scratch)
             }
         })
         .collect();
-    let good: Vec<&record::ParsedLine> =
-        parsed.iter().filter_map(|(p, _)| p.as_ref().ok()).collect();
+    let good: Vec<&Readable> = read.iter().filter_map(|r| r.as_ref().ok()).collect();
     let batch_ok = batch && !good.is_empty() && {
-        let messages: Vec<&[u8]> = good.iter().map(|p| p.message.as_slice()).collect();
-        let signatures: Vec<Signature> = good.iter().map(|p| p.signature).collect();
+        let messages: Vec<&[u8]> = good.iter().map(|r| r.message.as_slice()).collect();
+        let signatures: Vec<Signature> = good.iter().map(|r| r.signature).collect();
         let keys = vec![*key; good.len()];
         ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
     };
     chunk
         .lines
         .iter()
-        .zip(parsed)
-        .map(|(line, (parsed, hash))| {
-            let outcome = parsed.and_then(|p| {
+        .zip(read)
+        .map(|(line, read)| {
+            let outcome = read.and_then(|r| {
                 if !batch_ok {
-                    p.verify(key)?;
+                    key.verify_strict(&r.message, &r.signature)
+                        .map_err(|_| LineProblem::BadSignature)?;
                 }
-                let seq = p.record.seq();
-                let prev = p.record.prev().to_string();
-                let (segment, marker_torn, marker_retained) = match p.record {
-                    AuditRecord::Segment(m) => {
-                        let marker = *m;
-                        let retained = marker.retained.map(|r| (r.last_seq, r.last_hash));
-                        (true, marker.torn, retained)
-                    }
-                    AuditRecord::Event(_) => (false, None, None),
-                };
-                Ok(Checked {
-                    seq,
-                    prev,
-                    segment,
-                    marker_torn,
-                    marker_retained,
-                })
+                Ok(r.checked)
             });
+            let hash = match (&outcome, line.too_long()) {
+                (Err(_), false) => line_hash(&line.bytes),
+                _ => [0; 32],
+            };
             LineCheck {
                 file: chunk.file,
                 number: line.number,
@@ -243,4 +246,62 @@ fn check_chunk(chunk: &Chunk, key: &VerifyingKey, batch: bool) -> Vec<LineCheck>
             }
         })
         .collect()
+}
+
+/// Everything about one line but its signature: decision events the writer's way take the fast
+/// path (`event_bytes`), anything else the general parser.
+fn read_line(bytes: &[u8], scratch: &mut Vec<u8>) -> Result<Readable, LineProblem> {
+    if let Some(event) = check_event_line(bytes, scratch) {
+        let Some(domain) = record::record_domain(event.v) else {
+            return Err(LineProblem::UnsupportedVersion(event.v));
+        };
+        let signature = record::decode_signature_text(&event.sig)?;
+        let (cut_from, cut_to) = event.sig_member;
+        let mut message = Vec::with_capacity(domain.len() + bytes.len());
+        message.extend_from_slice(domain);
+        message.extend_from_slice(&bytes[..cut_from]);
+        message.extend_from_slice(&bytes[cut_to..]);
+        let chain_hash = if event.v == u64::from(AUDIT_FORMAT_V1) {
+            line_hash(bytes)
+        } else {
+            line_hash(&message[domain.len()..])
+        };
+        return Ok(Readable {
+            message,
+            signature,
+            checked: Checked {
+                seq: event.seq,
+                prev: event.prev,
+                version: event.v,
+                chain_hash,
+                segment: false,
+                marker_torn: None,
+                marker_retained: None,
+            },
+        });
+    }
+    let parsed = record::parse_line(bytes)?;
+    let seq = parsed.record.seq();
+    let prev = parsed.record.prev().to_string();
+    let (segment, marker_torn, marker_retained) = match parsed.record {
+        AuditRecord::Segment(m) => {
+            let marker = *m;
+            let retained = marker.retained.map(|r| (r.last_seq, r.last_hash));
+            (true, marker.torn, retained)
+        }
+        AuditRecord::Event(_) => (false, None, None),
+    };
+    Ok(Readable {
+        message: parsed.message,
+        signature: parsed.signature,
+        checked: Checked {
+            seq,
+            prev,
+            version: parsed.version,
+            chain_hash: parsed.chain_hash,
+            segment,
+            marker_torn,
+            marker_retained,
+        },
+    })
 }

@@ -172,11 +172,11 @@ pub fn resume_at_offset(log: &Path, from: u64) -> Option<Resume> {
         std::mem::swap(&mut previous, &mut line);
     }
     let previous = previous.strip_suffix(b"\n")?;
-    let seq = record::parse_record(previous).ok()?.seq();
+    let parsed = record::parse_line(previous).ok()?;
     Some(Resume {
         offset,
         line: line_number + 1,
-        head: ChainHead::advance(seq, record::line_hash(previous)),
+        head: ChainHead::advance(parsed.record.seq(), parsed.chain_hash),
     })
 }
 

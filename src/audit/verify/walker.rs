@@ -27,8 +27,11 @@ pub(super) struct Walker {
     lines: u64,
     verified: u64,
     segments: u64,
-    /// Ring of recent (seq, hash) for duplicate detection.
+    /// Ring of recent (seq, chain hash) for duplicate detection.
     recent: Vec<Option<(u64, [u8; 32])>>,
+    /// Format version of the head record (`None` before the first one seen: the walk may start
+    /// at any format).
+    head_version: Option<u64>,
     torn_candidate: Option<LineCheck>,
     first: Option<FirstProblem>,
     notices: Vec<Finding>,
@@ -69,6 +72,7 @@ impl Walker {
             verified: 0,
             segments: 0,
             recent: vec![None; DUPLICATE_WINDOW],
+            head_version: None,
             torn_candidate: None,
             first: None,
             notices: Vec::new(),
@@ -136,22 +140,33 @@ impl Walker {
             }
             Ok(c) => match self.head.check(c.seq, &c.prev) {
                 Ok(()) => {
+                    if let Some(from) = self.head_version
+                        && (c.version < from || (c.version > from && !c.segment))
+                    {
+                        let cause = Cause::FormatSwitch {
+                            from,
+                            to: c.version,
+                        };
+                        self.fail(&check, cause);
+                        return;
+                    }
                     if let Some((seq, head)) = &self.expected
                         && *seq == c.seq
                     {
-                        if *head != hex::encode(check.hash) {
+                        if *head != hex::encode(c.chain_hash) {
                             self.fail(&check, Cause::Rewritten { seq: c.seq });
                             return;
                         }
                         self.checkpoint_matched = true;
                     }
-                    self.head = ChainHead::advance(c.seq, check.hash);
+                    self.head = ChainHead::advance(c.seq, c.chain_hash);
+                    self.head_version = Some(c.version);
                     self.head_line = if check.file + 1 == self.files.len() {
                         check.number
                     } else {
                         0
                     };
-                    self.recent[(c.seq as usize) % DUPLICATE_WINDOW] = Some((c.seq, check.hash));
+                    self.recent[(c.seq as usize) % DUPLICATE_WINDOW] = Some((c.seq, c.chain_hash));
                     self.verified += 1;
                     if c.segment {
                         self.segments += 1;
@@ -181,7 +196,7 @@ impl Walker {
                     let cause = Cause::Chain {
                         problem,
                         seq: c.seq,
-                        hash: check.hash,
+                        hash: c.chain_hash,
                     };
                     self.fail(&check, cause);
                 }

@@ -69,7 +69,7 @@ pub(super) fn run(shared: &Shared, mut checkpointed: ChainHead) {
             }
             checkpointed = *lock(&shared.checkpoint);
         }
-        let head = lock(&shared.state).head;
+        let head = lock(&shared.state).written;
         let checkpoint_now = head != checkpointed
             && (stop || checkpoint_due || last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
         if checkpoint_now {

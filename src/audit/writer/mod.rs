@@ -1,8 +1,16 @@
 //! The one appender of `audit.jsonl`, shared by every task of the Sidecar.
 //!
-//! - `append` assigns `seq`, `ts` and `prev`, signs, and returns only after write(2) of the whole
-//!   line: "write the record, then act" is a rule callers can keep.
-//! - One mutex orders appends, so lines never interleave and `seq` has no gaps.
+//! - A record goes through three stages. **Chain** (serial, under the state lock): assign `seq`,
+//!   `ts` and `prev`, fill in the record's body (its canonical bytes without `sig`) and hash it —
+//!   in format 2 that hash is what the next record's `prev` names, so the next record can be
+//!   chained at once. **Sign** (parallel, no lock): the caller's own thread signs its record.
+//!   **Write** (serial, in `seq` order): a signed record is written at once when every earlier
+//!   one is; else it waits in line and whoever writes the record before it writes it too (with
+//!   one write(2) for all that are ready).
+//! - `append` (blocking) and `record` (for async callers: it never waits for other records'
+//!   signatures) return only after write(2) of the whole line: "write the record, then act" is a
+//!   rule callers can keep. Lines never interleave and `seq` has no gaps: a record chained but
+//!   never written (its caller panicked) fails the writer.
 //! - fsync: `always` (the caller waits; concurrent callers share one fsync — group commit),
 //!   `batched` (a flusher thread fsyncs every `fsync_interval` whatever was written since), or
 //!   `never` (only the checkpoint's own fsync).
@@ -15,7 +23,8 @@
 //!   Recovery is an operator's restart.
 //! - `open` resumes the chain from the log's last record; a torn last line (a crash in the
 //!   middle of a write) is terminated, kept, and named by a signed segment marker (`recover`);
-//!   the checkpoint must agree with what was found (`reconcile`).
+//!   the checkpoint must agree with what was found (`reconcile`). A log whose last record is of
+//!   format 1 continues in format 2 after a segment marker that says so.
 //! - Rotation (`rotate`): by size, interval or on request, the live file becomes `audit.jsonl.1`
 //!   and a new file starts with a signed marker continuing the chain; retention deletes the
 //!   oldest rotations after recording them in a signed marker.
@@ -26,6 +35,7 @@ mod reconcile;
 mod recover;
 mod rotate;
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,16 +45,17 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use serde_json::{Map, Value};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use self::live::{LiveFile, PathCheck};
 pub use self::rotate::{RetentionReport, RotationReport, Trigger};
 use super::chain::ChainHead;
 use super::checkpoint::Checkpoint;
 use super::event::{
-    AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, SegmentMarker, TornLine, now_rfc3339,
+    AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, DraftRef, SegmentMarker, TornLine, now_rfc3339,
 };
-use super::record::{self, MAX_LINE_BYTES, line_hash};
+use super::event_bytes::{EventTemplate, Unsigned};
+use super::record::{self, MAX_LINE_BYTES, RECORD_DOMAIN_V2, RecordSigner, line_hash};
 use crate::config::schema::{AuditConfig, FsyncPolicy};
 use crate::error::Hinted;
 use crate::fsutil::{Durability, write_atomic};
@@ -57,6 +68,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How stale the check that the log's path still leads to the open file may be when an append
 /// is acknowledged.
 pub const IDENTITY_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Bytes `,"sig":"<88 base64 digits>"` adds to a record's body.
+const SIG_MEMBER_BYTES: usize = 97;
 
 /// `[sidecar.audit]` settings the writer applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +122,9 @@ pub struct OpenReport {
     /// new file's first line): the chain was resumed from `audit.jsonl.1` and the rotation
     /// completed.
     pub completed_rotation: bool,
+    /// The last record was of this older format: a segment marker (`marker_seq`) switched the
+    /// log to the current one.
+    pub upgraded_from: Option<u64>,
 }
 
 /// Whether the writer accepts records.
@@ -133,6 +149,19 @@ pub struct CheckpointNotice {
     pub line: Vec<u8>,
 }
 
+/// What [`AuditWriter::record`] did with a record.
+#[derive(Debug)]
+pub enum Recorded {
+    /// Written (before `record` returned).
+    Written { seq: u64 },
+    /// Signed and waiting for an earlier record, still being signed by another caller: written
+    /// when `written` resolves (with the writer's error if it failed meanwhile).
+    Queued {
+        seq: u64,
+        written: oneshot::Receiver<Result<(), Hinted>>,
+    },
+}
+
 /// Shared handle to the appender (cheap to clone).
 #[derive(Clone)]
 pub struct AuditWriter {
@@ -155,9 +184,15 @@ struct Inner {
 
 struct Shared {
     files: AuditFiles,
+    /// Signs checkpoints.
     key: SigningKey,
+    /// Signs records.
+    signer: RecordSigner,
     options: WriterOptions,
     state: Mutex<State>,
+    /// With `state`: records drained (a rotation waits for that), a rotation finished (appends
+    /// wait for that), the writer failed.
+    progress: Condvar,
     /// `seq` of the last line whose write(2) finished.
     written: AtomicU64,
     /// `seq` up to which the log is fsynced (the mutex serialises group commits and rotations;
@@ -174,7 +209,16 @@ struct Shared {
 }
 
 struct State {
-    head: ChainHead,
+    /// The last record chained (possibly still being signed): the next one chains to it.
+    chained: ChainHead,
+    /// The last record written to the live file.
+    written: ChainHead,
+    /// Records chained but not yet written, from `written.seq + 1` on.
+    in_flight: VecDeque<Slot>,
+    /// A rotation is waiting for the records in flight and holds back new ones.
+    rotating: bool,
+    /// Threads waiting on `progress`.
+    waiting: usize,
     live: Arc<LiveFile>,
     /// Bytes in the live file.
     live_bytes: u64,
@@ -194,6 +238,35 @@ struct State {
     /// restart recovers the log.
     failed: Option<Hinted>,
     closed: bool,
+}
+
+/// A record in flight: its chain hash, and once signed its line and who waits for it.
+struct Slot {
+    hash: [u8; 32],
+    line: Option<Vec<u8>>,
+    waiter: Option<Waiter>,
+}
+
+/// Who learns that a queued record was written.
+enum Waiter {
+    Task(oneshot::Sender<Result<(), Hinted>>),
+    Thread(std::sync::mpsc::SyncSender<Result<(), Hinted>>),
+}
+
+impl Waiter {
+    fn tell(self, outcome: Result<(), Hinted>) {
+        match self {
+            Self::Task(sender) => drop(sender.send(outcome)),
+            Self::Thread(sender) => drop(sender.send(outcome)),
+        }
+    }
+}
+
+/// How a caller waits for its record when an earlier one is still being signed.
+#[derive(Clone, Copy)]
+enum Wait {
+    Task,
+    Thread,
 }
 
 #[derive(Default)]
@@ -221,7 +294,8 @@ impl AuditWriter {
     ) -> Result<(AuditWriter, OpenReport), Hinted> {
         let files = AuditFiles::of_log(path);
         let live = LiveFile::open(path, false)?;
-        let resumed = recover::resume(&live, &files, &key)?;
+        let signer = RecordSigner::new(&key);
+        let resumed = recover::resume(&live, &files, &signer)?;
         reconcile::check(&files, &key.verifying_key(), &resumed)?;
         let recover::Resumed {
             head,
@@ -247,9 +321,14 @@ impl AuditWriter {
         let shared = Arc::new(Shared {
             files,
             key,
+            signer,
             options,
             state: Mutex::new(State {
-                head,
+                chained: head,
+                written: head,
+                in_flight: VecDeque::new(),
+                rotating: false,
+                waiting: 0,
                 live: Arc::new(live),
                 live_bytes,
                 live_since: now,
@@ -261,6 +340,7 @@ impl AuditWriter {
                 failed: None,
                 closed: false,
             }),
+            progress: Condvar::new(),
             written: AtomicU64::new(head.seq),
             synced: Mutex::new(head.seq),
             checkpoint: Mutex::new(ChainHead::GENESIS),
@@ -287,23 +367,24 @@ impl AuditWriter {
         Ok((writer, report))
     }
 
-    /// Sign, chain and write one record; returns it (with `seq`, `ts`, `prev`, `sig`) after the
-    /// whole line was written (and, with `fsync = always`, fsynced).
+    /// Chain, sign and write one record; returns it (with `seq`, `ts`, `prev`, `sig`) after the
+    /// whole line was written (and, with `fsync = always`, fsynced). Blocks while an earlier
+    /// record is being signed by another caller.
     pub fn append(&self, draft: AuditDraft) -> Result<AuditEvent, Hinted> {
         let shared = &self.inner.shared;
         let event_id = uuid::Uuid::now_v7().to_string();
-        // Everything that does not depend on the chain is prepared outside the lock.
-        let mut object = record::to_object(&draft);
-        object.insert("v".into(), AUDIT_FORMAT_VERSION.into());
-        object.insert("event_id".into(), event_id.clone().into());
-        let appended = shared.append_object(object)?;
+        let template = event_template(&draft.borrowed(), &event_id)?;
+        let (link, sig, queued) = shared.append_event(&template, Wait::Thread)?;
+        if let Some(Queued::Thread(written)) = queued {
+            written.recv().unwrap_or_else(|_| Err(shared.gone()))?;
+        }
         if shared.options.fsync == FsyncPolicy::Always {
-            shared.sync_through(appended.seq)?;
+            shared.sync_through(link.seq)?;
         }
         Ok(AuditEvent {
             v: AUDIT_FORMAT_VERSION,
-            seq: appended.seq,
-            ts: appended.ts,
+            seq: link.seq,
+            ts: link.ts,
             event_id,
             decision: draft.decision,
             reason: draft.reason,
@@ -314,9 +395,37 @@ impl AuditWriter {
             intent: draft.intent,
             policy: draft.policy,
             latency_us: draft.latency_us,
-            prev: appended.prev,
-            sig: Some(appended.sig),
+            prev: link.prev,
+            sig: Some(sig),
         })
+    }
+
+    /// Chain, sign and write one record without waiting for other callers' signatures: an
+    /// async caller awaits [`Recorded::Queued`] instead of blocking a worker. With
+    /// `fsync = always` the caller must then make it durable ([`AuditWriter::sync_through`],
+    /// which blocks) before acting on it.
+    pub fn record(&self, draft: &DraftRef<'_>) -> Result<Recorded, Hinted> {
+        let shared = &self.inner.shared;
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let template = event_template(draft, &event_id)?;
+        let (link, _, queued) = shared.append_event(&template, Wait::Task)?;
+        Ok(match queued {
+            Some(Queued::Task(written)) => Recorded::Queued {
+                seq: link.seq,
+                written,
+            },
+            _ => Recorded::Written { seq: link.seq },
+        })
+    }
+
+    /// Whether every record must be fsynced before it is acted on (`fsync = always`).
+    pub fn syncs_every_record(&self) -> bool {
+        self.inner.shared.options.fsync == FsyncPolicy::Always
+    }
+
+    /// Make every record up to `seq` durable (one fsync shared by concurrent callers).
+    pub fn sync_through(&self, seq: u64) -> Result<(), Hinted> {
+        self.inner.shared.sync_through(seq)
     }
 
     /// Rotate now (`firma audit rotate`): see [`RotationReport`].
@@ -350,15 +459,31 @@ impl AuditWriter {
         &self.inner.shared.files
     }
 
-    /// Stop accepting records, fsync, and write the final checkpoint. Idempotent.
+    /// Stop accepting records, write those in flight, fsync, and write the final checkpoint.
+    /// Idempotent.
     pub fn shutdown(&self) -> Result<(), Hinted> {
         self.inner.stop()
     }
 }
 
+/// The template of a decision event, or why it cannot be written.
+fn event_template(draft: &DraftRef<'_>, event_id: &str) -> Result<EventTemplate, Hinted> {
+    EventTemplate::new(draft, event_id, AUDIT_FORMAT_VERSION).map_err(|err| {
+        Hinted::new(format!("audit record cannot be encoded: {err}"))
+            .hint("a request field is implausible; the call is refused")
+    })
+}
+
 impl Inner {
     fn stop(&self) -> Result<(), Hinted> {
-        lock(&self.shared.state).closed = true;
+        {
+            let mut state = lock(&self.shared.state);
+            state.closed = true;
+            // Records already chained are written before the final checkpoint.
+            while !state.in_flight.is_empty() && state.failed.is_none() {
+                state = self.shared.wait(state);
+            }
+        }
         {
             let mut flush = lock(&self.shared.flush);
             flush.stop = true;
@@ -380,52 +505,199 @@ impl Drop for Inner {
     }
 }
 
-/// What `append_object` wrote.
-struct Appended {
+/// The chain fields of a record, as assigned when it was chained.
+#[derive(Debug, Clone)]
+struct Link {
     seq: u64,
     ts: String,
     prev: String,
-    sig: String,
+}
+
+/// A record chained but not yet handed over for writing. Dropped without [`Shared::commit`]
+/// (its caller panicked), it leaves a gap no later record may pass: the writer fails.
+struct Pending<'a> {
+    shared: &'a Shared,
+    link: Link,
+    unsigned: Unsigned,
+    committed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let mut state = lock(&self.shared.state);
+            self.shared.fail(
+                &mut state,
+                format!(
+                    "record seq {} was chained but never written (its caller stopped)",
+                    self.link.seq
+                ),
+            );
+        }
+    }
+}
+
+/// A record waiting in line, and how its caller learns it was written.
+enum Queued {
+    Task(oneshot::Receiver<Result<(), Hinted>>),
+    Thread(std::sync::mpsc::Receiver<Result<(), Hinted>>),
 }
 
 impl Shared {
-    /// Chain, sign and write one record given as an object (`seq`, `ts`, `prev` are set here).
-    fn append_object(&self, mut object: Map<String, Value>) -> Result<Appended, Hinted> {
+    /// Chain, sign and commit a decision event.
+    fn append_event(
+        &self,
+        template: &EventTemplate,
+        wait: Wait,
+    ) -> Result<(Link, String, Option<Queued>), Hinted> {
+        let pending = self.chain(|link| {
+            template
+                .fill(RECORD_DOMAIN_V2, &link.prev, link.seq, &link.ts)
+                .map_err(|err| Hinted::new(format!("audit record cannot be encoded: {err}")))
+        })?;
+        let link = pending.link.clone();
+        let (sig, queued) = self.commit(pending, wait)?;
+        Ok((link, sig, queued))
+    }
+
+    /// Chain, sign and write a record given as an object (`seq`, `ts`, `prev` are set here),
+    /// waiting until it is written: its `seq`.
+    fn append_object(&self, object: Map<String, Value>) -> Result<u64, Hinted> {
+        let pending = self.chain(|link| {
+            let mut object = object;
+            object.insert("seq".into(), link.seq.into());
+            object.insert("ts".into(), link.ts.clone().into());
+            object.insert("prev".into(), link.prev.clone().into());
+            object.insert("v".into(), AUDIT_FORMAT_VERSION.into());
+            Ok(record::unsigned(RECORD_DOMAIN_V2, &object))
+        })?;
+        let seq = pending.link.seq;
+        if let (_, Some(Queued::Thread(written))) = self.commit(pending, Wait::Thread)? {
+            written.recv().unwrap_or_else(|_| Err(self.gone()))?;
+        }
+        Ok(seq)
+    }
+
+    /// Stage 1, serial: assign `seq`, `ts` and `prev`, let `prepare` build the record's body,
+    /// and make its hash the chain's head.
+    fn chain(
+        &self,
+        prepare: impl FnOnce(&Link) -> Result<Unsigned, Hinted>,
+    ) -> Result<Pending<'_>, Hinted> {
         let mut state = lock(&self.state);
+        while state.rotating && state.failed.is_none() {
+            state = self.wait(state);
+        }
         self.usable(&mut state)?;
-        let seq = state.head.seq + 1;
-        let ts = now_rfc3339();
-        let prev = state.head.hash_hex();
-        object.insert("seq".into(), seq.into());
-        object.insert("ts".into(), ts.clone().into());
-        object.insert("prev".into(), prev.clone().into());
-        let sealed = record::seal(object, &self.key);
-        let mut line = sealed.line;
-        if line.len() > MAX_LINE_BYTES {
+        let link = Link {
+            seq: state.chained.seq + 1,
+            ts: now_rfc3339(),
+            prev: state.chained.hash_hex(),
+        };
+        let unsigned = prepare(&link)?;
+        let line_len = unsigned.body().len() + SIG_MEMBER_BYTES;
+        if line_len > MAX_LINE_BYTES {
             return Err(Hinted::new(format!(
-                "audit record of {} bytes exceeds the {MAX_LINE_BYTES}-byte line limit",
-                line.len()
+                "audit record of {line_len} bytes exceeds the {MAX_LINE_BYTES}-byte line limit"
             ))
             .hint("a request field (path, reason) is implausibly long; the call is refused"));
         }
-        let hash = line_hash(&line);
-        line.push(b'\n');
-        if let Err(err) = (&*state.live.file).write_all(&line) {
+        let hash = line_hash(unsigned.body());
+        state.chained = ChainHead::advance(link.seq, hash);
+        state.in_flight.push_back(Slot {
+            hash,
+            line: None,
+            waiter: None,
+        });
+        Ok(Pending {
+            shared: self,
+            link,
+            unsigned,
+            committed: false,
+        })
+    }
+
+    /// Stages 2 and 3: sign (on the caller's thread, no lock held), then write — now, if every
+    /// earlier record is written, else when the last of them is (the caller then waits as
+    /// `wait` says). Returns the signature, and how to wait if the record is queued.
+    fn commit(
+        &self,
+        mut pending: Pending<'_>,
+        wait: Wait,
+    ) -> Result<(String, Option<Queued>), Hinted> {
+        let (line, sig) = record::sign(&pending.unsigned, &self.signer, 1);
+        pending.committed = true;
+        let seq = pending.link.seq;
+        let mut state = lock(&self.state);
+        if let Some(err) = &state.failed {
+            return Err(err.clone());
+        }
+        let index = usize::try_from(seq - state.written.seq - 1).expect("in flight");
+        let slot = &mut state.in_flight[index];
+        slot.line = Some(line);
+        if index > 0 {
+            // An earlier record is still being signed; its caller writes this one too.
+            let queued = match wait {
+                Wait::Task => {
+                    let (tell, written) = oneshot::channel();
+                    slot.waiter = Some(Waiter::Task(tell));
+                    Queued::Task(written)
+                }
+                Wait::Thread => {
+                    let (tell, written) = std::sync::mpsc::sync_channel(1);
+                    slot.waiter = Some(Waiter::Thread(tell));
+                    Queued::Thread(written)
+                }
+            };
+            return Ok((sig, Some(queued)));
+        }
+        self.write_ready(&mut state)?;
+        Ok((sig, None))
+    }
+
+    /// Write the signed records at the head of the line (one write(2)), and tell whoever waits
+    /// for them.
+    fn write_ready(&self, state: &mut State) -> Result<(), Hinted> {
+        let ready = state
+            .in_flight
+            .iter()
+            .take_while(|slot| slot.line.is_some())
+            .count();
+        let mut slots: Vec<Slot> = state.in_flight.drain(..ready).collect();
+        let mut batch = slots[0].line.take().expect("ready");
+        for slot in &mut slots[1..] {
+            batch.extend_from_slice(&slot.line.take().expect("ready"));
+        }
+        let outcome = self.write_batch(state, &batch, &slots);
+        for slot in slots {
+            if let Some(waiter) = slot.waiter {
+                waiter.tell(outcome.clone());
+            }
+        }
+        if state.waiting > 0 {
+            self.progress.notify_all();
+        }
+        outcome
+    }
+
+    fn write_batch(&self, state: &mut State, batch: &[u8], slots: &[Slot]) -> Result<(), Hinted> {
+        if let Err(err) = (&*state.live.file).write_all(batch) {
             return Err(self.fail(
-                &mut state,
+                state,
                 format!("cannot write {}: {err}", self.files.live().display()),
             ));
         }
-        state.head = ChainHead::advance(seq, hash);
-        state.live_bytes += line.len() as u64;
-        state.live_records += 1;
-        self.written.store(seq, Ordering::Release);
-        // Before the record is acknowledged, the path must still lead to the file it went to.
+        let last = state.written.seq + slots.len() as u64;
+        state.written = ChainHead::advance(last, slots[slots.len() - 1].hash);
+        state.live_bytes += batch.len() as u64;
+        state.live_records += slots.len() as u64;
+        self.written.store(last, Ordering::Release);
+        // Before the records are acknowledged, the path must still lead to the file they went to.
         if state.identity_checked.elapsed() >= IDENTITY_CHECK_EVERY {
-            self.check_identity(&mut state)?;
+            self.check_identity(state)?;
         }
-        let checkpoint_due =
-            !state.checkpoint_requested && seq - state.checkpointed_seq >= CHECKPOINT_EVERY_RECORDS;
+        let checkpoint_due = !state.checkpoint_requested
+            && last - state.checkpointed_seq >= CHECKPOINT_EVERY_RECORDS;
         state.checkpoint_requested |= checkpoint_due;
         let rotation_due = !state.rotation_requested
             && self
@@ -433,8 +705,6 @@ impl Shared {
                 .rotate_size
                 .is_some_and(|size| state.live_bytes >= size);
         state.rotation_requested |= rotation_due;
-        drop(state);
-
         if checkpoint_due || rotation_due {
             let mut flush = lock(&self.flush);
             flush.checkpoint_due |= checkpoint_due;
@@ -442,12 +712,28 @@ impl Shared {
             drop(flush);
             self.flush_wakeup.notify_one();
         }
-        Ok(Appended {
-            seq,
-            ts,
-            prev,
-            sig: sealed.sig,
-        })
+        Ok(())
+    }
+
+    /// Wait on `progress` (a rotation finished, records drained, the writer failed).
+    fn wait<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.waiting += 1;
+        let mut state = self
+            .progress
+            .wait(state)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.waiting -= 1;
+        state
+    }
+
+    /// The error of a record whose writer went away without a word (cannot happen while the
+    /// writer lives; said plainly if it does).
+    fn gone(&self) -> Hinted {
+        Hinted::new(format!(
+            "audit writer for {} stopped before writing the record",
+            self.files.live().display()
+        ))
+        .hint("restart the Sidecar")
     }
 
     /// Err if no record may be written now.
@@ -485,8 +771,8 @@ impl Shared {
         Err(self.fail(state, problem))
     }
 
-    /// Enter the failed state (once: the first cause is kept), log it and publish it; returns
-    /// the error every later append gets.
+    /// Enter the failed state (once: the first cause is kept), log it and publish it, and tell
+    /// every record in line; returns the error every later append gets.
     fn fail(&self, state: &mut State, cause: String) -> Hinted {
         if let Some(err) = &state.failed {
             return err.clone();
@@ -502,6 +788,12 @@ impl Shared {
              Sidecar is restarted"
         );
         state.failed = Some(err.clone());
+        for slot in &mut state.in_flight {
+            if let Some(waiter) = slot.waiter.take() {
+                waiter.tell(Err(err.clone()));
+            }
+        }
+        self.progress.notify_all();
         lock(&self.flush).error.get_or_insert_with(|| err.clone());
         self.health.send_replace(AuditHealth::Unavailable {
             reason: cause,
@@ -524,7 +816,7 @@ impl Shared {
         }
         let (live, target) = {
             let state = lock(&self.state);
-            (Arc::clone(&state.live), state.head.seq)
+            (Arc::clone(&state.live), state.written.seq)
         };
         if let Err(err) = live.file.sync_data() {
             let mut state = lock(&self.state);
@@ -561,14 +853,15 @@ impl Shared {
 fn seal_marker(
     mut marker: SegmentMarker,
     head: ChainHead,
-    key: &SigningKey,
+    signer: &RecordSigner,
 ) -> (Vec<u8>, ChainHead) {
+    marker.v = AUDIT_FORMAT_VERSION;
     marker.seq = head.seq + 1;
     marker.ts = now_rfc3339();
     marker.prev = head.hash_hex();
     marker.sig = None;
-    let sealed = record::seal(record::to_object(&marker), key);
-    let after = ChainHead::advance(marker.seq, line_hash(&sealed.line));
+    let sealed = record::seal_by(record::to_object(&marker), signer);
+    let after = ChainHead::advance(marker.seq, sealed.chain_hash);
     let mut line = sealed.line;
     line.push(b'\n');
     (line, after)

@@ -1,19 +1,18 @@
 //! Resuming an existing log on open: find its last record, complete a last record that only
 //! missed its newline, keep a torn last line (a crash mid-write) and name it in a signed segment
-//! marker that continues the chain, and complete a rotation a crash interrupted.
+//! marker that continues the chain, complete a rotation a crash interrupted, and switch a
+//! format-1 log to format 2 at a segment marker.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use ed25519_dalek::SigningKey;
-
 use super::live::LiveFile;
 use super::rotate::Trigger;
 use super::{OpenReport, seal_marker};
 use crate::audit::chain::ChainHead;
-use crate::audit::event::{Rotation, SegmentMarker, TornLine};
-use crate::audit::record::{self, MAX_LINE_BYTES, line_hash};
+use crate::audit::event::{AUDIT_FORMAT_VERSION, Rotation, SegmentMarker, TornLine};
+use crate::audit::record::{self, MAX_LINE_BYTES, RecordSigner, line_hash};
 use crate::error::Hinted;
 use crate::state_dir::AuditFiles;
 
@@ -48,10 +47,10 @@ pub(super) fn cannot_continue(files: &AuditFiles, what: String) -> Hinted {
 pub(super) fn resume(
     live: &LiveFile,
     files: &AuditFiles,
-    key: &SigningKey,
+    signer: &RecordSigner,
 ) -> Result<Resumed, Hinted> {
     let path = files.live();
-    let verifying = key.verifying_key();
+    let verifying = signer.verifying_key();
     let tail = read_tail(&live.file, path)?;
     let mut report = OpenReport {
         path: path.to_path_buf(),
@@ -60,10 +59,16 @@ pub(super) fn resume(
         marker_seq: None,
         completed_tail: false,
         completed_rotation: false,
+        upgraded_from: None,
     };
     let last_of = |file: &Path, offset: u64, line: &[u8]| {
         record::check_line(line, &verifying)
-            .map(|parsed| ChainHead::advance(parsed.record.seq(), parsed.hash))
+            .map(|parsed| {
+                (
+                    ChainHead::advance(parsed.record.seq(), parsed.chain_hash),
+                    parsed.version,
+                )
+            })
             .map_err(|problem| {
                 cannot_continue(
                     files,
@@ -76,11 +81,13 @@ pub(super) fn resume(
             })
     };
     let mut head = ChainHead::GENESIS;
+    // The format of the last record (the current one for an empty log).
+    let mut version = u64::from(AUDIT_FORMAT_VERSION);
     // With no whole line in the live file, the chain ends in the newest rotation, if any: a
     // crash came between a rotation's rename and the new file's first line.
     let mut resumed_from: Option<String> = None;
     if let Some((offset, line)) = &tail.last_line {
-        head = last_of(path, *offset, line)?;
+        (head, version) = last_of(path, *offset, line)?;
     } else if let Some((_, newest)) = files.rotations().first() {
         let file = File::open(newest).map_err(|err| {
             Hinted::new(format!("cannot read audit log {}: {err}", newest.display()))
@@ -94,7 +101,7 @@ pub(super) fn resume(
             ));
         }
         if let Some((offset, line)) = &previous.last_line {
-            head = last_of(newest, *offset, line)?;
+            (head, version) = last_of(newest, *offset, line)?;
             resumed_from = newest.file_name().map(|n| n.to_string_lossy().into_owned());
         }
     }
@@ -106,12 +113,16 @@ pub(super) fn resume(
             .filter(|p| head.check(p.record.seq(), p.record.prev()).is_ok());
         pending.push(b'\n');
         if let Some(parsed) = whole {
-            head = ChainHead::advance(parsed.record.seq(), parsed.hash);
+            head = ChainHead::advance(parsed.record.seq(), parsed.chain_hash);
             report.completed_tail = true;
             report.resumed_seq = head.seq;
+            let last_record = head;
+            if parsed.version < u64::from(AUDIT_FORMAT_VERSION) {
+                head = switch_format(head, parsed.version, signer, &mut pending, &mut report);
+            }
             return Ok(Resumed {
                 head,
-                last_record: head,
+                last_record,
                 pending,
                 report,
             });
@@ -127,7 +138,7 @@ pub(super) fn resume(
             bytes.len()
         ));
         marker.torn = Some(torn.clone());
-        let (line, after) = seal_marker(marker, head, key);
+        let (line, after) = seal_marker(marker, head, signer);
         report.marker_seq = Some(after.seq);
         report.torn_tail = Some(torn);
         pending.extend_from_slice(&line);
@@ -141,11 +152,17 @@ pub(super) fn resume(
             trigger: Trigger::Resume.as_str().into(),
             previous,
         });
-        let (line, after) = seal_marker(marker, head, key);
+        let (line, after) = seal_marker(marker, head, signer);
         report.marker_seq = Some(after.seq);
         report.completed_rotation = true;
         pending.extend_from_slice(&line);
         head = after;
+    } else if version < u64::from(AUDIT_FORMAT_VERSION) {
+        head = switch_format(head, version, signer, &mut pending, &mut report);
+    }
+    if version < u64::from(AUDIT_FORMAT_VERSION) && report.marker_seq.is_some() {
+        // The torn-line or rotation marker is in the current format: the switch.
+        report.upgraded_from = Some(version);
     }
     report.resumed_seq = last_record.seq;
     Ok(Resumed {
@@ -154,6 +171,28 @@ pub(super) fn resume(
         pending,
         report,
     })
+}
+
+/// After a record of an older format, a segment marker in the current one: a log changes format
+/// only at a marker (which `verify` checks). The head after it.
+fn switch_format(
+    head: ChainHead,
+    from: u64,
+    signer: &RecordSigner,
+    pending: &mut Vec<u8>,
+    report: &mut OpenReport,
+) -> ChainHead {
+    let marker = SegmentMarker::new(format!(
+        "audit format {AUDIT_FORMAT_VERSION} from here on (the log was written in format \
+         {from} up to seq {}): records chain to the hash of the previous record without its \
+         signature",
+        head.seq
+    ));
+    let (line, after) = seal_marker(marker, head, signer);
+    report.marker_seq = Some(after.seq);
+    report.upgraded_from = Some(from);
+    pending.extend_from_slice(&line);
+    after
 }
 
 /// The end of an existing log: its last newline-terminated line and any unterminated bytes

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use super::live::{LiveFile, sync_dir};
 use super::recover::read_tail;
-use super::{Shared, lock, seal_marker};
+use super::{Shared, State, lock, seal_marker};
 use crate::audit::chain::ChainHead;
 use crate::audit::event::{Retained, Rotation, SegmentMarker};
 use crate::audit::lines::LineSplitter;
@@ -89,64 +89,22 @@ impl Shared {
             let mut state = lock(&self.state);
             self.usable(&mut state)?;
             self.check_identity(&mut state)?;
-            std::fs::rename(live_path, &target).map_err(|err| {
-                Hinted::new(format!(
-                    "cannot rotate {} to {}: {err}",
-                    live_path.display(),
-                    target.display()
-                ))
-                .hint("check the audit directory's permissions; the log is unchanged")
-            })?;
-            let new = match LiveFile::open(live_path, true) {
-                Ok(new) => new,
-                Err(err) => {
-                    // Put the log back as it was.
-                    if let Err(back) = std::fs::rename(&target, live_path) {
-                        return Err(self.fail(
-                            &mut state,
-                            format!(
-                                "rotation failed ({}) and {} could not be renamed back: {back}",
-                                err.message(),
-                                target.display()
-                            ),
-                        ));
-                    }
-                    return Err(err);
-                }
-            };
-            let mut marker = SegmentMarker::new(format!(
-                "rotation ({}): the previous lines are in {previous}",
-                trigger.as_str()
-            ));
-            marker.rotation = Some(Rotation {
-                trigger: trigger.as_str().into(),
-                previous: previous.clone(),
-            });
-            let (line, after) = seal_marker(marker, state.head, &self.key);
-            let last = state.head;
-            let old = std::mem::replace(&mut state.live, Arc::new(new));
-            let now = Instant::now();
-            state.identity_checked = now;
-            if let Err(err) = (&*state.live.file).write_all(&line) {
-                return Err(self.fail(
-                    &mut state,
-                    format!("cannot write {}: {err}", live_path.display()),
-                ));
+            // No record in flight: hold new ones back and let those being signed be written.
+            state.rotating = true;
+            while !state.in_flight.is_empty() && state.failed.is_none() {
+                state = self.wait(state);
             }
-            state.head = after;
-            state.live_bytes = line.len() as u64;
-            state.live_since = now;
-            state.live_records = 0;
-            state.rotation_requested = false;
-            self.written.store(after.seq, Ordering::Release);
-            (old, last, after)
+            let switched = self.switch_files(&mut state, trigger, live_path, &target, &previous);
+            state.rotating = false;
+            self.progress.notify_all();
+            switched?
         };
         // Durable: the old file's tail, then the new file and the directory entries.
         let durable = (|| -> std::io::Result<ChainHead> {
             old.file.sync_data()?;
             let (live, head) = {
                 let state = lock(&self.state);
-                (Arc::clone(&state.live), state.head)
+                (Arc::clone(&state.live), state.written)
             };
             live.file.sync_data()?;
             sync_dir(self.files.dir())?;
@@ -192,6 +150,72 @@ impl Shared {
             marker_seq: marker_head.seq,
             retention,
         })
+    }
+
+    /// Under the append lock with nothing in flight: rename the live file to `target`, create
+    /// the new one, and write its first line, the rotation marker. The old file, the head before
+    /// the marker, and the head after it.
+    fn switch_files(
+        &self,
+        state: &mut State,
+        trigger: Trigger,
+        live_path: &Path,
+        target: &Path,
+        previous: &str,
+    ) -> Result<(Arc<LiveFile>, ChainHead, ChainHead), Hinted> {
+        self.usable(state)?;
+        std::fs::rename(live_path, target).map_err(|err| {
+            Hinted::new(format!(
+                "cannot rotate {} to {}: {err}",
+                live_path.display(),
+                target.display()
+            ))
+            .hint("check the audit directory's permissions; the log is unchanged")
+        })?;
+        let new = match LiveFile::open(live_path, true) {
+            Ok(new) => new,
+            Err(err) => {
+                // Put the log back as it was.
+                if let Err(back) = std::fs::rename(target, live_path) {
+                    return Err(self.fail(
+                        state,
+                        format!(
+                            "rotation failed ({}) and {} could not be renamed back: {back}",
+                            err.message(),
+                            target.display()
+                        ),
+                    ));
+                }
+                return Err(err);
+            }
+        };
+        let mut marker = SegmentMarker::new(format!(
+            "rotation ({}): the previous lines are in {previous}",
+            trigger.as_str()
+        ));
+        marker.rotation = Some(Rotation {
+            trigger: trigger.as_str().into(),
+            previous: previous.to_string(),
+        });
+        let (line, after) = seal_marker(marker, state.written, &self.signer);
+        let last = state.written;
+        let old = std::mem::replace(&mut state.live, Arc::new(new));
+        let now = Instant::now();
+        state.identity_checked = now;
+        if let Err(err) = (&*state.live.file).write_all(&line) {
+            return Err(self.fail(
+                state,
+                format!("cannot write {}: {err}", live_path.display()),
+            ));
+        }
+        state.chained = after;
+        state.written = after;
+        state.live_bytes = line.len() as u64;
+        state.live_since = now;
+        state.live_records = 0;
+        state.rotation_requested = false;
+        self.written.store(after.seq, Ordering::Release);
+        Ok((old, last, after))
     }
 
     /// `audit.jsonl.N` → `.N+1`, highest first, so `.1` is free. Gaps (from a crash during an
@@ -253,8 +277,8 @@ impl Shared {
             dropped.len()
         ));
         marker.retained = Some(retained.clone());
-        let appended = self.append_object(record::to_object(&marker))?;
-        self.sync_through(appended.seq)?;
+        let marker_seq = self.append_object(record::to_object(&marker))?;
+        self.sync_through(marker_seq)?;
         for path in &dropped {
             if let Err(err) = std::fs::remove_file(path) {
                 tracing::warn!(file = %path.display(), error = %err, "cannot delete a rotated audit file");
@@ -269,7 +293,7 @@ impl Shared {
         );
         Ok(Some(RetentionReport {
             retained,
-            marker_seq: appended.seq,
+            marker_seq,
         }))
     }
 }
@@ -313,5 +337,5 @@ fn last_record(path: &Path, key: &ed25519_dalek::VerifyingKey) -> Result<(u64, S
             path.display()
         ))
     })?;
-    Ok((parsed.record.seq(), hex::encode(parsed.hash)))
+    Ok((parsed.record.seq(), hex::encode(parsed.chain_hash)))
 }
