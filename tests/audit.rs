@@ -59,50 +59,9 @@ fn write_log(path: &Path, key: &SigningKey, n: u64) {
     writer.shutdown().unwrap();
 }
 
-/// A log of `n` records in format 1 (as firma wrote before format 2: `prev` hashes the whole
-/// previous line), with its checkpoint.
+/// A log of `n` records in format 1 (as firma wrote before format 2), with its checkpoint.
 fn write_v1_log(path: &Path, key: &SigningKey, n: u64) {
-    use firma::audit::chain::ChainHead;
-    use firma::audit::event::AuditEvent;
-    use firma::audit::record;
-    let mut head = ChainHead::GENESIS;
-    let mut out = Vec::new();
-    for i in 0..n {
-        let d = draft(i);
-        let event = AuditEvent {
-            v: 1,
-            seq: head.seq + 1,
-            ts: firma::audit::event::now_rfc3339(),
-            event_id: format!("0193a1c2-7d4e-7b5f-9a31-{i:012}"),
-            decision: d.decision,
-            reason: d.reason,
-            agent_id: d.agent_id,
-            session_id: d.session_id,
-            token_id: d.token_id,
-            sandbox_id: d.sandbox_id,
-            intent: d.intent,
-            policy: d.policy,
-            latency_us: d.latency_us,
-            prev: head.hash_hex(),
-            sig: None,
-        };
-        let sealed = record::seal(record::to_object(&event), key);
-        assert_eq!(
-            sealed.chain_hash,
-            record::line_hash(&sealed.line),
-            "format 1"
-        );
-        head = ChainHead::advance(event.seq, sealed.chain_hash);
-        out.extend_from_slice(&sealed.line);
-        out.push(b'\n');
-    }
-    std::fs::write(path, out).unwrap();
-    firma::audit::checkpoint::Checkpoint::new(path, head)
-        .write(
-            &firma::state_dir::AuditFiles::of_log(path).checkpoint(),
-            key,
-        )
-        .unwrap();
+    firma::audit::format1::write_log(path, key, (0..n).map(draft)).unwrap();
 }
 
 fn lines_of(path: &Path) -> Vec<Vec<u8>> {
@@ -1210,4 +1169,304 @@ fn cli_a_pin_in_the_config_catches_a_replaced_key_pair() {
     let out = world.run(&["audit", "verify", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(json_report(&out)["problem"]["kind"], "wrong_key");
+}
+
+// ---- format versions ----------------------------------------------------------------------
+
+/// A format-1 log verifies; the writer continues it in format 2 after a segment marker, and the
+/// whole log — and `--from-seq` on either side of the switch — verifies.
+#[test]
+fn a_format_1_log_is_continued_in_format_2_after_a_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    write_v1_log(&log, &key, 10);
+    let report = run_verify(&log, &key);
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.last_seq, 10);
+
+    let (writer, open) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    assert_eq!((open.upgraded_from, open.marker_seq), (Some(1), Some(11)));
+    for i in 0..5 {
+        assert_eq!(writer.append(draft(i)).unwrap().seq, 12 + i);
+    }
+    writer.shutdown().unwrap();
+    drop(writer);
+    let report = run_verify(&log, &key);
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(
+        (report.verified, report.segments, report.last_seq),
+        (16, 1, 16)
+    );
+    let marker = firma::audit::record::parse_record(&lines_of(&log)[10]).unwrap();
+    assert!(
+        matches!(&marker, firma::audit::event::AuditRecord::Segment(m) if m.v == 2
+            && m.reason.contains("format 2")),
+        "{marker:?}"
+    );
+    // Reopened, a format-2 log needs no second marker.
+    let (writer, open) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    assert_eq!((open.upgraded_from, open.marker_seq), (None, None));
+    writer.shutdown().unwrap();
+    for from in [5, 11, 12, 16] {
+        let files = vec![log.clone()];
+        let (_, resume) = firma::audit::verify::resume_at_seq(&files, from).unwrap();
+        let mut options = VerifyOptions::new(files, key.verifying_key());
+        options.resume = Some(resume);
+        let report = verify(&options).unwrap();
+        assert!(report.ok, "from seq {from}: {report:#?}");
+        assert_eq!(report.last_seq, 16);
+    }
+}
+
+/// A torn format-1 tail: the marker that names it is the switch to format 2.
+#[test]
+fn a_torn_format_1_tail_is_recovered_in_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    write_v1_log(&log, &key, 6);
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(br#"{"agent_id":"codex","decision":"al"#);
+    std::fs::write(&log, bytes).unwrap();
+    let (writer, open) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    assert!(open.torn_tail.is_some());
+    assert_eq!((open.upgraded_from, open.marker_seq), (Some(1), Some(7)));
+    writer.append(draft(0)).unwrap();
+    writer.shutdown().unwrap();
+    let report = run_verify(&log, &key);
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.notices[0].kind, FindingKind::TornLineRecovered);
+    assert_eq!(report.last_seq, 8);
+}
+
+/// Seal `object` as the record after `head` (its `seq`, `prev` and `v` set here).
+fn seal_after(
+    head: firma::audit::chain::ChainHead,
+    mut object: serde_json::Map<String, serde_json::Value>,
+    version: u64,
+    key: &SigningKey,
+) -> firma::audit::record::Sealed {
+    object.insert("seq".into(), (head.seq + 1).into());
+    object.insert("prev".into(), head.hash_hex().into());
+    object.insert("v".into(), version.into());
+    object.remove("sig");
+    firma::audit::record::seal(object, key)
+}
+
+/// The format changes only upwards, at a segment marker: a validly signed and chained event that
+/// switches without one, or a step back to format 1, is reported.
+#[test]
+fn a_format_switch_without_a_marker_or_backwards_is_reported() {
+    use firma::audit::chain::ChainHead;
+    use firma::audit::record::chain_hash;
+    let f = fixture(0);
+    std::fs::remove_file(f.log.with_extension("checkpoint")).unwrap();
+    write_v1_log(&f.log, &f.key, 3);
+    let mut lines = lines_of(&f.log);
+    let head = ChainHead::advance(3, chain_hash(&lines[2]));
+    let event: serde_json::Value = serde_json::from_slice(&lines[2]).unwrap();
+    let object = event.as_object().unwrap().clone();
+    lines.push(seal_after(head, object, 2, &f.key).line);
+    write_lines(&f.log, &lines);
+    let mut options = VerifyOptions::new(vec![f.log.clone()], f.key.verifying_key());
+    options.checkpoint = None;
+    let report = verify(&options).unwrap();
+    assert_problem(&report, FindingKind::Malformed, 4);
+    let message = &report.problem.as_ref().unwrap().message;
+    assert!(
+        message.contains("from audit format 1 to 2 without a segment marker"),
+        "{message}"
+    );
+    // Format 2, then back to format 1.
+    let g = fixture(3);
+    let mut fresh = lines_of(&g.log);
+    let head = ChainHead::advance(3, chain_hash(&fresh[2]));
+    let value: serde_json::Value = serde_json::from_slice(&fresh[2]).unwrap();
+    fresh.push(seal_after(head, value.as_object().unwrap().clone(), 1, &g.key).line);
+    write_lines(&g.log, &fresh);
+    let mut options = VerifyOptions::new(vec![g.log.clone()], g.key.verifying_key());
+    options.checkpoint = None;
+    let report = verify(&options).unwrap();
+    assert_problem(&report, FindingKind::Malformed, 4);
+    assert!(
+        report
+            .problem
+            .unwrap()
+            .message
+            .contains("from audit format 2 to 1"),
+    );
+}
+
+/// A record of a format this firma does not know fails loudly, naming the format — at the CLI
+/// too (exit 1).
+#[test]
+fn a_record_of_an_unknown_format_fails_loudly() {
+    let (world, _) = world_with_log(5);
+    let log = world.state_dir().join("audit.jsonl");
+    let mut lines = lines_of(&log);
+    let line = String::from_utf8(lines[2].clone()).unwrap();
+    assert!(line.ends_with(r#","v":2}"#), "{line}");
+    lines[2] = line.replace(r#","v":2}"#, r#","v":3}"#).into_bytes();
+    write_lines(&log, &lines);
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json_report(&out);
+    assert_eq!(report["problem"]["kind"], "malformed");
+    assert_eq!(report["problem"]["line"], 3);
+    let message = report["problem"]["message"].as_str().unwrap();
+    assert!(message.contains("audit format 3"), "{message}");
+}
+
+// ---- any tampering of a format-2 log is caught (property) ----------------------------------
+
+mod tampering {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    use ed25519_dalek::SigningKey;
+    use firma::audit::verify::{VerifyOptions, verify};
+    use proptest::prelude::*;
+
+    use super::{key_in, lines_of, write_log};
+
+    /// Two logs of 12 records signed with the same key (two state dirs of one project), each
+    /// with its checkpoint; made once for all cases.
+    struct Logs {
+        _dir: tempfile::TempDir,
+        key: SigningKey,
+        a: Vec<Vec<u8>>,
+        b: Vec<Vec<u8>>,
+        checkpoint: PathBuf,
+    }
+
+    const RECORDS: usize = 12;
+
+    fn logs() -> &'static Logs {
+        static LOGS: OnceLock<Logs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let (key, _) = key_in(dir.path());
+            std::fs::create_dir(dir.path().join("b")).unwrap();
+            let (a, b) = (
+                dir.path().join("audit.jsonl"),
+                dir.path().join("b/audit.jsonl"),
+            );
+            write_log(&a, &key, RECORDS as u64);
+            write_log(&b, &key, RECORDS as u64);
+            Logs {
+                key,
+                a: lines_of(&a),
+                b: lines_of(&b),
+                checkpoint: dir.path().join("audit.checkpoint"),
+                _dir: dir,
+            }
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Tamper {
+        FlipBit {
+            at: usize,
+            bit: u8,
+        },
+        Drop(usize),
+        Move {
+            from: usize,
+            to: usize,
+        },
+        Duplicate {
+            line: usize,
+            at: usize,
+        },
+        SwapSigs(usize, usize),
+        /// Log A up to `at`, log B from there (same key, same `seq`s).
+        Splice(usize),
+        /// One line of log B in place of log A's.
+        Replace(usize),
+    }
+
+    fn tamper() -> impl Strategy<Value = Tamper> {
+        let line = 0..RECORDS;
+        prop_oneof![
+            (0usize..usize::MAX, 0u8..8).prop_map(|(at, bit)| Tamper::FlipBit { at, bit }),
+            line.clone().prop_map(Tamper::Drop),
+            (line.clone(), line.clone())
+                .prop_filter("a move", |(a, b)| a != b)
+                .prop_map(|(from, to)| Tamper::Move { from, to }),
+            (line.clone(), 0..=RECORDS).prop_map(|(line, at)| Tamper::Duplicate { line, at }),
+            (line.clone(), line.clone())
+                .prop_filter("two lines", |(a, b)| a != b)
+                .prop_map(|(a, b)| Tamper::SwapSigs(a, b)),
+            (1..RECORDS).prop_map(Tamper::Splice),
+            line.prop_map(Tamper::Replace),
+        ]
+    }
+
+    fn sig_of(line: &[u8]) -> String {
+        let value: serde_json::Value = serde_json::from_slice(line).unwrap();
+        value["sig"].as_str().unwrap().to_string()
+    }
+
+    fn apply(tamper: &Tamper, a: &[Vec<u8>], b: &[Vec<u8>]) -> Vec<u8> {
+        let mut lines = a.to_vec();
+        match *tamper {
+            Tamper::FlipBit { at, bit } => {
+                let mut bytes: Vec<u8> = lines
+                    .iter()
+                    .flat_map(|l| [l.as_slice(), b"\n"].concat())
+                    .collect();
+                let at = at % bytes.len();
+                bytes[at] ^= 1 << bit;
+                return bytes;
+            }
+            Tamper::Drop(i) => {
+                lines.remove(i);
+            }
+            Tamper::Move { from, to } => {
+                let line = lines.remove(from);
+                lines.insert(to, line);
+            }
+            Tamper::Duplicate { line, at } => lines.insert(at, a[line].clone()),
+            Tamper::SwapSigs(i, j) => {
+                let (si, sj) = (sig_of(&a[i]), sig_of(&a[j]));
+                let swap = |line: &[u8], from: &str, to: &str| {
+                    String::from_utf8(line.to_vec())
+                        .unwrap()
+                        .replace(from, to)
+                        .into_bytes()
+                };
+                lines[i] = swap(&a[i], &si, &sj);
+                lines[j] = swap(&a[j], &sj, &si);
+            }
+            Tamper::Splice(at) => {
+                lines.truncate(at);
+                lines.extend_from_slice(&b[at..]);
+            }
+            Tamper::Replace(i) => lines[i] = b[i].clone(),
+        }
+        lines
+            .iter()
+            .flat_map(|l| [l.as_slice(), b"\n"].concat())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever is done to the log's bytes, `verify` (with the log's checkpoint) says so.
+        #[test]
+        fn any_tampering_is_caught(tamper in tamper()) {
+            let logs = logs();
+            let bytes = apply(&tamper, &logs.a, &logs.b);
+            let work = tempfile::tempdir().unwrap();
+            let log = work.path().join("audit.jsonl");
+            std::fs::write(&log, &bytes).unwrap();
+            std::fs::copy(&logs.checkpoint, work.path().join("audit.checkpoint")).unwrap();
+            let mut options = VerifyOptions::new(vec![log], logs.key.verifying_key());
+            options.threads = 1;
+            let report = verify(&options).unwrap();
+            prop_assert!(!report.ok, "{tamper:?} went undetected: {report:#?}");
+        }
+    }
 }

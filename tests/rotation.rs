@@ -279,6 +279,60 @@ fn retention_is_recorded_and_verifies_as_retained() {
     assert_eq!(problem.line, Some(1));
 }
 
+/// A log an older Sidecar wrote in format 1, already rotated, is rotated and trimmed by retention
+/// in format 2: the chain runs from format-1 files into format-2 ones, and retention deletes
+/// format-1 records under a format-2 marker.
+#[test]
+fn a_format_1_log_rotates_and_retains_in_format_2() {
+    let log = new_log();
+    firma::audit::format1::write_log(log.files.live(), &log.key, (0..30).map(draft)).unwrap();
+    let lines: Vec<Vec<u8>> = std::fs::read(log.files.live())
+        .unwrap()
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    std::fs::write(log.files.rotated(2), lines[..10].concat()).unwrap();
+    std::fs::write(log.files.rotated(1), lines[10..20].concat()).unwrap();
+    std::fs::write(log.files.live(), lines[20..].concat()).unwrap();
+    assert!(log.verify().ok);
+
+    let writer = log.open(WriterOptions {
+        keep: Some(2),
+        ..options()
+    });
+    for i in 0..5 {
+        writer.append(draft(100 + i)).unwrap();
+    }
+    let report = writer.rotate(Trigger::Operator).unwrap();
+    let retention = report.retention.expect("keep = 2 deletes the oldest file");
+    assert_eq!(
+        (retention.retained.first_seq, retention.retained.last_seq),
+        (1, 10)
+    );
+    // Named by its format-1 chain hash: the hash of the whole line.
+    assert_eq!(
+        retention.retained.last_hash,
+        hex::encode(record::line_hash(lines[9].strip_suffix(b"\n").unwrap()))
+    );
+    writer.append(draft(200)).unwrap();
+    writer.shutdown().unwrap();
+    let report = log.verify();
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.retained_from, Some(11));
+    // Records 11..=30 in format 1, the switch marker, 5 events, the rotation and retention
+    // markers, one more event.
+    assert_eq!((report.last_seq, report.segments), (39, 3));
+    let formats: Vec<u32> = log
+        .files
+        .oldest_first()
+        .iter()
+        .flat_map(|file| records(file))
+        .map(|r| r.version())
+        .collect();
+    assert_eq!(formats.iter().filter(|&&v| v == 1).count(), 20);
+    assert!(formats.windows(2).all(|w| w[0] <= w[1]), "{formats:?}");
+}
+
 #[test]
 fn retention_by_total_size() {
     let log = new_log();

@@ -16,6 +16,38 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// A new record's `event_id`: a UUIDv7 (its first 48 bits the Unix time in ms, the rest
+/// random). The random bits come from a per-thread buffer refilled from the OS 1 KiB at a time,
+/// instead of one `getrandom` call per record as `Uuid::now_v7` makes.
+pub fn new_event_id() -> String {
+    use std::cell::RefCell;
+
+    use rand_core::RngCore as _;
+
+    const POOL: usize = 1020;
+    thread_local! {
+        static RANDOM: RefCell<([u8; POOL], usize)> = const { RefCell::new(([0; POOL], POOL)) };
+    }
+    const BITS: usize = 10;
+    let mut bits = [0u8; BITS];
+    RANDOM.with_borrow_mut(|(pool, used)| {
+        if *used + BITS > POOL {
+            rand_core::OsRng.fill_bytes(pool);
+            *used = 0;
+        }
+        bits.copy_from_slice(&pool[*used..*used + BITS]);
+        // Never hand the same bytes out twice.
+        pool[*used..*used + BITS].fill(0);
+        *used += BITS;
+    });
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    uuid::Builder::from_unix_timestamp_millis(millis, &bits)
+        .into_uuid()
+        .to_string()
+}
+
 /// What the Sidecar decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod control;
 pub mod event;
 pub mod event_bytes;
+pub mod format1;
 pub mod lines;
 pub mod place;
 pub mod record;

@@ -77,8 +77,10 @@ pub struct Destinations {
     listeners: Vec<SocketAddr>,
     /// Where `firma run` relays publish their addresses.
     relay_dir: PathBuf,
-    /// Relay ports, re-read when the directory changes.
-    relays: RwLock<(Option<SystemTime>, HashSet<u16>)>,
+    /// The relay ports, and the directory's mtime when they were read (`None`: not read yet;
+    /// `Some(None)`: the directory did not exist — a state cached like any other, so a Sidecar
+    /// without relays pays one `stat` per loopback call, not a `read_dir`).
+    relays: RwLock<(Option<Option<SystemTime>>, HashSet<u16>)>,
 }
 
 impl Destinations {
@@ -152,13 +154,13 @@ impl Destinations {
             .ok();
         {
             let relays = self.relays.read().unwrap_or_else(|p| p.into_inner());
-            if relays.0 == modified && modified.is_some() {
+            if relays.0 == Some(modified) {
                 return relays.1.contains(&port);
             }
         }
         let ports = read_relay_ports(&self.relay_dir);
         let found = ports.contains(&port);
-        *self.relays.write().unwrap_or_else(|p| p.into_inner()) = (modified, ports);
+        *self.relays.write().unwrap_or_else(|p| p.into_inner()) = (Some(modified), ports);
         found
     }
 }

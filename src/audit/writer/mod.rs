@@ -52,7 +52,8 @@ pub use self::rotate::{RetentionReport, RotationReport, Trigger};
 use super::chain::ChainHead;
 use super::checkpoint::Checkpoint;
 use super::event::{
-    AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, DraftRef, SegmentMarker, TornLine, now_rfc3339,
+    AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, DraftRef, SegmentMarker, TornLine, new_event_id,
+    now_rfc3339,
 };
 use super::event_bytes::{EventTemplate, Unsigned};
 use super::record::{self, MAX_LINE_BYTES, RECORD_DOMAIN_V2, RecordSigner, line_hash};
@@ -372,7 +373,7 @@ impl AuditWriter {
     /// record is being signed by another caller.
     pub fn append(&self, draft: AuditDraft) -> Result<AuditEvent, Hinted> {
         let shared = &self.inner.shared;
-        let event_id = uuid::Uuid::now_v7().to_string();
+        let event_id = new_event_id();
         let template = event_template(&draft.borrowed(), &event_id)?;
         let (link, sig, queued) = shared.append_event(&template, Wait::Thread)?;
         if let Some(Queued::Thread(written)) = queued {
@@ -406,7 +407,7 @@ impl AuditWriter {
     /// which blocks) before acting on it.
     pub fn record(&self, draft: &DraftRef<'_>) -> Result<Recorded, Hinted> {
         let shared = &self.inner.shared;
-        let event_id = uuid::Uuid::now_v7().to_string();
+        let event_id = new_event_id();
         let template = event_template(draft, &event_id)?;
         let (link, _, queued) = shared.append_event(&template, Wait::Task)?;
         Ok(match queued {
