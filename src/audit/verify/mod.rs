@@ -5,7 +5,7 @@
 //!
 //! - [`pipeline`]: memory flat in file size — a reader thread cuts the files into chunks of
 //!   lines; workers (one per core) parse, check the canonical form and batch-verify the
-//!   signatures of a chunk;
+//!   signatures of a chunk ([`batch`]: one key, so half the work of a general batch);
 //! - [`walker`]: this thread takes the results in order, checks the chain and the checkpoint, and
 //!   after the first problem keeps reading to gather evidence about it;
 //! - [`classify`]: turns the first problem and its evidence into a kind (is the missing `seq`
@@ -14,6 +14,7 @@
 //!   records retention deleted (named by a signed marker);
 //! - [`report`]: what comes out (`--json` prints it).
 
+mod batch;
 mod classify;
 mod pipeline;
 mod report;

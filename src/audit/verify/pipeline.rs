@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
+use super::batch::BatchKey;
+
 use super::VerifyOptions;
 use super::walker::Walker;
 use crate::audit::event::{AUDIT_FORMAT_V1, AuditRecord, TornLine};
@@ -66,13 +68,14 @@ pub(super) fn run(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let batch = options.batch.then(|| BatchKey::new(&options.key));
     if threads <= 1 {
         produce(options, opened, |chunk| {
-            walker.take(check_chunk(&chunk, &options.key, options.batch));
+            walker.take(check_chunk(&chunk, &options.key, batch.as_ref()));
             !(options.stop_at_first && walker.found_problem())
         })
     } else {
-        run_parallel(options, opened, threads, walker)
+        run_parallel(options, opened, threads, batch.as_ref(), walker)
     }
 }
 
@@ -138,6 +141,7 @@ fn run_parallel(
     options: &VerifyOptions,
     opened: Vec<Option<File>>,
     threads: usize,
+    batch: Option<&BatchKey>,
     walker: &mut Walker,
 ) -> Result<(), Hinted> {
     let (work_tx, work_rx) = sync_channel::<Chunk>(threads * 2);
@@ -149,7 +153,7 @@ fn run_parallel(
         for _ in 0..threads {
             let work_rx = Arc::clone(&work_rx);
             let done_tx: SyncSender<_> = done_tx.clone();
-            scope.spawn(move || worker(&work_rx, &done_tx, options));
+            scope.spawn(move || worker(&work_rx, &done_tx, options, batch));
         }
         drop(done_tx);
         reorder(&done_rx, walker);
@@ -163,6 +167,7 @@ fn worker(
     work: &Mutex<Receiver<Chunk>>,
     done: &SyncSender<(u64, Vec<LineCheck>)>,
     options: &VerifyOptions,
+    batch: Option<&BatchKey>,
 ) {
     loop {
         let chunk = match work.lock() {
@@ -170,7 +175,7 @@ fn worker(
             Err(_) => return,
         };
         let Ok(chunk) = chunk else { return };
-        let checks = check_chunk(&chunk, &options.key, options.batch);
+        let checks = check_chunk(&chunk, &options.key, batch);
         if done.send((chunk.index, checks)).is_err() {
             return;
         }
@@ -199,7 +204,7 @@ struct Readable {
 }
 
 /// Parse, canonical-check and signature-check every line of a chunk.
-fn check_chunk(chunk: &Chunk, key: &VerifyingKey, batch: bool) -> Vec<LineCheck> {
+fn check_chunk(chunk: &Chunk, key: &VerifyingKey, batch: Option<&BatchKey>) -> Vec<LineCheck> {
     let mut scratch = Vec::with_capacity(1024);
     let read: Vec<Result<Readable, LineProblem>> = chunk
         .lines
@@ -212,13 +217,11 @@ fn check_chunk(chunk: &Chunk, key: &VerifyingKey, batch: bool) -> Vec<LineCheck>
             }
         })
         .collect();
-    let good: Vec<&Readable> = read.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let batch_ok = batch && !good.is_empty() && {
-        let messages: Vec<&[u8]> = good.iter().map(|r| r.message.as_slice()).collect();
-        let signatures: Vec<Signature> = good.iter().map(|r| r.signature).collect();
-        let keys = vec![*key; good.len()];
-        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
-    };
+    let batch_ok = batch.is_some_and(|batch| {
+        let good: Vec<&Readable> = read.iter().filter_map(|r| r.as_ref().ok()).collect();
+        !good.is_empty()
+            && batch.verify_all(good.iter().map(|r| (r.message.as_slice(), &r.signature)))
+    });
     chunk
         .lines
         .iter()
