@@ -10,6 +10,7 @@ pub mod identity;
 pub mod mapping;
 pub mod pipeline;
 pub mod proxy;
+pub mod request_threads;
 pub mod responses;
 pub mod run;
 pub mod state;

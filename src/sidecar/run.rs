@@ -21,6 +21,7 @@ use super::destination::{Destinations, Resolver};
 use super::mapping::MappingTable;
 use super::pipeline::Pipeline;
 use super::proxy::Proxy;
+use super::request_threads;
 use super::state::AuthorityState;
 use super::token_cache::VerifiedTokens;
 use super::upstream;
@@ -47,19 +48,14 @@ pub struct RunOptions {
 /// Run the Sidecar until it is told to stop. Errors are startup failures.
 pub fn run(options: RunOptions) -> Result<(), Hinted> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(request_workers())
+        // Requests are served on their own threads (`request_threads`); this runtime runs the
+        // Authority streams, the control socket and signals.
+        .worker_threads(1)
         .enable_all()
         .thread_name("firma-sidecar")
         .build()
         .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
     runtime.block_on(serve(options))
-}
-
-/// Request workers: one per core. Each signs the audit records of its own calls (format 2
-/// chains records before they are signed), so there is no serial appender to leave a core for
-/// (docs/performance.md, "Proxy vs Squid").
-fn request_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().max(1))
 }
 
 async fn serve(options: RunOptions) -> Result<(), Hinted> {
@@ -186,7 +182,13 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
         upstream_timeout: config.proxy.upstream_timeout,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(proxy.serve(listener, stop_rx, DRAIN));
+    let server = tokio::spawn(request_threads::serve(
+        proxy,
+        listener,
+        request_threads::count(),
+        stop_rx,
+        DRAIN,
+    )?);
 
     let bundle = authority
         .bundle()

@@ -50,7 +50,8 @@ impl BatchKey {
         let mut points = Vec::with_capacity(n + 2);
         let (mut for_b, mut for_a) = (Scalar::ZERO, Scalar::ZERO);
         for ((message, signature), z) in signed.zip(random.chunks_exact(16)) {
-            let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes()))
+            let Some(s) =
+                Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes()))
             else {
                 return false;
             };
@@ -89,12 +90,7 @@ mod tests {
         let mut signatures: Vec<Signature> = messages.iter().map(|m| key.sign(m)).collect();
         let batch = BatchKey::new(&key.verifying_key());
         let check = |signatures: &[Signature]| {
-            batch.verify_all(
-                messages
-                    .iter()
-                    .map(Vec::as_slice)
-                    .zip(signatures.iter()),
-            )
+            batch.verify_all(messages.iter().map(Vec::as_slice).zip(signatures.iter()))
         };
         assert!(check(&signatures));
         assert!(batch.verify_all(std::iter::empty()));
