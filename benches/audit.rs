@@ -4,7 +4,8 @@
 //! decision: append latency percentiles with rotations against the same writer without, same run.
 //!
 //! `cargo bench --bench audit` — figures in docs/performance.md ("Audit log");
-//! `cargo bench --bench audit -- audit_rotation` runs only the rotation latency comparison.
+//! `cargo bench --bench audit -- audit_rotation` runs only the rotation latency comparison;
+//! `cargo bench --bench audit -- audit_verify_1m` only `firma audit verify` on 1M records.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -281,15 +282,153 @@ fn rotation_latency() {
     );
 }
 
+/// Records in the logs `firma audit verify` is timed on.
+const MILLION: u64 = 1_000_000;
+
+/// `firma audit verify` (the release binary, both cores) on a 1M-record format-2 log, against
+/// two baselines in the same run: `sha256sum` of the same file (reading and hashing it, no JSON
+/// and no signature) and the same verifier on a 1M-record format-1 log; and the peak RSS on a
+/// 100k-record log against the 1M one (flat in file size). Best of three runs each.
+fn verify_million() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = firma::config::keys::generate();
+    let secret = dir.path().join("audit.key");
+    firma::config::keys::write_pair(&secret, &key).unwrap();
+    let public = firma::config::keys::public_path(&secret);
+    let make = |name: &str, records: u64| {
+        let sub = dir.path().join(name);
+        std::fs::create_dir(&sub).unwrap();
+        let log = sub.join("audit.jsonl");
+        let options = WriterOptions {
+            fsync: FsyncPolicy::Never,
+            rotate_size: None,
+            ..WriterOptions::default()
+        };
+        let (writer, _) = AuditWriter::open(&log, key.clone(), options).unwrap();
+        // Two appenders, as the Sidecar's two request threads: format 2 signs in parallel.
+        std::thread::scope(|scope| {
+            for t in 0..2 {
+                let writer = writer.clone();
+                scope.spawn(move || {
+                    for i in (t..records).step_by(2) {
+                        writer.append(draft(i)).unwrap();
+                    }
+                });
+            }
+        });
+        writer.shutdown().unwrap();
+        log
+    };
+    let started = Instant::now();
+    let v2 = make("v2", MILLION);
+    let small = make("v2-small", MILLION / 10);
+    let v1 = dir.path().join("v1.jsonl");
+    firma::audit::format1::write_log(&v1, &key, (0..MILLION).map(draft)).unwrap();
+    eprintln!("audit_verify_1m: logs written in {:.0?}", started.elapsed());
+
+    let firma = env!("CARGO_BIN_EXE_firma");
+    let verify = |log: &std::path::Path| {
+        let mut cmd = std::process::Command::new(firma);
+        cmd.args(["audit", "verify", "--file"])
+            .arg(log)
+            .arg("--key")
+            .arg(&public);
+        cmd
+    };
+    let sha = |log: &std::path::Path| {
+        let mut cmd = std::process::Command::new("sha256sum");
+        cmd.arg(log);
+        cmd
+    };
+    let (sha_s, _) = best_of_three(|| sha(&v2));
+    let (v2_s, v2_rss) = best_of_three(|| verify(&v2));
+    let (v1_s, _) = best_of_three(|| verify(&v1));
+    let (_, small_rss) = best_of_three(|| verify(&small));
+    let size = std::fs::metadata(&v2).unwrap().len();
+    let rate = |secs: f64| MILLION as f64 / secs;
+    println!(
+        "audit_verify_1m: {MILLION} records, {:.0} MB, cores: {}",
+        size as f64 / 1e6,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "  baseline sha256sum of the file: {sha_s:.2} s ({:.0} lines/s)",
+        rate(sha_s)
+    );
+    println!(
+        "  baseline firma audit verify, format-1 log: {v1_s:.2} s ({:.0} lines/s)",
+        rate(v1_s)
+    );
+    println!(
+        "  firma audit verify, format-2 log: {v2_s:.2} s = {:.0} lines/s (target >= 100000): {}; {:.2}x the format-1 rate, {:.1}x sha256sum's time",
+        rate(v2_s),
+        if rate(v2_s) >= 100_000.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        v1_s / v2_s,
+        v2_s / sha_s
+    );
+    match (small_rss, v2_rss) {
+        (Some(small), Some(large)) => println!(
+            "  peak RSS: {:.1} MB on {} records, {:.1} MB on {MILLION} ({:.2}x for 10x the file)",
+            small as f64 / 1024.0,
+            MILLION / 10,
+            large as f64 / 1024.0,
+            large as f64 / small as f64
+        ),
+        _ => println!("  peak RSS: not measured (GNU time missing)"),
+    }
+}
+
+/// The shortest wall time of three runs of a command (which must succeed), and its peak RSS in
+/// KiB when GNU time is there to tell.
+fn best_of_three(command: impl Fn() -> std::process::Command) -> (f64, Option<u64>) {
+    let gnu_time = std::path::Path::new("/usr/bin/time").exists();
+    let mut best = (f64::INFINITY, None);
+    for _ in 0..3 {
+        let inner = command();
+        let mut cmd = if gnu_time {
+            let mut cmd = std::process::Command::new("/usr/bin/time");
+            cmd.args(["-f", "%M"])
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            cmd
+        } else {
+            inner
+        };
+        let started = Instant::now();
+        let out = cmd.output().unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rss = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok());
+        if secs < best.0 {
+            best = (secs, rss);
+        }
+    }
+    best
+}
+
 criterion_group!(benches, append, verification);
 
 fn main() {
     let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
-    let rotation_only = filter.as_deref().is_some_and(|f| f.contains("rotation"));
-    if filter.is_none() || rotation_only {
+    let only = |name: &str| filter.as_deref().is_some_and(|f| f.contains(name));
+    if filter.is_none() || only("rotation") {
         rotation_latency();
     }
-    if !rotation_only {
+    if filter.is_none() || only("1m") {
+        verify_million();
+    }
+    if !only("rotation") && !only("1m") {
         benches();
         Criterion::default().configure_from_args().final_summary();
     }

@@ -20,7 +20,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ClientConfig;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -36,6 +36,9 @@ use super::{tunnel, upstream};
 /// Largest request head (request line + headers) accepted; bigger ones get 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepted connections handed to a request thread.
+pub type Connections = mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
 
 /// A response that ends a call early (boxed: responses are large).
 type Refusal = Box<Response<ProxyBody>>;
@@ -148,37 +151,39 @@ impl Route<'_> {
 }
 
 impl Proxy {
-    /// Accept connections until `shutdown` turns true, then let open connections finish their
-    /// current request for at most `drain`.
+    /// Serve the connections `incoming` hands over (an acceptor distributes them among the
+    /// request threads, `request_threads.rs`) until `shutdown` turns true, then let open
+    /// connections finish their current request for at most `drain`.
     pub async fn serve(
         self: Arc<Self>,
-        listener: TcpListener,
+        mut incoming: Connections,
         mut shutdown: watch::Receiver<bool>,
         drain: Duration,
     ) {
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let proxy = self.clone();
-                        let shutdown = shutdown.clone();
-                        let alive = alive_tx.clone();
-                        tokio::spawn(async move {
-                            proxy.serve_connection(stream, peer, shutdown).await;
-                            drop(alive);
-                        });
-                    }
-                    Err(err) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                next = incoming.recv() => {
+                    let Some((stream, peer)) = next else { break };
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(stream) => stream,
+                        Err(err) => {
+                            tracing::warn!(%peer, error = %err, "cannot take over a connection");
+                            continue;
+                        }
+                    };
+                    let proxy = self.clone();
+                    let shutdown = shutdown.clone();
+                    let alive = alive_tx.clone();
+                    tokio::spawn(async move {
+                        proxy.serve_connection(stream, peer, shutdown).await;
+                        drop(alive);
+                    });
                 },
                 _ = stopped(&mut shutdown) => break,
             }
         }
-        drop(listener);
+        drop(incoming);
         drop(alive_tx);
         if tokio::time::timeout(drain, alive_rx.recv()).await.is_err() {
             tracing::warn!(
