@@ -327,14 +327,19 @@ fn verify_million() {
     eprintln!("audit_verify_1m: logs written in {:.0?}", started.elapsed());
 
     let firma = env!("CARGO_BIN_EXE_firma");
-    let verify = |log: &std::path::Path| {
+    let verify_on = |log: &std::path::Path, threads: Option<&str>| {
         let mut cmd = std::process::Command::new(firma);
         cmd.args(["audit", "verify", "--file"])
             .arg(log)
             .arg("--key")
             .arg(&public);
+        if let Some(threads) = threads {
+            cmd.args(["--threads", threads]);
+        }
         cmd
     };
+    // The default: one worker per core.
+    let verify = |log: &std::path::Path| verify_on(log, None);
     let sha = |log: &std::path::Path| {
         let mut cmd = std::process::Command::new("sha256sum");
         cmd.arg(log);
@@ -343,6 +348,7 @@ fn verify_million() {
     let (sha_s, _) = best_of_three(|| sha(&v2));
     let (v2_s, v2_rss) = best_of_three(|| verify(&v2));
     let (v1_s, _) = best_of_three(|| verify(&v1));
+    let (one_s, _) = best_of_three(|| verify_on(&v2, Some("1")));
     let (_, small_rss) = best_of_three(|| verify(&small));
     let size = std::fs::metadata(&v2).unwrap().len();
     let rate = |secs: f64| MILLION as f64 / secs;
@@ -369,6 +375,11 @@ fn verify_million() {
         },
         v1_s / v2_s,
         v2_s / sha_s
+    );
+    println!(
+        "  the same with --threads 1 (no worker threads): {one_s:.2} s = {:.0} lines/s; all cores {:.2}x faster",
+        rate(one_s),
+        one_s / v2_s
     );
     match (small_rss, v2_rss) {
         (Some(small), Some(large)) => println!(
