@@ -662,10 +662,7 @@ async fn witnessed_checkpoints_catch_a_tail_removed_with_its_checkpoint() {
     let kept: Vec<&str> = lines.lines().take(lines.lines().count() - 2).collect();
     std::fs::write(&log, format!("{}\n", kept.join("\n"))).unwrap();
     let tail = kept.last().unwrap();
-    let hash: [u8; 32] = {
-        use sha2::Digest;
-        sha2::Sha256::digest(tail.as_bytes()).into()
-    };
+    let hash = firma::audit::record::chain_hash(tail.as_bytes());
     let head = firma::audit::chain::ChainHead::advance(last_seq - 2, hash);
     firma::audit::checkpoint::Checkpoint::new(&log, head)
         .write(&world.state_dir().join("audit.checkpoint"), &audit_key)
