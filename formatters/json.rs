@@ -6,7 +6,7 @@ use base64::Engine;
 use chrono::SecondsFormat;
 
 use crate::monitor::text::push_json_str;
-use crate::monitor::{FormatContext, Formatter, FormatterPlugin, Kind, Record};
+use crate::monitor::{FormatContext, Formatter, FormatterPlugin, Kind, Record, Source};
 
 /// Version of the output schema; only ever gains fields within a version.
 pub const SCHEMA: u32 = 1;
@@ -39,7 +39,13 @@ impl Formatter for JsonFormatter {
         "one JSON object per line (schema in docs/monitor.md), for jq and log collectors"
     }
 
-    fn write(&self, record: &Record, _ctx: &FormatContext, out: &mut Vec<u8>) {
+    fn write(
+        &self,
+        record: &Record,
+        _source: &dyn Source,
+        _ctx: &FormatContext,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(b"{\"schema\":");
         out.extend_from_slice(SCHEMA.to_string().as_bytes());
         out.extend_from_slice(b",\"source\":");

@@ -10,10 +10,19 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::audit::event::{Decision, SEGMENT_KIND};
-use crate::monitor::{Kind, Record, Source, SourcePlugin};
+use crate::monitor::{Kind, Record, Source, SourcePlugin, Summary, Tone};
 use crate::state_dir::StateDir;
 
 pub struct AuditSource;
+
+/// Wide enough for the longest label, `PASSTHROUGH`.
+const LABEL_WIDTH: usize = 11;
+
+/// Empty fields (no class for unmapped traffic, no agent without a token) show as `-` so the
+/// columns stay readable.
+fn or_dash(value: &str) -> &str {
+    if value.is_empty() { "-" } else { value }
+}
 
 /// The fields a record must have, with their types; checked without copying.
 #[allow(dead_code)]
@@ -89,7 +98,8 @@ impl Source for AuditSource {
             return malformed(line, offset, reason);
         }
         // In valid JSON `"kind":` can only be a key (inside a string its quotes are escaped).
-        let shape = if memchr::memmem::find(line, b"\"kind\":").is_some() {
+        let marker = memchr::memmem::find(line, b"\"kind\":").is_some();
+        let shape = if marker {
             serde_json::from_slice::<SegmentShape<'_>>(line).and_then(|s| {
                 if s.kind == SEGMENT_KIND {
                     Ok(s.ts)
@@ -117,7 +127,51 @@ impl Source for AuditSource {
         };
         let mut record = Record::new(self.name(), offset, Kind::Event, line);
         record.time = Some(time);
+        // A segment marker is about the chain, not a decision: filters show it, always.
+        record.filterable = !marker;
         record
+    }
+
+    /// A decision: `DENY  class  METHOD host/path  agent=…  reason=…`; a segment marker:
+    /// `SEGMENT  new chain segment at seq N: reason  torn=…`.
+    fn summary(&self, record: &Record) -> Option<Summary> {
+        if record.kind != Kind::Event {
+            return None;
+        }
+        if record.str_field("kind") == SEGMENT_KIND {
+            let seq = record
+                .field("seq")
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let mut summary = Summary::new("SEGMENT", LABEL_WIDTH, Tone::Notice).text(format!(
+                "new chain segment at seq {seq}: {}",
+                record.str_field("reason")
+            ));
+            if let Some(torn) = record.field("torn") {
+                summary = summary.text(format!("  torn={torn}"));
+            }
+            return Some(summary);
+        }
+        let decision = record.str_field("decision");
+        let tone = match decision {
+            "deny" => Tone::Alert,
+            "allow" => Tone::Good,
+            _ => Tone::Quiet,
+        };
+        let mut summary = Summary::new(decision.to_uppercase(), LABEL_WIDTH, tone)
+            .text(or_dash(record.str_field("intent.action_class")))
+            .text(format!(
+                "  {} {}{}  agent={}",
+                record.str_field("intent.method"),
+                record.str_field("intent.host"),
+                record.str_field("intent.path"),
+                or_dash(record.str_field("agent_id")),
+            ));
+        let reason = record.str_field("reason");
+        if !reason.is_empty() {
+            summary = summary.text(format!("  reason={reason}"));
+        }
+        Some(summary)
     }
 
     fn filterable_fields(&self) -> &'static [&'static str] {

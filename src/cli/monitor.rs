@@ -8,10 +8,15 @@ use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
 
 use super::{CommandResult, Outcome, output};
+use crate::audit::event::Decision;
 use crate::config::dirs::resolve_state_dir;
 use crate::error::Hinted;
 use crate::monitor::since::{ACCEPTED_FORMS, parse_since};
 use crate::monitor::{self, FieldEquals, Filters, Notice, Plan, Since};
+
+/// The record fields the filter flags judge (sources declare which of them they have).
+const DECISION: &str = "decision";
+const ACTION_CLASS: &str = "intent.action_class";
 
 /// Set (to anything but `0`) to follow by polling instead of a filesystem watcher — for state
 /// directories on network filesystems, where watchers receive no events.
@@ -44,6 +49,27 @@ fn source_parser() -> PossibleValuesParser {
     PossibleValuesParser::new(values)
 }
 
+/// Every decision the audit log records.
+fn decision_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(Decision::ALL.map(Decision::as_str))
+}
+
+/// A filter's help: what it does, and which registered sources it judges (the others' records
+/// pass it), so a new source that declares the field shows up here by itself.
+fn filter_help(what: &str, path: &str) -> String {
+    let names: Vec<&str> = monitor::sources_filterable_by(path)
+        .iter()
+        .map(|s| s.name())
+        .collect();
+    match names.as_slice() {
+        [] => format!("{what} (no source has this field)"),
+        _ => format!(
+            "{what}. Judges {} records only; other sources' lines pass",
+            names.join(", ")
+        ),
+    }
+}
+
 /// Every registered formatter, sorted by name.
 fn format_parser() -> PossibleValuesParser {
     PossibleValuesParser::new(
@@ -69,12 +95,12 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub no_follow: bool,
 
-    /// Audit events only: show this decision (log lines are not filtered).
-    #[arg(long, value_name = "DECISION", value_parser = PossibleValuesParser::new(["allow", "deny", "passthrough"]))]
+    #[arg(long, value_name = "DECISION", value_parser = decision_parser(),
+          help = filter_help("Show only this decision", DECISION))]
     pub decision: Option<String>,
 
-    /// Audit events only: exact match on intent.action_class (log lines are not filtered).
-    #[arg(long, value_name = "CLASS")]
+    #[arg(long, value_name = "CLASS",
+          help = filter_help("Exact match on intent.action_class", ACTION_CLASS))]
     pub action_class: Option<String>,
 
     /// Backfill window: a duration back from now (15m, 2h, 1d; also 30s) or an RFC 3339
@@ -134,10 +160,10 @@ fn plan(args: MonitorArgs, color: bool) -> Result<Plan, Hinted> {
     })?;
     let mut filters = Filters::new();
     if let Some(decision) = args.decision {
-        filters = filters.with(FieldEquals::new("decision", decision));
+        filters = filters.with(FieldEquals::new(DECISION, decision));
     }
     if let Some(class) = args.action_class {
-        filters = filters.with(FieldEquals::new("intent.action_class", class));
+        filters = filters.with(FieldEquals::new(ACTION_CLASS, class));
     }
     if let Some(since) = args.since {
         let bound = parse_since(&since, chrono::Utc::now())

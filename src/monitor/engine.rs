@@ -141,7 +141,7 @@ fn backfill(lanes: &mut [Lane<'_>], out: &mut Output<'_, '_>) -> io::Result<()> 
         }
         let Some(i) = best else { return Ok(()) };
         if let Some((_, record)) = heads[i].take() {
-            out.write(&record)?;
+            out.write(lanes[i].judge.source, &record)?;
         }
         heads[i] = lanes[i].next_emit()?;
     }
@@ -233,9 +233,10 @@ struct Output<'w, 'o> {
 
 impl Output<'_, '_> {
     /// One record, written whole (one `write_all` of a complete line).
-    fn write(&mut self, record: &Record) -> io::Result<()> {
+    fn write(&mut self, source: &dyn Source, record: &Record) -> io::Result<()> {
         self.buf.clear();
-        self.formatter.write(record, &self.ctx, &mut self.buf);
+        self.formatter
+            .write(record, source, &self.ctx, &mut self.buf);
         self.out.write_all(&self.buf)?;
         if self.flush_each {
             self.out.flush()?;
@@ -382,7 +383,7 @@ impl<'p> Lane<'p> {
             if let Some(record) = judge.classify(item)
                 && let Some((_, record)) = judge.finish(record, None)
             {
-                failed = out.write(&record);
+                failed = out.write(judge.source, &record);
             }
         })?;
         failed?;
@@ -390,7 +391,7 @@ impl<'p> Lane<'p> {
             notice(Notice::Truncated(path.clone()));
         }
         while let Some((_, record)) = self.next_emit()? {
-            out.write(&record)?;
+            out.write(self.judge.source, &record)?;
         }
         if let Some(change) = self.tail.check_identity()? {
             notice(match change {
@@ -398,7 +399,7 @@ impl<'p> Lane<'p> {
                 _ => Notice::Replaced(path),
             });
             while let Some((_, record)) = self.next_emit()? {
-                out.write(&record)?;
+                out.write(self.judge.source, &record)?;
             }
         }
         Ok(())
@@ -446,7 +447,13 @@ mod tests {
         fn about(&self) -> &'static str {
             "test"
         }
-        fn write(&self, record: &Record, _ctx: &FormatContext, out: &mut Vec<u8>) {
+        fn write(
+            &self,
+            record: &Record,
+            _source: &dyn Source,
+            _ctx: &FormatContext,
+            out: &mut Vec<u8>,
+        ) {
             out.extend_from_slice(&record.raw);
             out.push(b'\n');
         }

@@ -23,10 +23,10 @@ pub trait Predicate: Send + Sync {
     }
 }
 
-/// `--decision`, `--action-class`: exact match of a string field, on sources that declare the
-/// field filterable. Records that cannot be judged — raw and malformed lines, and records that
-/// lack the field altogether (an audit segment marker has no decision) — pass: they are
-/// reported, never hidden.
+/// `--decision`, `--action-class`, `--agent`, `--sandbox-id`: exact match of a string field, on
+/// sources that declare the field filterable. A record that lacks the field does not match;
+/// records the filters do not judge (raw and malformed lines, audit segment markers: see
+/// [`Record::filterable`]) pass — they are reported, never hidden.
 pub struct FieldEquals {
     pub path: &'static str,
     pub value: String,
@@ -47,13 +47,8 @@ impl Predicate for FieldEquals {
     }
 
     fn matches(&self, record: &Record, _time: Option<DateTime<Utc>>) -> bool {
-        match record.kind {
-            super::Kind::Event | super::Kind::Log => match record.field(self.path) {
-                Some(value) => value.as_str() == Some(self.value.as_str()),
-                None => true,
-            },
-            _ => true,
-        }
+        !record.filterable
+            || record.field(self.path).and_then(|v| v.as_str()) == Some(self.value.as_str())
     }
 
     /// `"<leaf key>":<JSON string>`: in canonical JSON a key and its value are adjacent with no
@@ -98,10 +93,6 @@ impl Filters {
     pub fn with(mut self, predicate: impl Predicate + 'static) -> Self {
         self.predicates.push(Box::new(predicate));
         self
-    }
-
-    pub fn push(&mut self, predicate: Box<dyn Predicate>) {
-        self.predicates.push(predicate);
     }
 
     /// The predicates that judge `source`, with their needles prepared.

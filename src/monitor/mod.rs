@@ -12,6 +12,7 @@ pub mod plugin;
 pub mod record;
 pub mod seek;
 pub mod since;
+pub mod summary;
 pub mod tailer;
 pub mod text;
 
@@ -19,6 +20,7 @@ pub use engine::{Notice, Plan, run};
 pub use filter::{FieldEquals, Filters, Predicate, Since};
 pub use plugin::{
     FormatContext, Formatter, FormatterPlugin, Source, SourcePlugin, find_formatter, find_source,
-    formatters, sources,
+    formatters, sources, sources_filterable_by,
 };
 pub use record::{Kind, Record};
+pub use summary::{Span, Summary, Tone};

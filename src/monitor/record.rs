@@ -28,6 +28,11 @@ pub struct Record {
     /// The record's own time, when it carries one.
     pub time: Option<DateTime<Utc>>,
     pub kind: Kind,
+    /// Whether field filters (`--decision`, `--agent`, …) judge this record. True for events
+    /// and logs; false for raw and malformed lines, which cannot be judged, and for records a
+    /// source marks as outside what its filters are about (an audit segment marker has no
+    /// decision, agent or sandbox). Records that are not judged pass: shown, never hidden.
+    pub filterable: bool,
     /// Parsed fields, on first use (see [`Record::fields`]).
     fields: OnceLock<Map<String, Value>>,
     /// The line exactly as read, without its newline.
@@ -40,6 +45,7 @@ impl Record {
             source,
             offset,
             time: None,
+            filterable: matches!(kind, Kind::Event | Kind::Log),
             kind,
             fields: OnceLock::new(),
             raw: raw.to_vec(),

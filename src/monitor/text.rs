@@ -1,4 +1,5 @@
-//! Helpers formatters share: making untrusted bytes safe for a terminal, and JSON strings.
+//! Helpers formatters and sources share: making untrusted bytes safe for a terminal, values as
+//! `key=value` text, and JSON strings.
 
 use std::fmt::Write as _;
 
@@ -34,6 +35,15 @@ fn push_char(out: &mut String, c: char) {
         let _ = write!(out, "\\x{:02x}", c as u32);
     } else {
         let _ = write!(out, "\\u{{{:x}}}", c as u32);
+    }
+}
+
+/// A JSON value as `key=value` shows it: simple strings bare, anything else as JSON. (Not yet
+/// terminal-safe.)
+pub fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => s.clone(),
+        other => other.to_string(),
     }
 }
 
