@@ -87,6 +87,11 @@ impl Source for AuditSource {
         state.audit_log()
     }
 
+    /// The Sidecar rotates its log (`audit.jsonl.N`, highest N oldest); the state dir lists them.
+    fn files(&self, state: &StateDir) -> Vec<PathBuf> {
+        state.audit_files()
+    }
+
     /// Checks the line against the record's shape without building it; the fields are parsed
     /// only if a formatter or filter asks for them.
     fn parse(&self, line: &[u8], offset: u64) -> Record {
@@ -181,6 +186,8 @@ impl Source for AuditSource {
             "agent_id",
             "session_id",
             "token_id",
+            // Set on records of sandboxed `firma run`s.
+            "sandbox_id",
         ]
     }
 

@@ -378,6 +378,10 @@ fn guide_everything_follows_all_sources() {
     let world = World::new();
     let dir = fixture(&world);
     let state = dir.to_str().unwrap();
+    let all = monitor(&world, &["--no-follow"]);
+    let all = stdout(&all);
+    let before: Vec<&str> = all.lines().collect();
+    assert_eq!(before.len(), 11);
     // firma monitor --state-dir /var/run/firma
     let follower = Follower::start(&world, &["--state-dir", state]);
     follower.wait_positioned(&[
@@ -394,12 +398,14 @@ fn guide_everything_follows_all_sources() {
     follower.wait_for("authority-live");
     append_line(&dir.join("sidecar.log"), "sidecar raw line");
     let lines = follower.wait_for("sidecar raw line");
-    // Following starts at the end: only the new lines, in arrival order.
-    assert_eq!(lines.len(), 3, "{lines:#?}");
-    assert!(lines[0].contains(" audit ") && lines[0].contains("DENY"));
-    assert!(lines[1].contains(" authority ") && lines[1].contains("INFO"));
+    // Following starts with the last 10 records already there (of 11, merged in time order,
+    // as a one-shot run shows them), then the new lines in arrival order.
+    assert_eq!(lines.len(), 13, "{lines:#?}");
+    assert_eq!(lines[..10], before[1..]);
+    assert!(lines[10].contains(" audit ") && lines[10].contains("DENY"));
+    assert!(lines[11].contains(" authority ") && lines[11].contains("INFO"));
     assert!(
-        lines[2].ends_with("  sidecar     sidecar raw line"),
+        lines[12].ends_with("  sidecar     sidecar raw line"),
         "{lines:#?}"
     );
 }
@@ -512,10 +518,15 @@ fn guide_filter_by_action_class() {
         &audit(7, Utc::now(), "allow", "communication.external.send"),
     );
     let lines = follower.wait_for("/v1/7");
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert!(
-        lines[0].contains("ALLOW        communication.external.send  POST api.example.com/v1/7")
-    );
+    // The matching records already there (fewer than -n's default 10), then the live one.
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for (line, want) in lines.iter().zip([
+        "DENY         communication.external.send  POST api.example.com/v1/2",
+        "ALLOW        communication.external.send  POST api.example.com/v1/5",
+        "ALLOW        communication.external.send  POST api.example.com/v1/7",
+    ]) {
+        assert!(line.contains(want), "{lines:#?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1314,7 +1325,10 @@ fn following_from_the_end_shows_a_line_in_progress_whole() {
     let whole = now_log("in progress");
     let (first, second) = whole.split_at(20);
     fs::write(&path, format!("{}\n{first}", now_log("old"))).unwrap();
-    let follower = Follower::start(&world, &["--source", "sidecar", "--format", "json"]);
+    let follower = Follower::start(
+        &world,
+        &["--source", "sidecar", "--format", "json", "-n", "0"],
+    );
     let done = (fs::metadata(&path).unwrap().len() - first.len() as u64) as usize;
     // Positioned at the start of the unfinished line, not at the end of the file.
     let pid = follower.guard.id();

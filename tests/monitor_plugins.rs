@@ -105,6 +105,7 @@ fn test_plugins_run_through_the_engine() {
         // The built-in decision filter judges the test source, which declared the field.
         filters: Filters::new().with(FieldEquals::new("decision", "deny")),
         formatter: firma::monitor::find_formatter("tsv").unwrap(),
+        last: None,
         follow: false,
         color: false,
         watch: true,

@@ -4,19 +4,27 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::{ArgAction, Args};
 
 use super::{CommandResult, Outcome, output};
 use crate::audit::event::Decision;
+use crate::config::action_classes;
 use crate::config::dirs::resolve_state_dir;
 use crate::error::Hinted;
 use crate::monitor::since::{ACCEPTED_FORMS, parse_since};
-use crate::monitor::{self, FieldEquals, Filters, Notice, Plan, Since};
+use crate::monitor::{
+    self, FieldEquals, Filters, Level, LevelAtLeast, Notice, Plan, Since, Source,
+};
 
 /// The record fields the filter flags judge (sources declare which of them they have).
 const DECISION: &str = "decision";
 const ACTION_CLASS: &str = "intent.action_class";
+const AGENT: &str = "agent_id";
+const SANDBOX_ID: &str = "sandbox_id";
+
+/// `-n` when following without `--since`, as `tail` and `journalctl -f` do.
+const DEFAULT_LINES: usize = 10;
 
 /// Set (to anything but `0`) to follow by polling instead of a filesystem watcher — for state
 /// directories on network filesystems, where watchers receive no events.
@@ -24,7 +32,7 @@ pub const POLL_ENV: &str = "FIRMA_MONITOR_POLL";
 
 const EXAMPLES: &str = "\
 Examples:
-  # Everything: audit events plus authority + sidecar logs.
+  # Everything: audit events plus the daemons' logs.
   firma monitor --state-dir /var/run/firma
   # Just denials, last 15 minutes, JSON output for piping into jq or a collector.
   firma monitor --state-dir /var/run/firma --source audit --decision deny --since 15m --format json
@@ -32,11 +40,16 @@ Examples:
   firma monitor --state-dir /var/run/firma --source authority --no-follow
   # Filter by action class.
   firma monitor --state-dir /var/run/firma --source audit --action-class communication.external.send
+  # The last 50 denials of one agent, then follow; warnings and errors of both daemons.
+  firma monitor -n 50 --decision deny --agent codex
+  firma monitor --source authority,sidecar --level warn
 
-Following starts at the end of each file (add --since to backfill first); backfilled records are
-merged in timestamp order, live records are shown as they arrive. Rotation (rename), truncation
-and re-creation of the files are followed. FIRMA_MONITOR_POLL=1 follows by polling (network filesystems). JSON schema and recipes:
-docs/monitor.md.";
+Following first shows the last 10 matching records (-n), then what comes; --since backfills
+its whole window instead. Backfilled records are merged in timestamp order, live records are
+shown as they arrive. Rotation (rename, also the Sidecar's audit.jsonl.N), truncation and
+re-creation of the files are followed. Filters are ANDed; each judges only the sources that
+have its field. FIRMA_MONITOR_POLL=1 follows by polling (network filesystems). JSON schema and
+recipes: docs/monitor.md.";
 
 /// `all` plus every registered source, sorted by name.
 fn source_parser() -> PossibleValuesParser {
@@ -79,6 +92,48 @@ fn format_parser() -> PossibleValuesParser {
     )
 }
 
+/// `-n`: a count, or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    Last(usize),
+    All,
+}
+
+fn parse_lines(text: &str) -> Result<Lines, String> {
+    if text == "all" {
+        return Ok(Lines::All);
+    }
+    text.parse()
+        .map(Lines::Last)
+        .map_err(|_| "expected a number of records (0, 10, 500) or `all`".to_string())
+}
+
+/// `--action-class` must name a registered class (a typo would silently match nothing).
+fn parse_action_class(text: &str) -> Result<String, String> {
+    if action_classes::is_registered(text) {
+        return Ok(text.to_string());
+    }
+    let closest = action_classes::names()
+        .into_iter()
+        .map(|name| (strsim::jaro_winkler(text, name), name))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score > 0.8);
+    Err(match closest {
+        Some((_, name)) => format!(
+            "not a registered action class; did you mean {name:?}? (the registry: docs/configuration.md#action-classes)"
+        ),
+        None => {
+            "not a registered action class (the registry: docs/configuration.md#action-classes)"
+                .to_string()
+        }
+    })
+}
+
+/// Every level, most severe first.
+fn level_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(Level::ALL.map(Level::as_str))
+}
+
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct MonitorArgs {
@@ -87,21 +142,44 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Which source to show.
-    #[arg(long, value_name = "SOURCE", default_value = "all", value_parser = source_parser())]
-    pub source: String,
+    /// Which sources to show: repeat the flag or separate with commas (`audit,sidecar`).
+    #[arg(long, value_name = "SOURCE", default_value = "all", value_parser = source_parser(),
+          value_delimiter = ',', action = ArgAction::Append)]
+    pub source: Vec<String>,
+
+    /// Keep following the files (the default; for `tail -f` habits).
+    #[arg(short = 'f', long, overrides_with = "no_follow")]
+    pub follow: bool,
 
     /// Read once and exit (default: keep following the files).
-    #[arg(long)]
+    #[arg(long, overrides_with = "follow")]
     pub no_follow: bool,
+
+    /// Show the last N matching records already written (`all`: every one), then follow.
+    /// Default: 10 when following without --since, else all (the whole --since window, or
+    /// the whole log with --no-follow). `-n 0` shows only what comes.
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_lines)]
+    pub lines: Option<Lines>,
 
     #[arg(long, value_name = "DECISION", value_parser = decision_parser(),
           help = filter_help("Show only this decision", DECISION))]
     pub decision: Option<String>,
 
-    #[arg(long, value_name = "CLASS",
-          help = filter_help("Exact match on intent.action_class", ACTION_CLASS))]
+    #[arg(long, value_name = "CLASS", value_parser = parse_action_class,
+          help = filter_help("Exact match on intent.action_class, a registered class", ACTION_CLASS))]
     pub action_class: Option<String>,
+
+    #[arg(long, value_name = "AGENT",
+          help = filter_help("Exact match on the agent id", AGENT))]
+    pub agent: Option<String>,
+
+    #[arg(long, value_name = "ID",
+          help = filter_help("Exact match on the sandbox id of a sandboxed `firma run`", SANDBOX_ID))]
+    pub sandbox_id: Option<String>,
+
+    #[arg(long, value_name = "LEVEL", value_parser = level_parser(),
+          help = filter_help("Log records at this level or more severe (warn: WARN and ERROR)", LevelAtLeast::FIELD))]
+    pub level: Option<String>,
 
     /// Backfill window: a duration back from now (15m, 2h, 1d; also 30s) or an RFC 3339
     /// timestamp with offset (2026-11-26T10:00:00Z). Applies to every source.
@@ -145,44 +223,66 @@ pub fn execute(args: MonitorArgs, color: bool, out: &mut dyn Write) -> CommandRe
 
 fn plan(args: MonitorArgs, color: bool) -> Result<Plan, Hinted> {
     let (state, _) = resolve_state_dir(args.state_dir.as_deref());
-    let sources = if args.source == "all" {
+    let sources = if args.source.iter().any(|name| name == "all") {
         monitor::sources()
     } else {
-        let source = monitor::find_source(&args.source).ok_or_else(|| {
-            Hinted::new(format!("unknown source {:?}", args.source))
-                .hint("see `firma monitor --help` for the sources")
-        })?;
-        vec![source]
+        let mut chosen = Vec::new();
+        for name in &args.source {
+            let source = monitor::find_source(name).ok_or_else(|| {
+                Hinted::new(format!("unknown source {name:?}"))
+                    .hint("see `firma monitor --help` for the sources")
+            })?;
+            if !chosen.iter().any(|s: &&dyn Source| s.name() == name) {
+                chosen.push(source);
+            }
+        }
+        chosen
     };
     let formatter = monitor::find_formatter(&args.format).ok_or_else(|| {
         Hinted::new(format!("unknown format {:?}", args.format))
             .hint("see `firma monitor --help` for the formats")
     })?;
     let mut filters = Filters::new();
-    if let Some(decision) = args.decision {
-        filters = filters.with(FieldEquals::new(DECISION, decision));
+    for (path, value) in [
+        (DECISION, args.decision),
+        (ACTION_CLASS, args.action_class),
+        (AGENT, args.agent),
+        (SANDBOX_ID, args.sandbox_id),
+    ] {
+        if let Some(value) = value {
+            filters = filters.with(FieldEquals::new(path, value));
+        }
     }
-    if let Some(class) = args.action_class {
-        filters = filters.with(FieldEquals::new(ACTION_CLASS, class));
+    if let Some(level) = args.level.as_deref().and_then(Level::parse) {
+        filters = filters.with(LevelAtLeast(level));
     }
+    let since = args.since.is_some();
     if let Some(since) = args.since {
         let bound = parse_since(&since, chrono::Utc::now())
             .map_err(|err| Hinted::new(err).hint(format!("--since takes {ACCEPTED_FORMS}")))?;
         filters = filters.with(Since(bound));
     }
+    let follow = !args.no_follow;
+    let last = match args.lines {
+        Some(Lines::Last(n)) => Some(n),
+        Some(Lines::All) => None,
+        None if follow && !since => Some(DEFAULT_LINES),
+        None => None,
+    };
     Ok(Plan {
         state,
         sources,
         filters,
         formatter,
-        follow: !args.no_follow,
+        last,
+        follow,
         color,
         watch: std::env::var_os(POLL_ENV).is_none_or(|v| v.is_empty() || v == "0"),
     })
 }
 
 fn print_notice(notice: Notice) {
-    let text = match notice {
+    let text = match &notice {
         Notice::Missing(path) => {
             format!("{} does not exist; nothing to show from it", path.display())
         }
@@ -205,5 +305,10 @@ fn print_notice(notice: Notice) {
             path.display()
         ),
     };
-    output::warn(format!("monitor: {text}"));
+    // stdout carries the records: notes of either level go to stderr.
+    if notice.is_warning() {
+        output::warn(format!("monitor: {text}"));
+    } else {
+        output::note(format!("monitor: {text}"));
+    }
 }

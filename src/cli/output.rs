@@ -71,6 +71,16 @@ pub fn info(message: impl AsRef<str>) {
     println!("{prefix}: {}", message.as_ref());
 }
 
+/// `info: …` on stderr, for commands whose stdout is data (`monitor`).
+pub fn note(message: impl AsRef<str>) {
+    let prefix = if color_choice().for_stderr() {
+        "info".cyan().bold().to_string()
+    } else {
+        "info".into()
+    };
+    eprintln!("{prefix}: {}", message.as_ref());
+}
+
 pub fn warn(message: impl AsRef<str>) {
     let prefix = if color_choice().for_stderr() {
         "warn".yellow().bold().to_string()

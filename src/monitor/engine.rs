@@ -1,6 +1,7 @@
 //! The run: open each selected source, backfill (records merged in timestamp order), then —
 //! when following — read what arrives, in arrival order, flushing every record.
 
+use std::collections::VecDeque;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use super::filter::{Filters, SourceFilters};
 use super::lines::{Item, MAX_LINE};
 use super::plugin::{FormatContext, Formatter, Source};
 use super::record::{Kind, Record};
-use super::seek::{end_of_last_line, seek_since};
+use super::start;
 use super::tailer::{Change, Tail};
 use crate::state_dir::StateDir;
 
@@ -30,6 +31,9 @@ pub struct Plan {
     pub sources: Vec<&'static dyn Source>,
     pub filters: Filters,
     pub formatter: &'static dyn Formatter,
+    /// `-n`: show only the last this many matching records of what is already there (None:
+    /// all of them; `Some(0)`: none — following then shows only what comes).
+    pub last: Option<usize>,
     pub follow: bool,
     pub color: bool,
     /// Follow with a filesystem watcher (false: poll, e.g. on network filesystems where
@@ -54,6 +58,21 @@ pub enum Notice {
     Polling { dir: PathBuf, reason: String },
     /// One-shot run: the file ends in an unterminated line, not shown.
     Incomplete { path: PathBuf, bytes: usize },
+}
+
+impl Notice {
+    /// Whether something may be lost or degraded (a warning), rather than the normal course
+    /// of things — a file not there yet, a rotation — which is information.
+    pub fn is_warning(&self) -> bool {
+        match self {
+            Self::Truncated(_) | Self::Polling { .. } => true,
+            Self::Missing(_)
+            | Self::Waiting(_)
+            | Self::Appeared(_)
+            | Self::Replaced(_)
+            | Self::Incomplete { .. } => false,
+        }
+    }
 }
 
 /// Run `plan`, writing records to `out`. Returns at the end of the backfill when not following;
@@ -82,25 +101,23 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
         .collect();
 
     for lane in &mut lanes {
-        let earliest = lane.judge.filters.earliest;
-        let source = lane.judge.source;
-        let from_end = plan.follow && earliest.is_none();
-        let opened = lane.tail.open_with(|file, size| match earliest {
-            _ if from_end => end_of_last_line(file, size),
-            Some(since) if source.time_ordered() => seek_since(file, size, source, since),
-            _ => Ok(0),
-        })?;
-        if !opened {
-            let path = lane.tail.path().to_path_buf();
-            notice(if plan.follow {
-                Notice::Waiting(path)
-            } else {
-                Notice::Missing(path)
-            });
+        let files = start::plan(
+            lane.judge.source,
+            &plan.state,
+            &lane.judge.filters,
+            plan.last,
+        )?;
+        let opened = !files.is_empty();
+        lane.tail.start(files)?;
+        let path = lane.tail.path().to_path_buf();
+        if plan.follow && !path.exists() {
+            notice(Notice::Waiting(path));
+        } else if !opened {
+            notice(Notice::Missing(path));
         }
     }
 
-    backfill(&mut lanes, &mut out)?;
+    backfill(&mut lanes, plan.last, &mut out)?;
     out.out.flush()?;
     if !plan.follow {
         for lane in &lanes {
@@ -120,8 +137,14 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
     follow(plan, &mut lanes, &mut out, notice)
 }
 
-/// Merge the sources by record time until each reaches its end.
-fn backfill(lanes: &mut [Lane<'_>], out: &mut Output<'_, '_>) -> io::Result<()> {
+/// Merge the sources by record time until each reaches its end; with `last`, write only the
+/// last that many.
+fn backfill(
+    lanes: &mut [Lane<'_>],
+    last: Option<usize>,
+    out: &mut Output<'_, '_>,
+) -> io::Result<()> {
+    let mut kept: VecDeque<(usize, Record)> = VecDeque::new();
     let mut heads = Vec::with_capacity(lanes.len());
     for lane in lanes.iter_mut() {
         heads.push(lane.next_emit()?);
@@ -139,12 +162,25 @@ fn backfill(lanes: &mut [Lane<'_>], out: &mut Output<'_, '_>) -> io::Result<()> 
                 }
             }
         }
-        let Some(i) = best else { return Ok(()) };
+        let Some(i) = best else { break };
         if let Some((_, record)) = heads[i].take() {
-            out.write(lanes[i].judge.source, &record)?;
+            match last {
+                None => out.write(lanes[i].judge.source, &record)?,
+                Some(0) => {}
+                Some(n) => {
+                    if kept.len() == n {
+                        kept.pop_front();
+                    }
+                    kept.push_back((i, record));
+                }
+            }
         }
         heads[i] = lanes[i].next_emit()?;
     }
+    for (i, record) in kept {
+        out.write(lanes[i].judge.source, &record)?;
+    }
+    Ok(())
 }
 
 fn follow(
@@ -251,8 +287,9 @@ struct Judge<'p> {
     filters: SourceFilters<'p>,
     /// Time of the last line with one (a line without a time takes it).
     last_time: Option<DateTime<Utc>>,
-    /// A line skipped by a needle after `last_time`: its time is read only if needed.
-    last_skipped: Option<u64>,
+    /// A line skipped by a needle after `last_time` (file serial, offset): its time is read
+    /// only if needed.
+    last_skipped: Option<(u64, u64)>,
     /// Following live: a line without a time is as new as its arrival.
     live: bool,
 }
@@ -260,7 +297,7 @@ struct Judge<'p> {
 impl Judge<'_> {
     /// `None` when a needle rules the line out without parsing it; else the record, and
     /// whether its line is canonical and holds every needle.
-    fn classify(&mut self, item: Item<'_>) -> Option<(Record, bool)> {
+    fn classify(&mut self, item: Item<'_>, serial: u64) -> Option<(Record, bool)> {
         match item {
             Item::Line { offset, bytes } => {
                 if !self.filters.has_needles() {
@@ -269,7 +306,7 @@ impl Judge<'_> {
                 let missing = self.filters.needle_missing(bytes);
                 let canonical = self.source.is_canonical(bytes);
                 if missing && canonical {
-                    self.last_skipped = Some(offset);
+                    self.last_skipped = Some((serial, offset));
                     return None;
                 }
                 Some((self.source.parse(bytes, offset), canonical && !missing))
@@ -303,7 +340,7 @@ impl Judge<'_> {
                 Some(time)
             }
             None => {
-                if let Some(offset) = self.last_skipped.take()
+                if let Some((_, offset)) = self.last_skipped.take()
                     && let Some(line) = skipped_line
                     && let Some(time) = self.source.parse(line, offset).time
                 {
@@ -337,7 +374,10 @@ impl<'p> Lane<'p> {
                 last_skipped: None,
                 live: false,
             },
-            tail: Tail::new(source.path(state)),
+            tail: Tail::new(source.path(state), {
+                let state = state.clone();
+                Box::new(move || source.files(&state))
+            }),
         }
     }
 
@@ -345,16 +385,16 @@ impl<'p> Lane<'p> {
     fn next_emit(&mut self) -> io::Result<Option<(Option<DateTime<Utc>>, Record)>> {
         loop {
             let record = {
-                let Some(item) = self.tail.next_line()? else {
+                let Some((serial, item)) = self.tail.next_line()? else {
                     return Ok(None);
                 };
-                match self.judge.classify(item) {
+                match self.judge.classify(item, serial) {
                     Some(record) => record,
                     None => continue,
                 }
             };
             let skipped = match (self.judge.last_skipped, record.0.time) {
-                (Some(offset), None) => self.tail.read_line_at(offset)?,
+                (Some((serial, offset)), None) => self.tail.read_line_at(serial, offset)?,
                 _ => None,
             };
             if let Some(emit) = self.judge.finish(record, skipped.as_deref()) {
@@ -380,7 +420,7 @@ impl<'p> Lane<'p> {
             if failed.is_err() {
                 return;
             }
-            if let Some(record) = judge.classify(item)
+            if let Some(record) = judge.classify(item, 0)
                 && let Some((_, record)) = judge.finish(record, None)
             {
                 failed = out.write(judge.source, &record);
@@ -500,7 +540,7 @@ mod tests {
             fs::write(&path, "").unwrap();
             let filters = Filters::new();
             let mut lane = Lane::new(&Lines, &filters, &StateDir::new(dir.path()));
-            lane.tail.open_with(|_, _| Ok(0)).unwrap();
+            lane.tail.start(vec![(fs::File::open(&path).unwrap(), 0)]).unwrap();
             let mut sink: Vec<u8> = Vec::new();
             let mut written = Vec::new();
             let mut next = 0;
@@ -577,6 +617,142 @@ mod tests {
                 }
                 poll(&mut lane, &mut out);
                 poll(&mut lane, &mut out);
+                out.out.flush().unwrap();
+            }
+            let got: Vec<String> = String::from_utf8(sink).unwrap().lines().map(String::from).collect();
+            prop_assert_eq!(got, written);
+        }
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    //! Model-based, for a source whose writer rotates its own file the way the Sidecar rotates
+    //! `audit.jsonl` (live → `.1`, older ones shifted up, a new live file; the writer finishes
+    //! a file before renaming it): any number of rotations between two polls, and the
+    //! follower still prints every line once, in order — the files rotated away unseen are
+    //! read from the listing, oldest first.
+
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEEP: usize = 20;
+
+    struct Rotating;
+
+    impl Source for Rotating {
+        fn name(&self) -> &'static str {
+            "rotating"
+        }
+        fn about(&self) -> &'static str {
+            "test"
+        }
+        fn path(&self, state: &StateDir) -> PathBuf {
+            state.path().join("r.log")
+        }
+        fn files(&self, state: &StateDir) -> Vec<PathBuf> {
+            let mut files: Vec<PathBuf> = (1..=KEEP)
+                .rev()
+                .map(|n| state.path().join(format!("r.log.{n}")))
+                .filter(|p| p.exists())
+                .collect();
+            files.push(self.path(state));
+            files
+        }
+        fn parse(&self, line: &[u8], offset: u64) -> Record {
+            Record::new("rotating", offset, Kind::Raw, line)
+        }
+    }
+
+    struct RawOut;
+
+    impl Formatter for RawOut {
+        fn name(&self) -> &'static str {
+            "raw"
+        }
+        fn about(&self) -> &'static str {
+            "test"
+        }
+        fn write(&self, r: &Record, _: &dyn Source, _: &FormatContext, out: &mut Vec<u8>) {
+            out.extend_from_slice(&r.raw);
+            out.push(b'\n');
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize),
+        Rotate,
+        Poll,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1usize..4).prop_map(Op::Append),
+            2 => Just(Op::Rotate),
+            2 => Just(Op::Poll),
+        ]
+    }
+
+    fn rotate(dir: &Path) {
+        for n in (1..KEEP).rev() {
+            let from = dir.join(format!("r.log.{n}"));
+            if from.exists() {
+                fs::rename(&from, dir.join(format!("r.log.{}", n + 1))).unwrap();
+            }
+        }
+        fs::rename(dir.join("r.log"), dir.join("r.log.1")).unwrap();
+        fs::write(dir.join("r.log"), "").unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn every_line_once_across_rotations(ops in proptest::collection::vec(op(), 1..30)) {
+            let dir = tempfile::tempdir().unwrap();
+            let state = StateDir::new(dir.path());
+            fs::write(dir.path().join("r.log"), "").unwrap();
+            let filters = Filters::new();
+            let mut lane = Lane::new(&Rotating, &filters, &state);
+            lane.tail.start(start::plan(&Rotating, &state, &filters.for_source(&Rotating), None).unwrap()).unwrap();
+            lane.judge.live = true;
+            let mut sink: Vec<u8> = Vec::new();
+            let mut written = Vec::new();
+            {
+                let mut out = Output {
+                    out: BufWriter::new(&mut sink as &mut dyn Write),
+                    formatter: &RawOut,
+                    ctx: FormatContext::default(),
+                    buf: Vec::new(),
+                    flush_each: true,
+                };
+                let mut rotations = 0;
+                for op in ops {
+                    match op {
+                        Op::Append(n) => {
+                            let mut file = OpenOptions::new().append(true).open(dir.path().join("r.log")).unwrap();
+                            for _ in 0..n {
+                                let line = format!("line {:04}", written.len());
+                                writeln!(file, "{line}").unwrap();
+                                written.push(line);
+                            }
+                        }
+                        // Within the files kept (retention of what was never read is loss).
+                        Op::Rotate if rotations + 1 < KEEP => {
+                            rotations += 1;
+                            rotate(dir.path());
+                        }
+                        Op::Rotate => {}
+                        Op::Poll => lane.poll(&mut out, &mut |_| {}).unwrap(),
+                    }
+                }
+                lane.poll(&mut out, &mut |_| {}).unwrap();
+                lane.poll(&mut out, &mut |_| {}).unwrap();
                 out.out.flush().unwrap();
             }
             let got: Vec<String> = String::from_utf8(sink).unwrap().lines().map(String::from).collect();

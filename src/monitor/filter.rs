@@ -62,6 +62,68 @@ impl Predicate for FieldEquals {
     }
 }
 
+/// A log level, least severe first (tracing's levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub const ALL: [Level; 5] = [
+        Self::Error,
+        Self::Warn,
+        Self::Info,
+        Self::Debug,
+        Self::Trace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
+    /// A level as written in a log line (`WARN`) or on the command line (`warn`).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// `--level`: log records at this level or more severe (`warn` shows WARN and ERROR, as
+/// journalctl's `-p` does), on sources that declare `level` filterable. A log record whose
+/// level cannot be read does not match; raw lines (a panic message) are not judged: they pass.
+pub struct LevelAtLeast(pub Level);
+
+impl LevelAtLeast {
+    /// The field the level is read from.
+    pub const FIELD: &'static str = "level";
+}
+
+impl Predicate for LevelAtLeast {
+    fn applies_to(&self, source: &dyn Source) -> bool {
+        source.filterable_fields().contains(&Self::FIELD)
+    }
+
+    fn matches(&self, record: &Record, _time: Option<DateTime<Utc>>) -> bool {
+        !record.filterable
+            || record
+                .field(Self::FIELD)
+                .and_then(|v| v.as_str())
+                .and_then(Level::parse)
+                .is_some_and(|level| level >= self.0)
+    }
+}
+
 /// `--since`: records at or after a moment, on every source.
 pub struct Since(pub DateTime<Utc>);
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use chrono::DateTime;
 use serde_json::{Map, Value};
 
+use super::filter::LevelAtLeast;
 use super::plugin::Source;
 use super::record::{Kind, Record};
 use super::summary::{Summary, Tone};
@@ -38,7 +39,7 @@ impl Source for LogFile {
         parse_log_line(self.name, line, offset)
     }
     fn filterable_fields(&self) -> &'static [&'static str] {
-        &["level"]
+        &[LevelAtLeast::FIELD]
     }
     /// `LEVEL  target: message  key=value…`.
     fn summary(&self, record: &Record) -> Option<Summary> {

@@ -12,12 +12,13 @@ pub mod plugin;
 pub mod record;
 pub mod seek;
 pub mod since;
+pub mod start;
 pub mod summary;
 pub mod tailer;
 pub mod text;
 
 pub use engine::{Notice, Plan, run};
-pub use filter::{FieldEquals, Filters, Predicate, Since};
+pub use filter::{FieldEquals, Filters, Level, LevelAtLeast, Predicate, Since};
 pub use plugin::{
     FormatContext, Formatter, FormatterPlugin, Source, SourcePlugin, find_formatter, find_source,
     formatters, sources, sources_filterable_by,

@@ -16,6 +16,12 @@ pub trait Source: Sync {
     fn about(&self) -> &'static str;
     /// The file this source reads (ask the state dir: it owns the names).
     fn path(&self, state: &StateDir) -> PathBuf;
+    /// Every file of this source, oldest first, the live one ([`Source::path`]) last. A source
+    /// whose writer rotates its file lists the rotated ones too, so reading spans them and
+    /// following crosses each rotation without skipping a file. Default: the live file only.
+    fn files(&self, state: &StateDir) -> Vec<PathBuf> {
+        vec![self.path(state)]
+    }
     /// Turn one line (without its newline) at byte `offset` into a record. Never fails: a
     /// line that cannot be understood becomes a raw or malformed record.
     fn parse(&self, line: &[u8], offset: u64) -> Record;
