@@ -1133,6 +1133,348 @@ fn live_lines_without_a_time_pass_since() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Like the tools operators know: -n, several sources, -f, --agent, --sandbox-id, --level.
+
+/// One canonical audit line with a chosen agent and, for a sandboxed run, its sandbox id (a
+/// top-level field, in its sorted place).
+fn audit_by(seq: u64, decision: &str, agent: &str, sandbox: Option<&str>) -> String {
+    let line = audit(seq, Utc::now(), decision, "communication.external.send")
+        .replace(r#""agent_id":"codex""#, &format!(r#""agent_id":"{agent}""#));
+    match sandbox {
+        Some(id) => line.replace(r#","seq":"#, &format!(r#","sandbox_id":"{id}","seq":"#)),
+        None => line,
+    }
+}
+
+/// The `event_id`s (or log messages, or raw lines) of a JSON run's output.
+fn ids(out: &std::process::Output) -> Vec<String> {
+    messages(&stdout(out).lines().map(String::from).collect::<Vec<_>>())
+}
+
+#[test]
+fn last_n_matching_records_then_follow() {
+    let world = World::new();
+    let path = world.state_dir().join("audit.jsonl");
+    let decisions = ["allow", "deny", "passthrough", "deny", "allow"];
+    let lines: Vec<String> = (1..=40)
+        .map(|seq| audit(seq, Utc::now(), decisions[seq as usize % 5], "a"))
+        .collect();
+    write_lines(&path, &lines);
+    let denials: Vec<String> = (1..=40u64)
+        .filter(|seq| decisions[*seq as usize % 5] == "deny")
+        .map(|seq| format!("evt-{seq}"))
+        .collect();
+    // One shot: the tail of what a full read shows.
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--format",
+            "json",
+            "--decision",
+            "deny",
+            "-n",
+            "5",
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(ids(&out), denials[denials.len() - 5..]);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--lines", "all"],
+    );
+    assert_eq!(ids(&out).len(), 40);
+    let out = monitor(&world, &["--no-follow", "--format", "json", "-n", "0"]);
+    assert_eq!(ids(&out), Vec::<String>::new());
+    // Following (`-f` as tail users type it): the last 5 denials, then the new one.
+    let follower = Follower::start(
+        &world,
+        &["-f", "-n", "5", "--decision", "deny", "--format", "json"],
+    );
+    follower.wait_for(denials.last().unwrap());
+    append_line(&path, &audit(41, Utc::now(), "allow", "a"));
+    append_line(&path, &audit(42, Utc::now(), "deny", "a"));
+    let got = messages(&follower.wait_for("evt-42"));
+    let mut want = denials[denials.len() - 5..].to_vec();
+    want.push("evt-42".into());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn following_starts_with_the_last_ten_like_tail() {
+    let world = World::new();
+    let path = world.state_dir().join("sidecar.log");
+    let lines: Vec<String> = (1..=25).map(|i| now_log(&format!("m{i}"))).collect();
+    write_lines(&path, &lines);
+    let follower = Follower::start(&world, &["--source", "sidecar", "--format", "json"]);
+    follower.wait_for("m25");
+    append_line(&path, &now_log("end"));
+    let got = messages(&follower.wait_for("\"end\""));
+    let mut want: Vec<String> = (16..=25).map(|i| format!("m{i}")).collect();
+    want.push("end".into());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_bad_line_count_is_exit_2() {
+    let world = World::new();
+    for bad in ["-1", "ten", ""] {
+        let flag = format!("--lines={bad}");
+        let out = monitor(&world, &["--no-follow", &flag]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(stderr(&out).contains("--lines"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn several_sources_by_repeating_the_flag_or_with_commas() {
+    let world = World::new();
+    fixture(&world);
+    let sources = |out: &std::process::Output| -> Vec<String> {
+        let mut seen: Vec<String> = json_lines(&stdout(out))
+            .iter()
+            .map(|v| v["source"].as_str().unwrap().to_string())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    for args in [
+        &["--source", "audit", "--source", "sidecar"][..],
+        &["--source", "audit,sidecar"][..],
+        &["--source", "sidecar,audit,sidecar"][..],
+    ] {
+        let mut all = vec!["--no-follow", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = monitor(&world, &all);
+        assert_success(&out);
+        assert_eq!(sources(&out), ["audit", "sidecar"], "{args:?}");
+    }
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--source", "audit,all"],
+    );
+    assert_eq!(sources(&out), ["audit", "authority", "sidecar"]);
+    let out = monitor(&world, &["--no-follow", "--source", "audit,nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn agent_and_sandbox_filters_judge_decisions_and_show_what_they_cannot_judge() {
+    let world = World::new();
+    let dir = world.state_dir();
+    write_lines(
+        &dir.join("audit.jsonl"),
+        &[
+            audit_by(1, "allow", "codex", None),
+            audit_by(2, "deny", "claude", Some("sbx-1")),
+            audit_by(3, "allow", "codex", Some("sbx-1")),
+            audit_by(4, "deny", "codex", Some("sbx-2")),
+            "not json at all".to_string(),
+            audit_by(5, "allow", "claude", None),
+        ],
+    );
+    write_lines(&dir.join("sidecar.log"), &[now_log("log line")]);
+    let run_with = |args: &[&str]| {
+        let mut all = vec!["--no-follow", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = monitor(&world, &all);
+        assert_success(&out);
+        ids(&out)
+    };
+    assert_eq!(
+        run_with(&["--source", "audit", "--agent", "claude"]),
+        ["evt-2", "not json at all", "evt-5"]
+    );
+    // A record without a sandbox id is not from that sandbox.
+    assert_eq!(
+        run_with(&["--source", "audit", "--sandbox-id", "sbx-1"]),
+        ["evt-2", "evt-3", "not json at all"]
+    );
+    assert_eq!(
+        run_with(&[
+            "--sandbox-id",
+            "sbx-1",
+            "--agent",
+            "codex",
+            "--decision",
+            "allow"
+        ]),
+        ["evt-3", "not json at all", "log line"]
+    );
+    assert_eq!(
+        run_with(&["--source", "audit", "--agent", "nobody"]),
+        ["not json at all"]
+    );
+}
+
+#[test]
+fn level_filter_on_the_daemon_logs() {
+    let world = World::new();
+    fixture(&world);
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--source",
+            "authority,sidecar",
+            "--level",
+            "warn",
+        ],
+    );
+    assert_success(&out);
+    insta::assert_snapshot!("pretty_level_warn", stdout(&out));
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--level", "ERROR"],
+    );
+    assert_eq!(out.status.code(), Some(2), "levels are lower-case choices");
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--level", "debug"],
+    );
+    // Every log record is DEBUG or above; audit records are not judged by --level.
+    assert_eq!(ids(&out).len(), 11);
+}
+
+#[test]
+fn a_mistyped_action_class_is_exit_2_with_a_suggestion() {
+    let world = World::new();
+    fixture(&world);
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--action-class",
+            "communication.internal.snd",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--action-class"), "{err}");
+    assert!(
+        err.contains(r#"did you mean "communication.internal.send"?"#),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+    let out = monitor(&world, &["--no-follow", "--action-class", "zzz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a registered action class"));
+    assert!(!stderr(&out).contains("did you mean"), "{}", stderr(&out));
+}
+
+#[test]
+fn notices_are_information_unless_something_may_be_lost() {
+    let world = World::new();
+    let path = world.state_dir().join("sidecar.log");
+    let follower = Follower::start(&world, &["--source", "sidecar", "--format", "json"]);
+    wait_for("the waiting note", DEADLINE, || {
+        follower.stderr().contains("waiting for").then_some(())
+    });
+    write_lines(&path, &[now_log("l1"), now_log("l2"), now_log("l3")]);
+    follower.wait_for("l3");
+    fs::write(&path, format!("{}\n", now_log("end"))).unwrap();
+    follower.wait_for("\"end\"");
+    let err = follower.stderr();
+    let shown = path.display();
+    assert!(
+        err.contains(&format!("info: monitor: waiting for {shown} to appear")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("info: monitor: {shown} appeared; following it")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("warn: monitor: {shown}: file truncated")),
+        "{err}"
+    );
+    assert!(stdout_is_records(&follower.lines()));
+}
+
+/// Every stdout line is a record (notes never go to stdout).
+fn stdout_is_records(lines: &[String]) -> bool {
+    lines
+        .iter()
+        .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["schema"] == 1))
+}
+
+#[test]
+fn supervisor_log_is_a_source() {
+    let world = World::new();
+    let dir = world.state_dir();
+    write_lines(
+        &dir.join("supervisor.log"),
+        &[
+            log(at("2026-11-26T10:00:00Z"), "INFO", "firma::lifecycle::supervisor", "authority spawned"),
+            r#"{"timestamp":"2026-11-26T10:00:05Z","level":"ERROR","target":"firma::lifecycle::supervisor","message":"sidecar exited; stopping the pair","signal":"SIGKILL"}"#.to_string(),
+        ],
+    );
+    let out = monitor(&world, &["--no-follow", "--source", "supervisor"]);
+    assert_success(&out);
+    insta::assert_snapshot!("pretty_supervisor", stdout(&out));
+}
+
+/// A pair started with `sidecar start --detach`, stopped on drop (also when a test fails).
+struct RunningPair<'w>(&'w World);
+
+impl<'w> RunningPair<'w> {
+    fn start(world: &'w World) -> Self {
+        world.init(&[]);
+        let pair = Self(world);
+        let out = world.run(&["sidecar", "start", "--detach"]);
+        assert_success(&out);
+        pair
+    }
+}
+
+impl Drop for RunningPair<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["sidecar", "stop"]);
+    }
+}
+
+#[test]
+fn the_real_supervisor_log_reads_through_its_source() {
+    let world = World::new();
+    let pair = RunningPair::start(&world);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--source", "supervisor", "--format", "json"],
+    );
+    assert_success(&out);
+    let records = json_lines(&stdout(&out));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "log" && r["log"]["message"] == "pair ready; supervising"),
+        "{}",
+        stdout(&out)
+    );
+    drop(pair);
+    // After the stop, the log says so; `--level` keeps INFO and above.
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--source",
+            "supervisor",
+            "--level",
+            "info",
+            "-n",
+            "3",
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("supervisor  INFO "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // With the real audit writer.
 
 fn real_draft(i: u64) -> firma::audit::event::AuditDraft {
