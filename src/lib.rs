@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 #[path = "../formatters/mod.rs"]
 pub mod formatters;
+pub mod fsutil;
 pub mod lifecycle;
 pub mod monitor;
 pub mod proto;

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::chain::ChainHead;
 use super::record::{self, LineProblem};
-use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 
 /// Domain tag of checkpoint signatures (distinct from records', so neither replays as the other).
 pub const CHECKPOINT_DOMAIN: &[u8] = b"firma-audit-checkpoint-v1\n";
@@ -65,7 +65,7 @@ impl Checkpoint {
 
     /// Sign and atomically replace the checkpoint file.
     pub fn write(&self, path: &Path, key: &SigningKey) -> Result<(), Hinted> {
-        write_atomic(path, &self.to_line(key), 0o600)
+        write_atomic(path, &self.to_line(key), 0o600, Durability::Durable)
     }
 }
 

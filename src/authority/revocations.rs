@@ -110,7 +110,7 @@ impl RevocationStore {
             crate::config::dirs::ensure_private_dir(dir)?;
         }
         if !path.exists() {
-            crate::config::fsutil::write_atomic(path, b"", 0o600)?;
+            crate::fsutil::write_atomic(path, b"", 0o600, crate::fsutil::Durability::Durable)?;
         }
         let entries = read_file(path)?;
         let ids = entries.iter().map(|e| e.token_id.clone()).collect();

@@ -57,7 +57,7 @@ fn write_pages(
         .render(&mut page)
         .map_err(|err| Hinted::new(format!("cannot render the man page of {name}: {err}")))?;
     let path = dir.join(format!("{name}.1"));
-    crate::config::fsutil::write_atomic(&path, &page, 0o644)?;
+    crate::fsutil::write_atomic(&path, &page, 0o644, crate::fsutil::Durability::Durable)?;
     *written += 1;
     for sub in command
         .get_subcommands()

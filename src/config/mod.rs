@@ -4,7 +4,6 @@
 pub mod action_classes;
 pub mod dirs;
 pub mod discovery;
-pub mod fsutil;
 pub mod keys;
 pub mod load;
 pub mod providers;

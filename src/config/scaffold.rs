@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use super::action_classes;
 use super::dirs::ensure_private_dir;
 use super::discovery::{CONFIG_FILE, PROJECT_DIR};
-use super::fsutil::write_atomic;
 use super::keys;
 use super::load::{parse, validate_agent_id};
 use super::providers::{self, Provider};
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 use crate::state_dir::{DataDir, StateDir};
 
 /// Where the project's Authority lives.
@@ -235,7 +235,7 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
             files.push((file.path, FileOutcome::Kept));
             continue;
         };
-        write_atomic(&file.path, &contents, file.mode)?;
+        write_atomic(&file.path, &contents, file.mode, Durability::Durable)?;
         let outcome = if exists {
             FileOutcome::Replaced
         } else {
@@ -248,7 +248,7 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
     if revocations.exists() {
         files.push((revocations, FileOutcome::Kept));
     } else {
-        write_atomic(&revocations, b"", 0o600)?;
+        write_atomic(&revocations, b"", 0o600, Durability::Durable)?;
         files.push((revocations, FileOutcome::Written));
     }
 
@@ -264,7 +264,7 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
     if audit_log.exists() {
         files.push((audit_log, FileOutcome::Kept));
     } else {
-        write_atomic(&audit_log, b"", 0o600)?;
+        write_atomic(&audit_log, b"", 0o600, Durability::Durable)?;
         files.push((audit_log, FileOutcome::Written));
     }
 

@@ -2,7 +2,7 @@
 //! [`crate::state_dir`]): pidfiles (`kill $(cat sidecar.pid)` works), listen files, identity
 //! files (`pid= start= session= boot=`, the PID-reuse guard) and `.stack.json`.
 //!
-//! Every write is atomic (temp file + rename), so a reader never sees half a file.
+//! Every write is atomic (exclusive temp file + rename), so a reader never sees half a file.
 
 use std::fs;
 use std::io;
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
 use crate::error::Hinted;
+use crate::fsutil::{self, Durability};
 pub use crate::state_dir::{Role, StateDir};
 
 impl StateDir {
@@ -131,36 +132,16 @@ pub struct StackMeta {
     pub detached: bool,
 }
 
-/// Atomic (temp file + rename) but not fsynced: these files describe running processes, so they
-/// are worthless after a crash of the machine anyway, and an fsync per file would put tens of
-/// milliseconds between "ready" and `start` returning.
+/// These files describe running processes: atomic, but not worth an fsync.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|err| {
-        let _ = fs::remove_file(&tmp);
-        Hinted::new(format!("cannot write {}: {err}", path.display()))
-            .hint("check that the state directory exists and is writable")
-    })
+    fsutil::write_atomic(path, contents, mode, Durability::Volatile)
 }
 
+/// A pid, listen or identity file's contents. A symlink or a file another uid owns is never
+/// trusted (`StateDir::check_trusted` turns it into an error before a command relies on it).
 fn read_trimmed(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    let bytes = fsutil::read_trusted(path).ok()??;
+    Some(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
 pub fn remove_if_present(path: &Path) {

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 use crate::state_dir::StateDir;
 
 /// System trust stores tried, in order, for the combined bundle.
@@ -56,7 +56,7 @@ pub fn write_ca_bundle(state: &StateDir) -> Result<(PathBuf, PathBuf), Hinted> {
     }
     bundle.extend_from_slice(&ca);
     let path = state.ca_bundle();
-    write_atomic(&path, &bundle, 0o644)?;
+    write_atomic(&path, &bundle, 0o644, Durability::Durable)?;
     Ok((path, ca_cert))
 }
 

@@ -20,8 +20,8 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::config::dirs::ensure_private_dir;
-use crate::config::fsutil::write_atomic;
 use crate::error::Hinted;
+use crate::fsutil::{Durability, write_atomic};
 use crate::state_dir::StateDir;
 
 const CA_COMMON_NAME: &str = "firma Sidecar local CA";
@@ -72,8 +72,18 @@ impl CertificateAuthority {
         let cert = params
             .self_signed(&key)
             .map_err(|err| Hinted::new(format!("CA certificate: {err}")))?;
-        write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
+        write_atomic(
+            key_path,
+            key.serialize_pem().as_bytes(),
+            0o600,
+            Durability::Durable,
+        )?;
+        write_atomic(
+            &cert_path,
+            cert.pem().as_bytes(),
+            0o644,
+            Durability::Durable,
+        )?;
         Ok(Self {
             cert_path,
             cert_der: cert.der().clone(),
