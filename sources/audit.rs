@@ -261,8 +261,10 @@ mod tests {
     }
 
     /// The needle prefilter is exact on canonical lines: for records encoded by the audit
-    /// log's own RFC 8785 encoder, with hostile strings anywhere, "the line holds the needle"
-    /// is the same as "the field has the value".
+    /// log's own RFC 8785 encoder, with hostile strings anywhere (the agent chooses the path,
+    /// and may try to smuggle `"sandbox_id":"…"` into it), "the line holds the needle" is the
+    /// same as "the field has the value" — an agent can neither hide its record from a filtered
+    /// view nor slip it into another agent's or sandbox's.
     mod prefilter {
         use super::*;
         use crate::audit::event::{AuditEvent, Intent, PolicyRef};
@@ -276,6 +278,10 @@ mod tests {
                 Just("\"decision\":\"deny\"".to_string()),
                 Just("x\",\"action_class\":\"a.b".to_string()),
                 Just("a.b".to_string()),
+                Just("sbx".to_string()),
+                Just("x\",\"sandbox_id\":\"sbx".to_string()),
+                Just("\"agent_id\":\"codex".to_string()),
+                Just("codex".to_string()),
             ]
         }
 
@@ -297,6 +303,9 @@ mod tests {
                 path in text(),
                 wanted_class in text(),
                 wanted_decision in decision(),
+                wanted_agent in text(),
+                sandbox in proptest::option::of(text()),
+                wanted_sandbox in text(),
             ) {
                 let event = AuditEvent {
                     v: 1,
@@ -305,7 +314,7 @@ mod tests {
                     event_id: "e".into(),
                     decision,
                     reason,
-                    agent_id: agent,
+                    agent_id: agent.clone(),
                     session_id: "s".into(),
                     token_id: "t".into(),
                     intent: Intent { action_class: class.clone(), method: "GET".into(), host: "h".into(), path },
@@ -314,13 +323,20 @@ mod tests {
                     prev: "0".repeat(64),
                     sig: Some("c2ln".into()),
                 };
-                let line = crate::audit::canonical::to_vec(&serde_json::to_value(&event).unwrap()).unwrap();
+                let mut value = serde_json::to_value(&event).unwrap();
+                // A sandboxed run's records carry `sandbox_id` at the top level.
+                if let Some(id) = &sandbox {
+                    value["sandbox_id"] = id.clone().into();
+                }
+                let line = crate::audit::canonical::to_vec(&value).unwrap();
                 prop_assert!(AuditSource.is_canonical(&line));
                 let record = AuditSource.parse(&line, 0);
                 prop_assert_eq!(&record.kind, &Kind::Event);
                 for (predicate, equal) in [
                     (FieldEquals::new("decision", wanted_decision.as_str()), decision == wanted_decision),
                     (FieldEquals::new("intent.action_class", wanted_class.clone()), class == wanted_class),
+                    (FieldEquals::new("agent_id", wanted_agent.clone()), agent == wanted_agent),
+                    (FieldEquals::new("sandbox_id", wanted_sandbox.clone()), sandbox.as_ref() == Some(&wanted_sandbox)),
                 ] {
                     let needle = predicate.needle().unwrap();
                     let present = memchr::memmem::find(&line, &needle).is_some();
