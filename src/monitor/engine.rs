@@ -2,7 +2,7 @@
 //! when following — read what arrives, in arrival order, flushing every record.
 
 use std::collections::VecDeque;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -87,13 +87,7 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
             .max()
             .unwrap_or(0),
     };
-    let mut out = Output {
-        out: BufWriter::with_capacity(256 << 10, out),
-        formatter: plan.formatter,
-        ctx,
-        buf: Vec::with_capacity(4096),
-        flush_each: false,
-    };
+    let mut out = Output::new(out, plan.formatter, ctx);
     let mut lanes: Vec<Lane<'_>> = plan
         .sources
         .iter()
@@ -118,7 +112,7 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
     }
 
     backfill(&mut lanes, plan.last, &mut out)?;
-    out.out.flush()?;
+    out.flush()?;
     if !plan.follow {
         for lane in &lanes {
             if !lane.tail.pending().is_empty() {
@@ -259,25 +253,45 @@ fn watch(
     Ok(watcher)
 }
 
+/// Records written in large writes of whole lines (one-shot runs), or each on its own, flushed
+/// at once (following).
 struct Output<'w, 'o> {
-    out: BufWriter<&'w mut dyn Write>,
+    out: &'w mut dyn Write,
     formatter: &'o dyn Formatter,
     ctx: FormatContext,
+    /// Formatted records not yet written: whole lines only.
     buf: Vec<u8>,
     flush_each: bool,
 }
 
-impl Output<'_, '_> {
-    /// One record, written whole (one `write_all` of a complete line).
+/// How much output is gathered before one write.
+const OUTPUT_BUFFER: usize = 256 << 10;
+
+impl<'w, 'o> Output<'w, 'o> {
+    fn new(out: &'w mut dyn Write, formatter: &'o dyn Formatter, ctx: FormatContext) -> Self {
+        Self {
+            out,
+            formatter,
+            ctx,
+            buf: Vec::with_capacity(OUTPUT_BUFFER + (16 << 10)),
+            flush_each: false,
+        }
+    }
+
+    /// One record, formatted straight into the buffer; written at once when following.
     fn write(&mut self, source: &dyn Source, record: &Record) -> io::Result<()> {
-        self.buf.clear();
         self.formatter
             .write(record, source, &self.ctx, &mut self.buf);
-        self.out.write_all(&self.buf)?;
-        if self.flush_each {
-            self.out.flush()?;
+        if self.flush_each || self.buf.len() >= OUTPUT_BUFFER {
+            self.flush()?;
         }
         Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        self.out.flush()
     }
 }
 
@@ -552,13 +566,8 @@ mod tests {
                 text
             };
             {
-                let mut out = Output {
-                    out: BufWriter::new(&mut sink as &mut dyn Write),
-                    formatter: &RawOut,
-                    ctx: FormatContext::default(),
-                    buf: Vec::new(),
-                    flush_each: true,
-                };
+                let mut out = Output::new(&mut sink, &RawOut, FormatContext::default());
+                out.flush_each = true;
                 let poll = |lane: &mut Lane<'_>, out: &mut Output<'_, '_>| {
                     lane.poll(out, &mut |_| {}).unwrap();
                 };
@@ -617,7 +626,7 @@ mod tests {
                 }
                 poll(&mut lane, &mut out);
                 poll(&mut lane, &mut out);
-                out.out.flush().unwrap();
+                out.flush().unwrap();
             }
             let got: Vec<String> = String::from_utf8(sink).unwrap().lines().map(String::from).collect();
             prop_assert_eq!(got, written);
@@ -724,13 +733,8 @@ mod rotation_tests {
             let mut sink: Vec<u8> = Vec::new();
             let mut written = Vec::new();
             {
-                let mut out = Output {
-                    out: BufWriter::new(&mut sink as &mut dyn Write),
-                    formatter: &RawOut,
-                    ctx: FormatContext::default(),
-                    buf: Vec::new(),
-                    flush_each: true,
-                };
+                let mut out = Output::new(&mut sink, &RawOut, FormatContext::default());
+                out.flush_each = true;
                 let mut rotations = 0;
                 for op in ops {
                     match op {
@@ -753,7 +757,7 @@ mod rotation_tests {
                 }
                 lane.poll(&mut out, &mut |_| {}).unwrap();
                 lane.poll(&mut out, &mut |_| {}).unwrap();
-                out.out.flush().unwrap();
+                out.flush().unwrap();
             }
             let got: Vec<String> = String::from_utf8(sink).unwrap().lines().map(String::from).collect();
             prop_assert_eq!(got, written);

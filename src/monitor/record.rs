@@ -1,5 +1,6 @@
 //! [`Record`]: one line of one source, parsed — what filters judge and formatters write.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
@@ -39,6 +40,41 @@ pub struct Record {
     pub raw: Vec<u8>,
 }
 
+thread_local! {
+    /// Buffers of dropped records, reused for new ones: a run that copies millions of lines
+    /// allocates a few buffers, not one per line.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many spare buffers are kept, and up to what size (a huge line's buffer is let go).
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 64 << 10;
+
+fn buffer_with(bytes: &[u8]) -> Vec<u8> {
+    let mut buf = SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_default();
+    buf.clear();
+    buf.extend_from_slice(bytes);
+    buf
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.raw);
+        if buf.capacity() == 0 || buf.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        // During thread teardown the pool may be gone: then the buffer is simply freed.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
 impl Record {
     pub fn new(source: &'static str, offset: u64, kind: Kind, raw: &[u8]) -> Self {
         Self {
@@ -48,7 +84,7 @@ impl Record {
             filterable: matches!(kind, Kind::Event | Kind::Log),
             kind,
             fields: OnceLock::new(),
-            raw: raw.to_vec(),
+            raw: buffer_with(raw),
         }
     }
 

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+
 /// `bytes` as text safe to print on a terminal: control characters (ESC included, so a hostile
 /// path cannot recolour or rewrite the screen) become `\xNN`/`\u{NN}`, invalid UTF-8 bytes
 /// become `\xNN`. Tabs are kept.
@@ -47,6 +49,29 @@ pub fn value_text(value: &serde_json::Value) -> String {
     }
 }
 
+/// Append `time` as RFC 3339, UTC, nanoseconds (`2026-11-26T10:00:00.000000000Z`), exactly as
+/// chrono's `to_rfc3339_opts(SecondsFormat::Nanos, true)` writes it, without allocating.
+pub fn push_rfc3339_nanos(out: &mut Vec<u8>, time: &DateTime<Utc>) {
+    use std::io::Write as _;
+    let nanos = time.timestamp_subsec_nanos();
+    if !(0..=9999).contains(&time.year()) || nanos >= 1_000_000_000 {
+        // Years chrono writes with a sign, and leap seconds: rare, let chrono do it.
+        out.extend_from_slice(time.to_rfc3339_opts(SecondsFormat::Nanos, true).as_bytes());
+        return;
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
+}
+
 /// Append `text` as a JSON string.
 pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
     // Writing a str into a Vec cannot fail.
@@ -56,6 +81,20 @@ pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_as_chrono_writes_it(secs in -70_000_000_000i64..300_000_000_000, nanos in 0u32..2_000_000_000) {
+            if let Some(time) = DateTime::from_timestamp(secs, nanos) {
+                let mut out = Vec::new();
+                push_rfc3339_nanos(&mut out, &time);
+                proptest::prop_assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    time.to_rfc3339_opts(SecondsFormat::Nanos, true)
+                );
+            }
+        }
+    }
 
     #[test]
     fn escapes_controls_and_invalid_utf8() {
