@@ -132,7 +132,7 @@ pub fn run(plan: &Plan, out: &mut dyn Write, notice: &mut dyn FnMut(Notice)) -> 
 }
 
 /// Merge the sources by record time until each reaches its end; with `last`, write only the
-/// last that many.
+/// last that many (reading started far enough back for them: see `start`).
 fn backfill(
     lanes: &mut [Lane<'_>],
     last: Option<usize>,
@@ -159,8 +159,9 @@ fn backfill(
         let Some(i) = best else { break };
         if let Some((_, record)) = heads[i].take() {
             match last {
-                None => out.write(lanes[i].judge.source, &record)?,
-                Some(0) => {}
+                // With `-n 0` reading started at the end: whatever is read now was written
+                // since (or completes a line in progress), so it is shown.
+                None | Some(0) => out.write(lanes[i].judge.source, &record)?,
                 Some(n) => {
                     if kept.len() == n {
                         kept.pop_front();
@@ -543,6 +544,26 @@ mod tests {
             .open(path)
             .unwrap();
         file.write_all(bytes).unwrap();
+    }
+
+    /// `-n 0`: reading starts at the line in progress; a line completed (or appended) between
+    /// positioning and the first read is new, and shown.
+    #[test]
+    fn from_the_end_a_line_completed_before_the_first_read_is_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        fs::write(&path, "old\nin pro").unwrap();
+        let state = StateDir::new(dir.path());
+        let filters = Filters::new();
+        let mut lane = Lane::new(&Lines, &filters, &state);
+        let files = start::plan(&Lines, &state, &filters.for_source(&Lines), Some(0)).unwrap();
+        lane.tail.start(files).unwrap();
+        append(&path, b"gress\nnew\n");
+        let mut sink: Vec<u8> = Vec::new();
+        let mut out = Output::new(&mut sink, &RawOut, FormatContext::default());
+        backfill(std::slice::from_mut(&mut lane), Some(0), &mut out).unwrap();
+        out.flush().unwrap();
+        assert_eq!(String::from_utf8(sink).unwrap(), "in progress\nnew\n");
     }
 
     proptest! {
