@@ -3,9 +3,8 @@
 //! still verifies downstream; log objects under `log`; other lines as strings.
 
 use base64::Engine;
-use std::io::Write as _;
 
-use crate::monitor::text::{push_json_str, push_rfc3339_nanos};
+use crate::monitor::text::{push_json_str, push_rfc3339_nanos, push_u64};
 use crate::monitor::{FormatContext, Formatter, FormatterPlugin, Kind, Record, Source};
 
 /// Version of the output schema; only ever gains fields within a version.
@@ -46,8 +45,8 @@ impl Formatter for JsonFormatter {
         _ctx: &FormatContext,
         out: &mut Vec<u8>,
     ) {
-        // Writing into a Vec cannot fail; numbers are written without an allocation.
-        let _ = write!(out, "{{\"schema\":{SCHEMA}");
+        out.extend_from_slice(b"{\"schema\":");
+        push_u64(out, SCHEMA.into());
         out.extend_from_slice(b",\"source\":");
         push_json_str(out, record.source);
         let kind = match record.kind {
@@ -79,7 +78,8 @@ impl Formatter for JsonFormatter {
             }
             Kind::Raw => push_line(out, &record.raw),
             Kind::Malformed { reason } => {
-                let _ = write!(out, ",\"offset\":{}", record.offset);
+                out.extend_from_slice(b",\"offset\":");
+                push_u64(out, record.offset);
                 out.extend_from_slice(b",\"error\":");
                 push_json_str(out, reason);
                 push_line(out, &record.raw);

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::audit::event::{Decision, SEGMENT_KIND};
+use crate::monitor::json_scan::{Type, as_u64, object_members};
 use crate::monitor::{Kind, Record, Source, SourcePlugin, Summary, Tone};
 use crate::state_dir::StateDir;
 
@@ -70,6 +71,78 @@ struct SegmentShape<'a> {
     prev: IgnoredAny,
 }
 
+/// The top-level fields of [`Shape`] (bit per field), for the fast check.
+const SHAPE_FIELDS: [&[u8]; 13] = [
+    b"v",
+    b"seq",
+    b"ts",
+    b"event_id",
+    b"decision",
+    b"reason",
+    b"agent_id",
+    b"session_id",
+    b"token_id",
+    b"intent",
+    b"policy",
+    b"latency_us",
+    b"prev",
+];
+const INTENT_FIELDS: [&[u8]; 4] = [b"action_class", b"method", b"host", b"path"];
+
+/// The fast path for a canonical-looking decision line: its `ts` when the line is certainly a
+/// record of [`Shape`] (what serde_json would accept — a proptest holds the two together);
+/// `None` leaves the line to serde_json, which decides and explains. Skips building anything:
+/// most of a one-shot run's time is here.
+fn decision_ts(line: &[u8]) -> Option<&str> {
+    let mut seen = 0u16;
+    let mut ts = None;
+    let accepted = object_members(line, &mut |member| {
+        let Some(bit) = SHAPE_FIELDS.iter().position(|f| *f == member.key) else {
+            return true;
+        };
+        // A repeated field is an error for serde_json.
+        if seen & (1 << bit) != 0 {
+            return false;
+        }
+        seen |= 1 << bit;
+        match member.key {
+            b"v" => as_u64(&member).is_some_and(|v| v <= u64::from(u32::MAX)),
+            b"seq" | b"latency_us" => as_u64(&member).is_some(),
+            b"ts" => {
+                ts = Some(member.value);
+                member.value_type == Type::String && !member.escaped
+            }
+            b"decision" => {
+                member.value_type == Type::String
+                    && Decision::ALL
+                        .iter()
+                        .any(|d| d.as_str().as_bytes() == member.value)
+            }
+            b"intent" => member.value_type == Type::Object && intent_ok(member.value),
+            _ => true,
+        }
+    });
+    if !accepted || seen != (1 << SHAPE_FIELDS.len()) - 1 {
+        return None;
+    }
+    std::str::from_utf8(ts?).ok()
+}
+
+/// `intent`: the four fields, once each, `action_class` a string.
+fn intent_ok(object: &[u8]) -> bool {
+    let mut seen = 0u8;
+    object_members(object, &mut |member| {
+        let Some(bit) = INTENT_FIELDS.iter().position(|f| *f == member.key) else {
+            return true;
+        };
+        if seen & (1 << bit) != 0 {
+            return false;
+        }
+        seen |= 1 << bit;
+        member.key != b"action_class" || member.value_type == Type::String
+    }) && seen == (1 << INTENT_FIELDS.len()) - 1
+}
+
 fn malformed(line: &[u8], offset: u64, reason: String) -> Record {
     Record::new("audit", offset, Kind::Malformed { reason }, line)
 }
@@ -104,8 +177,12 @@ impl Source for AuditSource {
         }
         // In valid JSON `"kind":` can only be a key (inside a string its quotes are escaped). A
         // canonical decision record starts with `agent_id`, a marker with `kind`: no search.
-        let marker = !self.is_canonical(line) && memchr::memmem::find(line, b"\"kind\":").is_some();
-        let shape = if marker {
+        let canonical = self.is_canonical(line);
+        let marker = !canonical && memchr::memmem::find(line, b"\"kind\":").is_some();
+        let fast = if canonical { decision_ts(line) } else { None };
+        let shape = if let Some(ts) = fast {
+            Ok(Cow::Borrowed(ts))
+        } else if marker {
             serde_json::from_slice::<SegmentShape<'_>>(line).and_then(|s| {
                 if s.kind == SEGMENT_KIND {
                     Ok(s.ts)
@@ -331,6 +408,8 @@ mod tests {
                 }
                 let line = crate::audit::canonical::to_vec(&value).unwrap();
                 prop_assert!(AuditSource.is_canonical(&line));
+                // The writer's records take the fast path.
+                prop_assert_eq!(decision_ts(&line), Some("2026-11-26T10:00:00.000000001Z"));
                 let record = AuditSource.parse(&line, 0);
                 prop_assert_eq!(&record.kind, &Kind::Event);
                 for (predicate, equal) in [
@@ -343,6 +422,34 @@ mod tests {
                     let present = memchr::memmem::find(&line, &needle).is_some();
                     prop_assert_eq!(present, equal);
                     prop_assert_eq!(predicate.matches(&record, None), equal);
+                }
+            }
+
+            /// The fast path accepts only what serde_json's `Shape` accepts, with the same `ts`:
+            /// real lines with a cut, an insertion and a deletion anywhere.
+            #[test]
+            fn the_fast_path_never_accepts_what_serde_refuses(
+                cut in 0usize..500,
+                insert in prop_oneof![
+                    Just(String::new()),
+                    "[a-z0-9\"\\\\{}\\[\\]:,. \\-eE+tfnul/]{0,6}",
+                    Just(",\"seq\":1".to_string()),
+                    Just(",\"intent\":{}".to_string()),
+                    Just("\\u0041".to_string()),
+                    Just("\\ud800".to_string()),
+                ],
+                remove in 0usize..8,
+            ) {
+                let base = LINE.as_bytes();
+                let cut = cut.min(base.len());
+                let mut line = base[..cut].to_vec();
+                line.extend_from_slice(insert.as_bytes());
+                let rest = &base[cut..];
+                line.extend_from_slice(&rest[remove.min(rest.len())..]);
+                if let Some(ts) = decision_ts(&line) {
+                    let shape = serde_json::from_slice::<Shape<'_>>(&line);
+                    prop_assert!(shape.is_ok(), "fast path accepted what serde refuses: {}", String::from_utf8_lossy(&line));
+                    prop_assert_eq!(shape.unwrap().ts, ts);
                 }
             }
 

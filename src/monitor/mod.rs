@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod filter;
+pub mod json_scan;
 pub mod lines;
 pub mod logline;
 pub mod plugin;

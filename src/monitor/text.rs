@@ -52,24 +52,42 @@ pub fn value_text(value: &serde_json::Value) -> String {
 /// Append `time` as RFC 3339, UTC, nanoseconds (`2026-11-26T10:00:00.000000000Z`), exactly as
 /// chrono's `to_rfc3339_opts(SecondsFormat::Nanos, true)` writes it, without allocating.
 pub fn push_rfc3339_nanos(out: &mut Vec<u8>, time: &DateTime<Utc>) {
-    use std::io::Write as _;
     let nanos = time.timestamp_subsec_nanos();
     if !(0..=9999).contains(&time.year()) || nanos >= 1_000_000_000 {
         // Years chrono writes with a sign, and leap seconds: rare, let chrono do it.
         out.extend_from_slice(time.to_rfc3339_opts(SecondsFormat::Nanos, true).as_bytes());
         return;
     }
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        time.year(),
-        time.month(),
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second()
-    );
+    let mut text = *b"0000-00-00T00:00:00.000000000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, time.year() as u32);
+    put(5, 2, time.month());
+    put(8, 2, time.day());
+    put(11, 2, time.hour());
+    put(14, 2, time.minute());
+    put(17, 2, time.second());
+    put(20, 9, nanos);
+    out.extend_from_slice(&text);
+}
+
+/// Append `value` in decimal, without formatting machinery.
+pub fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Append `text` as a JSON string.
@@ -83,6 +101,13 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        #[test]
+        fn decimal_as_std_writes_it(value: u64) {
+            let mut out = Vec::new();
+            push_u64(&mut out, value);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+
         #[test]
         fn rfc3339_as_chrono_writes_it(secs in -70_000_000_000i64..300_000_000_000, nanos in 0u32..2_000_000_000) {
             if let Some(time) = DateTime::from_timestamp(secs, nanos) {
