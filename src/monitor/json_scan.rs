@@ -37,7 +37,12 @@ const MAX_DIGITS: usize = 19;
 /// refuse one (returns false). True when `line` is certainly a JSON object and every member
 /// was accepted.
 pub fn object_members<'a>(line: &'a [u8], visit: &mut dyn FnMut(Member<'a>) -> bool) -> bool {
-    if std::str::from_utf8(line).is_err() || line.iter().any(|b| *b < 0x20) {
+    // One pass (vectorised: no early exit) for control bytes and non-ASCII; only text that is
+    // not ASCII needs the UTF-8 check.
+    let (control, high) = line.iter().fold((false, false), |(c, h), b| {
+        (c | (*b < 0x20), h | (*b >= 0x80))
+    });
+    if control || (high && std::str::from_utf8(line).is_err()) {
         return false;
     }
     let mut at = 0;
@@ -172,7 +177,7 @@ fn scan_string<'a>(line: &'a [u8], at: &mut usize) -> Option<(&'a [u8], bool)> {
     let mut pos = start;
     let mut escaped = false;
     loop {
-        pos += memchr::memchr2(b'"', b'\\', &line[pos..])?;
+        pos += quote_or_backslash(&line[pos..])?;
         if line[pos] == b'"' {
             *at = pos + 1;
             return Some((&line[start..pos], escaped));
@@ -195,6 +200,31 @@ fn scan_string<'a>(line: &'a [u8], at: &mut usize) -> Option<(&'a [u8], bool)> {
     }
 }
 
+/// The first `"` or `\` in `bytes`, eight bytes at a time (strings here are mostly short ids
+/// and hashes: cheaper than a vectorised search's set-up per string).
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        // A byte of `quote` or `backslash` is zero where the word has that byte; the lowest
+        // flagged byte is exact.
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        let found = zero(quote) | zero(backslash);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|b| *b == b'"' || *b == b'\\')
+        .map(|p| at + p)
+}
+
 /// A non-negative integer member value that fits `u64`.
 pub fn as_u64(member: &Member<'_>) -> Option<u64> {
     if member.value_type != Type::Integer {
@@ -211,6 +241,16 @@ mod tests {
 
     fn accepted(line: &[u8]) -> bool {
         object_members(line, &mut |_| true)
+    }
+
+    proptest! {
+        #[test]
+        fn finds_the_first_quote_or_backslash(bytes in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), Just(b'a'), any::<u8>()], 0..40)) {
+            prop_assert_eq!(
+                quote_or_backslash(&bytes),
+                bytes.iter().position(|b| *b == b'"' || *b == b'\\')
+            );
+        }
     }
 
     #[test]
