@@ -37,12 +37,12 @@ const MAX_DIGITS: usize = 19;
 /// refuse one (returns false). True when `line` is certainly a JSON object and every member
 /// was accepted.
 pub fn object_members<'a>(line: &'a [u8], visit: &mut dyn FnMut(Member<'a>) -> bool) -> bool {
-    // One pass (vectorised: no early exit) for control bytes and non-ASCII; only text that is
-    // not ASCII needs the UTF-8 check.
-    let (control, high) = line.iter().fold((false, false), |(c, h), b| {
-        (c | (*b < 0x20), h | (*b >= 0x80))
-    });
-    if control || (high && std::str::from_utf8(line).is_err()) {
+    // Two reductions the compiler vectorises: control bytes (refused anywhere: compact JSON
+    // has no whitespace, strings escape them) and non-ASCII (then UTF-8 is checked).
+    let (lowest, highest) = line
+        .iter()
+        .fold((u8::MAX, 0u8), |(lo, hi), b| (lo.min(*b), hi.max(*b)));
+    if lowest < 0x20 || (highest >= 0x80 && std::str::from_utf8(line).is_err()) {
         return false;
     }
     let mut at = 0;
