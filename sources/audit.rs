@@ -400,6 +400,7 @@ mod tests {
                     latency_us: 1,
                     prev: "0".repeat(64),
                     sig: Some("c2ln".into()),
+                    sandbox_id: String::new(),
                 };
                 let mut value = serde_json::to_value(&event).unwrap();
                 // A sandboxed run's records carry `sandbox_id` at the top level.

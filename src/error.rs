@@ -39,3 +39,32 @@ impl fmt::Display for Hinted {
 }
 
 impl std::error::Error for Hinted {}
+
+/// An error and its causes on one line, `outer: cause: root cause` — tonic's and hyper's top-level
+/// messages are often just "transport error". A cause whose text the message already contains is
+/// not repeated.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chain_lists_causes_once() {
+        let io = std::io::Error::other("connection refused");
+        let outer = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, io);
+        assert_eq!(super::chain(&outer), "connection refused");
+        let wrapped = super::Hinted::new("x");
+        assert_eq!(super::chain(&wrapped), "x");
+    }
+}

@@ -4,12 +4,14 @@ pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 #[path = "../formatters/mod.rs"]
 pub mod formatters;
 pub mod fsutil;
 pub mod lifecycle;
 pub mod monitor;
+pub mod platform;
 pub mod proto;
 pub mod run;
 pub mod sidecar;

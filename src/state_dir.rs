@@ -7,7 +7,9 @@
 //! | `authority.pid`, `sidecar.pid`, `stack.pid` | lifecycle | decimal pid + `\n` |
 //! | `authority.listen`, `sidecar.listen` | lifecycle | bound `ip:port` + `\n` |
 //! | `.authority.identity`, `.sidecar.identity`, `.stack.identity` | lifecycle | PID-reuse guard |
-//! | `.stack.json` | lifecycle | how the pair was started |
+//! | `.stack.json` | lifecycle | how the pair was started, which project it serves |
+//! | `.exits.json` | supervisor | how each component ended this run, restart counts |
+//! | `.authority.health.json`, `.sidecar.health.json` | Authority / Sidecar | degraded states (e.g. an older policy bundle in force) |
 //! | `.stop-requested` | `sidecar stop` | marks a requested stop (not a crash) |
 //! | `.notify-<tag>-<pid>.sock` | lifecycle | readiness datagram sockets |
 //! | `stack.lock` | lifecycle | exclusive lock, holder pid |
@@ -18,7 +20,7 @@
 //! | `generated-firma-ca/firma-ca.crt`, `firma-ca.key` | Sidecar | the interception CA |
 //! | `generated-firma-ca/ca-bundle.pem` | `firma run` | system roots + the CA, for agents |
 //!
-//! **Data dir** (durable): `revocations.txt`.
+//! **Data dir** (durable): `revocations.txt`, `witnessed-checkpoints.jsonl`.
 //!
 //! Nothing else in firma spells these names; everything asks a [`StateDir`] or [`DataDir`].
 
@@ -98,6 +100,14 @@ impl StateDir {
     }
     pub fn meta_file(&self) -> PathBuf {
         self.dir.join(".stack.json")
+    }
+    /// How each component of the current (or last) run ended, written by the supervisor.
+    pub fn exits_file(&self) -> PathBuf {
+        self.dir.join(".exits.json")
+    }
+    /// What a running component reports about its own health (degraded states).
+    pub fn health_file(&self, role: Role) -> PathBuf {
+        self.dir.join(format!(".{}.health.json", role.file_stem()))
     }
     /// The Authority's operator socket (Unix domain, 0600): mint and revoke, peer uid checked.
     pub fn authority_socket(&self) -> PathBuf {
@@ -192,6 +202,10 @@ impl DataDir {
     /// Revoked token ids, one line each (the Authority's source of truth).
     pub fn revocations(&self) -> PathBuf {
         self.dir.join("revocations.txt")
+    }
+    /// The Authority's witnessed audit checkpoints, one JSON line per accepted report.
+    pub fn witnessed_checkpoints(&self) -> PathBuf {
+        self.dir.join("witnessed-checkpoints.jsonl")
     }
 }
 

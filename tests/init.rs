@@ -374,3 +374,47 @@ fn init_output_snapshot() {
     let root = world.path().display().to_string();
     insta::assert_snapshot!(stdout(&out).replace(&root, "[WORLD]"));
 }
+
+#[test]
+fn next_steps_carry_the_state_dir_given_with_the_flag() {
+    let world = World::new();
+    let state = world.path().join("elsewhere");
+    let out = world.run(&[
+        "init",
+        "--yes",
+        "--agent",
+        "codex",
+        "--state-dir",
+        &state.display().to_string(),
+    ]);
+    assert_success(&out);
+    let text = stdout(&out);
+    let flag = format!("--state-dir {}", state.display());
+    let next: Vec<&str> = text.lines().skip_while(|l| *l != "next:").skip(1).collect();
+    assert_eq!(next.len(), 2, "{text}");
+    for step in next {
+        assert!(step.contains(&flag), "{text}");
+    }
+    assert!(state.join("audit.jsonl").exists());
+}
+
+#[test]
+fn config_check_rejects_a_token_ttl_beyond_max_ttl() {
+    let world = World::new();
+    world.init(&[]);
+    let path = world.config_path();
+    let text = read(&path).replace("token_ttl = \"15m\"", "token_ttl = \"2h\"");
+    std::fs::write(&path, text).unwrap();
+    let out = world.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}:10:1: [project].token_ttl (2h) is longer than [authority].max_ttl (1h)",
+            path.display()
+        )),
+        "{err}"
+    );
+    // Everything else still loads it (the Authority clamps).
+    assert_success(&world.run(&["doctor"]));
+}

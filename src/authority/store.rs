@@ -4,18 +4,21 @@
 //! previous bundle stays in force.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
 use super::policy::{PolicyBundle, load_dir};
 use crate::error::Hinted;
+use crate::lifecycle::health::HealthReporter;
 
 pub struct PolicyStores {
     policies_dir: PathBuf,
     issuance_dir: PathBuf,
     runtime: watch::Sender<Arc<PolicyBundle>>,
     issuance: watch::Sender<Arc<PolicyBundle>>,
+    /// Where a failed reload (an older bundle in force) is published for `status` / `doctor`.
+    health: OnceLock<HealthReporter>,
 }
 
 impl PolicyStores {
@@ -28,6 +31,7 @@ impl PolicyStores {
             issuance_dir: issuance_dir.to_path_buf(),
             runtime: watch::Sender::new(runtime),
             issuance: watch::Sender::new(issuance),
+            health: OnceLock::new(),
         })
     }
 
@@ -51,18 +55,26 @@ impl PolicyStores {
         self.runtime.subscribe()
     }
 
+    /// Publish reload failures (degraded) and recoveries through `reporter` from now on.
+    pub fn report_health_to(&self, reporter: HealthReporter) {
+        let _ = self.health.set(reporter);
+    }
+
     /// Re-read both directories (the schema lives in the runtime one, so a schema edit affects
     /// both). Unchanged content is a no-op; failures keep the previous bundle.
     pub fn reload(&self) {
+        let health = self.health.get();
         reload_one(
             "runtime",
             &self.runtime,
             load_dir(&self.policies_dir, &self.policies_dir),
+            health,
         );
         reload_one(
             "issuance",
             &self.issuance,
             load_dir(&self.issuance_dir, &self.policies_dir),
+            health,
         );
     }
 }
@@ -71,10 +83,18 @@ fn reload_one(
     kind: &str,
     store: &watch::Sender<Arc<PolicyBundle>>,
     loaded: Result<Arc<PolicyBundle>, Hinted>,
+    health: Option<&HealthReporter>,
 ) {
     let previous = store.borrow().version.clone();
+    let what = format!("{kind} policies");
+    // Back from a failed reload: say so even when the content is the old bundle again.
+    let recovered = loaded.is_ok() && health.is_some_and(|h| h.recover(&what));
     match loaded {
-        Ok(bundle) if bundle.version == previous => {}
+        Ok(bundle) if bundle.version == previous => {
+            if recovered {
+                tracing::info!(kind, version = %bundle.version, "{kind} policy bundle reloaded; healthy again");
+            }
+        }
         Ok(bundle) => {
             tracing::info!(
                 kind,
@@ -86,6 +106,12 @@ fn reload_one(
             store.send_replace(bundle);
         }
         Err(err) => {
+            if let Some(health) = health {
+                health.degrade(
+                    &what,
+                    &format!("{} (bundle {} kept)", err.message(), short(&previous)),
+                );
+            }
             tracing::error!(
                 kind,
                 version = %previous,

@@ -1,4 +1,5 @@
-//! `firma config check`: which firma.toml is in use, and does it load with everything it names.
+//! `firma config check`: which firma.toml is in use, and does it load with everything it names
+//! (mapping rules; policies validated against the schema; `token_ttl` within `max_ttl`).
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use super::{CommandResult, Outcome, output};
 use crate::authority::policy::load_dir;
 use crate::authority::store::short;
 use crate::config::Discovery;
+use crate::config::load::strict_checks;
 use crate::config::schema::AuthorityMode;
 use crate::sidecar::mapping::MappingTable;
 
@@ -31,6 +33,7 @@ pub fn run(args: ConfigArgs, config: Option<PathBuf>) -> CommandResult {
 
 fn check(config: Option<PathBuf>) -> CommandResult {
     let loaded = Discovery::new(config).load()?;
+    strict_checks(&loaded)?;
     let table = MappingTable::load(&loaded.config.sidecar.mapping.rules)?;
     let authority = &loaded.config.authority;
     // Everything is loaded before anything is printed: `ok` means the whole project loads.

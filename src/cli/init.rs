@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::prompt::ask;
 use super::{CommandResult, Outcome, output};
-use crate::config::dirs::{resolve_data_dir, resolve_state_dir};
+use crate::config::dirs::{StateDirSource, resolve_data_dir, resolve_state_dir};
 use crate::config::load::validate_agent_id;
 use crate::config::providers::{self, DEFAULT_AGENT, DEFAULT_PROVIDER, KNOWN_AGENTS};
 use crate::config::scaffold::{
@@ -20,6 +20,7 @@ use crate::config::scaffold::{
 };
 use crate::config::schema::{DEFAULT_AUTHORITY_LISTEN, DEFAULT_SIDECAR_LISTEN};
 use crate::error::Hinted;
+use crate::lifecycle::occupancy::ensure_no_stack;
 use crate::state_dir::{DataDir, StateDir};
 
 const INIT_EXAMPLES: &str = "\
@@ -53,8 +54,13 @@ pub struct InitArgs {
     pub yes: bool,
 
     /// Overwrite existing files, including keys (a previous audit log is archived, not deleted).
+    /// Refused while a stack runs on the state dir (see --stop).
     #[arg(long)]
     pub force: bool,
+
+    /// With --force: stop the stack running on the state dir first (as `firma sidecar stop`).
+    #[arg(long, requires = "force")]
+    pub stop: bool,
 
     /// gRPC listen address of the local Authority.
     #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_AUTHORITY_LISTEN)]
@@ -88,8 +94,26 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
     if !args.yes && !interactive {
         output::info("stdin is not a terminal: using flags and defaults (as with --yes)");
     }
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, state_source) = resolve_state_dir(args.state_dir.as_deref());
     let data = resolve_data_dir()?;
+    if args.force
+        && let Some(report) = ensure_no_stack(
+            &state,
+            "`init --force` would replace the keys and config it uses and archive the audit log it writes",
+            args.stop,
+            "--stop",
+        )?
+    {
+        output::info(format!(
+            "stopped {} (--stop)",
+            report
+                .stopped
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
 
     let options = if interactive {
         wizard(
@@ -117,7 +141,11 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
         }
     };
     let report = scaffold(&options)?;
-    print_report(&report, &options);
+    let state_flag = match state_source {
+        StateDirSource::Flag => format!(" --state-dir {}", report.state.path().display()),
+        _ => String::new(),
+    };
+    print_report(&report, &options, &state_flag);
     Ok(Outcome::Success)
 }
 
@@ -176,7 +204,7 @@ fn wizard(
             }
         })?,
     };
-    let agents: Vec<&str> = KNOWN_AGENTS.iter().map(|(name, _)| *name).collect();
+    let agents: Vec<&str> = KNOWN_AGENTS.iter().map(|a| a.name).collect();
     let agent = match &args.agent {
         Some(agent) => agent.clone(),
         None => ask(
@@ -217,7 +245,9 @@ fn wizard(
     })
 }
 
-fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions) {
+/// `state_flag`: ` --state-dir X` when the operator chose the state dir with the flag, so the
+/// printed next steps use the same one.
+fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions, state_flag: &str) {
     output::ok(format!(
         "firma project initialized in {}",
         report.project_dir.display()
@@ -279,19 +309,14 @@ fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions) {
     } else {
         format!(" --config {}", report.config_path.display())
     };
-    let steps = [
+    output::next_steps(&[
         (
-            format!("firma sidecar start{config_flag}"),
+            format!("firma sidecar start{config_flag}{state_flag}"),
             "boot the Authority and the Sidecar",
         ),
         (
-            "firma monitor".to_string(),
+            format!("firma monitor{state_flag}"),
             "watch decisions and daemon logs",
         ),
-    ];
-    println!("next:");
-    for (command, what) in steps {
-        // Padding keeps the usual short commands aligned; a long --config path just runs on.
-        println!("  {command:<24}  # {what}");
-    }
+    ]);
 }

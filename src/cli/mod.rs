@@ -1,7 +1,5 @@
-//! The command line: flags, help text, dispatch, and the one place errors become exit codes.
-//!
-//! Exit codes: 0 success; 1 "looked and found something wrong" where a command documents it;
-//! 2 for errors (printed as `error: …` plus a hint).
+//! The command line: flags, help text, dispatch, and the one place errors become exit codes
+//! (named in [`exit_code`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +15,10 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod init;
-pub mod lifecycle;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod project;
 pub mod prompt;
 pub mod run;
 pub mod sidecar;
@@ -99,19 +97,25 @@ pub enum Command {
 
     /// Internal: the detached supervisor `firma sidecar start --detach` runs.
     #[command(name = "__supervise", hide = true)]
-    Supervise(lifecycle::SuperviseArgs),
+    Supervise(sidecar::SuperviseArgs),
+
+    /// Internal: the sandbox launcher `firma run` starts, and the probe doctor runs.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(run::SandboxArgs),
 }
 
 /// Parse the command line, run the command, and map the outcome to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     output::set_color_choice(cli.color);
-    if let Command::Run(args) = cli.command {
-        // `run` exits with the agent's own status.
-        return run::run(args, cli.config);
-    }
-    let result = match cli.command {
-        Command::Run(_) => unreachable!("handled above"),
+    let command = match cli.command {
+        // `run` exits with the agent's own status, and its launcher with the agent's too.
+        Command::Run(args) => return run::run(args, cli.config),
+        Command::Sandbox(args) => return run::sandbox(args),
+        command => command,
+    };
+    let result = match command {
+        Command::Run(_) | Command::Sandbox(_) => unreachable!("handled above"),
         Command::Init(args) => init::run(args, cli.config),
         Command::Config(args) => config::run(args, cli.config),
         Command::Authority(args) => authority::run(args, cli.config),
@@ -123,9 +127,22 @@ pub fn run() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),
-        Command::Supervise(args) => lifecycle::supervise(args),
+        Command::Supervise(args) => sidecar::supervise(args),
     };
     finish(result)
+}
+
+/// Exit codes (DESIGN §11). No command spells a bare number.
+pub mod exit_code {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// "Looked and found something wrong", where a command documents it (`sidecar status` with a
+    /// component not running, `doctor` with a failed check, `audit verify` on a bad log).
+    pub const FOUND_PROBLEMS: u8 = 1;
+    /// An error, printed as `error: …` plus a `hint:`.
+    pub const ERROR: u8 = 2;
+    /// `firma run`: the agent's command could not be found or executed (the shells' convention).
+    pub const COMMAND_NOT_FOUND: u8 = 127;
 }
 
 /// What a command reports: success, or a documented non-error failure (exit 1).
@@ -139,11 +156,11 @@ pub type CommandResult = Result<Outcome, Hinted>;
 
 fn finish(result: CommandResult) -> ExitCode {
     match result {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::FoundProblems) => ExitCode::from(1),
+        Ok(Outcome::Success) => ExitCode::from(exit_code::OK),
+        Ok(Outcome::FoundProblems) => ExitCode::from(exit_code::FOUND_PROBLEMS),
         Err(err) => {
             output::error(&err);
-            ExitCode::from(2)
+            ExitCode::from(exit_code::ERROR)
         }
     }
 }

@@ -191,10 +191,13 @@ pub struct MonitorArgs {
     pub format: String,
 }
 
-pub fn run(args: MonitorArgs, _config: Option<PathBuf>) -> CommandResult {
+pub fn run(args: MonitorArgs, config: Option<PathBuf>) -> CommandResult {
     // A short-lived reader needs a few hundred KiB: transparent huge pages would make the
     // allocator fault in (and zero) 2 MiB at a time — measurable on a 2 ms `--since` run.
     let _ = nix::sys::prctl::set_thp_disable(true);
+    // `--config` does not choose the state dir; it only names the project for this warning.
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    super::project::warn_if_other_project(&state, config);
     let stdout = io::stdout();
     let mut lock = stdout.lock();
     let color = output::color_choice().for_stdout();
@@ -312,6 +315,6 @@ fn print_notice(notice: Notice) {
     if notice.is_warning() {
         output::warn(format!("monitor: {text}"));
     } else {
-        output::note(format!("monitor: {text}"));
+        output::info_to_stderr(format!("monitor: {text}"));
     }
 }

@@ -62,22 +62,22 @@ pub fn ok(message: impl AsRef<str>) {
     println!("{prefix}: {}", message.as_ref());
 }
 
-pub fn info(message: impl AsRef<str>) {
-    let prefix = if color_choice().for_stdout() {
+fn info_prefix(color: bool) -> String {
+    if color {
         "info".cyan().bold().to_string()
     } else {
         "info".into()
-    };
+    }
+}
+
+pub fn info(message: impl AsRef<str>) {
+    let prefix = info_prefix(color_choice().for_stdout());
     println!("{prefix}: {}", message.as_ref());
 }
 
-/// `info: …` on stderr, for commands whose stdout is data (`monitor`).
-pub fn note(message: impl AsRef<str>) {
-    let prefix = if color_choice().for_stderr() {
-        "info".cyan().bold().to_string()
-    } else {
-        "info".into()
-    };
+/// `info:` on stderr, for commands whose stdout belongs to someone else (`firma run`).
+pub fn info_to_stderr(message: impl AsRef<str>) {
+    let prefix = info_prefix(color_choice().for_stderr());
     eprintln!("{prefix}: {}", message.as_ref());
 }
 
@@ -88,6 +88,15 @@ pub fn warn(message: impl AsRef<str>) {
         "warn".into()
     };
     eprintln!("{prefix}: {}", message.as_ref());
+}
+
+/// `next:` and one line per suggested command, each with what it does.
+pub fn next_steps(steps: &[(String, &str)]) {
+    println!("next:");
+    for (command, what) in steps {
+        // Padding keeps the usual short commands aligned; a long path just runs on.
+        println!("  {command:<24}  # {what}");
+    }
 }
 
 /// `error: <message>` and, when there is one, `  hint: <hint>` on stderr.

@@ -2,44 +2,13 @@
 //! `.firma/firma.toml` walking up from the working directory. A file a tier selects must load;
 //! a broken file is an error, never a reason to fall through to the next tier.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use super::load::{CONFIG_FILE, ConfigSource, PROJECT_DIR};
 use super::load::{LoadedConfig, load};
 use crate::error::Hinted;
 
 pub const CONFIG_ENV: &str = "FIRMA_CONFIG";
-pub const PROJECT_DIR: &str = ".firma";
-pub const CONFIG_FILE: &str = "firma.toml";
-
-/// What selected the configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    Flag,
-    Env(&'static str),
-    WalkUp,
-}
-
-impl ConfigSource {
-    /// What the operator can do when the selected file is wrong.
-    pub fn fix_hint(&self) -> String {
-        match self {
-            Self::Flag => "check the --config path".into(),
-            Self::Env(name) => format!("check {name}, or unset it to use discovery"),
-            Self::WalkUp => "run `firma init` to create it, or pass --config".into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Flag => f.write_str("--config"),
-            Self::Env(name) => f.write_str(name),
-            Self::WalkUp => f.write_str("walk-up discovery"),
-        }
-    }
-}
 
 /// Where a command looks for its configuration.
 #[derive(Debug, Clone, Default)]

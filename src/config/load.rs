@@ -5,10 +5,42 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::action_classes;
-use super::discovery::ConfigSource;
 use super::providers;
 use super::schema::{AuthorityMode, FirmaConfig};
 use crate::error::Hinted;
+
+/// The project directory inside a workspace, and the config file in it.
+pub const PROJECT_DIR: &str = ".firma";
+pub const CONFIG_FILE: &str = "firma.toml";
+
+/// What selected the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    Flag,
+    Env(&'static str),
+    WalkUp,
+}
+
+impl ConfigSource {
+    /// What the operator can do when the selected file is wrong.
+    pub fn fix_hint(&self) -> String {
+        match self {
+            Self::Flag => "check the --config path".into(),
+            Self::Env(name) => format!("check {name}, or unset it to use discovery"),
+            Self::WalkUp => "run `firma init` to create it, or pass --config".into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flag => f.write_str("--config"),
+            Self::Env(name) => f.write_str(name),
+            Self::WalkUp => f.write_str("walk-up discovery"),
+        }
+    }
+}
 
 /// A configuration file that was found, read and validated.
 #[derive(Debug, Clone)]
@@ -26,6 +58,33 @@ impl LoadedConfig {
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("/"))
     }
+
+    /// The deployment id (the audience of capability tokens): `[project] deployment`, else the
+    /// project's name.
+    pub fn deployment(&self) -> String {
+        self.config
+            .project
+            .deployment
+            .clone()
+            .unwrap_or_else(|| self.project_name())
+    }
+
+    /// The project's name: its workspace directory's name (the directory holding `.firma/`), or
+    /// the file's own name when it does not live in a `.firma/` directory.
+    pub fn project_name(&self) -> String {
+        project_name(&self.path)
+    }
+}
+
+/// See [`LoadedConfig::project_name`].
+pub fn project_name(config: &Path) -> String {
+    let dir = config.parent().unwrap_or(Path::new("/"));
+    let named = if dir.file_name() == Some(std::ffi::OsStr::new(PROJECT_DIR)) {
+        dir.parent().and_then(Path::file_name)
+    } else {
+        config.file_name()
+    };
+    named.map_or_else(|| "/".into(), |n| n.to_string_lossy().into_owned())
 }
 
 /// Where in a file something went wrong.
@@ -200,6 +259,59 @@ fn validate(config: &FirmaConfig, text: &str, path: &Path) -> Result<(), Hinted>
         ))
         .hint("set both to serve TLS, or neither for loopback plain text"));
     }
+    if authority.client_ca.is_some() && authority.tls_cert.is_none() {
+        return Err(Hinted::new(format!(
+            "{}: [authority] client_ca needs tls_cert and tls_key",
+            locate(text, path, "client_ca")
+        ))
+        .hint("client certificates are checked in the TLS handshake: configure TLS first"));
+    }
+    let pairs = [
+        ("[authority]", &authority.client_cert, &authority.client_key),
+        (
+            "[sidecar.authority]",
+            &config.sidecar.authority.client_cert,
+            &config.sidecar.authority.client_key,
+        ),
+    ];
+    for (section, cert, key) in pairs {
+        if cert.is_some() != key.is_some() {
+            let missing = if cert.is_some() {
+                "client_key"
+            } else {
+                "client_cert"
+            };
+            return Err(Hinted::new(format!(
+                "{}: {section} client_cert and client_key go together ({missing} is missing)",
+                locate(
+                    text,
+                    path,
+                    if cert.is_some() {
+                        "client_cert"
+                    } else {
+                        "client_key"
+                    }
+                )
+            ))
+            .hint("`firma authority cert issue` writes a matching pair"));
+        }
+    }
+    if let Some(deployment) = &config.project.deployment
+        && let Err(reason) = validate_agent_id(deployment)
+    {
+        return Err(Hinted::new(format!(
+            "{}: [project].deployment {reason}",
+            locate(text, path, "deployment")
+        ))
+        .hint("use letters, digits, '.', '_' or '-' (at most 64)"));
+    }
+    if config.sidecar.supervise.start_limit_burst == 0 {
+        return Err(Hinted::new(format!(
+            "{}: [sidecar.supervise].start_limit_burst must be at least 1",
+            locate(text, path, "start_limit_burst")
+        ))
+        .hint("use restart = \"no\" to never restart"));
+    }
     let url = &config.sidecar.authority.url;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Hinted::new(format!(
@@ -207,6 +319,25 @@ fn validate(config: &FirmaConfig, text: &str, path: &Path) -> Result<(), Hinted>
             locate(text, path, "url")
         ))
         .hint("e.g. url = \"http://127.0.0.1:50051\""));
+    }
+    Ok(())
+}
+
+/// What `firma config check` insists on beyond what every command needs to load the file:
+/// settings that load but cannot do what they say.
+pub fn strict_checks(loaded: &LoadedConfig) -> Result<(), Hinted> {
+    let config = &loaded.config;
+    let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+    let path = &loaded.path;
+    let authority = &config.authority;
+    if authority.mode == AuthorityMode::Local && config.project.token_ttl > authority.max_ttl {
+        return Err(Hinted::new(format!(
+            "{}: [project].token_ttl ({}) is longer than [authority].max_ttl ({})",
+            locate(&text, path, "token_ttl"),
+            humantime::format_duration(config.project.token_ttl),
+            humantime::format_duration(authority.max_ttl)
+        ))
+        .hint("the Authority clamps every token `firma run` asks for to max_ttl: lower token_ttl or raise max_ttl"));
     }
     Ok(())
 }
@@ -238,13 +369,28 @@ fn resolve_paths(mut config: FirmaConfig, dir: &Path) -> FirmaConfig {
     abs(&mut authority.key);
     abs(&mut authority.policies);
     abs(&mut authority.issuance_policies);
+    abs(&mut authority.witness_keys);
     authority.tls_cert.iter_mut().for_each(abs);
     authority.tls_key.iter_mut().for_each(abs);
+    for path in [
+        &mut authority.client_ca,
+        &mut authority.client_ca_key,
+        &mut authority.client_cert,
+        &mut authority.client_key,
+    ] {
+        path.iter_mut().for_each(abs);
+    }
     let sidecar = &mut config.sidecar;
     abs(&mut sidecar.mapping.rules);
     abs(&mut sidecar.audit.key);
     abs(&mut sidecar.authority.public_key);
-    sidecar.authority.ca_cert.iter_mut().for_each(abs);
+    for path in [
+        &mut sidecar.authority.ca_cert,
+        &mut sidecar.authority.client_cert,
+        &mut sidecar.authority.client_key,
+    ] {
+        path.iter_mut().for_each(abs);
+    }
     config
 }
 
@@ -302,6 +448,44 @@ mod tests {
         assert_eq!(
             config.sidecar.mapping.rules,
             Path::new("/w/.firma/mapping-rules.toml")
+        );
+    }
+
+    #[test]
+    fn a_token_ttl_beyond_max_ttl_names_the_key() {
+        let text = MINIMAL.replace(
+            "provider = \"anthropic\"\n",
+            "provider = \"anthropic\"\ntoken_ttl = \"2h\"\n",
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f.toml");
+        std::fs::write(&file, &text).unwrap();
+        let loaded = load(&file, ConfigSource::Flag).unwrap();
+        let err = strict_checks(&loaded).unwrap_err();
+        let expected = format!(
+            "{}:4:1: [project].token_ttl (2h) is longer than [authority].max_ttl (1h)",
+            file.display()
+        );
+        assert!(err.message().starts_with(&expected), "{err}");
+    }
+
+    #[test]
+    fn supervise_defaults_and_keys() {
+        use crate::config::schema::RestartPolicy;
+        let config = parse(MINIMAL, Path::new("f")).unwrap();
+        assert_eq!(config.sidecar.supervise.restart, RestartPolicy::No);
+        let text = format!(
+            "{MINIMAL}\n[sidecar.supervise]\nrestart = \"on-failure\"\nrestart_sec = \"100ms\"\nstart_limit_burst = 2\n"
+        );
+        let config = parse(&text, Path::new("f")).unwrap();
+        assert_eq!(config.sidecar.supervise.restart, RestartPolicy::OnFailure);
+        assert_eq!(config.sidecar.supervise.start_limit_burst, 2);
+        let bad = text.replace("on-failure", "always");
+        assert!(
+            parse(&bad, Path::new("f"))
+                .unwrap_err()
+                .message()
+                .contains("always")
         );
     }
 

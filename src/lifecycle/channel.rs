@@ -8,46 +8,11 @@ use std::path::PathBuf;
 
 use tokio::net::UnixDatagram;
 
-use super::notify::{LISTEN_FIELD, parse_message};
+pub use super::notify::Notification;
 use crate::state_dir::StateDir;
-
-/// Extra fields firma sends besides `READY=1`, `STATUS=` and `X_FIRMA_LISTEN=`.
-pub const ERROR_FIELD: &str = "X_FIRMA_ERROR";
-pub const HINT_FIELD: &str = "X_FIRMA_HINT";
-pub const AUTHORITY_FIELD: &str = "X_FIRMA_AUTHORITY";
 
 /// `sun_path` is 108 bytes including the terminating NUL.
 const SUN_PATH_MAX: usize = 107;
-
-/// One datagram, decoded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Notification {
-    pub ready: bool,
-    pub listen: Option<String>,
-    pub status: Option<String>,
-    pub error: Option<String>,
-    pub hint: Option<String>,
-    pub authority: Option<String>,
-}
-
-impl Notification {
-    pub fn parse(message: &str) -> Self {
-        let mut n = Self::default();
-        for (key, value) in parse_message(message) {
-            let value = value.to_string();
-            match key {
-                "READY" => n.ready = value == "1",
-                "STATUS" => n.status = Some(value),
-                ERROR_FIELD => n.error = Some(value),
-                HINT_FIELD => n.hint = Some(value),
-                AUTHORITY_FIELD => n.authority = Some(value),
-                k if k == LISTEN_FIELD => n.listen = Some(value),
-                _ => {}
-            }
-        }
-        n
-    }
-}
 
 /// A bound notification socket; the file (if any) is removed on drop.
 #[derive(Debug)]

@@ -10,17 +10,17 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use super::channel::NotifyChannel;
 use super::notify::NOTIFY_SOCKET_ENV;
-use super::signals::Signals;
-use super::spawn::{component_exe, open_log};
+use super::spawn::{component_exe, open_run_log};
 use super::state::{Role, StateDir};
 use crate::config::dirs::ensure_private_dir;
 use crate::error::Hinted;
+use crate::platform::process::{new_session, signal_child};
+use crate::platform::signals::Signals;
 
 /// The hidden subcommand the launcher runs.
 pub const SUPERVISE_COMMAND: &str = "__supervise";
@@ -48,7 +48,7 @@ pub async fn launch(
         .hint("check that the state directory is writable")
     })?;
     let log_path = state.log_file(Role::Supervisor);
-    let out = open_log(&log_path, false)?;
+    let out = open_run_log(state, Role::Supervisor)?;
     let err = out
         .try_clone()
         .map_err(|e| Hinted::new(format!("cannot open {}: {e}", log_path.display())))?;
@@ -123,9 +123,17 @@ pub async fn launch(
     }
 }
 
+/// The detached supervisor's first step, before any runtime or thread exists: leave the
+/// launcher's session, so closing its terminal does not reach the daemon. The launcher did not
+/// make us a group leader, so this succeeds; if it does not (run by hand as a job leader), we
+/// carry on in the caller's session — returned so it can be logged once logging is set up.
+pub fn enter_own_session() -> Result<(), std::io::Error> {
+    new_session()
+}
+
 /// Ask the supervisor to roll back (SIGTERM) and wait for it.
 async fn terminate(child: &mut tokio::process::Child, pid: u32) {
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    signal_child(pid, Signal::SIGTERM);
     if tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .is_err()

@@ -1,21 +1,28 @@
-//! The fixed core of `firma sidecar start | stop | status`: processes and files, never policies.
+//! The fixed core of `firma sidecar start | stop | status | restart`: processes and files, never
+//! policies. What is OS-specific (process identity, groups, sessions, signals) lives in
+//! [`crate::platform`].
 //!
-//! - `state`: the state dir's files and formats; `lock`: `stack.lock`; `identity`: PID-reuse
-//!   guard; `procs`: signalling process groups through identities.
+//! - `state`: the state dir's daemon files; `lock`: `stack.lock`; `exits`: how components
+//!   ended (`.exits.json`); `health`: what a running component reports (degraded).
 //! - `notify` (send) / `channel` (receive): sd_notify-style readiness.
-//! - `spawn`, `probes`, `signals`, `supervisor`: boot with rollback, supervise, tear down.
-//! - `detach`: the `--detach` launcher; `stop`, `status`: the other two commands.
+//! - `spawn`, `readiness`, `probes`, `teardown`, `supervisor`: boot with rollback, supervise
+//!   (with optional restarts), tear down; `clash`: who holds a listen address.
+//! - `detach`: the `--detach` launcher; `stop`, `status`: the other commands; `occupancy`: is a
+//!   stack running here, and whose (guards for destructive commands and project mix-ups).
 
 pub mod channel;
+pub mod clash;
 pub mod detach;
-pub mod identity;
+pub mod exits;
+pub mod health;
 pub mod lock;
 pub mod notify;
+pub mod occupancy;
 pub mod probes;
-pub mod procs;
-pub mod signals;
+pub mod readiness;
 pub mod spawn;
 pub mod state;
 pub mod status;
 pub mod stop;
 pub mod supervisor;
+pub mod teardown;

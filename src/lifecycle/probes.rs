@@ -75,7 +75,7 @@ pub async fn grpc_health(url: &str, tls: &ProbeTls, timeout: Duration) -> Result
         let channel = endpoint
             .connect()
             .await
-            .map_err(|err| format!("cannot connect to {url}: {}", error_chain(&err)))?;
+            .map_err(|err| format!("cannot connect to {url}: {}", crate::error::chain(&err)))?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),
@@ -94,17 +94,6 @@ pub async fn grpc_health(url: &str, tls: &ProbeTls, timeout: Duration) -> Result
         Ok(result) => result,
         Err(_) => Err(format!("health check at {url} timed out after {timeout:?}")),
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

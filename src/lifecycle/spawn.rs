@@ -1,6 +1,7 @@
 //! Starting one component: the same executable run as `firma authority …` or `firma sidecar …`,
-//! in its own process group, stdin from /dev/null, stdout+stderr to `<state>/<name>.log`
-//! (truncated on every start), `NOTIFY_SOCKET` naming the channel it reports readiness on.
+//! in its own process group, stdin from /dev/null, stdout+stderr appended to
+//! `<state>/<name>.log` after a start banner (logs are never truncated: the cause of a crash
+//! must survive the next start), `NOTIFY_SOCKET` naming the channel it reports readiness on.
 //!
 //! Test/diagnostic hook: `FIRMA_TEST_AUTHORITY_EXE` / `FIRMA_TEST_SIDECAR_EXE` name an executable
 //! run instead of the current one for that component, with the same arguments. It exists so the
@@ -14,10 +15,11 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-use super::identity::Identity;
 use super::notify::NOTIFY_SOCKET_ENV;
-use super::state::Role;
+use super::state::{Role, StateDir};
 use crate::error::Hinted;
+use crate::platform::identity::Identity;
+use crate::platform::process::in_own_group;
 
 /// The test hook's env var for `role`.
 pub fn test_exe_env(role: Role) -> &'static str {
@@ -45,39 +47,68 @@ pub struct Member {
     pub role: Role,
     pub child: Child,
     pub identity: Identity,
+    /// Its end is already in `.exits.json` (a crash); a later teardown must not overwrite it.
+    pub exit_recorded: bool,
 }
 
-/// Open a log for a child: created 0600, truncated, then written in append mode.
-pub fn open_log(path: &Path, truncate: bool) -> Result<File, Hinted> {
+/// Open a daemon log for appending (created 0600).
+pub fn open_log(path: &Path) -> Result<File, Hinted> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = OpenOptions::new()
+    OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(crate::fsutil::NO_FOLLOW)
         .open(path)
         .map_err(|err| {
             Hinted::new(format!("cannot open log {}: {err}", path.display()))
                 .hint("check that the state directory is writable")
-        })?;
-    if truncate {
-        file.set_len(0)
-            .map_err(|err| Hinted::new(format!("cannot truncate {}: {err}", path.display())))?;
-    }
-    Ok(file)
+        })
 }
 
-/// Spawn `exe args…` as `role` in its own process group.
+/// The field that marks a start banner in a daemon log.
+const BANNER_FIELD: &str = "banner";
+
+/// Append the start banner: one JSON log line (the daemons' own format, so `firma monitor`
+/// renders it) that separates this run's lines from the previous runs'.
+pub fn write_banner(log: &mut File, role: Role) -> Result<(), Hinted> {
+    use std::io::Write;
+    let line = serde_json::json!({
+        "timestamp": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "level": "INFO",
+        "target": "firma::lifecycle",
+        "message": format!("{} starting (firma {})", role.name(), env!("CARGO_PKG_VERSION")),
+        BANNER_FIELD: true,
+        "supervisor_pid": std::process::id(),
+    });
+    writeln!(log, "{line}").map_err(|err| Hinted::new(format!("cannot write to a log: {err}")))
+}
+
+/// `role`'s log in `state` (the directory created 0700 if missing), opened for appending, with
+/// this run's start banner written.
+pub fn open_run_log(state: &StateDir, role: Role) -> Result<File, Hinted> {
+    crate::config::dirs::ensure_private_dir(state.path())?;
+    let mut log = open_log(&state.log_file(role))?;
+    write_banner(&mut log, role)?;
+    Ok(log)
+}
+
+/// Spawn `exe args…` as `role` in its own process group, its output appended to `log` after a
+/// start banner.
 pub fn spawn(
     role: Role,
     exe: &Path,
     args: &[OsString],
-    log: &Path,
+    state: &StateDir,
     notify_socket: &str,
 ) -> Result<Member, Hinted> {
-    let out = open_log(log, true)?;
-    let err = out
-        .try_clone()
-        .map_err(|e| Hinted::new(format!("cannot open log {}: {e}", log.display())))?;
+    let out = open_run_log(state, role)?;
+    let err = out.try_clone().map_err(|e| {
+        Hinted::new(format!(
+            "cannot open log {}: {e}",
+            state.log_file(role).display()
+        ))
+    })?;
     let mut command = Command::new(exe);
     command
         .args(args)
@@ -85,8 +116,8 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0)
         .kill_on_drop(false);
+    in_own_group(&mut command);
     let child = command.spawn().map_err(|err| {
         Hinted::new(format!(
             "{}: cannot run {}: {err}",
@@ -107,6 +138,7 @@ pub fn spawn(
         role,
         child,
         identity,
+        exit_recorded: false,
     })
 }
 
@@ -116,15 +148,22 @@ pub fn last_log_line(path: &Path) -> Option<String> {
     let text = std::fs::read(path).ok()?;
     let tail = &text[text.len().saturating_sub(16 * 1024)..];
     let tail = String::from_utf8_lossy(tail);
-    let lines: Vec<&str> = tail
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
     let json = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
         Ok(serde_json::Value::Object(map)) => Some(map),
         _ => None,
     };
+    let mut lines: Vec<&str> = tail
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // Only this run's lines: those after the last start banner.
+    if let Some(at) = lines.iter().rposition(|l| {
+        l.contains(BANNER_FIELD)
+            && json(l).is_some_and(|m| m.get(BANNER_FIELD) == Some(&serde_json::Value::Bool(true)))
+    }) {
+        lines.drain(..=at);
+    }
     let is_error = |line: &str| {
         line.starts_with("error:")
             || json(line).is_some_and(|m| m.get("level").and_then(|v| v.as_str()) == Some("ERROR"))
@@ -177,5 +216,11 @@ mod tests {
         assert_eq!(last_log_line(&log).unwrap(), "bad policy at a.cedar:1:2");
         std::fs::write(&log, "thread 'main' panicked at x\n").unwrap();
         assert_eq!(last_log_line(&log).unwrap(), "thread 'main' panicked at x");
+        // A previous run's error does not speak for this run.
+        let mut file = open_log(&log).unwrap();
+        write_banner(&mut file, Role::Sidecar).unwrap();
+        assert_eq!(last_log_line(&log), None);
+        std::io::Write::write_all(&mut file, b"listening\n").unwrap();
+        assert_eq!(last_log_line(&log).unwrap(), "listening");
     }
 }

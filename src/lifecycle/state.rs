@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::Identity;
 use crate::error::Hinted;
 use crate::fsutil::{self, Durability};
+use crate::platform::identity::Identity;
 pub use crate::state_dir::{Role, StateDir};
 
 impl StateDir {
@@ -65,21 +65,27 @@ impl StateDir {
     }
 
     pub fn read_meta(&self) -> Option<StackMeta> {
-        serde_json::from_slice(&fs::read(self.meta_file()).ok()?).ok()
+        serde_json::from_slice(&fsutil::read_trusted(&self.meta_file()).ok()??).ok()
     }
 
-    /// Remove one role's pid, listen and identity files.
+    /// Remove one role's pid, listen, identity and health files.
     pub fn remove_process_files(&self, role: Role) {
         for path in [
             self.pid_file(role),
             self.listen_file(role),
             self.identity_file(role),
+            self.health_file(role),
         ] {
             remove_if_present(&path);
         }
+        if role == Role::Authority {
+            // A hard-killed Authority leaves its operator socket behind.
+            remove_if_present(&self.authority_socket());
+        }
     }
 
-    /// Remove every pid/listen/identity/meta file (not the lock, logs, audit log or CA).
+    /// Remove every pid/listen/identity/health/meta file (not the lock, the exit records, logs,
+    /// audit log or CA).
     pub fn remove_runtime_files(&self) {
         for role in Role::ALL {
             self.remove_process_files(role);
@@ -100,7 +106,7 @@ impl StateDir {
             let Some(pid) = name.to_str().and_then(StateDir::notify_socket_pid) else {
                 continue;
             };
-            if super::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
+            if crate::platform::identity::ProcStat::read(pid).is_none_or(|s| s.is_exited()) {
                 remove_if_present(&entry.path());
             }
         }
@@ -125,6 +131,9 @@ pub struct StackMeta {
     pub authority_url: String,
     /// The exact firma.toml passed to both children.
     pub config: PathBuf,
+    /// The project it belongs to: the name of the directory holding `.firma/`.
+    #[serde(default)]
+    pub project: String,
     /// CA certificate used to verify an `https://` Authority, if configured.
     #[serde(default)]
     pub authority_ca_cert: Option<PathBuf>,
@@ -133,7 +142,7 @@ pub struct StackMeta {
 }
 
 /// These files describe running processes: atomic, but not worth an fsync.
-fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
+pub(super) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Hinted> {
     fsutil::write_atomic(path, contents, mode, Durability::Volatile)
 }
 

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::identity::Identity;
 use super::lock::{LockError, StackLock};
-use super::procs::{group_present, process_present, signal_group, signal_process};
 use super::state::{Role, StateDir, remove_if_present};
 use crate::error::Hinted;
+use crate::platform::identity::Identity;
+use crate::platform::process::{group_present, process_present, signal_group, signal_process};
 
 /// How long to wait for SIGKILLed processes to vanish.
 const SETTLE: Duration = Duration::from_secs(2);

@@ -1,7 +1,8 @@
 //! The supervisor: boots the pair in order with readiness and rollback, owns the children while
-//! they run (it is their parent: it reaps them and sees a crash at once), and tears them down in
-//! the stop order. The foreground `firma sidecar start` and the detached `firma __supervise` are
-//! this same code.
+//! they run (it is their parent: it reaps them and sees a crash at once), records how each one
+//! ended, restarts a failed one when `[sidecar.supervise] restart = "on-failure"`, and tears
+//! them down in the stop order. The foreground `firma sidecar start` and the detached
+//! `firma __supervise` are this same code ([`run`]).
 //!
 //! Boot order: take `stack.lock` → record the supervisor (`stack.pid`) → Authority in its own
 //! process group → its `READY=1` → a real gRPC health check → Sidecar in its own process group
@@ -9,37 +10,37 @@
 //! material → publish `*.pid` and `*.listen`. Any failure: every spawned group is signalled,
 //! reaped or proven gone, and the files this start created are removed.
 
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener};
-use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::channel::{Notification, NotifyChannel};
-use super::identity::Identity;
+use super::channel::Notification;
+use super::exits::{ExitRecord, now_rfc3339};
 use super::lock::{StackLock, lock_error};
 use super::probes::{self, ProbeTls};
-use super::procs::signal_group;
-use super::signals::Signals;
-use super::spawn::{Member, component_exe, last_log_line, spawn};
+use super::readiness::{
+    BootFail, READY_TIMEOUT_ENV, boot_component, confirm, describe, precheck_bind, probe_timeout,
+    retry_probe,
+};
+use super::spawn::{Member, last_log_line};
 use super::state::{Role, StackMeta, StateDir};
+use super::teardown::{stop_member, wait_member};
 use crate::config::LoadedConfig;
 use crate::config::dirs::ensure_private_dir;
-use crate::config::schema::AuthorityMode;
+use crate::config::schema::{AuthorityMode, RestartPolicy, SuperviseConfig};
 use crate::error::Hinted;
+use crate::platform::identity::Identity;
+use crate::platform::process::ExitCause;
+use crate::platform::signals::{Sig, Signals};
 
-/// Env var bounding each component's start-up (humantime, e.g. `30s`, `500ms`; plain seconds ok).
-pub const READY_TIMEOUT_ENV: &str = "FIRMA_READY_TIMEOUT";
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace a child gets after SIGTERM when the supervisor tears the pair down (Ctrl-C, SIGTERM,
 /// SIGHUP, a crashed sibling) before its process group is SIGKILLed.
 pub const TEARDOWN_WINDOW: Duration = Duration::from_secs(10);
 /// Grace during a rollback (nothing is serving yet).
 pub const ROLLBACK_WINDOW: Duration = Duration::from_secs(2);
-/// How long to wait for a SIGKILLed group to vanish before giving up (state is then kept).
-const SETTLE: Duration = Duration::from_secs(2);
 
 /// `FIRMA_READY_TIMEOUT`, or the default.
 pub fn ready_timeout_from_env() -> Result<Duration, Hinted> {
@@ -57,6 +58,20 @@ fn parse_timeout(v: &str) -> Option<Duration> {
         return (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs));
     }
     humantime::parse_duration(v).ok().filter(|d| !d.is_zero())
+}
+
+/// The signals a supervisor stops on. A detached one has no terminal: a stray SIGHUP must not
+/// take the daemon down.
+pub fn install_signals(detached: bool) -> Result<Signals, Hinted> {
+    let signals = Signals::install(Sig::SHUTDOWN)?;
+    Ok(if detached {
+        signals.ignore(
+            Sig::Hup,
+            "the detached supervisor has no terminal; use `firma sidecar stop`",
+        )
+    } else {
+        signals
+    })
 }
 
 /// What `start` needs to know.
@@ -81,11 +96,24 @@ pub struct StackInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
     /// A termination signal reached the supervisor.
-    Signal(&'static str),
+    Signal(Sig),
     /// `firma sidecar stop` asked for it.
     StopRequested,
-    /// A child exited on its own: the other was torn down.
-    Exited { role: Role, status: String },
+    /// A child exited on its own and was not (or no longer) restarted: the other was torn down.
+    Exited {
+        role: Role,
+        status: String,
+        /// Set when `restart = "on-failure"` gave up after this many restarts.
+        gave_up_after: Option<u32>,
+    },
+}
+
+/// How a whole run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub ended: Ended,
+    /// Every child was proven gone and the runtime files were removed.
+    pub clean: bool,
 }
 
 /// A booted, ready pair owned by this process.
@@ -99,6 +127,29 @@ pub struct Running {
     /// earlier stack owns them). Before that, a rollback must not touch them.
     claimed: bool,
     pub info: StackInfo,
+}
+
+/// Boot, tell whoever waits (systemd or the `--detach` launcher) `READY=1`, call `on_ready`,
+/// supervise until a signal, `stop`, or a child's end, and tear down. A failed start is reported
+/// to the waiter (after its rollback) and returned.
+pub async fn run(
+    opts: &StartOptions,
+    signals: &mut Signals,
+    on_ready: impl FnOnce(&StackInfo, &StateDir),
+) -> Result<Finished, Hinted> {
+    let running = match boot(opts, signals).await {
+        Ok(running) => running,
+        Err(err) => {
+            let _ = Notification::start_failed(&err).send();
+            return Err(err);
+        }
+    };
+    let info = running.info.clone();
+    let _ = Notification::stack_ready(&info.sidecar_listen, &info.authority_url).send();
+    on_ready(&info, &running.state);
+    let finished = running.supervise(opts, signals).await;
+    let _ = Notification::stopping().send();
+    Ok(finished)
 }
 
 /// Boot the pair; on any failure roll back and return the error.
@@ -116,9 +167,10 @@ pub async fn boot(opts: &StartOptions, signals: &mut Signals) -> Result<Running,
         claimed: false,
         info: StackInfo::default(),
     };
-    match boot_inner(&mut running, opts, signals).await {
+    match running.boot_pair(opts, signals).await {
         Ok(()) => Ok(running),
-        Err(err) => {
+        Err(fail) => {
+            let err = fail.into_hinted();
             tracing::error!(error = %err, "start failed; rolling back");
             if running.shutdown(ROLLBACK_WINDOW).await {
                 Err(err)
@@ -134,171 +186,12 @@ pub async fn boot(opts: &StartOptions, signals: &mut Signals) -> Result<Running,
     }
 }
 
-async fn boot_inner(
-    running: &mut Running,
-    opts: &StartOptions,
-    signals: &mut Signals,
-) -> Result<(), Hinted> {
-    let state = running.state.clone();
-    refuse_orphans(&state)?;
-    // We hold the lock: whatever pid/listen files exist were left by a dead stack.
-    running.claimed = true;
-    state.remove_runtime_files();
-    let me = Identity::current()
-        .ok_or_else(|| Hinted::new("cannot read /proc/self/stat").hint("firma needs /proc"))?;
-    state.write_process(Role::Supervisor, &me)?;
-
-    let config = &opts.config.config;
-    let config_path = &opts.config.path;
-    let remote = config.authority.mode == AuthorityMode::Remote;
-    let stop_hint = format!(
-        "run `firma sidecar stop --state-dir {}` first",
-        state.path().display()
-    );
-    let tls = ProbeTls {
-        ca_cert: config.sidecar.authority.ca_cert.clone(),
-    };
-    let common_args = |sub: &str| -> Vec<OsString> {
-        vec![
-            sub.into(),
-            "--config".into(),
-            config_path.into(),
-            "--state-dir".into(),
-            state.path().into(),
-        ]
-    };
-
-    // 1. The Authority (or a health check of the remote one).
-    let authority_url = if remote {
-        let url = config.authority.url.clone().ok_or_else(|| {
-            Hinted::new(format!(
-                "{}: [authority] mode = \"remote\" needs url",
-                config_path.display()
-            ))
-            .hint("set [authority].url, or re-run `firma init --authority <URL>`")
-        })?;
-        running.info.authority_remote = true;
-        state.write_meta(&meta(opts, "remote", &url))?;
-        let deadline = Instant::now() + opts.ready_timeout;
-        retry_probe(deadline, || {
-            probes::grpc_health(&url, &tls, probe_timeout(deadline))
-        })
-        .await
-        .map_err(|e| {
-            Hinted::new(format!("authority: remote Authority is not healthy: {e}")).hint(format!(
-                "check [authority].url in {} and that the Authority runs",
-                config_path.display()
-            ))
-        })?;
-        tracing::info!(url = %url, "remote authority healthy");
-        url
-    } else {
-        let listen = config.authority.listen.ok_or_else(|| {
-            Hinted::new(format!(
-                "{}: [authority] mode = \"local\" needs listen",
-                config_path.display()
-            ))
-            .hint("set [authority].listen, e.g. 127.0.0.1:50051")
-        })?;
-        precheck_bind(Role::Authority, listen, "[authority].listen", &stop_hint)?;
-        let args = common_args("authority");
-        let slot = &mut running.authority;
-        let (member, bound, deadline) =
-            boot_component(Role::Authority, &args, listen, slot, &state, opts, signals).await?;
-        let scheme = if config.authority.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let url = format!("{scheme}://{}", probes::dialable(bound));
-        confirm(member, deadline, &state, signals, || {
-            probes::grpc_health(&url, &tls, probe_timeout(deadline))
-        })
-        .await?;
-        tracing::info!(listen = %bound, "authority ready");
-        running.info.authority_listen = Some(bound.to_string());
-        state.write_meta(&meta(opts, "local", &url))?;
-        url
-    };
-    running.info.authority_url = authority_url.clone();
-
-    // 2. The Sidecar, pointed at the Authority's actual address.
-    let listen = config.sidecar.proxy.listen;
-    precheck_bind(Role::Sidecar, listen, "[sidecar.proxy].listen", &stop_hint)?;
-    let mut args = common_args("sidecar");
-    args.extend(["--authority-url".into(), authority_url.clone().into()]);
-    let slot = &mut running.sidecar;
-    let (member, bound, deadline) =
-        boot_component(Role::Sidecar, &args, listen, slot, &state, opts, signals).await?;
-    let probe_state = state.clone();
-    confirm(member, deadline, &state, signals, || {
-        let state = probe_state.clone();
-        async move {
-            probes::tcp_accepts(bound, probe_timeout(deadline)).await?;
-            let missing = probes::missing_ca_files(&state);
-            match missing.first() {
-                None => Ok(()),
-                Some(path) => Err(format!("{} does not exist", path.display())),
-            }
-        }
-    })
-    .await?;
-    tracing::info!(listen = %bound, "sidecar ready");
-    running.info.sidecar_listen = bound.to_string();
-
-    // 3. Publish: a pidfile exists only for a component that passed readiness.
-    if let Some(authority) = &running.authority {
-        state.write_process(Role::Authority, &authority.identity)?;
-        if let Some(listen) = &running.info.authority_listen {
-            state.write_listen(Role::Authority, listen)?;
-        }
-    }
-    state.write_process(
-        Role::Sidecar,
-        &running.sidecar.as_ref().expect("sidecar").identity,
-    )?;
-    state.write_listen(Role::Sidecar, &running.info.sidecar_listen)?;
-    Ok(())
-}
-
-/// Spawn one component with its own readiness socket, record its identity, and wait for its
-/// `READY=1`. Returns the member, the address it reported, and the readiness deadline (the
-/// confirming probe shares it).
-async fn boot_component<'a>(
-    role: Role,
-    args: &[OsString],
-    configured: SocketAddr,
-    slot: &'a mut Option<Member>,
-    state: &StateDir,
-    opts: &StartOptions,
-    signals: &mut Signals,
-) -> Result<(&'a mut Member, SocketAddr, Instant), Hinted> {
-    let channel = bind_channel(state, role)?;
-    let exe = component_exe(role)?;
-    let member = spawn(role, &exe, args, &state.log_file(role), channel.address())?;
-    state.write_identity(role, &member.identity)?;
-    tracing::info!(pid = member.identity.pid, "{} spawned", role.name());
-    let member = slot.insert(member);
-    let deadline = Instant::now() + opts.ready_timeout;
-    let note = await_ready(
-        member,
-        &channel,
-        deadline,
-        opts.ready_timeout,
-        state,
-        signals,
-    )
-    .await?;
-    drop(channel);
-    let bound = reported_listen(role, &note, configured)?;
-    Ok((member, bound, deadline))
-}
-
 fn meta(opts: &StartOptions, mode: &str, url: &str) -> StackMeta {
     StackMeta {
         authority_mode: mode.into(),
         authority_url: url.into(),
         config: opts.config.path.clone(),
+        project: opts.config.project_name(),
         authority_ca_cert: opts.config.config.sidecar.authority.ca_cert.clone(),
         detached: opts.detached,
     }
@@ -309,7 +202,7 @@ fn meta(opts: &StartOptions, mode: &str, url: &str) -> StackMeta {
 fn refuse_orphans(state: &StateDir) -> Result<(), Hinted> {
     for role in [Role::Authority, Role::Sidecar] {
         if let Some(id) = state.read_identity(role)
-            && super::procs::group_present(&id)
+            && crate::platform::process::group_present(&id)
         {
             return Err(Hinted::new(format!(
                 "{}: a previous {} (pid {}) is still running without its supervisor",
@@ -326,229 +219,340 @@ fn refuse_orphans(state: &StateDir) -> Result<(), Hinted> {
     Ok(())
 }
 
-/// A fixed listen address that is already taken fails here with a clear message, before a child
-/// is spawned only to die on it. (The child's own bind error is still caught if we lose a race.)
-fn precheck_bind(role: Role, addr: SocketAddr, key: &str, stop_hint: &str) -> Result<(), Hinted> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    match TcpListener::bind(addr) {
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => Err(Hinted::new(format!(
-            "{}: address {addr} already in use",
-            role.name()
-        ))
-        .hint(format!("{stop_hint}, or change {key} in firma.toml"))),
-        Err(err) => Err(
-            Hinted::new(format!("{}: cannot bind {addr}: {err}", role.name()))
-                .hint(format!("change {key} in firma.toml")),
-        ),
-    }
-}
-
-fn bind_channel(state: &StateDir, role: Role) -> Result<NotifyChannel, Hinted> {
-    NotifyChannel::bind(state, role.name()).map_err(|err| {
-        Hinted::new(format!(
-            "{}: cannot create the readiness socket in {}: {err}",
-            role.name(),
-            state.path().display()
-        ))
-        .hint("check that the state directory is writable")
-    })
-}
-
-fn probe_timeout(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .clamp(Duration::from_millis(50), Duration::from_secs(2))
-}
-
-fn reported_listen(
-    role: Role,
-    note: &Notification,
-    configured: SocketAddr,
-) -> Result<SocketAddr, Hinted> {
-    match note.listen.as_deref() {
-        Some(text) => text.trim().parse().map_err(|_| {
-            Hinted::new(format!(
-                "{}: reported an unparseable listen address {text:?}",
-                role.name()
-            ))
-            .hint("this is a bug in firma; please report it")
-        }),
-        None if configured.port() != 0 => Ok(configured),
-        None => Err(Hinted::new(format!(
-            "{}: reported READY=1 without X_FIRMA_LISTEN, and its configured port is 0",
-            role.name()
-        ))
-        .hint("this is a bug in firma; please report it")),
-    }
-}
-
-fn log_hint(state: &StateDir, role: Role) -> String {
-    format!("see {}", state.log_file(role).display())
-}
-
-fn describe(status: &std::io::Result<ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => format!("exit status {code}"),
-            (None, Some(sig)) => Signal::try_from(sig).map_or_else(
-                |_| format!("signal {sig}"),
-                |s| format!("signal {}", s.as_str()),
-            ),
-            _ => s.to_string(),
-        },
-        Err(err) => format!("wait failed: {err}"),
-    }
-}
-
-fn exited_early(role: Role, status: &std::io::Result<ExitStatus>, state: &StateDir) -> Hinted {
-    let last = last_log_line(&state.log_file(role))
-        .map(|l| format!(": {l}"))
-        .unwrap_or_default();
-    let mut err = Hinted::new(format!(
-        "{}: exited before becoming ready ({}){last}",
-        role.name(),
-        describe(status)
-    ));
-    let hint = if last.contains("in use") {
-        format!(
-            "run `firma sidecar stop --state-dir {}` or change the listen address in firma.toml; {}",
-            state.path().display(),
-            log_hint(state, role)
-        )
-    } else {
-        log_hint(state, role)
-    };
-    err = err.hint(hint);
-    err
-}
-
-/// Wait for the child's `READY=1`, its early exit, the deadline, or an interrupt.
-async fn await_ready(
-    member: &mut Member,
-    channel: &NotifyChannel,
-    deadline: Instant,
-    timeout: Duration,
-    state: &StateDir,
-    signals: &mut Signals,
-) -> Result<Notification, Hinted> {
-    let role = member.role;
-    loop {
-        tokio::select! {
-            note = channel.recv() => match note {
-                Ok(note) if note.ready => return Ok(note),
-                Ok(note) => {
-                    if let Some(status) = note.status {
-                        tracing::info!(component = role.name(), status = %status, "status");
-                    }
-                }
-                Err(err) => {
-                    return Err(Hinted::new(format!("{}: readiness socket failed: {err}", role.name())));
-                }
-            },
-            status = member.child.wait() => return Err(exited_early(role, &status, state)),
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(Hinted::new(format!(
-                    "{}: did not become ready within {} (no READY=1 on its NOTIFY_SOCKET)",
-                    role.name(),
-                    humantime::format_duration(timeout)
-                ))
-                .hint(format!("{}; raise {READY_TIMEOUT_ENV} if it is only slow", log_hint(state, role))));
-            }
-            sig = signals.recv() => {
-                return Err(Hinted::new(format!("start interrupted by {sig} while waiting for the {}", role.name()))
-                    .hint("nothing was left running"));
-            }
-        }
-    }
-}
-
-/// After `READY=1`, confirm from outside; retried until the deadline (a probe may race the
-/// first accept), failing early if the child dies.
-async fn confirm<F, Fut>(
-    member: &mut Member,
-    deadline: Instant,
-    state: &StateDir,
-    signals: &mut Signals,
-    mut probe: F,
-) -> Result<(), Hinted>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let role = member.role;
-    loop {
-        let result = tokio::select! {
-            r = probe() => r,
-            status = member.child.wait() => return Err(exited_early(role, &status, state)),
-            sig = signals.recv() => {
-                return Err(Hinted::new(format!("start interrupted by {sig} while probing the {}", role.name()))
-                    .hint("nothing was left running"));
-            }
-        };
-        let last = match result {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            return Err(Hinted::new(format!(
-                "{}: reported ready, but the readiness probe failed: {last}",
-                role.name()
-            ))
-            .hint(log_hint(state, role)));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn retry_probe<F, Fut>(deadline: Instant, mut probe: F) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    loop {
-        let last = match probe().await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 impl Running {
     pub fn state(&self) -> &StateDir {
         &self.state
     }
 
-    /// Supervise until a signal, a stop request, or a child's exit; then tear down (stop order)
-    /// and clean up. Returns why it ended.
-    pub async fn supervise(mut self, signals: &mut Signals) -> (Ended, bool) {
-        let ended = {
-            let authority = &mut self.authority;
-            let sidecar = &mut self.sidecar;
-            tokio::select! {
-                sig = signals.recv() => Ended::Signal(sig),
-                (role, status) = wait_member(authority) => self_exit(&self.state, role, &status),
-                (role, status) = wait_member(sidecar) => self_exit(&self.state, role, &status),
+    async fn boot_pair(
+        &mut self,
+        opts: &StartOptions,
+        signals: &mut Signals,
+    ) -> Result<(), BootFail> {
+        let state = self.state.clone();
+        refuse_orphans(&state)?;
+        // We hold the lock: whatever pid/listen files exist were left by a dead stack.
+        self.claimed = true;
+        state.remove_runtime_files();
+        state.reset_exits();
+        let me = Identity::current()
+            .ok_or_else(|| Hinted::new("cannot read /proc/self/stat").hint("firma needs /proc"))?;
+        state.write_process(Role::Supervisor, &me)?;
+        self.boot_authority(opts, signals).await?;
+        self.boot_sidecar(opts, signals).await?;
+        Ok(())
+    }
+
+    /// The arguments both children get: the exact config file and the state dir.
+    fn child_args(&self, opts: &StartOptions, sub: &str) -> Vec<OsString> {
+        vec![
+            sub.into(),
+            "--config".into(),
+            opts.config.path.clone().into(),
+            "--state-dir".into(),
+            self.state.path().into(),
+        ]
+    }
+
+    /// The Authority (or a health check of the remote one); publishes its files when it runs.
+    async fn boot_authority(
+        &mut self,
+        opts: &StartOptions,
+        signals: &mut Signals,
+    ) -> Result<(), BootFail> {
+        let state = self.state.clone();
+        let config = &opts.config.config;
+        let config_path = &opts.config.path;
+        let tls = ProbeTls {
+            ca_cert: config.sidecar.authority.ca_cert.clone(),
+        };
+        if config.authority.mode == AuthorityMode::Remote {
+            let url = config.authority.url.clone().ok_or_else(|| {
+                Hinted::new(format!(
+                    "{}: [authority] mode = \"remote\" needs url",
+                    config_path.display()
+                ))
+                .hint("set [authority].url, or re-run `firma init --authority <URL>`")
+            })?;
+            self.info.authority_remote = true;
+            state.write_meta(&meta(opts, "remote", &url))?;
+            let deadline = Instant::now() + opts.ready_timeout;
+            retry_probe(deadline, || {
+                probes::grpc_health(&url, &tls, probe_timeout(deadline))
+            })
+            .await
+            .map_err(|e| {
+                Hinted::new(format!("authority: remote Authority is not healthy: {e}")).hint(
+                    format!(
+                        "check [authority].url in {} and that the Authority runs",
+                        config_path.display()
+                    ),
+                )
+            })?;
+            tracing::info!(url = %url, "remote authority healthy");
+            self.info.authority_url = url;
+            return Ok(());
+        }
+        let listen = config.authority.listen.ok_or_else(|| {
+            Hinted::new(format!(
+                "{}: [authority] mode = \"local\" needs listen",
+                config_path.display()
+            ))
+            .hint("set [authority].listen, e.g. 127.0.0.1:50051")
+        })?;
+        precheck_bind(Role::Authority, listen)?;
+        let args = self.child_args(opts, "authority");
+        let slot = &mut self.authority;
+        let (member, bound, deadline) = boot_component(
+            Role::Authority,
+            &args,
+            listen,
+            slot,
+            &state,
+            opts.ready_timeout,
+            signals,
+        )
+        .await?;
+        let url = crate::authority::client::local_url(&config.authority, bound);
+        confirm(member, deadline, &state, signals, || {
+            probes::grpc_health(&url, &tls, probe_timeout(deadline))
+        })
+        .await?;
+        tracing::info!(listen = %bound, "authority ready");
+        state.write_meta(&meta(opts, "local", &url))?;
+        state.write_process(Role::Authority, &member.identity)?;
+        state.write_listen(Role::Authority, &bound.to_string())?;
+        self.info.authority_listen = Some(bound.to_string());
+        self.info.authority_url = url;
+        Ok(())
+    }
+
+    /// The Sidecar, pointed at the Authority's actual address; publishes its files when ready.
+    async fn boot_sidecar(
+        &mut self,
+        opts: &StartOptions,
+        signals: &mut Signals,
+    ) -> Result<(), BootFail> {
+        let state = self.state.clone();
+        let listen = opts.config.config.sidecar.proxy.listen;
+        precheck_bind(Role::Sidecar, listen)?;
+        let mut args = self.child_args(opts, "sidecar");
+        args.extend([
+            "--authority-url".into(),
+            self.info.authority_url.clone().into(),
+        ]);
+        let slot = &mut self.sidecar;
+        let (member, bound, deadline) = boot_component(
+            Role::Sidecar,
+            &args,
+            listen,
+            slot,
+            &state,
+            opts.ready_timeout,
+            signals,
+        )
+        .await?;
+        let probe_state = state.clone();
+        confirm(member, deadline, &state, signals, || {
+            let state = probe_state.clone();
+            async move {
+                probes::tcp_accepts(bound, probe_timeout(deadline)).await?;
+                let missing = probes::missing_ca_files(&state);
+                match missing.first() {
+                    None => Ok(()),
+                    Some(path) => Err(format!("{} does not exist", path.display())),
+                }
             }
+        })
+        .await?;
+        tracing::info!(listen = %bound, "sidecar ready");
+        // A pidfile exists only for a component that passed readiness.
+        state.write_process(Role::Sidecar, &member.identity)?;
+        state.write_listen(Role::Sidecar, &bound.to_string())?;
+        self.info.sidecar_listen = bound.to_string();
+        Ok(())
+    }
+
+    /// Supervise until a signal, a stop request, or a child's end that is not restarted; then
+    /// tear down (stop order) and clean up.
+    pub async fn supervise(mut self, opts: &StartOptions, signals: &mut Signals) -> Finished {
+        let policy = opts.config.config.sidecar.supervise.clone();
+        let mut restarts = RestartHistory::default();
+        let ended = loop {
+            let event = {
+                let authority = &mut self.authority;
+                let sidecar = &mut self.sidecar;
+                tokio::select! {
+                    sig = signals.recv() => Err(Ended::Signal(sig)),
+                    (role, status) = wait_member(authority) => Ok((role, status)),
+                    (role, status) = wait_member(sidecar) => Ok((role, status)),
+                }
+            };
+            let (role, status) = match event {
+                Ok(exit) => exit,
+                Err(ended) => break ended,
+            };
+            if self.state.stop_marker().exists() {
+                break Ended::StopRequested;
+            }
+            let cause = status.as_ref().map(|s| ExitCause::of(*s)).ok();
+            self.record_crash(role, cause.clone());
+            let failed = cause.as_ref().is_none_or(ExitCause::is_failure);
+            let status = describe(&status);
+            tracing::error!(component = role.name(), status = %status, "exited unexpectedly");
+            if policy.restart == RestartPolicy::OnFailure && failed {
+                match self
+                    .restart(role, opts, &policy, &mut restarts, signals)
+                    .await
+                {
+                    Ok(()) => continue,
+                    Err(RestartEnd::Signal(sig)) => break Ended::Signal(sig),
+                    Err(RestartEnd::GaveUp(count)) => {
+                        break Ended::Exited {
+                            role,
+                            status,
+                            gave_up_after: Some(count),
+                        };
+                    }
+                }
+            }
+            break Ended::Exited {
+                role,
+                status,
+                gave_up_after: None,
+            };
         };
         match &ended {
-            Ended::Signal(sig) => tracing::info!(signal = sig, "received; stopping the pair"),
+            Ended::Signal(sig) => {
+                tracing::info!(signal = sig.name(), "received; stopping the pair")
+            }
             Ended::StopRequested => tracing::info!("stop requested; stopping the pair"),
-            Ended::Exited { role, status } => tracing::error!(
-                component = role.name(),
-                status = %status,
-                "exited unexpectedly; tearing the other component down"
-            ),
+            Ended::Exited { role, .. } => {
+                tracing::error!(component = role.name(), "tearing the other component down")
+            }
         }
-        // A second Ctrl-C (or SIGTERM) during the graceful window means "now": hard-kill.
-        // Not while `firma sidecar stop` runs: it signals us as part of its own order.
+        let clean = self.teardown(signals).await;
+        Finished { ended, clean }
+    }
+
+    /// Note a child's unexpected end in `.exits.json` (with its last log line).
+    fn record_crash(&mut self, role: Role, cause: Option<ExitCause>) {
+        let Some(member) = self.member_mut(role) else {
+            return;
+        };
+        member.exit_recorded = true;
+        let pid = member.identity.pid;
+        self.state.record_exit(
+            role,
+            ExitRecord {
+                pid,
+                cause: cause.unwrap_or(ExitCause::Code(-1)),
+                at: now_rfc3339(),
+                requested: false,
+                log: last_log_line(&self.state.log_file(role)),
+            },
+        );
+        // What it published no longer holds; its identity stays until a new one replaces it
+        // (`stop` may still need it for leftover group members).
+        crate::lifecycle::state::remove_if_present(&self.state.pid_file(role));
+        crate::lifecycle::state::remove_if_present(&self.state.listen_file(role));
+        crate::lifecycle::state::remove_if_present(&self.state.health_file(role));
+    }
+
+    fn member_mut(&mut self, role: Role) -> Option<&mut Member> {
+        match role {
+            Role::Authority => self.authority.as_mut(),
+            Role::Sidecar => self.sidecar.as_mut(),
+            Role::Supervisor => None,
+        }
+    }
+
+    /// Restart `failed` (the Authority restarts the pair: the Sidecar was pointed at its
+    /// address) after the backoff, until it boots or the start limit is reached.
+    async fn restart(
+        &mut self,
+        failed: Role,
+        opts: &StartOptions,
+        policy: &SuperviseConfig,
+        history: &mut RestartHistory,
+        signals: &mut Signals,
+    ) -> Result<(), RestartEnd> {
+        loop {
+            let Some(delay) = history.next_delay(failed, policy) else {
+                let count = policy.start_limit_burst;
+                tracing::error!(
+                    component = failed.name(),
+                    restarts = count,
+                    "start limit hit: {count} restarts within {}; giving up",
+                    humantime::format_duration(policy.start_limit_interval)
+                );
+                return Err(RestartEnd::GaveUp(count));
+            };
+            tracing::warn!(
+                component = failed.name(),
+                delay = %humantime::format_duration(delay),
+                "restarting in {}",
+                humantime::format_duration(delay)
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                sig = signals.recv() => return Err(RestartEnd::Signal(sig)),
+            }
+            if self.state.stop_marker().exists() {
+                return Err(RestartEnd::Signal(Sig::Term));
+            }
+            let count = self.state.record_restart(failed);
+            let result = self.reboot(failed, opts, signals).await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(component = failed.name(), restarts = count, "restarted");
+                    return Ok(());
+                }
+                Err(BootFail::Interrupted { signal, .. }) => {
+                    return Err(RestartEnd::Signal(signal));
+                }
+                Err(BootFail::Failed(err)) => {
+                    tracing::error!(component = failed.name(), error = %err, "restart failed");
+                    if let Some(member) = self.member_mut(failed)
+                        && !member.exit_recorded
+                    {
+                        let status = member.child.try_wait().ok().flatten();
+                        self.record_crash(failed, status.map(ExitCause::of));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Boot `failed` again (and, for the Authority, the Sidecar after it). Leftovers of the
+    /// previous process group are stopped first.
+    async fn reboot(
+        &mut self,
+        failed: Role,
+        opts: &StartOptions,
+        signals: &mut Signals,
+    ) -> Result<(), BootFail> {
+        if failed == Role::Authority
+            && let Some(mut sidecar) = self.sidecar.take()
+        {
+            stop_recorded(&self.state, &mut sidecar, TEARDOWN_WINDOW).await;
+        }
+        if let Some(mut old) = match failed {
+            Role::Authority => self.authority.take(),
+            _ => self.sidecar.take(),
+        } {
+            stop_member(&mut old, ROLLBACK_WINDOW).await;
+        }
+        if failed == Role::Authority {
+            self.boot_authority(opts, signals).await?;
+        }
+        self.boot_sidecar(opts, signals).await
+    }
+
+    /// The teardown after supervision: graceful within [`TEARDOWN_WINDOW`], but a second Ctrl-C
+    /// (or SIGTERM) means "now" — except while `firma sidecar stop` runs, which signals us as
+    /// part of its own order.
+    async fn teardown(&mut self, signals: &mut Signals) -> bool {
         let stop_marker = self.state.stop_marker();
         let graceful = {
             let shutdown = self.shutdown(TEARDOWN_WINDOW);
@@ -560,17 +564,16 @@ impl Running {
                         if stop_marker.exists() {
                             continue;
                         }
-                        tracing::warn!(signal = sig, "second signal: hard-killing the pair");
+                        tracing::warn!(signal = sig.name(), "second signal: hard-killing the pair");
                         break None;
                     }
                 }
             }
         };
-        let clean = match graceful {
+        match graceful {
             Some(clean) => clean,
             None => self.shutdown(Duration::ZERO).await,
-        };
-        (ended, clean)
+        }
     }
 
     /// Stop the children in the stop order (Sidecar first, so the Authority's graceful shutdown
@@ -578,11 +581,13 @@ impl Running {
     /// kept if a child could not be proven gone, so `firma sidecar stop` can retry.
     pub async fn shutdown(&mut self, window: Duration) -> bool {
         let mut clean = true;
+        // In place, not taken out: a second signal drops this future midway, and the hard-kill
+        // pass that follows must still find both members.
         for member in [self.sidecar.as_mut(), self.authority.as_mut()]
             .into_iter()
             .flatten()
         {
-            clean &= stop_member(member, window).await;
+            clean &= stop_recorded(&self.state, member, window).await;
         }
         if clean && self.claimed {
             self.state.remove_runtime_files();
@@ -603,71 +608,69 @@ impl Running {
     }
 }
 
-fn self_exit(state: &StateDir, role: Role, status: &std::io::Result<ExitStatus>) -> Ended {
-    if state.stop_marker().exists() {
-        Ended::StopRequested
-    } else {
-        Ended::Exited {
-            role,
-            status: describe(status),
-        }
-    }
-}
-
-async fn wait_member(member: &mut Option<Member>) -> (Role, std::io::Result<ExitStatus>) {
-    match member {
-        Some(m) => (m.role, m.child.wait().await),
-        None => std::future::pending().await,
-    }
-}
-
-/// SIGTERM the member's group, wait up to `window` for the leader to exit and the group to empty,
-/// then SIGKILL the group and wait up to [`SETTLE`]. We are the parent: the leader is reaped.
-async fn stop_member(member: &mut Member, window: Duration) -> bool {
-    let name = member.role.name();
-    if signal_group(&member.identity, Signal::SIGTERM) {
-        tracing::info!(
-            component = name,
-            pid = member.identity.pid,
-            "SIGTERM sent to process group"
-        );
-    }
-    if wait_gone(member, Instant::now() + window).await {
-        return true;
-    }
-    tracing::warn!(
-        component = name,
-        "still running after {window:?}; SIGKILL to its process group"
-    );
-    signal_group(&member.identity, Signal::SIGKILL);
-    let gone = wait_gone(member, Instant::now() + SETTLE).await;
-    if !gone {
-        tracing::error!(
-            component = name,
-            pid = member.identity.pid,
-            "did not vanish after SIGKILL"
+/// Stop a member as part of a requested teardown and record that end (unless its crash is
+/// already recorded). Returns whether it is proven gone.
+async fn stop_recorded(state: &StateDir, member: &mut Member, window: Duration) -> bool {
+    let gone = stop_member(member, window).await;
+    if !member.exit_recorded {
+        let cause = member
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map_or(ExitCause::Signal("SIGKILL".into()), ExitCause::of);
+        member.exit_recorded = true;
+        state.record_exit(
+            member.role,
+            ExitRecord {
+                pid: member.identity.pid,
+                cause,
+                at: now_rfc3339(),
+                requested: true,
+                log: None,
+            },
         );
     }
     gone
 }
 
-async fn wait_gone(member: &mut Member, until: Instant) -> bool {
-    loop {
-        let leader_done = matches!(member.child.try_wait(), Ok(Some(_)) | Err(_));
-        if leader_done && member.identity.live_group_members().is_empty() {
-            return true;
+/// Why restarting stopped.
+enum RestartEnd {
+    Signal(Sig),
+    /// The start limit was reached after this many restarts.
+    GaveUp(u32),
+}
+
+/// Recent restarts per component, for the backoff and the start limit.
+#[derive(Debug, Default)]
+struct RestartHistory {
+    times: HashMap<Role, VecDeque<std::time::Instant>>,
+}
+
+impl RestartHistory {
+    /// The delay before the next restart of `role` (doubling per restart within the window), or
+    /// `None` when the start limit is reached. Counts the restart.
+    fn next_delay(&mut self, role: Role, policy: &SuperviseConfig) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let times = self.times.entry(role).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.start_limit_interval)
+        {
+            times.pop_front();
         }
-        if Instant::now() >= until {
-            return false;
+        let recent = u32::try_from(times.len()).unwrap_or(u32::MAX);
+        if recent >= policy.start_limit_burst {
+            return None;
         }
-        if leader_done {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        } else {
-            tokio::select! {
-                _ = member.child.wait() => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
+        times.push_back(now);
+        let factor = 2u32.saturating_pow(recent);
+        Some(
+            policy
+                .restart_sec
+                .saturating_mul(factor)
+                .min(policy.restart_max_delay),
+        )
     }
 }
 
@@ -682,5 +685,24 @@ mod tests {
         assert_eq!(parse_timeout("1500ms"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_timeout("0"), None);
         assert_eq!(parse_timeout("soon"), None);
+    }
+
+    #[test]
+    fn restart_delays_double_up_to_the_cap_and_stop_at_the_burst() {
+        let policy = SuperviseConfig {
+            restart: RestartPolicy::OnFailure,
+            restart_sec: Duration::from_secs(1),
+            restart_max_delay: Duration::from_secs(3),
+            start_limit_burst: 4,
+            start_limit_interval: Duration::from_secs(3600),
+        };
+        let mut history = RestartHistory::default();
+        let delays: Vec<_> = (0..5)
+            .map(|_| history.next_delay(Role::Sidecar, &policy))
+            .collect();
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(delays, [secs(1), secs(2), secs(3), secs(3), None]);
+        // Another component has its own budget.
+        assert_eq!(history.next_delay(Role::Authority, &policy), secs(1));
     }
 }

@@ -241,6 +241,36 @@ fn ca_params(name: &DistinguishedName) -> CertificateParams {
     params
 }
 
+/// The CA certificate on disk, as `doctor` sees it (without loading the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaStatus {
+    /// Not generated yet (the Sidecar creates it on its first start).
+    Missing { path: PathBuf },
+    /// Present but not a PEM X.509 certificate.
+    Unreadable { path: PathBuf, error: String },
+    /// A certificate valid until `not_after` (Unix seconds).
+    Present { path: PathBuf, not_after: i64 },
+}
+
+/// Look at `<state_dir>/generated-firma-ca/firma-ca.crt`.
+pub fn inspect(state: &StateDir) -> CaStatus {
+    let path = state.ca_cert();
+    let Ok(pem) = std::fs::read(&path) else {
+        return CaStatus::Missing { path };
+    };
+    let parsed = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|err| err.to_string())
+        .and_then(|(_, pem)| {
+            pem.parse_x509()
+                .map(|cert| cert.validity().not_after.timestamp())
+                .map_err(|err| err.to_string())
+        });
+    match parsed {
+        Ok(not_after) => CaStatus::Present { path, not_after },
+        Err(error) => CaStatus::Unreadable { path, error },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -310,7 +310,7 @@ impl Proxy {
             sender
                 .send_request(request)
                 .await
-                .map_err(|err| error_chain(&err))
+                .map_err(|err| crate::error::chain(&err))
         };
         self.exchange_with_deadline(exchange, &host, &verdict, &call, started)
             .await
@@ -516,7 +516,7 @@ impl Proxy {
             sender
                 .send_request(request)
                 .await
-                .map_err(|err| error_chain(&err))
+                .map_err(|err| crate::error::chain(&err))
         };
         self.exchange_with_deadline(exchange, &tunnel.host, &verdict, &call, started)
             .await
@@ -577,17 +577,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::adapters::{AppenderThread, AuthorityTokens};
@@ -24,9 +23,13 @@ use super::proxy::Proxy;
 use super::state::AuthorityState;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
+use crate::authority::client::Target;
+use crate::authority::signed::Pinned;
+use crate::authority::token::TrustedIssuer;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
+use crate::platform::signals::{Sig, Signals};
 
 /// How long in-flight requests may finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -100,28 +103,29 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
     let tls = upstream::tls_config()?;
 
-    let url = options
-        .authority_url
-        .clone()
-        .unwrap_or_else(|| config.authority.url.clone());
-    let channel = authority_link::channel(
-        &url,
-        config.authority.ca_cert.as_deref(),
-        config.authority.allow_insecure,
-    )?;
+    let target = Target::for_sidecar(&loaded, options.authority_url.clone());
+    let url = target.url.clone();
+    let channel = authority_link::channel(&target)?;
     let authority = Arc::new(AuthorityState::default());
-    authority_link::spawn(channel, url.clone(), authority.clone());
+    authority_link::spawn(
+        channel.clone(),
+        url.clone(),
+        authority.clone(),
+        Pinned::new(authority_key),
+    );
+    let witness = authority_link::CheckpointReporter::spawn(
+        channel,
+        url.clone(),
+        state.audit_checkpoint(),
+        crate::authority::witness::sidecar_id(&loaded)?,
+    );
 
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|err| Hinted::new(format!("cannot install the SIGTERM handler: {err}")))?;
-    let mut interrupt = signal(SignalKind::interrupt())
-        .map_err(|err| Hinted::new(format!("cannot install the SIGINT handler: {err}")))?;
+    let mut signals = Signals::install(Sig::TERMINATE)?;
 
     tracing::info!(authority = %url, "waiting for the first policy bundle and the revocation snapshot");
     tokio::select! {
         _ = authority.wait_ready() => {}
-        _ = terminate.recv() => return close_audit(&writer),
-        _ = interrupt.recv() => return close_audit(&writer),
+        _ = signals.recv() => return close_audit(&writer),
     }
 
     let listener = TcpListener::bind(config.proxy.listen).await.map_err(|err| {
@@ -138,7 +142,10 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let pipeline = Pipeline {
         mapping,
         unmapped: config.mapping.unmapped,
-        verifier: Arc::new(AuthorityTokens::new(authority_key)),
+        verifier: Arc::new(AuthorityTokens::new(TrustedIssuer::new(
+            authority_key,
+            loaded.deployment(),
+        ))),
         authority: authority.clone(),
         audit: Arc::new(AppenderThread::start((*writer).clone())?),
     };
@@ -167,12 +174,13 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
 
     tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
+        sig = signals.recv() => tracing::info!("{sig}: draining"),
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
     close_audit(&writer)?;
+    // The final checkpoint, so the witness holds the log's last record.
+    witness.flush(Duration::from_millis(500)).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! Signalling what firma started, and only that: every signal goes through a recorded
-//! [`Identity`], to the whole process group of a component (so grandchildren are not orphaned),
-//! also after the group's leader has exited.
+//! Processes, groups and sessions — signalling what firma started, and only that: every signal
+//! goes through a recorded [`Identity`], to the whole process group of a component (so
+//! grandchildren are not orphaned), also after the group's leader has exited.
+
+use std::process::ExitStatus;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -38,6 +40,72 @@ pub fn signal_process(id: &Identity, signal: Signal) -> bool {
         return false;
     }
     kill(Pid::from_raw(id.pid), signal).is_ok()
+}
+
+/// Send `signal` to a child we hold a handle of (no identity needed: we are its parent, so its
+/// pid cannot be reused before we reap it).
+pub fn signal_child(pid: u32, signal: Signal) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), signal).is_ok())
+}
+
+/// Make `command`'s child the leader of a new process group, so the group can be signalled as
+/// one (the component and whatever it starts).
+pub fn in_own_group(command: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    command.process_group(0)
+}
+
+/// Leave the caller's session (and its controlling terminal): the detached supervisor's first
+/// step, so a terminal hanging up does not reach it. Fails when this process leads a group.
+pub fn new_session() -> std::io::Result<()> {
+    nix::unistd::setsid()
+        .map(|_| ())
+        .map_err(std::io::Error::from)
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitCause {
+    /// It exited with this status code.
+    Code(i32),
+    /// A signal ended it (its name, e.g. `SIGKILL`).
+    Signal(String),
+}
+
+impl ExitCause {
+    pub fn of(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Self::Code(code),
+            (None, Some(sig)) => Self::Signal(
+                Signal::try_from(sig)
+                    .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().into()),
+            ),
+            _ => Self::Code(-1),
+        }
+    }
+
+    /// Whether this counts as a failure (anything but exit status 0).
+    pub fn is_failure(&self) -> bool {
+        *self != Self::Code(0)
+    }
+
+    /// `SIGKILL` or `exit status 3`: what a status line shows.
+    pub fn short(&self) -> String {
+        match self {
+            Self::Code(code) => format!("exit status {code}"),
+            Self::Signal(name) => name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "exit status {code}"),
+            Self::Signal(name) => write!(f, "signal {name}"),
+        }
+    }
 }
 
 #[cfg(test)]
