@@ -822,6 +822,46 @@ fn malformed_audit_lines_are_reported_not_dropped() {
     insta::assert_snapshot!("pretty_malformed", stdout(&out));
 }
 
+/// The agent chooses the path (and its request's text): what the sources summarise for
+/// `pretty` is made terminal-safe like everything else, in every field and in log fields.
+#[test]
+fn hostile_text_in_summaries_is_made_terminal_safe() {
+    let world = World::new();
+    let dir = world.state_dir();
+    let line = audit(1, at("2026-11-26T10:00:00Z"), "deny", "a.b")
+        .replace("/v1/1", r"/x\u001b]0;owned\u0007\u001b[2J")
+        .replace("codex", r"ag\u001b[31ment");
+    write_lines(&dir.join("audit.jsonl"), &[line]);
+    write_lines(
+        &dir.join("sidecar.log"),
+        &[r#"{"timestamp":"2026-11-26T10:00:01Z","level":"WARN\u001b[0m","target":"t\u009b","message":"m\u001b[1A","host":"h\u001bc"}"#.to_string()],
+    );
+    let out = run(&world, &["--color", "always", "monitor", "--no-follow"]);
+    assert_success(&out);
+    let text = stdout(&out);
+    // Colour codes are ours (the labels); none of the record's escapes survive.
+    let stripped = text
+        .replace("\x1b[31m", "")
+        .replace("\x1b[1m", "")
+        .replace("\x1b[33m", "")
+        .replace("\x1b[2m", "")
+        .replace("\x1b[36m", "")
+        .replace("\x1b[35m", "")
+        .replace("\x1b[34m", "")
+        .replace("\x1b[0m", "")
+        .replace("\x1b[39m", "")
+        .replace("\x1b[22m", "");
+    assert!(!stripped.contains('\x1b'), "{text:?}");
+    assert!(!stripped.contains('\u{9b}'), "{text:?}");
+    assert!(
+        stripped.contains(r"/x\x1b]0;owned\x07\x1b[2J"),
+        "{stripped}"
+    );
+    assert!(stripped.contains(r"agent=ag\x1b[31ment"), "{stripped}");
+    assert!(stripped.contains(r"WARN\x1b[0M  t\x9b: "), "{stripped}");
+    assert!(stripped.contains(r"m\x1b[1A  host=h\x1bc"), "{stripped}");
+}
+
 #[test]
 fn invalid_utf8_is_carried_exactly() {
     let world = World::new();
