@@ -1665,6 +1665,43 @@ fn write_real(path: &Path, key: &ed25519_dalek::SigningKey, range: std::ops::Ran
     writer.shutdown().unwrap();
 }
 
+/// `--sandbox-id` and `--agent` on records the real writer signed: the field names are the
+/// audit event's own.
+#[test]
+fn sandbox_and_agent_filters_on_the_real_writers_records() {
+    use firma::audit::writer::{AuditWriter, WriterOptions};
+    let world = World::new();
+    let log = world.state_dir().join("audit.jsonl");
+    let key = firma::config::keys::generate();
+    let (writer, _) = AuditWriter::open(&log, key, WriterOptions::default()).unwrap();
+    for i in 0..12u64 {
+        let mut draft = real_draft(i);
+        draft.sandbox_id = ["", "sbx-a", "sbx-b"][i as usize % 3].to_string();
+        draft.agent_id = if i < 6 { "codex".into() } else { "claude".into() };
+        writer.append(draft).unwrap();
+    }
+    writer.shutdown().unwrap();
+    let tokens = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--no-follow", "--source", "audit", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = monitor(&world, &all);
+        assert_success(&out);
+        json_lines(&stdout(&out))
+            .iter()
+            .map(|v| v["event"]["token_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        tokens(&["--sandbox-id", "sbx-a"]),
+        ["tok-1", "tok-4", "tok-7", "tok-10"]
+    );
+    assert_eq!(
+        tokens(&["--sandbox-id", "sbx-b", "--agent", "claude"]),
+        ["tok-8", "tok-11"]
+    );
+    assert_eq!(tokens(&["--sandbox-id", ""]), Vec::<String>::new());
+}
+
 #[test]
 fn events_from_the_real_writer_still_verify_after_monitor() {
     use firma::audit::verify::{VerifyOptions, verify};
