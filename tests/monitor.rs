@@ -1573,6 +1573,42 @@ fn follows_the_sidecars_rotations_once_per_record() {
     );
 }
 
+/// `[sidecar.audit] dir` in the project's config puts the log on another disk: monitor reads
+/// and follows it there (rotations included) also before any Sidecar published the place.
+#[test]
+fn the_configured_audit_dir_is_read_and_followed_before_any_sidecar_ran() {
+    let world = World::new();
+    let placed = world.path().join("evidence");
+    world.init(&["--audit-dir", placed.to_str().unwrap()]);
+    assert!(
+        !world.state_dir().join("audit.dir").exists(),
+        "no Sidecar published the place yet"
+    );
+    let path = placed.join("audit.jsonl");
+    write_lines(&path, &[audit(1, Utc::now(), "deny", "a")]);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--source", "audit", "--format", "json"],
+    );
+    assert_success(&out);
+    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(messages(&lines), ["evt-1"]);
+
+    let follower = Follower::start(
+        &world,
+        &["--source", "audit", "--format", "json", "-n", "all"],
+    );
+    follower.wait_for("evt-1");
+    append_line(&path, &audit(2, Utc::now(), "allow", "a"));
+    rotate_audit(&placed, &audit(3, Utc::now(), "allow", "a"));
+    append_line(&path, &audit(4, Utc::now(), "deny", "a"));
+    assert_eq!(
+        messages(&follower.wait_for("evt-4")),
+        ["evt-1", "evt-2", "evt-3", "evt-4"]
+    );
+    assert!(!world.state_dir().join("audit.jsonl").exists());
+}
+
 #[test]
 fn reading_spans_the_rotated_files_oldest_first() {
     let world = World::new();
@@ -1678,7 +1714,11 @@ fn sandbox_and_agent_filters_on_the_real_writers_records() {
     for i in 0..12u64 {
         let mut draft = real_draft(i);
         draft.sandbox_id = ["", "sbx-a", "sbx-b"][i as usize % 3].to_string();
-        draft.agent_id = if i < 6 { "codex".into() } else { "claude".into() };
+        draft.agent_id = if i < 6 {
+            "codex".into()
+        } else {
+            "claude".into()
+        };
         writer.append(draft).unwrap();
     }
     writer.shutdown().unwrap();

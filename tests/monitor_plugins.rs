@@ -28,7 +28,7 @@ fn monitor(dir: &std::path::Path, args: &[&str]) -> String {
         panic!("not monitor")
     };
     let mut out = Vec::new();
-    firma::cli::monitor::execute(args, false, &mut out).unwrap();
+    firma::cli::monitor::execute(args, None, false, &mut out).unwrap();
     String::from_utf8(out).unwrap()
 }
 

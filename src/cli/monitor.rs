@@ -2,13 +2,14 @@
 //! `--format` choices come from the plugin registries (`sources/`, `formatters/`).
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{ArgAction, Args};
 
 use super::{CommandResult, Outcome, output};
 use crate::audit::event::Decision;
+use crate::config::Discovery;
 use crate::config::action_classes;
 use crate::config::dirs::resolve_state_dir;
 use crate::error::Hinted;
@@ -16,6 +17,7 @@ use crate::monitor::since::{ACCEPTED_FORMS, parse_since};
 use crate::monitor::{
     self, FieldEquals, Filters, Level, LevelAtLeast, Notice, Plan, Since, Source,
 };
+use crate::state_dir::StateDir;
 
 /// The record fields the filter flags judge (sources declare which of them they have).
 const DECISION: &str = "decision";
@@ -195,18 +197,25 @@ pub fn run(args: MonitorArgs, config: Option<PathBuf>) -> CommandResult {
     // A short-lived reader needs a few hundred KiB: transparent huge pages would make the
     // allocator fault in (and zero) 2 MiB at a time — measurable on a 2 ms `--since` run.
     let _ = nix::sys::prctl::set_thp_disable(true);
-    // `--config` does not choose the state dir; it only names the project for this warning.
+    // `--config` does not choose the state dir; it names the project for this warning and
+    // where the project places its audit log.
     let (state, _) = resolve_state_dir(args.state_dir.as_deref());
-    super::project::warn_if_other_project(&state, config);
+    super::project::warn_if_other_project(&state, config.clone());
     let stdout = io::stdout();
     let mut lock = stdout.lock();
     let color = output::color_choice().for_stdout();
-    execute(args, color, &mut lock)
+    execute(args, config, color, &mut lock)
 }
 
-/// Build the plan from the flags and run it, writing records to `out`.
-pub fn execute(args: MonitorArgs, color: bool, out: &mut dyn Write) -> CommandResult {
-    let plan = plan(args, color)?;
+/// Build the plan from the flags (and the project's `config`, for where its audit log lives)
+/// and run it, writing records to `out`.
+pub fn execute(
+    args: MonitorArgs,
+    config: Option<PathBuf>,
+    color: bool,
+    out: &mut dyn Write,
+) -> CommandResult {
+    let plan = plan(args, config, color)?;
     if !plan.follow && !plan.state.path().is_dir() {
         return Err(Hinted::new(format!(
             "state directory {} does not exist",
@@ -227,8 +236,24 @@ pub fn execute(args: MonitorArgs, color: bool, out: &mut dyn Write) -> CommandRe
     }
 }
 
-fn plan(args: MonitorArgs, color: bool) -> Result<Plan, Hinted> {
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+/// The state dir, with the audit log where the project's `[sidecar.audit] dir` puts it (as
+/// `audit verify` finds it), else where the Sidecar published it, else in the state dir. Fixed
+/// for the whole run: the live file and its rotations are looked for in one directory.
+fn state_dir(flag: Option<&Path>, config: Option<PathBuf>) -> StateDir {
+    let (state, _) = resolve_state_dir(flag);
+    // A config that does not load is not the monitor's business (`firma config check` says why).
+    let placed = Discovery::new(config)
+        .load_optional()
+        .ok()
+        .flatten()
+        .and_then(|loaded| loaded.config.sidecar.audit.dir);
+    let state = state.with_audit_dir(placed);
+    let dir = state.audit_dir();
+    state.with_audit_dir(Some(dir))
+}
+
+fn plan(args: MonitorArgs, config: Option<PathBuf>, color: bool) -> Result<Plan, Hinted> {
+    let state = state_dir(args.state_dir.as_deref(), config);
     let sources = if args.source.iter().any(|name| name == "all") {
         monitor::sources()
     } else {

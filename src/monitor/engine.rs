@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -185,30 +185,38 @@ fn follow(
     notice: &mut dyn FnMut(Notice),
 ) -> io::Result<()> {
     let (tx, rx) = mpsc::channel::<()>();
-    // None: not set up yet; Some(None): polling; Some(Some(w)): watching the directory `dir_id`.
+    // The state dir and every other directory a source's files live in (the audit log may be
+    // placed elsewhere, `[sidecar.audit] dir`): a watch on the state dir alone would see its
+    // appends only at the backstop.
+    let dirs = watched_dirs(plan, lanes);
+    // None: not set up yet; Some(None): polling; Some(Some(w)): watching `dirs` as they were
+    // (`watched_ids`).
     let mut watcher: Option<Option<notify::RecommendedWatcher>> = None;
-    let mut dir_id = None;
+    let mut watched_ids = Vec::new();
     let mut announced_dir = false;
     loop {
-        let current_dir = std::fs::metadata(plan.state.path())
-            .ok()
-            .filter(|m| m.is_dir())
-            .map(|m| (m.dev(), m.ino()));
-        // A state directory removed and created again needs a new watch.
-        if matches!(watcher, Some(Some(_))) && current_dir != dir_id {
+        let ids: Vec<Option<(u64, u64)>> = dirs.iter().map(|dir| dir_identity(dir)).collect();
+        // A directory removed and created again (or one that appeared) needs a new watch.
+        if matches!(watcher, Some(Some(_))) && ids != watched_ids {
             watcher = None;
         }
         if watcher.is_none() {
-            if current_dir.is_some() {
+            if ids[0].is_some() {
+                let existing: Vec<&Path> = dirs
+                    .iter()
+                    .zip(&ids)
+                    .filter(|(_, id)| id.is_some())
+                    .map(|(dir, _)| dir.as_path())
+                    .collect();
                 let watched = if plan.watch {
-                    watch(plan.state.path(), tx.clone())
+                    watch(&existing, tx.clone())
                 } else {
                     Err("watching is turned off".to_string())
                 };
                 match watched {
                     Ok(w) => {
                         watcher = Some(Some(w));
-                        dir_id = current_dir;
+                        watched_ids = ids;
                     }
                     Err(reason) => {
                         notice(Notice::Polling {
@@ -238,19 +246,38 @@ fn follow(
     }
 }
 
-/// Watch the directory itself, so creation and renames of its files are seen too.
-fn watch(
-    dir: &std::path::Path,
-    tx: mpsc::Sender<()>,
-) -> Result<notify::RecommendedWatcher, String> {
+/// The state dir first, then each other directory holding a selected source's live file.
+fn watched_dirs(plan: &Plan, lanes: &[Lane<'_>]) -> Vec<PathBuf> {
+    let mut dirs = vec![plan.state.path().to_path_buf()];
+    for lane in lanes {
+        if let Some(dir) = lane.tail.path().parent()
+            && !dirs.iter().any(|known| known == dir)
+        {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    dirs
+}
+
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Watch the directories themselves, so creation and renames of their files are seen too.
+fn watch(dirs: &[&Path], tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher, String> {
     use notify::Watcher;
     let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
         let _ = tx.send(());
     })
     .map_err(|err| err.to_string())?;
-    watcher
-        .watch(dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|err| err.to_string())?;
+    for dir in dirs {
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|err| format!("{}: {err}", dir.display()))?;
+    }
     Ok(watcher)
 }
 
@@ -544,6 +571,43 @@ mod tests {
             .open(path)
             .unwrap();
         file.write_all(bytes).unwrap();
+    }
+
+    /// The audit log placed outside the state dir (`[sidecar.audit] dir`) is watched too, so
+    /// its appends are seen at once rather than at the backstop.
+    #[test]
+    fn following_watches_every_directory_a_source_lives_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let placed = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            state: StateDir::new(dir.path()).with_audit_dir(Some(placed.path().into())),
+            sources: vec![&crate::sources::audit::AuditSource, &Lines],
+            filters: Filters::new(),
+            formatter: &RawOut,
+            last: None,
+            follow: true,
+            color: false,
+            watch: true,
+        };
+        let lanes: Vec<Lane<'_>> = plan
+            .sources
+            .iter()
+            .map(|&source| Lane::new(source, &plan.filters, &plan.state))
+            .collect();
+        assert_eq!(
+            watched_dirs(&plan, &lanes),
+            [dir.path().to_path_buf(), placed.path().to_path_buf()]
+        );
+        let plan = Plan {
+            state: StateDir::new(dir.path()),
+            ..plan
+        };
+        let lanes: Vec<Lane<'_>> = plan
+            .sources
+            .iter()
+            .map(|&source| Lane::new(source, &plan.filters, &plan.state))
+            .collect();
+        assert_eq!(watched_dirs(&plan, &lanes), [dir.path().to_path_buf()]);
     }
 
     /// `-n 0`: reading starts at the line in progress; a line completed (or appended) between
