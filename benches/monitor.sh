@@ -8,7 +8,9 @@
 #      1 minute = 6,000 records, 15 minutes = 90,000; target: <= 10 ms, not growing with file
 #      size), against a full read of the same file;
 #   3. follow latency, append -> line on stdout, vs `tail -F` measured the same way
-#      (target: firma's p99 <= 2x tail's).
+#      (target: firma's p99 <= 2x tail's);
+#   4. the log rotated into 10 files (audit.jsonl.9 ... .1, audit.jsonl) vs the one file: the
+#      deny filter and the --since seek (target: unchanged).
 # Every command's output goes through a pipe (hyperfine --output=pipe): GNU grep stops at the
 # first match when it sees stdout is /dev/null, which would make it no baseline at all.
 # Needs jq, hyperfine and GNU time. RECORDS (default 1000000, ~0.6 GB), DENY_PERCENT (10),
@@ -122,3 +124,32 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: firma $firma_lat, tail -F $tail_lat: p99 firma/tail ${r}x"
 done
 echo "RESULT follow p99: median firma/tail -F $(median <"$WORK/follow.ratios")x (target <= 2x)"
+
+echo
+echo "== 4. the same log rotated into 10 files vs one file ($ROUNDS rounds)"
+ROT=$WORK/rotated
+mkdir -p "$ROT"
+split -n l/10 -d -a 1 "$BIG/audit.jsonl" "$ROT/part."
+# part.0 holds the oldest records: audit.jsonl.9; part.9 the newest: the live file.
+for k in $(seq 0 8); do mv "$ROT/part.$k" "$ROT/audit.jsonl.$((9 - k))"; done
+mv "$ROT/part.9" "$ROT/audit.jsonl"
+rot_deny="$FIRMA monitor --state-dir $ROT --no-follow --source audit --decision deny --format json"
+[[ "$($rot_deny | wc -l)" == "$firma_count" ]] || { echo "MISMATCH on the rotated log"; exit 1; }
+seek_since=$(before "$(last_ts "$BIG")" "-1 second")
+one_seek="$FIRMA monitor --state-dir $BIG --no-follow --source audit --since $seek_since --format json"
+rot_seek="$FIRMA monitor --state-dir $ROT --no-follow --source audit --since $seek_since --format json"
+: >"$WORK/rot.ratios"; : >"$WORK/rotseek.ratios"
+for round in $(seq 1 "$ROUNDS"); do
+  if (( round % 2 )); then
+    bench 5 "$WORK/r.json" "$deny_firma" "$rot_deny"; o=0; t=1
+  else
+    bench 5 "$WORK/r.json" "$rot_deny" "$deny_firma"; o=1; t=0
+  fi
+  r=$(ratio "$(field "$WORK/r.json" $t mean)" "$(field "$WORK/r.json" $o mean)")
+  echo "$r" >>"$WORK/rot.ratios"
+  bench 15 "$WORK/s.json" "$one_seek" "$rot_seek"
+  s=$(ratio "$(field "$WORK/s.json" 1 mean)" "$(field "$WORK/s.json" 0 mean)")
+  echo "$s" >>"$WORK/rotseek.ratios"
+  echo "round $round: deny filter one file $(ms "$(field "$WORK/r.json" $o mean)"), 10 files $(ms "$(field "$WORK/r.json" $t mean)"): ${r}x; --since seek one file $(ms "$(field "$WORK/s.json" 0 mean)"), 10 files $(ms "$(field "$WORK/s.json" 1 mean)"): ${s}x"
+done
+echo "RESULT rotated/one file: deny filter median $(median <"$WORK/rot.ratios")x, --since seek median $(median <"$WORK/rotseek.ratios")x (target: about 1x)"

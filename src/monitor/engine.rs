@@ -502,6 +502,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::monitor::testing::RawOut;
 
     struct Lines;
 
@@ -517,27 +518,6 @@ mod tests {
         }
         fn parse(&self, line: &[u8], offset: u64) -> Record {
             Record::new("lines", offset, Kind::Raw, line)
-        }
-    }
-
-    struct RawOut;
-
-    impl Formatter for RawOut {
-        fn name(&self) -> &'static str {
-            "raw"
-        }
-        fn about(&self) -> &'static str {
-            "test"
-        }
-        fn write(
-            &self,
-            record: &Record,
-            _source: &dyn Source,
-            _ctx: &FormatContext,
-            out: &mut Vec<u8>,
-        ) {
-            out.extend_from_slice(&record.raw);
-            out.push(b'\n');
         }
     }
 
@@ -734,6 +714,7 @@ mod rotation_tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::monitor::testing::RawOut;
 
     const KEEP: usize = 20;
 
@@ -760,21 +741,6 @@ mod rotation_tests {
         }
         fn parse(&self, line: &[u8], offset: u64) -> Record {
             Record::new("rotating", offset, Kind::Raw, line)
-        }
-    }
-
-    struct RawOut;
-
-    impl Formatter for RawOut {
-        fn name(&self) -> &'static str {
-            "raw"
-        }
-        fn about(&self) -> &'static str {
-            "test"
-        }
-        fn write(&self, r: &Record, _: &dyn Source, _: &FormatContext, out: &mut Vec<u8>) {
-            out.extend_from_slice(&r.raw);
-            out.push(b'\n');
         }
     }
 

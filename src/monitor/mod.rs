@@ -16,6 +16,8 @@ pub mod since;
 pub mod start;
 pub mod summary;
 pub mod tailer;
+#[cfg(test)]
+mod testing;
 pub mod text;
 
 pub use engine::{Notice, Plan, run};

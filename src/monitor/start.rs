@@ -217,9 +217,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::monitor::{
-        FieldEquals, Filters, FormatContext, Formatter, Kind, Plan, Record, Since,
-    };
+    use crate::monitor::testing::RawOut;
+    use crate::monitor::{FieldEquals, Filters, Kind, Plan, Record, Since};
 
     /// `<seconds> <tag> <padding>` lines (`-` for no time) in `t.log.2`, `t.log.1`, `t.log`.
     struct Tagged;
@@ -260,21 +259,6 @@ mod tests {
         }
         fn time_ordered(&self) -> bool {
             true
-        }
-    }
-
-    struct RawOut;
-
-    impl Formatter for RawOut {
-        fn name(&self) -> &'static str {
-            "raw"
-        }
-        fn about(&self) -> &'static str {
-            "test"
-        }
-        fn write(&self, r: &Record, _: &dyn Source, _: &FormatContext, out: &mut Vec<u8>) {
-            out.extend_from_slice(&r.raw);
-            out.push(b'\n');
         }
     }
 
