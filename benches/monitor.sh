@@ -14,7 +14,8 @@
 # Every command's output goes through a pipe (hyperfine --output=pipe): GNU grep stops at the
 # first match when it sees stdout is /dev/null, which would make it no baseline at all.
 # Needs jq, hyperfine and GNU time. RECORDS (default 1000000, ~0.6 GB), DENY_PERCENT (10),
-# SAMPLES (500), ROUNDS (3). The generated files live in a temp dir that is removed at the end.
+# SAMPLES (500), ROUNDS (3), SECTIONS ("1 2 3 4": which comparisons to run). The generated files
+# live in a temp dir that is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ RECORDS=${RECORDS:-1000000}
 DENY_PERCENT=${DENY_PERCENT:-10}
 SAMPLES=${SAMPLES:-500}
 ROUNDS=${ROUNDS:-3}
+SECTIONS=${SECTIONS:-1 2 3 4}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 WORK=$(mktemp -d /tmp/firma-monitor-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -32,10 +35,12 @@ BIG=$WORK/big
 SMALL=$WORK/small
 mkdir -p "$BIG" "$SMALL" "$WORK/follow"
 
-echo "== generating $RECORDS records ($DENY_PERCENT% deny) and $((RECORDS / 10))"
-"$HELPER" gen "$BIG/audit.jsonl" "$RECORDS" "$DENY_PERCENT"
-"$HELPER" gen "$SMALL/audit.jsonl" "$((RECORDS / 10))" "$DENY_PERCENT"
-ls -l "$BIG/audit.jsonl" "$SMALL/audit.jsonl"
+if want 1 || want 2 || want 4; then
+  echo "== generating $RECORDS records ($DENY_PERCENT% deny) and $((RECORDS / 10))"
+  "$HELPER" gen "$BIG/audit.jsonl" "$RECORDS" "$DENY_PERCENT"
+  "$HELPER" gen "$SMALL/audit.jsonl" "$((RECORDS / 10))" "$DENY_PERCENT"
+  ls -l "$BIG/audit.jsonl" "$SMALL/audit.jsonl"
+fi
 
 # hyperfine <runs> <json> <command>...: every output through a pipe.
 bench() {
@@ -50,10 +55,14 @@ cpu() { jq -r "(.results[$2].user + .results[$2].system)" "$1"; }
 ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+# Windows relative to each log's last record (the logs end when they were generated, not now).
+last_ts() { tail -n 1 "$1/audit.jsonl" | jq -r .ts; }
+before() { date -u -d "$1 - $2" +%Y-%m-%dT%H:%M:%S.%NZ; }
+deny_firma="$FIRMA monitor --state-dir $BIG --no-follow --source audit --decision deny --format json"
 
+if want 1; then
 echo
 echo "== 1. deny filter, --format json: firma monitor vs grep -F and jq ($ROUNDS rounds)"
-deny_firma="$FIRMA monitor --state-dir $BIG --no-follow --source audit --decision deny --format json"
 deny_grep="grep -F \"decision\\\":\\\"deny\" $BIG/audit.jsonl"
 deny_jq="jq -c 'select(.decision==\"deny\")' $BIG/audit.jsonl"
 firma_count=$($deny_firma | wc -l)
@@ -87,12 +96,12 @@ for dir in "$SMALL" "$BIG"; do
   echo "RESULT peak-rss $(stat -c %s "$dir/audit.jsonl") bytes of log: $((rss / 1024)) MiB (target <= 64 MiB, flat)"
 done
 
+fi
+
+if want 2; then
 echo
 echo "== 2. --since on a 10x bigger file (baseline: reading the whole big file)"
-# Windows relative to each log's last record (the logs end when they were generated, not now):
 # "end" holds no record (the seek alone), "1m" 6,000 records, "15m" 90,000.
-last_ts() { tail -n 1 "$1/audit.jsonl" | jq -r .ts; }
-before() { date -u -d "$1 - $2" +%Y-%m-%dT%H:%M:%S.%NZ; }
 # A registered action class the generated log never holds: a full read that outputs nothing.
 full_read="$FIRMA monitor --state-dir $BIG --no-follow --source audit --action-class system.install --format json"
 for window in end 1m 15m; do
@@ -110,21 +119,35 @@ for window in end 1m 15m; do
 done
 echo "(target: --since on the big file <= 10 ms)"
 
+fi
+
+if want 3; then
 echo
 echo "== 3. follow latency, append -> stdout ($SAMPLES appends a round, $ROUNDS rounds)"
-: >"$WORK/follow.ratios"
+: >"$WORK/follow.ratios"; : >"$WORK/follow50.ratios"
+firma_follow() {
+  "$HELPER" latency "$WORK/follow/audit.jsonl" "$SAMPLES" -- \
+    "$FIRMA" monitor --state-dir "$WORK/follow" --source audit --format json -n 0
+}
+tail_follow() { "$HELPER" latency "$WORK/follow/audit.jsonl" "$SAMPLES" -- tail -n0 -F "$WORK/follow/audit.jsonl"; }
 for round in $(seq 1 "$ROUNDS"); do
   : >"$WORK/follow/audit.jsonl"
-  firma_lat=$("$HELPER" latency "$WORK/follow/audit.jsonl" "$SAMPLES" -- \
-    "$FIRMA" monitor --state-dir "$WORK/follow" --source audit --format json -n 0)
-  tail_lat=$("$HELPER" latency "$WORK/follow/audit.jsonl" "$SAMPLES" -- \
-    tail -n0 -F "$WORK/follow/audit.jsonl")
+  # Alternate which follower runs first.
+  if (( round % 2 )); then
+    firma_lat=$(firma_follow); tail_lat=$(tail_follow)
+  else
+    tail_lat=$(tail_follow); firma_lat=$(firma_follow)
+  fi
   r=$(ratio "$(jq -r .p99_us <<<"$firma_lat")" "$(jq -r .p99_us <<<"$tail_lat")")
-  echo "$r" >>"$WORK/follow.ratios"
-  echo "round $round: firma $firma_lat, tail -F $tail_lat: p99 firma/tail ${r}x"
+  r50=$(ratio "$(jq -r .p50_us <<<"$firma_lat")" "$(jq -r .p50_us <<<"$tail_lat")")
+  echo "$r" >>"$WORK/follow.ratios"; echo "$r50" >>"$WORK/follow50.ratios"
+  echo "round $round: firma $firma_lat, tail -F $tail_lat: p99 firma/tail ${r}x, p50 ${r50}x"
 done
-echo "RESULT follow p99: median firma/tail -F $(median <"$WORK/follow.ratios")x (target <= 2x)"
+echo "RESULT follow p99: median firma/tail -F $(median <"$WORK/follow.ratios")x (target <= 2x); p50 median $(median <"$WORK/follow50.ratios")x"
 
+fi
+
+if want 4; then
 echo
 echo "== 4. the same log rotated into 10 files vs one file ($ROUNDS rounds)"
 ROT=$WORK/rotated
@@ -134,7 +157,7 @@ split -n l/10 -d -a 1 "$BIG/audit.jsonl" "$ROT/part."
 for k in $(seq 0 8); do mv "$ROT/part.$k" "$ROT/audit.jsonl.$((9 - k))"; done
 mv "$ROT/part.9" "$ROT/audit.jsonl"
 rot_deny="$FIRMA monitor --state-dir $ROT --no-follow --source audit --decision deny --format json"
-[[ "$($rot_deny | wc -l)" == "$firma_count" ]] || { echo "MISMATCH on the rotated log"; exit 1; }
+[[ "$($rot_deny | wc -l)" == "$($deny_firma | wc -l)" ]] || { echo "MISMATCH on the rotated log"; exit 1; }
 seek_since=$(before "$(last_ts "$BIG")" "-1 second")
 one_seek="$FIRMA monitor --state-dir $BIG --no-follow --source audit --since $seek_since --format json"
 rot_seek="$FIRMA monitor --state-dir $ROT --no-follow --source audit --since $seek_since --format json"
@@ -153,3 +176,4 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: deny filter one file $(ms "$(field "$WORK/r.json" $o mean)"), 10 files $(ms "$(field "$WORK/r.json" $t mean)"): ${r}x; --since seek one file $(ms "$(field "$WORK/s.json" 0 mean)"), 10 files $(ms "$(field "$WORK/s.json" 1 mean)"): ${s}x"
 done
 echo "RESULT rotated/one file: deny filter median $(median <"$WORK/rot.ratios")x, --since seek median $(median <"$WORK/rotseek.ratios")x (target: about 1x)"
+fi

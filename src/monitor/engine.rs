@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,6 +15,7 @@ use super::plugin::{FormatContext, Formatter, Source};
 use super::record::{Kind, Record};
 use super::start;
 use super::tailer::{Change, Tail};
+use super::watch::DirWatch;
 use crate::state_dir::StateDir;
 
 /// How often files are checked when no watcher is possible.
@@ -184,14 +184,13 @@ fn follow(
     out: &mut Output<'_, '_>,
     notice: &mut dyn FnMut(Notice),
 ) -> io::Result<()> {
-    let (tx, rx) = mpsc::channel::<()>();
     // The state dir and every other directory a source's files live in (the audit log may be
     // placed elsewhere, `[sidecar.audit] dir`): a watch on the state dir alone would see its
     // appends only at the backstop.
     let dirs = watched_dirs(plan, lanes);
     // None: not set up yet; Some(None): polling; Some(Some(w)): watching `dirs` as they were
     // (`watched_ids`).
-    let mut watcher: Option<Option<notify::RecommendedWatcher>> = None;
+    let mut watcher: Option<Option<DirWatch>> = None;
     let mut watched_ids = Vec::new();
     let mut announced_dir = false;
     loop {
@@ -209,7 +208,7 @@ fn follow(
                     .map(|(dir, _)| dir.as_path())
                     .collect();
                 let watched = if plan.watch {
-                    watch(&existing, tx.clone())
+                    DirWatch::new(&existing)
                 } else {
                     Err("watching is turned off".to_string())
                 };
@@ -234,14 +233,13 @@ fn follow(
         for lane in lanes.iter_mut() {
             lane.poll(out, notice)?;
         }
-        let wait = match &watcher {
-            Some(Some(_)) => BACKSTOP_INTERVAL,
-            _ => POLL_INTERVAL,
-        };
-        match rx.recv_timeout(wait) {
-            Ok(()) => while rx.try_recv().is_ok() {},
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => watcher = Some(None),
+        match &mut watcher {
+            Some(Some(watch)) => {
+                if !watch.wait(BACKSTOP_INTERVAL) {
+                    watcher = Some(None);
+                }
+            }
+            _ => std::thread::sleep(POLL_INTERVAL),
         }
     }
 }
@@ -264,21 +262,6 @@ fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
         .ok()
         .filter(|m| m.is_dir())
         .map(|m| (m.dev(), m.ino()))
-}
-
-/// Watch the directories themselves, so creation and renames of their files are seen too.
-fn watch(dirs: &[&Path], tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher, String> {
-    use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = tx.send(());
-    })
-    .map_err(|err| err.to_string())?;
-    for dir in dirs {
-        watcher
-            .watch(dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|err| format!("{}: {err}", dir.display()))?;
-    }
-    Ok(watcher)
 }
 
 /// Records written in large writes of whole lines (one-shot runs), or each on its own, flushed

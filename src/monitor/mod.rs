@@ -19,6 +19,7 @@ pub mod tailer;
 #[cfg(test)]
 mod testing;
 pub mod text;
+pub mod watch;
 
 pub use engine::{Notice, Plan, run};
 pub use filter::{FieldEquals, Filters, Level, LevelAtLeast, Predicate, Since};
