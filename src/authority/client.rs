@@ -126,6 +126,22 @@ impl Target {
         }
     }
 
+    /// The Authority replicas a Sidecar watches, in order of preference: `url` (what `firma
+    /// sidecar start` passes with `--authority-url`) alone, else `[sidecar.authority] urls`,
+    /// else `[sidecar.authority] url`.
+    pub fn for_sidecar_replicas(loaded: &LoadedConfig, url: Option<String>) -> Vec<Self> {
+        let urls = &loaded.config.sidecar.authority.urls;
+        if url.is_some() || urls.is_empty() {
+            return vec![Self::for_sidecar(loaded, url)];
+        }
+        urls.iter()
+            .map(|url| Self {
+                url: url.clone(),
+                ..Self::for_sidecar(loaded, None)
+            })
+            .collect()
+    }
+
     /// The configured (not yet connected) endpoint; checks scheme, loopback rule, CA and identity.
     pub fn endpoint(&self) -> Result<Endpoint, Hinted> {
         endpoint(
@@ -134,6 +150,27 @@ impl Target {
             self.identity.as_ref(),
             self.allow_insecure,
         )
+    }
+
+    /// The endpoint of one address `addr` that the URL's host name resolved to: dialled at the
+    /// address, verified (TLS) and addressed (`:authority`) by the name.
+    pub fn endpoint_at(&self, addr: SocketAddr) -> Result<Endpoint, Hinted> {
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|_| Hinted::new(format!("{:?} is not a URL", self.url)))?;
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let host = uri.host().unwrap_or_default().to_string();
+        let dialled = format!("{scheme}://{addr}");
+        let mut endpoint = build_endpoint(
+            &dialled,
+            self.ca_cert.as_deref(),
+            self.identity.as_ref(),
+            self.allow_insecure,
+            Some(&host),
+        )?;
+        endpoint = endpoint.origin(uri);
+        Ok(endpoint)
     }
 
     /// Connect now; the error names the address and where it came from.
@@ -229,7 +266,10 @@ impl Target {
     ) -> Result<Option<(DateTime<Utc>, String)>, Hinted> {
         let mut client = self.connect().await?;
         let mut stream = client
-            .watch_revocations(WatchRevocationsRequest { since: None })
+            .watch_revocations(WatchRevocationsRequest {
+                since: None,
+                ..Default::default()
+            })
             .await
             .map_err(|status| self.rpc_error(&status))?
             .into_inner();
@@ -372,6 +412,17 @@ pub fn endpoint(
     identity: Option<&ClientIdentity>,
     allow_insecure: bool,
 ) -> Result<Endpoint, Hinted> {
+    build_endpoint(url, ca_cert, identity, allow_insecure, None)
+}
+
+/// [`endpoint`], verifying a TLS server as `tls_name` (default: the URL's host).
+fn build_endpoint(
+    url: &str,
+    ca_cert: Option<&Path>,
+    identity: Option<&ClientIdentity>,
+    allow_insecure: bool,
+    tls_name: Option<&str>,
+) -> Result<Endpoint, Hinted> {
     if let Some(path) = url.strip_prefix(UNIX_SCHEME) {
         super::socket::check(Path::new(path))?;
         return Ok(Endpoint::from_shared(url.to_string())
@@ -420,7 +471,12 @@ pub fn endpoint(
                     "CA certificate",
                     "fix [sidecar.authority] ca_cert in firma.toml",
                 )?))
-                .domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+                .domain_name(
+                    tls_name
+                        .unwrap_or(&host)
+                        .trim_start_matches('[')
+                        .trim_end_matches(']'),
+                );
             if let Some(identity) = identity {
                 let hint = "fix client_cert / client_key in firma.toml (`firma authority cert issue` makes a pair)";
                 tls = tls.identity(Identity::from_pem(

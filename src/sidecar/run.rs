@@ -23,7 +23,6 @@ use super::proxy::Proxy;
 use super::state::AuthorityState;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
-use crate::authority::client::Target;
 use crate::authority::signed::Pinned;
 use crate::authority::token::TrustedIssuer;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
@@ -103,22 +102,11 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
     let tls = upstream::tls_config()?;
 
-    let target = Target::for_sidecar(&loaded, options.authority_url.clone());
-    let url = target.url.clone();
-    let channel = authority_link::channel(&target)?;
+    let link = authority_link::Link::new(&loaded, options.authority_url.clone()).await?;
+    let url = link.replicas.names();
     let authority = Arc::new(AuthorityState::default());
-    authority_link::spawn(
-        channel.clone(),
-        url.clone(),
-        authority.clone(),
-        Pinned::new(authority_key),
-    );
-    let witness = authority_link::CheckpointReporter::spawn(
-        channel,
-        url.clone(),
-        state.audit_checkpoint(),
-        crate::authority::witness::sidecar_id(&loaded)?,
-    );
+    link.spawn(authority.clone(), Pinned::new(authority_key));
+    let witness = link.reporter(state.audit_checkpoint());
 
     let mut signals = Signals::install(Sig::TERMINATE)?;
 
