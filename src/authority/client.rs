@@ -13,13 +13,14 @@ use chrono::{DateTime, Utc};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::signed::{Pinned, SnapshotDigest};
+use super::store::fleet::{FleetReport, Sighting};
 use crate::config::LoadedConfig;
 use crate::config::schema::{AuthorityConfig, AuthorityMode};
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
 use crate::proto::{
-    GetWitnessedCheckpointRequest, IssueCapabilityRequest, RevokeRequest, WatchRevocationsRequest,
-    WitnessedCheckpoint,
+    GetWitnessedCheckpointRequest, IssueCapabilityRequest, ListSidecarsRequest, PublishRequest,
+    PublishResponse, RevokeRequest, WatchRevocationsRequest, WitnessedCheckpoint,
 };
 use crate::state_dir::StateDir;
 
@@ -257,6 +258,67 @@ impl Target {
         })
     }
 
+    /// Publish policy bundles (etcd store): every replica serves them. `runtime` and `issuance`
+    /// were loaded and validated locally, so mistakes are named by file before anything is sent.
+    pub async fn publish(
+        &self,
+        runtime: &super::policy::PolicyBundle,
+        issuance: &super::policy::PolicyBundle,
+    ) -> Result<PublishResponse, Hinted> {
+        let names = |files: &[PathBuf]| {
+            files
+                .iter()
+                .map(|f| {
+                    f.file_name()
+                        .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into())
+                })
+                .collect()
+        };
+        let mut client = self.connect().await?;
+        Ok(client
+            .publish(PublishRequest {
+                runtime_policies: runtime.policies.clone(),
+                issuance_policies: issuance.policies.clone(),
+                schema: runtime.schema_text.clone(),
+                runtime_files: names(&runtime.files),
+                issuance_files: names(&issuance.files),
+            })
+            .await
+            .map_err(|status| self.rpc_error(&status))?
+            .into_inner())
+    }
+
+    /// The Sidecars the Authority (with etcd: the fleet) has seen.
+    pub async fn fleet(&self) -> Result<FleetReport, Hinted> {
+        let mut client = self.connect().await?;
+        let response = client
+            .list_sidecars(ListSidecarsRequest {})
+            .await
+            .map_err(|status| self.rpc_error(&status))?
+            .into_inner();
+        let time = |ts: Option<prost_types::Timestamp>| ts.as_ref().and_then(from_timestamp);
+        Ok(FleetReport {
+            replica: response.replica,
+            backend: response.backend,
+            sidecars: response
+                .sidecars
+                .into_iter()
+                .map(|s| Sighting {
+                    sidecar_id: s.sidecar_id,
+                    host: s.host,
+                    address: s.address,
+                    replica: s.replica,
+                    bundle_revision: s.bundle_revision,
+                    bundle_version: s.bundle_version,
+                    checkpoint_seq: s.checkpoint_seq,
+                    checkpoint_at: time(s.checkpoint_at),
+                    last_seen: time(s.last_seen).unwrap_or_default(),
+                    connected: s.connected,
+                })
+                .collect(),
+        })
+    }
+
     /// Whether `token_id` is revoked, from the Authority's revocation snapshot (verified with
     /// the pinned key): `Some((revoked_at, reason))` or `None`.
     pub async fn revocation_of(
@@ -327,12 +389,27 @@ impl Target {
                 status.message()
             ))
             .hint("see `firma token issue --help` for the accepted values"),
+            tonic::Code::Unavailable if status.message().contains("etcd") => Hinted::new(format!(
+                "the Authority at {} refused: {}",
+                self.url,
+                status.message()
+            ))
+            .hint(
+                "its etcd store has no quorum or cannot be reached: bring a majority of the \
+                     etcd members back (docs/fleet.md#failure-modes); nothing was changed",
+            ),
             tonic::Code::Unavailable => Hinted::new(format!(
                 "the Authority at {} is unavailable: {}",
                 self.url,
                 status.message()
             ))
             .hint("check that it is running (`firma sidecar status`)"),
+            tonic::Code::FailedPrecondition | tonic::Code::Aborted => Hinted::new(format!(
+                "the Authority at {} refused: {}",
+                self.url,
+                status.message()
+            ))
+            .hint("see docs/fleet.md"),
             _ => Hinted::new(format!(
                 "the Authority at {} failed: {} ({:?})",
                 self.url,

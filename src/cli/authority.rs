@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 
 use super::{CommandResult, Outcome, output};
 use crate::authority::certs::{self, CertRole, LeafRequest};
+use crate::authority::policy;
 use crate::authority::run::{RunOptions, run as run_authority};
+use crate::authority::store::short;
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
 
@@ -39,6 +41,31 @@ pub enum AuthorityCommand {
     /// Certificates for mutual TLS: a CA, and the operator, sidecar and server certificates it signs.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Publish this project's policies to every replica (etcd store; docs/fleet.md).
+    #[command(after_help = PUBLISH_HELP)]
+    Publish(PublishArgs),
+}
+
+const PUBLISH_HELP: &str = "\
+Examples:
+  firma authority publish
+  firma authority publish --json
+
+Loads policies/ and issuance-policies/ as the Authority does (a policy that does not parse or
+validate is named by file:line:column and nothing is sent), then asks the running Authority (the
+operator socket, or [authority] url with the operator certificate) to store them in etcd: every
+replica puts them in force and streams the runtime bundle to its Sidecars, under a new store
+revision. Unchanged content writes nothing. With the files store the Authority reloads the
+files itself and refuses to publish. See docs/fleet.md.";
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Print the revision and versions as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// State directory holding the operator socket (env: FIRMA_STATE_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 const CERT_EXAMPLES: &str = "\
@@ -102,6 +129,7 @@ pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     match args.command {
         Some(AuthorityCommand::Cert(CertCommand::Init(init))) => cert_init(init, config),
         Some(AuthorityCommand::Cert(CertCommand::Issue(issue))) => cert_issue(issue, config),
+        Some(AuthorityCommand::Publish(publish_args)) => publish(publish_args, config),
         None => {
             super::logging::init_daemon_logging();
             run_authority(RunOptions {
@@ -111,6 +139,56 @@ pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
             Ok(Outcome::Success)
         }
     }
+}
+
+#[derive(serde::Serialize)]
+struct PublishedJson {
+    revision: u64,
+    runtime_version: String,
+    issuance_version: String,
+    changed: bool,
+}
+
+fn publish(args: PublishArgs, config: Option<PathBuf>) -> CommandResult {
+    let loaded = Discovery::new(config).load()?;
+    let authority = &loaded.config.authority;
+    let runtime = policy::load_dir(&authority.policies, &authority.policies)?;
+    let issuance = policy::load_dir(&authority.issuance_policies, &authority.policies)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
+    let response = tokio.block_on(async {
+        let target = super::token::locate(args.state_dir.as_deref(), Some(&loaded))?;
+        target.publish(&runtime, &issuance).await
+    })?;
+    if args.json {
+        let json = PublishedJson {
+            revision: response.revision,
+            runtime_version: response.runtime_version,
+            issuance_version: response.issuance_version,
+            changed: response.changed,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).expect("plain struct")
+        );
+    } else if response.changed {
+        output::ok(format!(
+            "published revision {}: runtime policies {} ({} files), issuance policies {} ({} files)",
+            response.revision,
+            short(&response.runtime_version),
+            runtime.files.len(),
+            short(&response.issuance_version),
+            issuance.files.len()
+        ));
+    } else {
+        output::ok(format!(
+            "nothing to publish: revision {} already holds these policies",
+            response.revision
+        ));
+    }
+    Ok(Outcome::Success)
 }
 
 fn cert_init(args: CertInitArgs, config: Option<PathBuf>) -> CommandResult {

@@ -14,6 +14,7 @@ pub mod completions;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod fleet;
 pub mod init;
 pub mod logging;
 pub mod monitor;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Issue and revoke capability tokens through the running Authority.
     Token(token::TokenArgs),
 
+    /// The fleet: the Sidecars an Authority replica (with etcd: every replica) has seen.
+    Fleet(fleet::FleetArgs),
+
     /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
     Run(run::RunArgs),
 
@@ -123,6 +127,7 @@ pub fn run() -> ExitCode {
         Command::Monitor(args) => monitor::run(args, cli.config),
         Command::Audit(args) => audit::run(args, cli.config),
         Command::Token(args) => token::run(args, cli.config),
+        Command::Fleet(args) => fleet::run(args, cli.config),
         Command::Doctor(args) => doctor::run(args, cli.config),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::completions(args),

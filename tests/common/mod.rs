@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod authority;
+pub mod etcd;
 pub mod http;
 
 use std::path::{Path, PathBuf};

@@ -38,6 +38,15 @@ impl Sighting {
     }
 }
 
+/// What `firma fleet status` shows: the replica that answered and the Sidecars it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetReport {
+    pub replica: String,
+    /// `files` or `etcd`.
+    pub backend: String,
+    pub sidecars: Vec<Sighting>,
+}
+
 /// This machine's host name (for sightings and replica names); empty when unknown.
 pub fn this_host() -> String {
     nix::unistd::gethostname()

@@ -61,6 +61,9 @@ fn applied(inner: &Inner, revision: i64) {
 fn apply_put(inner: &Inner, kv: KeyValue) {
     match inner.keys.kind(&kv.key) {
         Kind::Bundle => {
+            inner
+                .bundle_key_revision
+                .fetch_max(kv.mod_revision, std::sync::atomic::Ordering::Relaxed);
             let known = inner.policies.runtime().revision;
             if u64::try_from(kv.mod_revision).unwrap_or(0) <= known {
                 return;

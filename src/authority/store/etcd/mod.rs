@@ -18,6 +18,7 @@ pub mod records;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ pub(crate) struct Inner {
     fleet: Arc<FleetView>,
     /// The store revision the follower has applied.
     applied: watch::Sender<u64>,
+    /// The mod revision of the bundle key as last seen, also when its value was refused (a
+    /// publication replaces whatever is there, the compare-and-swap is against this).
+    bundle_key_revision: AtomicI64,
     health: watch::Sender<bool>,
     /// Why the last probe failed.
     trouble: Mutex<String>,
@@ -133,6 +137,7 @@ impl EtcdState {
             checkpoints: Mutex::new(HashMap::new()),
             fleet: FleetView::new(&settings.replica),
             applied: watch::Sender::new(0),
+            bundle_key_revision: AtomicI64::new(stored.mod_revision),
             health: watch::Sender::new(true),
             trouble: Mutex::new(String::new()),
         });
@@ -546,7 +551,12 @@ impl SharedState for EtcdState {
             self.inner.policies.runtime(),
             self.inner.policies.issuance(),
         );
-        if runtime.version == current.version && issuance.version == current_issuance.version {
+        let key_revision = self.inner.bundle_key_revision.load(Ordering::Relaxed);
+        let in_force = u64::try_from(key_revision).is_ok_and(|r| r == current.revision);
+        if in_force
+            && runtime.version == current.version
+            && issuance.version == current_issuance.version
+        {
             return Ok(Published {
                 revision: current.revision,
                 runtime_version: runtime.version.clone(),
@@ -562,14 +572,13 @@ impl SharedState for EtcdState {
             .put_if(
                 "the publication",
                 &self.inner.keys.bundle(),
-                i64::try_from(current.revision).unwrap_or(0),
+                key_revision,
                 value,
             )
             .await?;
         if !txn.succeeded {
             return Err(StoreError::Conflict(format!(
-                "another publication replaced revision {} meanwhile; publish again",
-                current.revision
+                "another publication replaced revision {key_revision} meanwhile; publish again"
             )));
         }
         let revision = txn
