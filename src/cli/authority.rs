@@ -1,5 +1,6 @@
 //! `firma authority`: run the Authority (gRPC) in the foreground; `firma authority cert` mints
-//! the certificates of a deployment over the network.
+//! the certificates of a deployment over the network; `firma authority publish` puts the
+//! project's policies in force on every replica (etcd store).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -19,8 +20,10 @@ Serves firma.v1.Authority, the standard grpc.health.v1.Health service and gRPC s
 on [authority].listen (port 0 picks a free port; the bound address is logged as `ready` with field
 `addr`) for sidecars, and the operator socket <state_dir>/authority.sock (mint, revoke) for its
 own user. With tls_cert, tls_key and client_ca, callers on the port are authenticated by their
-client certificate (`firma authority cert`). Edits of policies/ and issuance-policies/ are
-hot-reloaded; revocations live in $XDG_DATA_HOME/firma/revocations.txt. SIGTERM or SIGINT stops
+client certificate (`firma authority cert`). With the files store (default) edits of policies/
+and issuance-policies/ are hot-reloaded and revocations live in
+$XDG_DATA_HOME/firma/revocations.txt; with [authority.store] backend = "etcd" several replicas
+share them in etcd and policies are published with `firma authority publish` (docs/fleet.md). SIGTERM or SIGINT stops
 it within a second, open streams included. Logs are JSON lines when stderr is not a
 terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
 
