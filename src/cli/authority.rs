@@ -22,7 +22,7 @@ on [authority].listen (port 0 picks a free port; the bound address is logged as 
 own user. With tls_cert, tls_key and client_ca, callers on the port are authenticated by their
 client certificate (`firma authority cert`). With the files store (default) edits of policies/
 and issuance-policies/ are hot-reloaded and revocations live in
-$XDG_DATA_HOME/firma/revocations.txt; with [authority.store] backend = "etcd" several replicas
+$XDG_DATA_HOME/firma/revocations.txt; with [authority.store] backend = \"etcd\" several replicas
 share them in etcd and policies are published with `firma authority publish` (docs/fleet.md). SIGTERM or SIGINT stops
 it within a second, open streams included. Logs are JSON lines when stderr is not a
 terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
