@@ -11,7 +11,6 @@
 //! `cargo bench --bench fleet` (set `FIRMA_BENCH_QUICK=1` for a shorter run).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;
