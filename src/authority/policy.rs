@@ -170,13 +170,15 @@ pub fn load_dir(dir: &Path, schema_dir: &Path) -> Result<Arc<PolicyBundle>, Hint
     })?;
 
     finish(
-        policies.clone(),
-        policy_set,
-        schema_text,
-        schema,
-        schema_file,
-        files.clone(),
-        &schema_name,
+        Parsed {
+            policies: policies.clone(),
+            policy_set,
+            schema_text,
+            schema,
+            schema_file,
+            files: files.clone(),
+            schema_name: &schema_name,
+        },
         &fallback,
         &locate,
     )
@@ -214,31 +216,47 @@ pub fn from_text(
             .hint("fix the policy and publish again; the bundle in force stays")
     })?;
     finish(
-        policies.to_string(),
-        policy_set,
-        schema_text.to_string(),
-        schema,
-        None,
-        files,
-        &schema_name,
+        Parsed {
+            policies: policies.to_string(),
+            policy_set,
+            schema_text: schema_text.to_string(),
+            schema,
+            schema_file: None,
+            files,
+            schema_name: &schema_name,
+        },
         &fallback,
         &locate,
     )
 }
 
-/// Validate a parsed set against its schema, check `@id`s and compute the version.
-#[allow(clippy::too_many_arguments)]
-fn finish(
+/// Policies parsed from their text, with their schema, not yet validated.
+struct Parsed<'a> {
     policies: String,
     policy_set: PolicySet,
     schema_text: String,
     schema: Schema,
     schema_file: Option<PathBuf>,
     files: Vec<PathBuf>,
-    schema_name: &Path,
+    /// How the schema is named in messages.
+    schema_name: &'a Path,
+}
+
+/// Validate a parsed set against its schema, check `@id`s and compute the version.
+fn finish(
+    parsed: Parsed<'_>,
     fallback: &dyn Fn() -> FileLocation,
     locate: &dyn Fn(usize) -> FileLocation,
 ) -> Result<Arc<PolicyBundle>, Hinted> {
+    let Parsed {
+        policies,
+        policy_set,
+        schema_text,
+        schema,
+        schema_file,
+        files,
+        schema_name,
+    } = parsed;
     let result = Validator::new(schema.clone()).validate(&policy_set, ValidationMode::Strict);
     if let Some(err) = result.validation_errors().next() {
         let at = first_offset(err).map_or_else(fallback, locate);
@@ -360,6 +378,36 @@ mod tests {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn published_text_is_validated_like_files() {
+        let schema = action_classes::cedar_schema();
+        let dir = dir_with(&[("a.cedar", ALLOW)]);
+        let from_files = load_dir(dir.path(), dir.path()).unwrap();
+        let published = from_text(
+            "published runtime policies",
+            ALLOW,
+            &schema,
+            vec!["a.cedar".into()],
+        )
+        .unwrap();
+        assert_eq!(published.version, from_files.version);
+        assert_eq!(published.revision, 0);
+        let err = from_text(
+            "published runtime policies",
+            "permit (principal, action == Firma::Action::\"no.such.class\", resource);",
+            &schema,
+            vec![],
+        )
+        .unwrap_err();
+        assert!(
+            err.message().starts_with("published runtime policies:1:"),
+            "{}",
+            err.message()
+        );
+        assert!(from_text("x", "permit (", &schema, vec![]).is_err());
+        assert!(from_text("x", ALLOW, "namespace {", vec![]).is_err());
     }
 
     #[test]

@@ -466,17 +466,14 @@ impl SharedState for EtcdState {
                         .map(|((seq, head, _), _)| (*seq, head.clone()))
                 })?
             };
-            let Accepted::Ahead {
-                chain,
-                seq,
-                head,
-                record,
-            } = accepted
-            else {
-                let Accepted::Already(seq) = accepted else {
-                    unreachable!()
-                };
-                return Ok(seq);
+            let (chain, seq, head, record) = match accepted {
+                Accepted::Already(seq) => return Ok(seq),
+                Accepted::Ahead {
+                    chain,
+                    seq,
+                    head,
+                    record,
+                } => (chain, seq, head, record),
             };
             let known = self
                 .inner
