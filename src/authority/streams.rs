@@ -2,12 +2,15 @@
 //! Each runs in its own task, ends when the server shuts down (so graceful shutdown never waits
 //! on one), and carries the store revisions a Sidecar resumes from on another replica.
 //!
-//! - bundles: the bundle in force at once, every change, and a refresh every `ttl / 2` — but
-//!   only while the store answers ([`SharedState::health`]): a replica cut off from etcd makes
-//!   no claim that its bundle is still current, so its Sidecars' bundles age towards their
-//!   `max_bundle_age`. A Sidecar that already holds a newer revision gets nothing older.
+//! - bundles: the bundle in force at once, every change, and a refresh every `ttl / 2`. A
+//!   Sidecar that already holds a newer revision gets nothing older.
 //! - revocations: the replay after the caller's position, a signed snapshot marker naming the
 //!   revision it covers, then live revocations — none at or before the caller's position.
+//!
+//! Both streams live only while the store answers ([`SharedState::health`]): a replica cut off
+//! from etcd ends them with `UNAVAILABLE` (and refuses new ones), so its Sidecars move to a
+//! replica that can see the store — and when none can, nobody refreshes their bundles, which
+//! age towards their `max_bundle_age` and then fail closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,21 @@ use super::store::{Position, SharedState, Snapshot};
 use crate::proto::{self, RevocationEvent};
 
 type Item<T> = Result<T, tonic::Status>;
+
+/// Why a replica cut off from its store ends its streams.
+fn store_gone() -> tonic::Status {
+    tonic::Status::unavailable(
+        "this replica's store (etcd) does not answer: use another replica; bundles and \
+         revocations from here could be out of date",
+    )
+}
+
+/// Wait until the store stops answering (never for a store that always does).
+async fn store_lost(health: &mut watch::Receiver<bool>) {
+    if health.wait_for(|healthy| !*healthy).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
 
 /// Send one stream item unless the server is shutting down (a client that stopped reading must
 /// not hold shutdown up). `false`: end the stream.
@@ -90,10 +108,13 @@ impl BundleStream {
         let period = Duration::from_millis(u64::from(self.ttl_seconds) * 500);
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lost = false;
+        if !*health.borrow_and_update() {
+            let _ = deliver(&tx, Err(store_gone()), &mut self.shutdown).await;
+            return;
+        }
         let current = bundles.borrow_and_update().clone();
-        // Nothing unconfirmed: a replica cut off from the store sends its first bundle later.
-        let first = (current.version != self.known_version && *health.borrow_and_update())
-            .then_some(current);
+        let first = (current.version != self.known_version).then_some(current);
         if let Some(bundle) = first
             && !self.send(&tx, &bundle).await
         {
@@ -110,25 +131,19 @@ impl BundleStream {
                     refresh.reset();
                     bundles.borrow_and_update().clone()
                 }
-                changed = health.changed() => {
-                    if changed.is_err() || !*health.borrow_and_update() {
-                        continue;
-                    }
-                    // The store answers again: confirm the bundle at once.
-                    refresh.reset();
-                    bundles.borrow().clone()
+                () = store_lost(&mut health) => {
+                    tracing::info!(peer = %self.peer, "the store does not answer: sending the Sidecar to another replica");
+                    lost = true;
+                    break;
                 }
-                _ = refresh.tick() => {
-                    if !*health.borrow() {
-                        tracing::debug!(peer = %self.peer, "no bundle refresh: the store does not answer");
-                        continue;
-                    }
-                    bundles.borrow().clone()
-                }
+                _ = refresh.tick() => bundles.borrow().clone(),
             };
             if !self.send(&tx, &bundle).await {
                 break;
             }
+        }
+        if lost {
+            let _ = deliver(&tx, Err(store_gone()), &mut self.shutdown).await;
         }
         tracing::debug!(peer = %self.peer, "policy bundle watcher disconnected");
     }
@@ -169,6 +184,11 @@ pub struct RevocationStream {
 
 impl RevocationStream {
     pub async fn run(mut self, tx: mpsc::Sender<Item<RevocationEvent>>) {
+        let mut health = self.store.health();
+        if !*health.borrow_and_update() {
+            let _ = deliver(&tx, Err(store_gone()), &mut self.shutdown).await;
+            return;
+        }
         let Snapshot {
             replay,
             revision,
@@ -193,10 +213,15 @@ impl RevocationStream {
         }
         // The caller already has everything up to here (its position or the snapshot).
         let seen = revision.max(self.position.since_revision);
+        let mut lost = false;
         loop {
             let event = tokio::select! {
                 _ = self.shutdown.wait_for(|stop| *stop) => break,
                 _ = tx.closed() => break,
+                () = store_lost(&mut health) => {
+                    lost = true;
+                    break;
+                }
                 received = live.recv() => received,
             };
             let message = match event {
@@ -214,6 +239,9 @@ impl RevocationStream {
             if !deliver(&tx, message, &mut self.shutdown).await || failed {
                 break;
             }
+        }
+        if lost {
+            let _ = deliver(&tx, Err(store_gone()), &mut self.shutdown).await;
         }
         drop(self.attachment.take());
         tracing::debug!(peer = %self.peer, "revocation watcher disconnected");

@@ -135,8 +135,9 @@ pub trait SharedState: Send + Sync {
     /// stops minting under bundles that may be stale.
     fn writable(&self) -> Result<(), StoreError>;
 
-    /// `true` while the store answers: a replica refreshes its Sidecars' bundles only then, so a
-    /// replica cut off from etcd makes no claim that its bundle is still the one in force.
+    /// `true` while the store answers: a replica serves Sidecars only then (their streams end
+    /// when it turns `false`), so a replica cut off from etcd makes no claim that its bundle is
+    /// still the one in force and its Sidecars move to one that can see the store.
     fn health(&self) -> tokio::sync::watch::Receiver<bool>;
 
     /// Revoke (durably) and return whether it was new and the entry in force.

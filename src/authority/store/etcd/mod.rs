@@ -8,8 +8,9 @@
 //! one replica to another resumes where it was.
 //!
 //! Health: a quorum read every [`PROBE_EVERY`]; while it fails the replica refuses to mint and
-//! revoke and sends no bundle refreshes (so its Sidecars' bundles age and they fail closed at
-//! their `max_bundle_age`, rather than trusting a replica that cannot see the store).
+//! revoke and ends its Sidecars' streams (`UNAVAILABLE`), so they move to a replica that can see
+//! the store — and when none can, their bundles age and they fail closed at their
+//! `max_bundle_age`, rather than trusting a replica that cannot see the store.
 
 mod client;
 mod follow;
@@ -282,7 +283,7 @@ async fn probe(inner: Arc<Inner>) {
                 if !*inner.health.borrow() {
                     tracing::info!(
                         prefix = inner.keys.prefix(),
-                        "the etcd store answers again: minting, revoking and bundle refreshes resume"
+                        "the etcd store answers again: minting, revoking and serving Sidecars resume"
                     );
                 }
                 inner
@@ -293,7 +294,7 @@ async fn probe(inner: Arc<Inner>) {
                 if *inner.health.borrow() {
                     tracing::error!(
                         prefix = inner.keys.prefix(),
-                        "the etcd store does not answer: {err}; refusing to mint and revoke and sending no bundle refreshes until it does"
+                        "the etcd store does not answer: {err}; refusing to mint and revoke and ending the Sidecars' streams until it does"
                     );
                 }
                 *inner.trouble.lock().unwrap_or_else(|e| e.into_inner()) = err.to_string();
