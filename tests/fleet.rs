@@ -175,7 +175,8 @@ impl Replica {
     }
 }
 
-/// One Sidecar host: its own project (audit key), a sidecar certificate, the replicas in order.
+/// One Sidecar host: its own project (audit key, a rule for the test upstream on `port`), a
+/// sidecar certificate, the replicas in order.
 struct Sidecar {
     world: World,
     name: String,
@@ -183,9 +184,10 @@ struct Sidecar {
 }
 
 impl Sidecar {
-    fn new(operator: &Operator, name: &str, urls: &[String]) -> Self {
+    fn new(operator: &Operator, name: &str, urls: &[String], port: u16) -> Self {
         let world = World::new();
         world.init(&[]);
+        world.map_local_port(port);
         let project = world.project_dir();
         let (pki, op) = (operator.pki(), operator.world.project_dir());
         let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
@@ -333,9 +335,9 @@ fn replicas_on_etcd_serve_a_fleet_through_failures() {
     );
 
     // Three Sidecars spread over the two replicas: side-2 prefers replica 2.
-    let mut s1 = Sidecar::new(&operator, "side-1", &[r1.url(), r2.url()]);
-    let mut s2 = Sidecar::new(&operator, "side-2", &[r2.url(), r1.url()]);
-    let mut s3 = Sidecar::new(&operator, "side-3", &[r1.url(), r2.url()]);
+    let mut s1 = Sidecar::new(&operator, "side-1", &[r1.url(), r2.url()], port);
+    let mut s2 = Sidecar::new(&operator, "side-2", &[r2.url(), r1.url()], port);
+    let mut s3 = Sidecar::new(&operator, "side-3", &[r1.url(), r2.url()], port);
     for sidecar in [&mut s1, &mut s2, &mut s3] {
         sidecar.start();
     }
@@ -575,7 +577,7 @@ fn the_files_store_serves_the_same_fleet_where_it_applies() {
     r1.start(&operator);
     let mut sidecars: Vec<Sidecar> = ["side-1", "side-2", "side-3"]
         .iter()
-        .map(|name| Sidecar::new(&operator, name, &[r1.url()]))
+        .map(|name| Sidecar::new(&operator, name, &[r1.url()], port))
         .collect();
     for sidecar in &mut sidecars {
         sidecar.start();

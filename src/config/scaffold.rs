@@ -61,6 +61,8 @@ pub struct ScaffoldOptions {
     pub state: StateDir,
     pub data: DataDir,
     pub force: bool,
+    /// `[sidecar.audit] dir`: a persistent directory for the audit log (`None`: the state dir).
+    pub audit_dir: Option<PathBuf>,
 }
 
 /// What one file write did.
@@ -260,6 +262,9 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
     } else {
         None
     };
+    if let Some(dir) = &options.audit_dir {
+        ensure_private_dir(dir)?;
+    }
     let audit_log = options.state.audit_log();
     if audit_log.exists() {
         files.push((audit_log, FileOutcome::Kept));
@@ -369,6 +374,9 @@ fn render_config(options: &ScaffoldOptions, provider: &Provider) -> String {
          # \"always\", \"batched\" (group commit every fsync_interval) or \"never\".\n\
          fsync = \"batched\"\n\
          fsync_interval = \"50ms\"\n\
+         {audit_dir}\
+         # Rotation (rotate_size, default 256MiB; rotate_interval) and retention (keep,\n\
+         # max_total_size) are the Sidecar's own: never rotate audit.jsonl with logrotate.\n\
          \n\
          [sidecar.authority]\n\
          url = {url}\n\
@@ -377,6 +385,16 @@ fn render_config(options: &ScaffoldOptions, provider: &Provider) -> String {
         provider = toml_string(provider.name),
         sidecar_listen = options.sidecar_listen,
         url = toml_string(&sidecar_url),
+        audit_dir = match &options.audit_dir {
+            Some(dir) => format!(
+                "# Where the audit log lives: a persistent disk (the state dir is wiped at reboot).\n\
+                 dir = {}\n",
+                toml_string(&dir.display().to_string())
+            ),
+            None => "# dir = \"/var/lib/firma/audit\"  # the audit log on a persistent disk (default: the\n\
+                     # state dir, usually a tmpfs wiped at reboot)\n"
+                .to_string(),
+        },
     )
 }
 
@@ -399,10 +417,14 @@ fn render_mapping_rules(provider: &Provider) -> String {
     for host in provider.hosts.iter().chain(provider.host_globs) {
         out.push_str(&rule(host, "communication.external.send"));
     }
-    out.push_str("\n# Loopback services\n");
-    for host in ["localhost", "127.0.0.1", "::1"] {
-        out.push_str(&rule(host, "communication.internal.send"));
-    }
+    out.push_str(
+        "\n# Local services: the agent reaches none until you list them, one rule per service\n\
+         # with its port(s). firma's own listeners stay unreachable whatever these rules say.\n\
+         # [[rules]]\n\
+         # host = \"127.0.0.1\"\n\
+         # ports = [8080]\n\
+         # action_class = \"communication.internal.send\"\n",
+    );
     out
 }
 
@@ -466,6 +488,7 @@ mod tests {
             state: StateDir::new(dir.join("state")),
             data: DataDir::new(dir.join("data")),
             force: false,
+            audit_dir: None,
         }
     }
 
@@ -496,9 +519,10 @@ mod tests {
         for provider in providers::PROVIDERS {
             let text = render_mapping_rules(provider);
             let table = MappingTable::parse(&text, Path::new("m.toml")).expect("rules load");
-            assert!(table.classify("GET", "127.0.0.1", "/").is_some());
+            // No local service is reachable until the operator lists it.
+            assert!(table.classify("GET", "127.0.0.1", 80, "/").is_none());
             for host in provider.hosts {
-                let rule = table.classify("POST", host, "/v1/x").unwrap();
+                let rule = table.classify("POST", host, 443, "/v1/x").unwrap();
                 assert_eq!(rule.action_class, "communication.external.send");
             }
         }

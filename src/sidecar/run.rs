@@ -14,13 +14,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::adapters::{AppenderThread, AuthorityTokens};
+use super::audit_appender::AppenderThread;
 use super::authority_link;
 use super::ca::{CaOrigin, CertificateAuthority};
+use super::destination::{Destinations, Resolver};
 use super::mapping::MappingTable;
 use super::pipeline::Pipeline;
 use super::proxy::Proxy;
 use super::state::AuthorityState;
+use super::token_cache::VerifiedTokens;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
 use crate::authority::signed::Pinned;
@@ -69,6 +71,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let mapping = MappingTable::load(&config.mapping.rules)?;
     let authority_key = keys::load_verifying_key(&config.authority.public_key)?;
     let audit_key = keys::load_signing_key(&config.audit.key)?;
+    let state = crate::audit::place::place(state, config.audit.dir.clone())?;
     let audit_path = state.audit_log();
     let (writer, report) = AuditWriter::open(
         &audit_path,
@@ -84,11 +87,20 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
             "audit log had a torn last line (crash?); started a new segment after it"
         );
     }
+    if report.completed_rotation {
+        tracing::warn!(
+            path = %audit_path.display(),
+            marker_seq = report.marker_seq,
+            "audit log rotation had been cut short (crash?); completed it"
+        );
+    }
     tracing::info!(
         path = %audit_path.display(),
         resumed_seq = report.resumed_seq,
         "audit log open"
     );
+    // Rotation and health for `firma audit rotate`, `status` and `doctor`.
+    let _control = crate::audit::control::serve(&state.sidecar_socket(), writer.clone())?;
     let writer = Arc::new(writer);
 
     let (ca, origin) = CertificateAuthority::load_or_generate(&state)?;
@@ -101,6 +113,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
         }
     }
     let tls = upstream::tls_config()?;
+    let resolver = Resolver::from_env()?;
 
     let link = authority_link::Link::new(&loaded, options.authority_url.clone()).await?;
     let url = link.replicas.names();
@@ -127,10 +140,13 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
         .local_addr()
         .map_err(|err| Hinted::new(format!("cannot read the bound address: {err}")))?;
 
+    let mut listeners = vec![addr];
+    listeners.extend(authority_addrs(&url).await);
+    let destinations = Destinations::new(resolver, listeners, state.relay_listen_dir());
     let pipeline = Pipeline {
         mapping,
         unmapped: config.mapping.unmapped,
-        verifier: Arc::new(AuthorityTokens::new(TrustedIssuer::new(
+        verifier: Arc::new(VerifiedTokens::new(TrustedIssuer::new(
             authority_key,
             loaded.deployment(),
         ))),
@@ -139,6 +155,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     };
     let proxy = Arc::new(Proxy {
         pipeline,
+        destinations,
         tls,
         ca: Arc::new(ca),
         intercept_hosts: config
@@ -171,6 +188,31 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     witness.flush(Duration::from_millis(500)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The addresses the Authority's URL reaches: never a destination of a call.
+async fn authority_addrs(url: &str) -> Vec<std::net::SocketAddr> {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Vec::new();
+    };
+    let Some(host) = uri.host() else {
+        return Vec::new();
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(err) => {
+            tracing::warn!(authority = %url, error = %err, "cannot resolve the Authority's address to keep it unreachable through the proxy");
+            Vec::new()
+        }
+    }
 }
 
 /// Flush the audit log and write its final checkpoint.

@@ -59,6 +59,12 @@ impl Upstream {
         }
     }
 
+    /// List this upstream as a local service in the world's mapping rules (the scaffold maps
+    /// none).
+    pub fn map_in(&self, world: &World) {
+        world.map_local_port(self.port);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
