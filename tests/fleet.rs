@@ -154,6 +154,17 @@ impl Replica {
         self.daemon = Some(Daemon::spawn_command(cmd));
     }
 
+    /// Point this replica at one etcd member only (`all`: the endpoints the project lists).
+    fn only_etcd(&self, endpoint: &str, all: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(all), "{text}");
+        std::fs::write(
+            &self.config,
+            text.replacen(all, &format!("[\"{endpoint}\"]"), 1),
+        )
+        .unwrap();
+    }
+
     fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
@@ -540,8 +551,10 @@ fn replicas_on_etcd_serve_a_fleet_through_failures() {
     etcd.restart(1);
     etcd.restart(2);
     etcd.wait_healthy();
-    until("side-1 to recover with the quorum", || {
-        s1.get(&t4, port, "/hello.txt").0 == 200
+    until("every Sidecar to recover with the quorum", || {
+        [&s1, &s2, &s3]
+            .iter()
+            .all(|s| s.get(&t4, port, "/hello.txt").0 == 200)
     });
     // The refused revocation did not happen.
     assert_allowed_everywhere(&[&s1, &s2, &s3], &t4, port);
@@ -553,6 +566,8 @@ fn replicas_on_etcd_serve_a_fleet_through_failures() {
     r2.kill();
     etcd.kill_all();
     etcd.restart_all();
+    // Replica 1 comes back knowing only member 0 (its way to be cut off below).
+    r1.only_etcd(&etcd.endpoints()[0], &etcd.toml_endpoints());
     r1.start(&operator);
     r2.start(&operator);
     for sidecar in [&mut s1, &mut s2, &mut s3] {
@@ -564,6 +579,72 @@ fn replicas_on_etcd_serve_a_fleet_through_failures() {
     assert_allowed_everywhere(&[&s1, &s2, &s3], &t4, port);
     let (status, body) = s2.get(&t4, port, "/admin/secret.txt");
     assert!(status == 403 && body.contains("no-admin"), "{body}");
+
+    // Replica 1 cut off from etcd (member 0, the only one it knows, dies) while the cluster
+    // keeps its quorum: replica 1 refuses to mint, ends its Sidecars' streams, and they move to
+    // replica 2 — which keeps their bundles fresh past max_bundle_age and still revokes.
+    until("side-1 and side-3 to be attached to replica 1", || {
+        attached(&operator.fleet(&r2), &[&s1, &s3], &r1)
+    });
+    let stale_records =
+        |sidecar: &Sidecar| sidecar.audit_log().matches("policy_bundle_stale").count();
+    let stale_before: Vec<usize> = [&s1, &s2, &s3].iter().map(|s| stale_records(s)).collect();
+    etcd.kill(0);
+    let cut_off = Instant::now();
+    let refused = wait_for(
+        "replica 1 to refuse minting without its store",
+        PATIENCE,
+        || {
+            let out = operator.firma(
+                &r1,
+                &["token", "issue", "--action", "communication.internal.send"],
+            );
+            (out.status.code() == Some(2)).then_some(out)
+        },
+    );
+    assert!(stderr(&refused).contains("etcd"), "{}", stderr(&refused));
+    let moved = until("side-1 and side-3 to leave the cut-off replica 1", || {
+        attached(&operator.fleet(&r2), &[&s1, &s3], &r2)
+    });
+    eprintln!(
+        "replica 1 cut off from etcd: its Sidecars were attached to replica 2 after {moved:?}"
+    );
+    for sidecar in [&s1, &s3] {
+        assert!(
+            sidecar
+                .log()
+                .contains("does not answer: use another replica"),
+            "{} was not told why: {}",
+            sidecar.name,
+            sidecar.log()
+        );
+    }
+    let t5 = operator.issue(&r2);
+    // Past max_bundle_age since the cut: replica 2 refreshed the moved Sidecars meanwhile.
+    let age = humantime::parse_duration(MAX_BUNDLE_AGE).unwrap();
+    std::thread::sleep((age + Duration::from_secs(1)).saturating_sub(cut_off.elapsed()));
+    assert_allowed_everywhere(&[&s1, &s2, &s3], &t5, port);
+    let stale_after: Vec<usize> = [&s1, &s2, &s3].iter().map(|s| stale_records(s)).collect();
+    assert_eq!(
+        stale_before, stale_after,
+        "no call was decided on a stale bundle"
+    );
+    assert_success(&revoke(&operator, &r2, &t5, "replica 1 cut off"));
+    until("the revocation to reach the moved Sidecars", || {
+        s1.get(&t5, port, "/hello.txt").0 == 403 && s3.get(&t5, port, "/hello.txt").0 == 403
+    });
+    assert_revoked_everywhere(&[&s1, &s2, &s3], &t5, port);
+    // Member 0 back: replica 1 serves again.
+    etcd.restart(0);
+    until("replica 1 to mint again", || {
+        operator
+            .firma(
+                &r1,
+                &["token", "issue", "--action", "communication.internal.send"],
+            )
+            .status
+            .success()
+    });
 }
 
 #[test]

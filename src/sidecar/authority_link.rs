@@ -5,7 +5,9 @@
 //! (a URL whose host name resolves to several addresses counts as one replica per address). All
 //! three tasks use the replica in use ([`Replicas`]); when a stream drops they move to the next
 //! one at once, and back off (250 ms doubling to 30 s, with jitter) only once every replica
-//! failed in a row. A Sidecar stays on the replica that works (no fail-back).
+//! failed in a row — or pause a second when the last one answered but cannot serve (its store
+//! is cut off), so the fleet is served again within a second of the store coming back. A
+//! Sidecar stays on the replica that works (no fail-back).
 //!
 //! **Resuming.** The Sidecar keeps the bundle revision and revocation position it has and
 //! sends them on every (re)connect: a replica never sends an older bundle, and replays only the
@@ -54,6 +56,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The pause before trying the next replica after one failed.
 const FAILOVER_PAUSE: Duration = Duration::from_millis(50);
+/// The pause after a round in which the last replica answered but could not serve.
+const ANSWERED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Check the Authority's address (scheme, loopback rule, CA, client identity) and build a
 /// lazily connecting channel.
@@ -402,8 +406,10 @@ fn fresh_snapshot(sent_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), Stri
     Ok(())
 }
 
-/// Reconnect pacing over several replicas: the next replica at once, a growing pause only once
-/// every replica failed in a row.
+/// Reconnect pacing over several replicas: the next replica at once; once every replica failed
+/// in a row, a growing pause — unless the last one answered (it is up, but cannot serve now:
+/// its store is cut off), then [`ANSWERED_PAUSE`], so the fleet is served again within a second
+/// of its store coming back.
 struct Backoff {
     delay: Duration,
     failures: usize,
@@ -420,19 +426,27 @@ impl Backoff {
         self.delay = MIN_BACKOFF;
         self.failures = 0;
     }
-    async fn wait(&mut self, replicas: usize) {
+    /// The pause after a failed attempt on one of `replicas` (`answered`: the replica took the
+    /// call, then ended it as unable to serve — `UNAVAILABLE`).
+    fn next_pause(&mut self, replicas: usize, answered: bool) -> Duration {
         self.failures += 1;
         if self.failures < replicas {
-            tokio::time::sleep(FAILOVER_PAUSE).await;
-            return;
+            return FAILOVER_PAUSE;
         }
         // ±15 % jitter from the clock's sub-second noise: enough to spread reconnect storms.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let jitter = 0.85 + f64::from(nanos % 300) / 1000.0;
-        tokio::time::sleep(self.delay.mul_f64(jitter)).await;
+        if answered {
+            return ANSWERED_PAUSE.mul_f64(jitter);
+        }
+        let pause = self.delay.mul_f64(jitter);
         self.delay = (self.delay * 2).min(MAX_BACKOFF);
+        pause
+    }
+    async fn wait(&mut self, replicas: usize, answered: bool) {
+        tokio::time::sleep(self.next_pause(replicas, answered)).await;
     }
 }
 
@@ -456,6 +470,7 @@ async fn watch_bundles(
             sidecar_id: settings.sidecar_id.clone(),
             host: settings.host.clone(),
         };
+        let mut answered = false;
         match client.watch_policy_bundle(request).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
@@ -523,6 +538,7 @@ async fn watch_bundles(
                         }
                         Err(status) => {
                             tracing::warn!(authority = %url, error = %status.message(), "policy bundle stream failed; reconnecting");
+                            answered = status.code() == tonic::Code::Unavailable;
                             break;
                         }
                     }
@@ -533,7 +549,7 @@ async fn watch_bundles(
             }
         }
         replicas.failed(index);
-        backoff.wait(replicas.len()).await;
+        backoff.wait(replicas.len(), answered).await;
     }
 }
 
@@ -557,6 +573,7 @@ async fn watch_revocations(
             sidecar_id: settings.sidecar_id.clone(),
             host: settings.host.clone(),
         };
+        let mut answered = false;
         match client.watch_revocations(request).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
@@ -618,6 +635,7 @@ async fn watch_revocations(
                         }
                         Err(status) => {
                             tracing::warn!(authority = %url, error = %status.message(), "revocation stream failed; reconnecting");
+                            answered = status.code() == tonic::Code::Unavailable;
                             break;
                         }
                     }
@@ -628,7 +646,7 @@ async fn watch_revocations(
             }
         }
         replicas.failed(index);
-        backoff.wait(replicas.len()).await;
+        backoff.wait(replicas.len(), answered).await;
     }
 }
 
@@ -706,6 +724,20 @@ mod tests {
             .unwrap();
         assert!(named.names().contains("localhost"), "{}", named.names());
         assert!(addresses_of("http://127.0.0.1:1").await.is_empty());
+    }
+
+    #[test]
+    fn a_replica_that_answers_is_asked_again_within_a_second() {
+        let mut backoff = Backoff::new();
+        assert_eq!(backoff.next_pause(2, false), FAILOVER_PAUSE);
+        // Every replica down: the pause grows.
+        let growing: Vec<Duration> = (0..6).map(|_| backoff.next_pause(2, false)).collect();
+        assert!(growing[5] > Duration::from_secs(4), "{growing:?}");
+        // A replica that answered (its store is cut off): about a second, whatever came before.
+        let answered = backoff.next_pause(2, true);
+        assert!(answered <= ANSWERED_PAUSE.mul_f64(1.15), "{answered:?}");
+        backoff.reset();
+        assert_eq!(backoff.next_pause(2, true), FAILOVER_PAUSE);
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The pause after every member failed once in a row.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long one attempt may take: a quarter of the request's time, at least 250 ms.
+fn attempt_budget(timeout: Duration) -> Duration {
+    (timeout / 4).max(Duration::from_millis(250))
+}
+
 /// One member's channel and the URL it came from.
 struct Member {
     url: String,
@@ -156,21 +164,27 @@ impl EtcdClient {
         WatchClient::new(channel)
     }
 
-    /// Run one KV call, moving to the next member while the time allows.
+    /// Run one KV call, moving to the next member while the time allows. One attempt gets a
+    /// share of the time only ([`attempt_budget`]): a member whose leader just died holds a
+    /// write it forwarded into the void until etcd's own request timeout, and must not use up
+    /// the whole budget — the next attempt, after the election, goes through. Callers' writes
+    /// are compare-and-swaps, so an attempt that timed out but committed is found, not doubled.
     async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
     where
         F: FnMut(KvClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.timeout;
+        let attempt = attempt_budget(self.timeout);
         let mut last = String::from("no attempt");
-        for _ in 0..self.members.len().max(1) * 2 {
-            let (index, channel, url) = self.member();
+        let mut failures = 0;
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            match tokio::time::timeout(left, call(KvClient::new(channel))).await {
+            let (index, channel, url) = self.member();
+            match tokio::time::timeout(left.min(attempt), call(KvClient::new(channel))).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) if !retryable(&status) => {
                     return Err(StoreError::Failed(format!(
@@ -178,14 +192,15 @@ impl EtcdClient {
                         status.message()
                     )));
                 }
-                Ok(Err(status)) => {
-                    last = format!("{url}: {}", describe(&status));
-                    self.skip(index);
-                }
-                Err(_) => {
-                    last = format!("{url}: no answer");
-                    self.skip(index);
-                }
+                Ok(Err(status)) => last = format!("{url}: {}", describe(&status)),
+                Err(_) => last = format!("{url}: no answer"),
+            }
+            self.skip(index);
+            failures += 1;
+            // Every member failed in a row: give an election a moment before the next round.
+            if failures % self.members.len().max(1) == 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(left.min(ROUND_PAUSE)).await;
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -335,6 +350,18 @@ mod tests {
         assert_eq!(prefix_end(b"/firma/x/"), b"/firma/x0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn one_attempt_leaves_time_for_the_next() {
+        assert_eq!(
+            attempt_budget(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            attempt_budget(Duration::from_millis(400)),
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

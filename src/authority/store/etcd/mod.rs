@@ -400,9 +400,16 @@ impl SharedState for EtcdState {
                 "the revocation",
                 &self.inner.keys.revocation(token_id),
                 0,
-                value,
+                value.clone(),
             )
             .await?;
+        // A retried attempt finds this very record (the first one committed after all): new.
+        let ours = txn_current(&txn).filter(|kv| kv.value == value);
+        if let Some(kv) = ours {
+            let revision = u64::try_from(kv.create_revision).unwrap_or(0);
+            self.caught_up(revision).await;
+            return Ok((true, Revocation { revision, ..entry }));
+        }
         if !txn.succeeded {
             let existing = txn_current(&txn)
                 .and_then(|kv| {
@@ -571,17 +578,21 @@ impl SharedState for EtcdState {
                 "the publication",
                 &self.inner.keys.bundle(),
                 key_revision,
-                value,
+                value.clone(),
             )
             .await?;
-        if !txn.succeeded {
+        // A retried attempt may find this very record (the first one committed after all).
+        let ours = txn_current(&txn)
+            .filter(|kv| kv.value == value)
+            .map(|kv| kv.mod_revision);
+        if !txn.succeeded && ours.is_none() {
             return Err(StoreError::Conflict(format!(
                 "another publication replaced revision {key_revision} meanwhile; publish again"
             )));
         }
-        let revision = txn
-            .header
-            .map_or(0, |h| u64::try_from(h.revision).unwrap_or(0));
+        let revision = ours
+            .or(txn.header.map(|h| h.revision))
+            .map_or(0, |r| u64::try_from(r).unwrap_or(0));
         self.caught_up(revision).await;
         tracing::info!(revision, runtime = %runtime.version, issuance = %issuance.version, by = %publication.by, "policies published");
         Ok(Published {
