@@ -536,6 +536,9 @@ fn replicas_on_etcd_serve_a_fleet_through_failures() {
     let out = revoke(&operator, &r2, &t4, "no quorum");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("etcd"), "{}", stderr(&out));
+    let out = operator.firma(&r2, &["authority", "publish"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("majority"), "{}", stderr(&out));
     let stale = until("side-1 to fail closed", || {
         let (status, body) = s1.get(&t4, port, "/hello.txt");
         status == 403 && body.contains("policy_bundle_stale")
