@@ -11,10 +11,11 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::audit::draft;
 use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
 use ed25519_dalek::SigningKey;
 use firma::audit::control;
-use firma::audit::event::{AuditDraft, AuditRecord, Decision, Intent, PolicyRef};
+use firma::audit::event::AuditRecord;
 use firma::audit::record;
 use firma::audit::verify::{FindingKind, VerifyOptions, VerifyReport, verify};
 use firma::audit::writer::{AuditWriter, Trigger, WriterOptions};
@@ -23,28 +24,6 @@ use firma::config::schema::FsyncPolicy;
 use firma::state_dir::{AuditFiles, StateDir};
 use proxy_support::{DEADLINE, curl, spawn_ready, start_stack, start_upstream};
 use serde_json::Value;
-
-// `..Intent::default()` keeps the draft valid as `Intent` gains optional fields.
-#[allow(clippy::needless_update)]
-fn draft(i: u64) -> AuditDraft {
-    AuditDraft {
-        decision: Decision::Allow,
-        reason: format!("permitted {i}"),
-        agent_id: "codex".into(),
-        session_id: "s".into(),
-        token_id: "t".into(),
-        sandbox_id: String::new(),
-        intent: Intent {
-            action_class: "communication.internal.send".into(),
-            method: "GET".into(),
-            host: "127.0.0.1".into(),
-            path: format!("/r/{i}"),
-            ..Intent::default()
-        },
-        policy: PolicyRef::default(),
-        latency_us: 1,
-    }
-}
 
 fn options() -> WriterOptions {
     WriterOptions {
