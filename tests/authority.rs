@@ -45,7 +45,7 @@ fn serve_tls(world: &World) {
     let dir = world.project_dir();
     std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    edit_config(world, |text| {
+    world.edit_config(|text| {
         text.replacen(
             "bundle_ttl = \"30s\"\n",
             "bundle_ttl = \"30s\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
@@ -57,12 +57,6 @@ fn serve_tls(world: &World) {
             1,
         )
     });
-}
-
-fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
-    let path = world.config_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, edit(text)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +436,7 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
     // Address in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    edit_config(&world, |text| {
+    world.edit_config(|text| {
         text.replacen(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"{addr}\""),
@@ -458,7 +452,7 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
     );
     assert!(err.contains("hint:"), "{err}");
     drop(taken);
-    edit_config(&world, |text| {
+    world.edit_config(|text| {
         text.replacen(
             &format!("listen = \"{addr}\""),
             "listen = \"127.0.0.1:0\"",
@@ -494,9 +488,8 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
     );
 
     // Plain text on a non-loopback address needs an explicit opt-in.
-    edit_config(&world, |text| {
-        text.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1)
-    });
+    world
+        .edit_config(|text| text.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1));
     let out = world.run(&["authority"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("0.0.0.0:0"), "{}", stderr(&out));
@@ -742,9 +735,7 @@ async fn tls_authority_is_reached_with_the_ca_file() {
 async fn bundles_are_refreshed_before_their_ttl_runs_out() {
     let world = World::new();
     world.init(&[]);
-    edit_config(&world, |text| {
-        text.replacen("bundle_ttl = \"30s\"", "bundle_ttl = \"1s\"", 1)
-    });
+    world.edit_config(|text| text.replacen("bundle_ttl = \"30s\"", "bundle_ttl = \"1s\"", 1));
     let authority = AuthorityProcess::start(&world);
     let mut client = authority.client().await;
     let mut stream = client
@@ -763,20 +754,6 @@ async fn bundles_are_refreshed_before_their_ttl_runs_out() {
     }
 }
 
-/// Stops the daemon pair a test started (`firma sidecar start`/`firma run`), also when it fails.
-struct DaemonGuard<'a>(&'a World);
-
-impl Drop for DaemonGuard<'_> {
-    fn drop(&mut self) {
-        let out = self.0.run(&["sidecar", "stop"]);
-        assert!(
-            out.status.success() || std::thread::panicking(),
-            "stop failed: {}",
-            stderr(&out)
-        );
-    }
-}
-
 /// `firma run` finds the Authority the way every other client does: a TLS Authority is reached
 /// over TLS with the configured CA (it used to be dialled with plain http:// and fail).
 #[test]
@@ -784,7 +761,7 @@ fn firma_run_gets_its_capability_from_a_tls_authority() {
     let world = World::new();
     world.init(&[]);
     serve_tls(&world);
-    let _daemon = DaemonGuard(&world);
+    let _daemon = common::stack::DaemonGuard(&world);
     let out = world.run(&["run", "codex", "--", "true"]);
     assert_success(&out);
     // firma's own lines go to stderr: stdout belongs to the command (#15).

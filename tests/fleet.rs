@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::authority::Daemon;
 use common::etcd::{EtcdCluster, free_port};
-use common::http::{curl, upstream};
+use common::http::curl;
+use common::upstream::FileUpstream;
 use common::{World, assert_success, run_with_timeout, stderr, stdout, wait_for};
 
 /// Bounds hangs only: generous for a loaded 2-core machine.
@@ -251,11 +252,11 @@ impl Sidecar {
             "http://firma:{token}@{}",
             self.daemon.as_ref().expect("running").addr
         );
-        curl(None, &proxy, &format!("http://127.0.0.1:{port}{path}"))
+        curl(&proxy, &format!("http://127.0.0.1:{port}{path}"), &[])
     }
 
     fn audit_log(&self) -> String {
-        std::fs::read_to_string(self.world.state_dir().join("audit.jsonl")).unwrap_or_default()
+        std::fs::read_to_string(self.world.state().audit_log()).unwrap_or_default()
     }
 
     fn log(&self) -> String {
@@ -300,15 +301,6 @@ fn revoke(operator: &Operator, replica: &Replica, token: &str, reason: &str) -> 
     operator.firma(replica, &["token", "revoke", token, "--reason", reason])
 }
 
-/// The policy every bundle of these tests adds: `/admin` is forbidden.
-fn forbid_admin(operator: &Operator) {
-    std::fs::write(
-        operator.world.project_dir().join("policies/forbid-admin.cedar"),
-        "@id(\"no-admin\")\nforbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n",
-    )
-    .unwrap();
-}
-
 fn assert_revoked_everywhere(sidecars: &[&Sidecar], token: &str, port: u16) {
     for sidecar in sidecars {
         let (status, body) = sidecar.get(token, port, "/hello.txt");
@@ -333,7 +325,8 @@ fn replicas_on_etcd_serve_a_fleet_through_failures() {
         "[authority.store]\nbackend = \"etcd\"\nendpoints = {}\n",
         etcd.toml_endpoints()
     ));
-    let (_www, port) = upstream(&scratch.path().join("www"), None);
+    let www = FileUpstream::start(&scratch.path().join("www"));
+    let port = www.port;
 
     let mut r1 = Replica::new(&operator, 1);
     let mut r2 = Replica::new(&operator, 2);
@@ -395,7 +388,7 @@ fn replicas_on_etcd_serve_a_fleet_through_failures() {
 
     // Published policies reach every Sidecar under a new revision; local edits alone do not.
     let t2 = operator.issue(&r2);
-    forbid_admin(&operator);
+    operator.world.forbid_admin();
     let out = operator.firma(&r2, &["authority", "publish", "--json"]);
     assert_success(&out);
     let published: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -657,8 +650,9 @@ fn the_files_store_serves_the_same_fleet_where_it_applies() {
     let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = tempfile::tempdir().unwrap();
     let operator = Operator::new("");
-    forbid_admin(&operator);
-    let (_www, port) = upstream(&scratch.path().join("www"), None);
+    operator.world.forbid_admin();
+    let www = FileUpstream::start(&scratch.path().join("www"));
+    let port = www.port;
     let mut r1 = Replica::new(&operator, 1);
     r1.start(&operator);
     let mut sidecars: Vec<Sidecar> = ["side-1", "side-2", "side-3"]

@@ -16,8 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::authority::{DEADLINE, Daemon};
-use common::http::{curl, upstream};
+use common::http::curl_in;
 use common::netns::ip;
+use common::upstream::FileUpstream;
 use common::{FIRMA, World, assert_success, stderr, stdout};
 
 /// The Authority's fixed port on host A (the namespaces are private, nothing else binds there).
@@ -119,12 +120,6 @@ fn run_in(world: &World, ns: &str, args: &[&str]) -> std::process::Output {
     common::run_with_timeout(&mut firma_in(world, ns, args), Duration::from_secs(60))
 }
 
-fn set_project(world: &World, edit: impl FnOnce(String) -> String) {
-    let path = world.config_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, edit(text)).unwrap();
-}
-
 /// A Sidecar host's firma.toml: its own audit key and mapping rules, the Authority on A reached
 /// over link `subnet` with the client certificate `client` (cert, key), if any.
 fn sidecar_config(
@@ -183,14 +178,10 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
     // Host A: the Authority, its CA, and the certificates of the deployment.
     let a = World::new();
     a.init(&[]);
-    std::fs::write(
-        a.project_dir().join("policies/forbid-admin.cedar"),
-        "@id(\"no-admin\")\nforbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n",
-    )
-    .unwrap();
+    a.forbid_admin();
     let pki = a.project_dir().join("pki");
     let pki_dir = pki.display().to_string();
-    set_project(&a, |text| {
+    a.edit_config(|text| {
         text.replacen("[project]\n", "[project]\ndeployment = \"fleet\"\n", 1)
             .replacen(
                 "listen = \"127.0.0.1:0\"",
@@ -243,8 +234,10 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
         .unwrap();
     }
 
-    let (_www_b, port_b) = upstream(&b.path().join("www"), Some(hosts.b()));
-    let (_www_c, port_c) = upstream(&c.path().join("www"), Some(hosts.c()));
+    let www_b = FileUpstream::start_in(&b.path().join("www"), Some(hosts.b()));
+    let port_b = www_b.port;
+    let www_c = FileUpstream::start_in(&c.path().join("www"), Some(hosts.c()));
+    let port_c = www_c.port;
     b.map_local_port(port_b);
     c.map_local_port(port_c);
 
@@ -261,10 +254,11 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
     assert_success(&out);
     let token = stdout(&out).trim().to_string();
     let site = |ns: &str, sidecar: &Daemon, port: u16, path: &str| {
-        curl(
+        curl_in(
             Some(ns),
             &format!("http://firma:{token}@{}", sidecar.addr),
             &format!("http://127.0.0.1:{port}{path}"),
+            &[],
         )
     };
     for (ns, sidecar, port) in [
@@ -397,7 +391,7 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
     let fake = World::new();
     fake.init(&[]);
     let a_project = a.project_dir().display().to_string();
-    set_project(&fake, |text| {
+    fake.edit_config(|text| {
         text.replacen(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"0.0.0.0:{AUTHORITY_PORT}\""),
@@ -429,16 +423,18 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
         (hosts.c(), &sidecar_c, port_c),
     ] {
         let proxy = format!("http://firma:{kept}@{}", sidecar.addr);
-        let (status, _) = curl(
+        let (status, _) = curl_in(
             Some(ns),
             &proxy,
             &format!("http://127.0.0.1:{port}/hello.txt"),
+            &[],
         );
         assert_eq!(status, 200, "{ns}");
-        let (status, body) = curl(
+        let (status, body) = curl_in(
             Some(ns),
             &proxy,
             &format!("http://127.0.0.1:{port}/admin/secret.txt"),
+            &[],
         );
         assert_eq!(status, 403, "{ns}: {body}");
         assert!(body.contains("no-admin"), "{ns}: {body}");

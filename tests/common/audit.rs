@@ -123,3 +123,14 @@ pub fn decisions(state_dir: &Path) -> Vec<serde_json::Value> {
         .filter(|record| record.get("decision").is_some())
         .collect()
 }
+
+/// The reason code of an audit record (its `reason` up to the first `:`).
+pub fn reason(record: &serde_json::Value) -> String {
+    record["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

@@ -120,7 +120,7 @@ impl Daemon {
 
     /// A client on the operator socket: mint and revoke.
     pub async fn operator(&self, world: &World) -> AuthorityClient<Channel> {
-        let socket = world.state_dir().join("authority.sock");
+        let socket = world.state().authority_socket();
         firma::authority::client::connect(&format!("unix:{}", socket.display()), None)
             .await
             .expect("connect to the operator socket")
