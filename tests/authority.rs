@@ -6,24 +6,11 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::authority::{AuthorityProcess, DEADLINE};
+use common::authority::{AuthorityProcess, DEADLINE, issue_request};
 use common::{World, assert_success, stderr, stdout, wait_for};
 use firma::authority::token::verify_token;
-use firma::proto::{
-    IssueCapabilityRequest, RevokeRequest, WatchPolicyBundleRequest, WatchRevocationsRequest,
-};
+use firma::proto::{RevokeRequest, WatchPolicyBundleRequest, WatchRevocationsRequest};
 use tokio_stream::StreamExt;
-
-fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
-    IssueCapabilityRequest {
-        agent_id: agent.into(),
-        actions: vec![action.into()],
-        resource_scope: "*".into(),
-        session_id: "test-session".into(),
-        ttl_seconds: 600,
-        sandbox_id: String::new(),
-    }
-}
 
 fn public_key(world: &World) -> ed25519_dalek::VerifyingKey {
     firma::config::keys::load_verifying_key(&world.project_dir().join("authority.pub")).unwrap()
@@ -588,15 +575,7 @@ async fn health_and_reflection_are_served() {
 /// A client generated only from `proto/` in another language: Python grpcio.
 #[test]
 fn python_client_generated_from_the_proto_calls_issue_and_health() {
-    let probe = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .output()
-        .expect("python3");
-    assert!(
-        probe.status.success(),
-        "python grpcio/grpcio-tools missing (`python3 -m pip install grpcio grpcio-tools`, as .ci/run does): {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    common::require_python("grpc, grpc_tools", "grpcio grpcio-tools");
     let world = World::new();
     world.init(&[]);
     let authority = AuthorityProcess::start(&world);

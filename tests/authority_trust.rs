@@ -8,22 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::authority::{AuthorityProcess, DEADLINE};
+use common::authority::{AuthorityProcess, DEADLINE, issue_request};
 use common::{World, assert_success, stderr, stdout};
 use firma::authority::client::{ClientIdentity, Target};
-use firma::proto::{IssueCapabilityRequest, WatchPolicyBundleRequest};
+use firma::proto::WatchPolicyBundleRequest;
 use tokio_stream::StreamExt;
-
-fn issue_request() -> IssueCapabilityRequest {
-    IssueCapabilityRequest {
-        agent_id: "codex".into(),
-        actions: vec!["communication.external.send".into()],
-        resource_scope: "*".into(),
-        session_id: "trust".into(),
-        sandbox_id: String::new(),
-        ttl_seconds: 60,
-    }
-}
 
 /// The certificates of a mutual-TLS deployment, minted with `firma authority cert`.
 struct Pki {
@@ -170,7 +159,10 @@ async fn mutual_tls_names_the_role_and_refuses_everyone_else() {
         .await
         .unwrap();
     assert!(matches!(first, Some(Ok(_))), "{first:?}");
-    let status = sidecar.issue_capability(issue_request()).await.unwrap_err();
+    let status = sidecar
+        .issue_capability(issue_request("codex", "communication.external.send"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(
         status.message().contains("sidecar \"host-b\""),
@@ -183,7 +175,7 @@ async fn mutual_tls_names_the_role_and_refuses_everyone_else() {
         .await
         .unwrap();
     let granted = operator
-        .issue_capability(issue_request())
+        .issue_capability(issue_request("codex", "communication.external.send"))
         .await
         .unwrap()
         .into_inner();
@@ -495,15 +487,7 @@ fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
 /// the token names as its issuer.
 #[test]
 fn pyseto_verifies_tokens_their_audience_and_issuer() {
-    let probe = Command::new("python3")
-        .args(["-c", "import pyseto"])
-        .output()
-        .expect("python3");
-    assert!(
-        probe.status.success(),
-        "python pyseto missing (`python3 -m pip install pyseto`, as .ci/run does): {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    common::require_python("pyseto", "pyseto");
     let world = World::new();
     world.init(&[]);
     world.edit_config(|text| {

@@ -255,18 +255,12 @@ impl Flow {
         let script_path = self.world.path().join("flow.sh");
         std::fs::write(&script_path, script(steps, &out)).unwrap();
 
-        let env = self.world.cmd();
         let mut cmd = self.netns.command("unshare");
-        cmd.env_clear();
-        for (key, value) in env.get_envs() {
+        self.world
+            .prepare(&mut cmd)
             // The documented defaults: state dir under XDG_RUNTIME_DIR, data dir under HOME.
-            if matches!(key.to_str(), Some("FIRMA_STATE_DIR" | "XDG_DATA_HOME")) {
-                continue;
-            }
-            if let Some(value) = value {
-                cmd.env(key, value);
-            }
-        }
+            .env_remove("FIRMA_STATE_DIR")
+            .env_remove("XDG_DATA_HOME");
         let firma_dir = Path::new(FIRMA).parent().unwrap();
         let path = format!(
             "{}:{}:{}",

@@ -46,18 +46,6 @@ impl Stack {
         cmd
     }
 
-    /// Give another program this world's environment and working directory.
-    fn apply_env(&self, cmd: &mut Command) {
-        let world = self.cmd(&[]);
-        cmd.env_clear();
-        for (k, v) in world.get_envs() {
-            if let Some(v) = v {
-                cmd.env(k, v);
-            }
-        }
-        cmd.current_dir(self.world.workspace()).stdin(Stdio::null());
-    }
-
     fn run(&self, args: &[&str]) -> Output {
         common::run_with_timeout(&mut self.cmd(args), LONG)
     }
@@ -336,7 +324,7 @@ fn detached_daemon_survives_sighup_of_the_launchers_session() {
     session
         .args(["--default-signal=HUP", "setsid", "sh", "-c"])
         .arg(&script);
-    stack.apply_env(&mut session);
+    stack.world.prepare(&mut session);
     session.stdout(Stdio::null()).stderr(Stdio::null());
     let mut shell = ChildGuard::new(session.spawn().unwrap());
     let sid = shell.id() as i32;

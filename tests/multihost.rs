@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::authority::{DEADLINE, Daemon};
-use common::http::curl_in;
-use common::netns::ip;
+use common::http::{curl_in, in_netns};
+use common::netns::{Netns, ip};
 use common::upstream::FileUpstream;
 use common::{FIRMA, World, assert_success, stderr, stdout};
 
@@ -27,30 +27,26 @@ const AUTHORITY_PORT: u16 = 50051;
 /// Three namespaces A, B, C with veth links A–B (10.213.1.0/24) and A–C (10.213.2.0/24).
 /// Dropping it deletes the namespaces, and with them the veth pairs.
 struct Hosts {
-    names: [String; 3],
+    hosts: [Netns; 3],
 }
 
 impl Hosts {
     fn create() -> Self {
-        let tag = std::process::id() % 100_000;
         let hosts = Self {
-            names: ["a", "b", "c"].map(|h| format!("firma-{h}-{tag}")),
+            hosts: ["a", "b", "c"].map(Netns::create),
         };
-        if let Err(why) = hosts.build(tag) {
+        let tag = std::process::id() % 100_000;
+        if let Err(why) = hosts.link(tag) {
             panic!(
-                "network namespaces cannot be created here: {why}. This test builds three hosts \
+                "veth pairs cannot be created here: {why}. This test builds three hosts \
                  with `ip netns` and veth pairs and needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), as CI has."
             );
         }
         hosts
     }
 
-    fn build(&self, tag: u32) -> Result<(), String> {
-        for ns in &self.names {
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        let [a, b, c] = &self.names;
+    fn link(&self, tag: u32) -> Result<(), String> {
+        let (a, b, c) = (self.a(), self.b(), self.c());
         for (peer, subnet, letter) in [(b, 1, "b"), (c, 2, "c")] {
             let (near, far) = (format!("v{letter}{tag}a"), format!("v{letter}{tag}p"));
             ip(&["link", "add", &near, "type", "veth", "peer", "name", &far])?;
@@ -81,38 +77,20 @@ impl Hosts {
     }
 
     fn a(&self) -> &str {
-        &self.names[0]
+        self.hosts[0].name()
     }
     fn b(&self) -> &str {
-        &self.names[1]
+        self.hosts[1].name()
     }
     fn c(&self) -> &str {
-        &self.names[2]
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = ip(&["netns", "del", ns]);
-        }
+        self.hosts[2].name()
     }
 }
 
 /// `firma <args>` in `world`, run inside namespace `ns`.
 fn firma_in(world: &World, ns: &str, args: &[&str]) -> Command {
-    let base = world.cmd();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, FIRMA])
-        .args(args)
-        .env_clear();
-    for (key, value) in base.get_envs() {
-        if let Some(value) = value {
-            cmd.env(key, value);
-        }
-    }
-    cmd.current_dir(world.workspace())
-        .stdin(std::process::Stdio::null());
+    let mut cmd = in_netns(Some(ns), FIRMA);
+    world.prepare(&mut cmd).args(args);
     cmd
 }
 

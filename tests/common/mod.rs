@@ -75,6 +75,13 @@ impl World {
     /// `firma <args>` in this world, run from the workspace, with a scrubbed environment.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(FIRMA);
+        self.prepare(&mut cmd);
+        cmd
+    }
+
+    /// Give `cmd` (any program, e.g. `ip netns exec … firma`) this world: its scrubbed
+    /// environment, the workspace as working directory, no stdin.
+    pub fn prepare<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
@@ -84,8 +91,7 @@ impl World {
             .env("FIRMA_STATE_DIR", self.state_dir())
             .env("NO_COLOR", "1")
             .current_dir(self.workspace())
-            .stdin(Stdio::null());
-        cmd
+            .stdin(Stdio::null())
     }
 
     /// Run to completion with a deadline; panics (after killing it) if it hangs.
@@ -314,6 +320,20 @@ impl Drop for ChildGuard {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Panic, naming the pip packages, unless python3 can import `modules` (`"grpc, grpc_tools"`).
+#[track_caller]
+pub fn require_python(modules: &str, pip_packages: &str) {
+    let probe = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .expect("python3");
+    assert!(
+        probe.status.success(),
+        "python {modules} missing (`python3 -m pip install {pip_packages}`, as .ci/run does): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
 }
 
 /// Whether `pid` is a live process (not a zombie).
