@@ -13,68 +13,17 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::bench::{self, authority_settings, percentile, quick};
 use common::etcd::EtcdCluster;
-use firma::authority::server::{self, Authority, Settings};
-use firma::authority::store::StoreSettings;
+use firma::authority::server::{self, Authority};
 use firma::config::schema::{StoreBackend, StoreConfig};
 use firma::proto::authority_client::AuthorityClient;
 use firma::proto::{IssueCapabilityRequest, RevokeRequest, WatchRevocationsRequest};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
-
-const POLICY: &str = "@id(\"codex\")\npermit (principal == Firma::Agent::\"codex\", action in [Firma::Action::\"communication.external.send\", Firma::Action::\"communication.internal.send\"], resource);\n";
-
-/// Settings of one Authority in `dir` (its own socket), sharing `key`, on `store`.
-fn settings(
-    dir: &Path,
-    name: &str,
-    key: &ed25519_dalek::SigningKey,
-    store: StoreConfig,
-) -> Settings {
-    let policies = dir.join("policies");
-    let issuance = dir.join("issuance-policies");
-    for d in [&policies, &issuance] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    std::fs::write(
-        policies.join("schema.cedarschema"),
-        firma::config::action_classes::cedar_schema(),
-    )
-    .unwrap();
-    std::fs::write(policies.join("default.cedar"), POLICY).unwrap();
-    std::fs::write(issuance.join("issuance.cedar"), POLICY).unwrap();
-    Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        socket: dir.join(format!("{name}.sock")),
-        audience: "bench".into(),
-        key: key.clone(),
-        store: StoreSettings {
-            config: store,
-            prefix: StoreSettings::default_prefix("bench"),
-            policies_dir: policies,
-            issuance_dir: issuance,
-            revocations_file: dir.join(format!("{name}-data/revocations.txt")),
-            witness_file: dir.join(format!("{name}-data/witnessed-checkpoints.jsonl")),
-            witness_keys: dir.join("witness-keys"),
-            local_audit_key: None,
-            max_ttl: Duration::from_secs(3600),
-            replica: name.into(),
-        },
-        max_ttl: Duration::from_secs(3600),
-        bundle_ttl: Duration::from_secs(30),
-        tls: None,
-        allow_insecure_listen: false,
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
-}
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -212,14 +161,8 @@ fn report(name: &str, latencies: &[Duration]) -> Duration {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that quick.
-    let quick = std::env::var_os("FIRMA_BENCH_QUICK").is_some()
-        || !std::env::args().any(|a| a == "--bench");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let quick = quick();
+    let runtime = bench::runtime();
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdCluster::start(dir.path(), 3);
     let key = firma::config::keys::generate();
@@ -228,9 +171,9 @@ fn main() {
         endpoints: etcd.endpoints(),
         ..StoreConfig::default()
     };
-    let files = settings(dir.path(), "files", &key, StoreConfig::default());
-    let r1 = settings(dir.path(), "replica-1", &key, etcd_store.clone());
-    let r2 = settings(dir.path(), "replica-2", &key, etcd_store);
+    let files = authority_settings(dir.path(), "files", &key, StoreConfig::default());
+    let r1 = authority_settings(dir.path(), "replica-1", &key, etcd_store.clone());
+    let r2 = authority_settings(dir.path(), "replica-2", &key, etcd_store);
     let (issues, streams, rounds) = if quick {
         (200, 100, 3)
     } else {

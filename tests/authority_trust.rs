@@ -405,9 +405,8 @@ fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
     let world = World::new();
     world.init(&[]);
     world.forbid_admin();
-    let upstream = FileUpstream::start(&world.path().join("www"));
+    let upstream = FileUpstream::serving(&world);
     let port = upstream.port;
-    world.map_local_port(port);
     let mut authority = AuthorityProcess::start(&world);
     let url = authority.url();
     let sidecar = common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &url]);
@@ -530,9 +529,8 @@ fn a_sidecar_refuses_tokens_for_another_deployment() {
     use common::upstream::FileUpstream;
     let world = World::new();
     world.init(&[]);
-    let upstream = FileUpstream::start(&world.path().join("www"));
+    let upstream = FileUpstream::serving(&world);
     let port = upstream.port;
-    world.map_local_port(port);
     let authority = AuthorityProcess::start(&world);
     let other = world.project_dir().join("prod.toml");
     let text = std::fs::read_to_string(world.config_path())
@@ -574,9 +572,8 @@ async fn witnessed_checkpoints_catch_a_tail_removed_with_its_checkpoint() {
     use common::upstream::FileUpstream;
     let world = World::new();
     world.init(&[]);
-    let upstream = FileUpstream::start(&world.path().join("www"));
+    let upstream = FileUpstream::serving(&world);
     let port = upstream.port;
-    world.map_local_port(port);
     let authority = AuthorityProcess::start(&world);
     let mut sidecar =
         common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &authority.url()]);

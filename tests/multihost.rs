@@ -212,12 +212,9 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
         .unwrap();
     }
 
-    let www_b = FileUpstream::start_in(&b.path().join("www"), Some(hosts.b()));
-    let port_b = www_b.port;
-    let www_c = FileUpstream::start_in(&c.path().join("www"), Some(hosts.c()));
-    let port_c = www_c.port;
-    b.map_local_port(port_b);
-    c.map_local_port(port_c);
+    let www_b = FileUpstream::serving_in(&b, Some(hosts.b()));
+    let www_c = FileUpstream::serving_in(&c, Some(hosts.c()));
+    let (port_b, port_c) = (www_b.port, www_c.port);
 
     let mut authority = Daemon::spawn_command(firma_in(&a, hosts.a(), &["authority"]));
     let sidecar_b = Daemon::spawn_command(firma_in(&b, hosts.b(), &["sidecar"]));

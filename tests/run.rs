@@ -19,8 +19,7 @@ fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     let world = World::new();
     world.init(&[]);
     world.forbid_admin();
-    let upstream = FileUpstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
 
     let hello = upstream.url("/hello.txt");

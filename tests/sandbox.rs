@@ -94,8 +94,7 @@ fn started(world: &World) -> (String, String) {
 fn direct_network_access_fails_and_the_upstream_is_untouched() {
     let world = World::new();
     world.init(&[]);
-    let upstream = FileUpstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     let (authority, sidecar) = started(&world);
 
@@ -150,8 +149,7 @@ fn calls_through_the_relay_work_and_carry_the_sandbox_id() {
     let world = World::new();
     world.init(&[]);
     world.forbid_admin();
-    let upstream = FileUpstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     let script = format!(
         "curl -sS -o /dev/null -w '%{{http_code}}\\n' {}; curl -sS -o /dev/null -w '%{{http_code}}\\n' {}",
@@ -405,8 +403,7 @@ fn run_section_configures_hidden_and_writable_paths() {
 fn the_whole_process_tree_is_confined() {
     let world = World::new();
     world.init(&[]);
-    let upstream = FileUpstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     started(&world);
     let sidecar_pid = std::fs::read_to_string(world.state_dir().join("sidecar.pid")).unwrap();
@@ -500,8 +497,7 @@ fn other_uid_curl(proxy: &str, url: &str) -> String {
 fn another_uid_cannot_use_the_relay() {
     let world = World::new();
     world.init(&[]);
-    let upstream = FileUpstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     started(&world);
 

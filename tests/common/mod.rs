@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod authority;
+pub mod bench;
 pub mod etcd;
 pub mod http;
 pub mod netns;

@@ -150,6 +150,17 @@ impl FileUpstream {
         Self::start_in(dir, None)
     }
 
+    /// Serving `<world>/www` (inside `ns`, if given), listed in the world's mapping rules.
+    pub fn serving(world: &World) -> Self {
+        Self::serving_in(world, None)
+    }
+
+    pub fn serving_in(world: &World, ns: Option<&str>) -> Self {
+        let upstream = Self::start_in(&world.path().join("www"), ns);
+        upstream.map_in(world);
+        upstream
+    }
+
     pub fn start_in(dir: &Path, ns: Option<&str>) -> Self {
         std::fs::create_dir_all(dir.join("admin")).unwrap();
         std::fs::write(dir.join("hello.txt"), "hello from upstream\n").unwrap();
