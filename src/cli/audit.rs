@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::flags::{JsonFlag, StateDirArg};
 use super::{CommandResult, Outcome, output};
 use crate::audit::verify::{CheckpointStatus, VerifyOptions, VerifyReport, verify};
 use crate::config::Discovery;
@@ -50,15 +51,13 @@ pub struct VerifyArgs {
     /// Do not check the tail against a checkpoint (for a copied log without one).
     #[arg(long)]
     pub no_checkpoint: bool,
-    /// Machine-readable report on stdout (schema in docs/audit-log.md).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
     /// Worker threads for signatures [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 pub fn run(args: AuditArgs, config: Option<PathBuf>) -> CommandResult {
@@ -88,7 +87,7 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         options.checkpoint = Some(path.clone());
     }
     let report = verify(&options)?;
-    if args.json {
+    if args.json.enabled() {
         let text = serde_json::to_string_pretty(&report).expect("reports always serialise");
         println!("{text}");
     } else {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::flags::StateDirArg;
 use super::{CommandResult, Outcome};
 use crate::authority::server;
 use crate::config::Discovery;
@@ -16,16 +17,15 @@ Serves firma.v1.Authority (IssueCapability, Revoke, WatchPolicyBundle, WatchRevo
 standard grpc.health.v1.Health service and gRPC server reflection on [authority].listen (port 0
 picks a free port; the bound address is logged as `ready` with field `addr`). Edits of policies/
 and issuance-policies/ are hot-reloaded; revocations live in $XDG_DATA_HOME/firma/revocations.txt.
-SIGTERM or SIGINT stops it within a second, open streams included. Logs are JSON lines when stderr
+The Authority publishes its health in the state directory (degraded while an older policy bundle
+is in force). SIGTERM or SIGINT stops it within a second, open streams included. Logs are JSON lines when stderr
 is not a terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
 
 #[derive(Debug, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct AuthorityArgs {
-    /// State directory (env: FIRMA_STATE_DIR): the Authority publishes its health there
-    /// (`.authority.health.json`: degraded while an older policy bundle is in force).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use owo_colors::OwoColorize;
 
+use super::flags::{JsonFlag, StateDirArg};
 use super::{CommandResult, Outcome, output};
 use crate::config::dirs::resolve_state_dir;
 use crate::doctor::{Check, Inputs, Status, diagnose};
@@ -15,12 +16,10 @@ use crate::lifecycle::status::status;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Machine-readable output: one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
+    #[command(flatten)]
+    pub json: JsonFlag,
     /// Verify the whole audit log instead of its tail.
     #[arg(long)]
     pub full: bool,
@@ -39,7 +38,7 @@ pub fn run(args: DoctorArgs, config: Option<PathBuf>) -> CommandResult {
         full_audit: args.full,
         daemon,
     });
-    if args.json {
+    if args.json.enabled() {
         println!(
             "{}",
             serde_json::to_string(&report).expect("report serializes")

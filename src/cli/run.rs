@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::exit_code;
+use super::flags::StateDirArg;
 use super::output;
 use super::project::refuse_other_project;
 use crate::config::dirs::{StateDirSource, resolve_data_dir, resolve_state_dir};
@@ -37,9 +38,8 @@ pub struct RunArgs {
     /// Command to run [default: the agent's usual executable, e.g. `codex`, `claude`].
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {

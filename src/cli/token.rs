@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::flags::{JsonFlag, StateDirArg};
 use super::{CommandResult, Outcome, output};
 use crate::authority::client;
 use crate::authority::service::from_timestamp;
@@ -59,12 +60,10 @@ pub struct IssueArgs {
     /// Requested lifetime (clamped to the Authority's max_ttl).
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub ttl: String,
-    /// Print the token, its id and expiry as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// State directory holding authority.listen (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -74,9 +73,8 @@ pub struct RevokeArgs {
     /// Why (recorded in revocations.txt).
     #[arg(long, default_value = "operator-revoked")]
     pub reason: String,
-    /// State directory holding authority.listen (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 pub fn run(args: TokenArgs, config: Option<PathBuf>) -> CommandResult {
@@ -256,7 +254,7 @@ async fn issue(args: IssueArgs, config: Option<PathBuf>) -> CommandResult {
         .and_then(from_timestamp)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
-    if args.json {
+    if args.json.enabled() {
         let json = IssuedJson {
             token: &response.token,
             token_id: &response.token_id,
