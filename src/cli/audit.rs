@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome, output};
 use crate::audit::verify::{CheckpointStatus, VerifyOptions, VerifyReport, verify};
 use crate::config::Discovery;
@@ -88,8 +89,7 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     }
     let report = verify(&options)?;
     if args.json.enabled() {
-        let text = serde_json::to_string_pretty(&report).expect("reports always serialise");
-        println!("{text}");
+        json::print(Document::AuditVerify, &report)?;
     } else {
         print_human(&report, &key_path);
     }

@@ -8,6 +8,7 @@ use clap::Args;
 use owo_colors::OwoColorize;
 
 use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome, output};
 use crate::config::dirs::resolve_state_dir;
 use crate::doctor::{Check, Inputs, Status, diagnose};
@@ -39,10 +40,7 @@ pub fn run(args: DoctorArgs, config: Option<PathBuf>) -> CommandResult {
         daemon,
     });
     if args.json.enabled() {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("report serializes")
-        );
+        json::print(Document::Doctor, &report)?;
     } else {
         print_pretty(&report.checks);
     }

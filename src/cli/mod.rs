@@ -15,6 +15,7 @@ pub mod demo;
 pub mod doctor;
 pub mod flags;
 pub mod init;
+pub mod json;
 pub mod logging;
 pub mod monitor;
 pub mod output;

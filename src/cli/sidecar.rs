@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use super::flags::{JsonFlag, StateDirArg, StopTimeoutArg};
+use super::json::{self, Document};
 use super::project::warn_if_other_project;
 use super::{CommandResult, Outcome, output};
 use crate::config::dirs::{StateDirSource, resolve_state_dir};
@@ -345,9 +346,7 @@ fn status_cmd(args: StatusArgs, config: Option<PathBuf>) -> CommandResult {
         };
     }
     if args.json.enabled() {
-        let json = serde_json::to_string_pretty(&report)
-            .map_err(|err| Hinted::new(format!("cannot encode status: {err}")))?;
-        println!("{json}");
+        json::print(Document::SidecarStatus, &report)?;
     } else {
         print!("{}", status::render_table(&report));
     }

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome, output};
 use crate::authority::client;
 use crate::authority::service::from_timestamp;
@@ -255,7 +256,7 @@ async fn issue(args: IssueArgs, config: Option<PathBuf>) -> CommandResult {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
     if args.json.enabled() {
-        let json = IssuedJson {
+        let issued = IssuedJson {
             token: &response.token,
             token_id: &response.token_id,
             expires_at,
@@ -264,10 +265,7 @@ async fn issue(args: IssueArgs, config: Option<PathBuf>) -> CommandResult {
             actions: &args.actions,
             resource_scope: &args.scope,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).expect("plain struct")
-        );
+        json::print(Document::TokenIssue, &issued)?;
     } else {
         println!("{}", response.token);
         eprintln!("info: token id {} expires {expires_at}", response.token_id);
