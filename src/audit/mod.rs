@@ -5,6 +5,7 @@ pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod event;
+pub mod progress;
 pub mod reader;
 pub mod record;
 pub mod verify;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::chain::{ChainHead, ChainProblem};
 use super::checkpoint::{self, Checkpoint, CheckpointProblem};
 use super::event::AuditRecord;
+use super::progress::{Progress, ProgressHook};
 use super::reader::{LineSplitter, RawLine};
 use super::record::{self, LineProblem, key_fingerprint, line_hash};
 use crate::error::Hinted;
@@ -46,6 +47,8 @@ pub struct VerifyOptions {
     /// Stop at the first problem instead of reading on to classify it (kinds are then less
     /// precise: a bad signature is reported as `modified`, a chain break without lookahead).
     pub stop_at_first: bool,
+    /// Told how far the walk has come (`firma audit verify`'s progress bar).
+    pub progress: Option<ProgressHook>,
 }
 
 /// A trusted point to continue verification from: the first file is read from byte `offset`
@@ -68,6 +71,7 @@ impl VerifyOptions {
             batch: true,
             resume: None,
             stop_at_first: false,
+            progress: None,
         }
     }
 }
@@ -492,6 +496,8 @@ struct Walker {
     first: Option<FirstProblem>,
     notices: Vec<Finding>,
     checkpoint_matched: bool,
+    progress: Option<ProgressHook>,
+    bytes: u64,
 }
 
 impl Walker {
@@ -518,12 +524,15 @@ impl Walker {
             first: None,
             notices: Vec::new(),
             checkpoint_matched: false,
+            progress: options.progress.clone(),
+            bytes: 0,
         }
     }
 
     fn take(&mut self, checks: Vec<LineCheck>) {
         for check in checks {
             self.lines += 1;
+            self.bytes += check.len + u64::from(check.terminated);
             let summary = &mut self.files[check.file];
             summary.lines += 1;
             if let Ok(c) = &check.outcome {
@@ -535,6 +544,12 @@ impl Walker {
             } else {
                 self.step(check);
             }
+        }
+        if let Some(progress) = &self.progress {
+            progress.report(Progress {
+                lines: self.lines,
+                bytes: self.bytes,
+            });
         }
     }
 

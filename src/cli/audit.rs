@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::flags::{JsonFlag, StateDirArg};
 use super::json::{self, Document};
+use super::progress::VerifyBar;
 use super::{CommandResult, Outcome, output};
 use crate::audit::verify::{CheckpointStatus, VerifyOptions, VerifyReport, verify};
 use crate::config::Discovery;
@@ -19,6 +20,8 @@ use crate::state_dir::StateDir;
 
 const VERIFY_AFTER_HELP: &str = "\
 Exit status: 0 clean, 1 tampering found, 2 error (a file or key that cannot be read).
+On a terminal, logs over 4 MiB show a progress bar on stderr (records/s, ETA); never with --json
+or when stderr is not a terminal.
 
 Examples:
   firma audit verify
@@ -87,7 +90,13 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     } else if let Some(path) = &args.checkpoint {
         options.checkpoint = Some(path.clone());
     }
-    let report = verify(&options)?;
+    let bar = VerifyBar::for_files(&options.files, args.json.enabled());
+    options.progress = bar.as_ref().map(VerifyBar::hook);
+    let report = verify(&options);
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let report = report?;
     if args.json.enabled() {
         json::print(Document::AuditVerify, &report)?;
     } else {

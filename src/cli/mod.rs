@@ -19,6 +19,7 @@ pub mod json;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod progress;
 pub mod project;
 pub mod prompt;
 pub mod run;
