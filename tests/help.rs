@@ -138,3 +138,24 @@ fn a_bad_stop_timeout_is_refused_before_anything_stops() {
         "{err}"
     );
 }
+
+#[test]
+fn the_global_config_flag_reaches_every_command_before_or_after_its_name() {
+    let world = World::new();
+    let missing = world.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        vec!["--config", missing, "sidecar", "start"],
+        vec!["sidecar", "start", "--config", missing],
+        vec!["--config", missing, "sidecar", "restart"],
+        vec!["config", "check", "--config", missing],
+    ] {
+        let out = world.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = common::stderr(&out);
+        assert!(
+            err.contains(missing) && err.contains("selected by --config"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -6,11 +6,11 @@
 //! the one resolver that owns the rule (`config::dirs`, `config::Discovery`), so the source
 //! (flag or env) stays visible to the commands that care (next steps, the other-project guard).
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use clap::parser::ValueSource;
-use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, value_parser};
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 
 use crate::config::dirs::{STATE_DIR_ENV, StateDirSource, resolve_state_dir};
 use crate::config::discovery::CONFIG_ENV;
@@ -42,21 +42,21 @@ impl EnvPathSpec {
             // The help text stays the same whatever the caller's environment holds.
             .hide_env_values(true)
             // Empty values pass the parser: an empty env var counts as unset (the resolvers'
-            // rule), an empty flag is refused below.
-            .value_parser(value_parser!(OsString))
+            // rule), an empty flag is refused below. `PathBuf`, like every other path flag, so a
+            // global value propagated into a command's own flag of the same name reads alike.
+            .value_parser(OsStringValueParser::new().map(PathBuf::from))
             .help(self.help)
             .global(self.global)
     }
 
     fn read(&self, matches: &ArgMatches) -> Result<EnvPathFlag, clap::Error> {
-        // A command may leave the flag out (`firma __supervise` defines its own).
-        let Ok(Some(value)) = matches.try_get_one::<OsString>(self.id) else {
+        let Ok(Some(value)) = matches.try_get_one::<PathBuf>(self.id) else {
             return Ok(EnvPathFlag::default());
         };
         if matches.value_source(self.id) != Some(ValueSource::CommandLine) {
             return Ok(EnvPathFlag::default());
         }
-        if value.is_empty() {
+        if value.as_os_str().is_empty() {
             return Err(clap::Error::raw(
                 clap::error::ErrorKind::InvalidValue,
                 format!(
@@ -66,7 +66,7 @@ impl EnvPathSpec {
             ));
         }
         Ok(EnvPathFlag {
-            typed: Some(PathBuf::from(value)),
+            typed: Some(value.clone()),
         })
     }
 }

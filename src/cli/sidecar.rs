@@ -66,11 +66,9 @@ Order: stack.lock, Authority (own process group) until its gRPC health check pas
 Any failure rolls everything back (exit 2). Each component must report ready within
 FIRMA_READY_TIMEOUT (default 30s). Foreground: Ctrl-C, SIGTERM or SIGHUP stops the pair (exit 0);
 a child dying on its own stops the other (exit 2), unless [sidecar.supervise] restart =
-\"on-failure\" restarts it.")]
+\"on-failure\" restarts it. The firma.toml passed to both children: --config, then
+FIRMA_SIDECAR_CONFIG_FILE, then FIRMA_CONFIG, then the discovered one.")]
 pub struct StartArgs {
-    /// firma.toml passed to both children (env: FIRMA_SIDECAR_CONFIG_FILE) [default: discovered firma.toml].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub state_dir: StateDirArg,
     /// Return after readiness, leaving a supervisor process that owns the pair.
@@ -107,9 +105,6 @@ pub struct StatusArgs {
 Restarts with the config the running pair serves (or --config); when nothing runs, it starts
 the discovered config. The new pair always runs detached.")]
 pub struct RestartArgs {
-    /// firma.toml for the new pair [default: the one the running pair serves, else discovered].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub state_dir: StateDirArg,
     #[command(flatten)]
@@ -151,7 +146,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Hinted> {
 }
 
 fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
-    let config = Discovery::new(args.config.or(global_config))
+    let config = Discovery::new(global_config)
         .with_env_first(START_CONFIG_ENV)
         .load()?;
     let (state, source) = resolve_state_dir(args.state_dir.as_deref());
@@ -361,7 +356,7 @@ fn restart(args: RestartArgs, global_config: Option<PathBuf>) -> CommandResult {
     let timeout = args.timeout.duration();
     let (state, source) = resolve_state_dir(args.state_dir.as_deref());
     let running_config = live_stack(&state).and_then(|s| s.meta).map(|m| m.config);
-    let chosen = args.config.or(global_config);
+    let chosen = global_config;
     let config = match (chosen, running_config) {
         (Some(flag), _) => Discovery::new(Some(flag)).load()?,
         (None, Some(running)) => load_running_config(&running)?,
