@@ -22,6 +22,7 @@ fn draft(i: u64) -> AuditDraft {
         agent_id: "codex".into(),
         session_id: "0193a1c2-7d4e-7b5f-9a31-2f0c6a1d9e77".into(),
         token_id: "tok-0193a1c2".into(),
+        sandbox_id: String::new(),
         intent: Intent {
             action_class: "communication.external.send".into(),
             method: "POST".into(),

@@ -22,7 +22,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firma::proto::IssueCapabilityRequest;
-use firma::proto::authority_client::AuthorityClient;
 
 const FIRMA: &str = env!("CARGO_BIN_EXE_firma");
 
@@ -362,7 +361,12 @@ fn start_firma(dir: &Path, runtime: &tokio::runtime::Runtime) -> (SocketAddr, St
     let (sidecar, sidecar_addr) =
         spawn_ready(dir, &["sidecar", "--authority-url", &url], "sidecar");
     let token = runtime.block_on(async {
-        let mut client = AuthorityClient::connect(url).await.unwrap();
+        // Minting is for operators: over the Authority's operator socket.
+        let socket = dir.join("state/authority.sock");
+        let mut client =
+            firma::authority::client::connect(&format!("unix:{}", socket.display()), None)
+                .await
+                .unwrap();
         let response = client
             .issue_capability(IssueCapabilityRequest {
                 agent_id: "codex".into(),
@@ -370,6 +374,7 @@ fn start_firma(dir: &Path, runtime: &tokio::runtime::Runtime) -> (SocketAddr, St
                 resource_scope: "*".into(),
                 session_id: "bench".into(),
                 ttl_seconds: 3600,
+                sandbox_id: String::new(),
             })
             .await
             .unwrap()

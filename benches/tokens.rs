@@ -7,12 +7,14 @@
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::{Signer, Verifier};
-use firma::authority::token::{CapabilityClaims, sign_token, verify_token};
+use firma::authority::token::{CapabilityClaims, key_id, sign_token, verify_token};
 
-fn claims() -> CapabilityClaims {
+fn claims(key: &ed25519_dalek::SigningKey) -> CapabilityClaims {
     let now = Utc::now();
     CapabilityClaims {
         token_id: uuid::Uuid::now_v7().to_string(),
+        issuer: key_id(&key.verifying_key()),
+        audience: "bench".into(),
         agent_id: "codex".into(),
         session_id: uuid::Uuid::now_v7().to_string(),
         actions: vec![
@@ -22,17 +24,19 @@ fn claims() -> CapabilityClaims {
         resource_scope: "api.anthropic.com".into(),
         issued_at: now,
         expires_at: now + chrono::Duration::minutes(15),
+        sandbox_id: String::new(),
     }
 }
 
 fn bench(c: &mut Criterion) {
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
     let public = key.verifying_key();
-    let claims = claims();
+    let claims = claims(&key);
     let token = sign_token(&key, &claims).unwrap();
     // The same bytes the token carries as its payload.
     let payload = serde_json::json!({
-        "jti": claims.token_id, "sub": claims.agent_id, "sid": claims.session_id,
+        "jti": claims.token_id, "iss": claims.issuer, "aud": claims.audience,
+        "sub": claims.agent_id, "sid": claims.session_id,
         "actions": claims.actions, "scope": claims.resource_scope,
         "iat": claims.issued_at.to_rfc3339(), "exp": claims.expires_at.to_rfc3339(),
     })

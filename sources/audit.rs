@@ -252,6 +252,7 @@ mod tests {
                     latency_us: 1,
                     prev: "0".repeat(64),
                     sig: Some("c2ln".into()),
+                    sandbox_id: String::new(),
                 };
                 let line = crate::audit::canonical::to_vec(&serde_json::to_value(&event).unwrap()).unwrap();
                 prop_assert!(AuditSource.is_canonical(&line));

@@ -120,6 +120,7 @@ pub fn diagnose(inputs: &Inputs) -> Report {
     checks.push(ca_check(state));
     if let Some(loaded) = &loaded {
         checks.push(audit_check(loaded, state, inputs.full_audit));
+        checks.extend(witness_check(loaded, state));
     }
     checks.push(dir_check(
         "state dir",
@@ -135,8 +136,19 @@ pub fn diagnose(inputs: &Inputs) -> Report {
         )),
     }
     checks.push(clock_check());
+    checks.push(sandbox_check());
     let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
     Report { checks, worst }
+}
+
+/// What `firma run`'s sandbox can use here (probed in a throwaway process).
+fn sandbox_check() -> Check {
+    let offered = crate::run::sandbox::probe();
+    if offered.missing().is_empty() {
+        Check::ok("sandbox", offered.summary())
+    } else {
+        Check::warn("sandbox", offered.summary(), offered.remedies())
+    }
 }
 
 fn binary_check() -> Check {
@@ -356,6 +368,37 @@ fn audit_check(loaded: &LoadedConfig, state: &StateDir, full: bool) -> Check {
     }
 }
 
+/// The log against the checkpoint the Authority witnessed — when there is an Authority to ask
+/// (a local one whose operator socket exists, or a remote one).
+fn witness_check(loaded: &LoadedConfig, state: &StateDir) -> Option<Check> {
+    use crate::authority::witness_check::{check, describe};
+    let local = loaded.config.authority.mode == AuthorityMode::Local;
+    if local && !state.authority_socket().exists() {
+        return None;
+    }
+    let key_path = keys::public_path(&loaded.config.sidecar.audit.key);
+    let key = keys::load_verifying_key(&key_path).ok()?;
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| crate::error::Hinted::new(format!("cannot start the async runtime: {err}")))
+        .and_then(|runtime| runtime.block_on(check(state, loaded, &state.audit_files(), &key)));
+    let verify = format!(
+        "firma audit verify --witness --state-dir {}",
+        state.path().display()
+    );
+    Some(match asked {
+        Ok(report) if report.witnessed.is_none() => Check::warn(
+            "witness",
+            describe(&report),
+            "the Sidecar reports its checkpoint every second; register its audit.pub in witness_keys if the Authority refuses it (authority.log)",
+        ),
+        Ok(report) if report.is_ok() => Check::ok("witness", describe(&report)),
+        Ok(report) => Check::fail("witness", describe(&report), verify),
+        Err(err) => Check::warn("witness", err.message(), err.hint_text().unwrap_or("")),
+    })
+}
+
 /// A resume point at the first line starting at or after `from`: its offset, line number and
 /// the chain head of the line before it (trusted, not re-verified, in a tail check).
 fn tail_resume(log: &Path, from: u64) -> Option<Resume> {
@@ -493,6 +536,7 @@ mod tests {
                     agent_id: "codex".into(),
                     session_id: "s".into(),
                     token_id: format!("t{i}"),
+                    sandbox_id: String::new(),
                     intent: Intent {
                         action_class: "communication.internal.send".into(),
                         method: "GET".into(),

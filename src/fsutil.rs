@@ -17,6 +17,10 @@ use nix::fcntl::OFlag;
 
 use crate::error::Hinted;
 
+/// For `OpenOptionsExt::custom_flags`: open a file firma keeps in its own directories without
+/// following a symlink planted in its place (the open fails with `ELOOP`).
+pub const NO_FOLLOW: i32 = OFlag::O_NOFOLLOW.bits();
+
 /// Whether a write must survive a crash of the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

@@ -20,7 +20,7 @@
 //! | `generated-firma-ca/firma-ca.crt`, `firma-ca.key` | Sidecar | the interception CA |
 //! | `generated-firma-ca/ca-bundle.pem` | `firma run` | system roots + the CA, for agents |
 //!
-//! **Data dir** (durable): `revocations.txt`.
+//! **Data dir** (durable): `revocations.txt`, `witnessed-checkpoints.jsonl`.
 //!
 //! Nothing else in firma spells these names; everything asks a [`StateDir`] or [`DataDir`].
 
@@ -202,6 +202,10 @@ impl DataDir {
     /// Revoked token ids, one line each (the Authority's source of truth).
     pub fn revocations(&self) -> PathBuf {
         self.dir.join("revocations.txt")
+    }
+    /// The Authority's witnessed audit checkpoints, one JSON line per accepted report.
+    pub fn witnessed_checkpoints(&self) -> PathBuf {
+        self.dir.join("witnessed-checkpoints.jsonl")
     }
 }
 

@@ -27,6 +27,7 @@ fn draft(i: u64) -> AuditDraft {
         agent_id: "codex".into(),
         session_id: "s-1".into(),
         token_id: format!("tok-{}", i % 7),
+        sandbox_id: String::new(),
         intent: Intent {
             action_class: "communication.external.send".into(),
             method: "POST".into(),
@@ -749,6 +750,7 @@ mod canonical_properties {
                         latency_us: latency,
                         prev: record::GENESIS_PREV.into(),
                         sig: None,
+                        sandbox_id: format!("{seq:x}"),
                     }
                 },
             )

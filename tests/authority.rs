@@ -3,107 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
+use common::authority::{AuthorityProcess, DEADLINE};
+use common::{World, assert_success, stderr, stdout, wait_for};
 use firma::authority::token::verify_token;
-use firma::proto::authority_client::AuthorityClient;
 use firma::proto::{
     IssueCapabilityRequest, RevokeRequest, WatchPolicyBundleRequest, WatchRevocationsRequest,
 };
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
-
-/// Generous: these bound hangs, they do not measure speed (benches do).
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A `firma authority` child with its stderr (JSON log lines) captured.
-struct AuthorityProcess {
-    guard: ChildGuard,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl AuthorityProcess {
-    fn start(world: &World) -> Self {
-        Self::try_start(world).unwrap_or_else(|log| panic!("authority did not get ready:\n{log}"))
-    }
-
-    /// `Err(log)` when the process exits before logging `ready`.
-    fn try_start(world: &World) -> Result<Self, String> {
-        let mut cmd = world.cmd();
-        cmd.arg("authority")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn firma authority");
-        let stderr = child.stderr.take().unwrap();
-        let mut guard = ChildGuard::new(child);
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let ready = ready_addr(&log.lock().unwrap());
-            if let Some(addr) = ready {
-                return Ok(Self { guard, addr, log });
-            }
-            if let Some(status) = guard.child_mut().try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                return Err(format!("exit {status}\n{}", log.lock().unwrap()));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no ready line:\n{}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn client(&self) -> AuthorityClient<Channel> {
-        firma::authority::client::connect(&self.url(), None)
-            .await
-            .expect("connect")
-    }
-
-    /// What `firma sidecar start` does: publish the bound address in the state dir.
-    fn publish_listen(&self, world: &World) {
-        std::fs::write(
-            world.state_dir().join("authority.listen"),
-            format!("{}\n", self.addr),
-        )
-        .unwrap();
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.guard.id()).unwrap());
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-}
-
-fn ready_addr(log: &str) -> Option<String> {
-    log.lines().find_map(|line| {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        (value["message"] == "ready").then(|| value["addr"].as_str().map(str::to_string))?
-    })
-}
 
 fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
     IssueCapabilityRequest {
@@ -112,6 +21,7 @@ fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
         resource_scope: "*".into(),
         session_id: "test-session".into(),
         ttl_seconds: 600,
+        sandbox_id: String::new(),
     }
 }
 
@@ -127,6 +37,28 @@ fn save(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Give the project's Authority a self-signed TLS certificate (localhost, 127.0.0.1) and make
+/// its clients trust it.
+fn serve_tls(world: &World) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = world.project_dir();
+    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    edit_config(world, |text| {
+        text.replacen(
+            "bundle_ttl = \"30s\"\n",
+            "bundle_ttl = \"30s\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
+            1,
+        )
+        .replacen(
+            "public_key = \"authority.pub\"\n",
+            "public_key = \"authority.pub\"\nca_cert = \"tls.crt\"\n",
+            1,
+        )
+    });
+}
+
 fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
     let path = world.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -138,7 +70,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let world = World::new();
     world.init(&[]);
     let authority = AuthorityProcess::start(&world);
-    let mut client = authority.client().await;
+    let mut client = authority.operator(&world).await;
 
     let mut revocations = client
         .watch_revocations(WatchRevocationsRequest { since: None })
@@ -167,7 +99,6 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     assert_eq!((claims.expires_at - claims.issued_at).num_seconds(), 600);
 
     // Through the CLI, which finds the Authority via <state_dir>/authority.listen.
-    authority.publish_listen(&world);
     let out = world.run(&[
         "token",
         "issue",
@@ -225,6 +156,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
         .revoke(RevokeRequest {
             token_id: token_id.into(),
             reason: "again".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -244,7 +176,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
 
     // A late watcher gets the replay (only what is newer than `since`), then the marker.
     let since =
-        firma::authority::service::timestamp(chrono::Utc::now() - chrono::Duration::hours(1));
+        firma::authority::client::timestamp(chrono::Utc::now() - chrono::Duration::hours(1));
     let mut late = client
         .watch_revocations(WatchRevocationsRequest { since: Some(since) })
         .await
@@ -267,7 +199,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
         vec![token_id.to_string(), "hand-revoked-id".into()]
     );
     let future =
-        firma::authority::service::timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
+        firma::authority::client::timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
     let mut none = client
         .watch_revocations(WatchRevocationsRequest {
             since: Some(future),
@@ -287,7 +219,7 @@ async fn denial_is_a_response_with_a_reason_and_bad_requests_are_invalid_argumen
     let world = World::new();
     world.init(&[]);
     let authority = AuthorityProcess::start(&world);
-    let mut client = authority.client().await;
+    let mut client = authority.operator(&world).await;
 
     let response = client
         .issue_capability(issue_request("intruder", "communication.external.send"))
@@ -323,7 +255,6 @@ async fn denial_is_a_response_with_a_reason_and_bad_requests_are_invalid_argumen
         assert!(!status.message().is_empty());
     }
 
-    authority.publish_listen(&world);
     let out = world.run(&[
         "token",
         "issue",
@@ -420,7 +351,9 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
             .await
             .is_none()
     );
-    let response = client
+    let response = authority
+        .operator(&world)
+        .await
         .issue_capability(issue_request("codex", "communication.external.send"))
         .await
         .unwrap()
@@ -563,17 +496,11 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
 
 #[test]
 fn token_commands_name_an_unreachable_authority() {
+    use std::os::unix::fs::PermissionsExt;
     let world = World::new();
     world.init(&[]);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap().to_string();
-    drop(closed);
-    std::fs::write(
-        world.state_dir().join("authority.listen"),
-        format!("{addr}\n"),
-    )
-    .unwrap();
-    for args in [
+    let socket = world.state_dir().join("authority.sock");
+    let commands = [
         vec![
             "token",
             "issue",
@@ -582,26 +509,30 @@ fn token_commands_name_an_unreachable_authority() {
             "--action",
             "code.read",
         ],
-        vec!["token", "revoke", "some-id"],
-    ] {
-        let out = world.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(&addr), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("authority.listen"),
-            "{}",
-            stderr(&out)
-        );
-    }
-    // Without authority.listen, port 0 in the config is no address at all.
-    std::fs::remove_file(world.state_dir().join("authority.listen")).unwrap();
-    let out = world.run(&["token", "revoke", "some-id"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("authority.listen"),
-        "{}",
-        stderr(&out)
-    );
+        vec!["token", "revoke", "0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42"],
+    ];
+    let refused = |why: &str| {
+        for args in &commands {
+            let out = world.run(args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(
+                err.contains(&socket.display().to_string()),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains(why), "{args:?}: {err}");
+            assert!(err.contains("hint:"), "{args:?}: {err}");
+        }
+    };
+    // No Authority has run: no operator socket.
+    refused("cannot find the running Authority");
+    // One ran and died: its socket file is left, nobody answers.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    refused("cannot reach the Authority");
+    // A socket other users can connect to is not trusted.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    refused("lets other users connect");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -683,7 +614,18 @@ import sys, grpc
 sys.path.insert(0, sys.argv[1])
 from firma.v1 import authority_pb2 as pb, authority_pb2_grpc as rpc
 channel = grpc.insecure_channel(sys.argv[2])
-stub = rpc.AuthorityStub(channel)
+# Minting is for operators: over the TCP port the caller is a sidecar.
+try:
+    rpc.AuthorityStub(channel).IssueCapability(pb.IssueCapabilityRequest(
+        agent_id="codex", actions=["communication.external.send"], resource_scope="*",
+        ttl_seconds=60), timeout=10)
+    raise SystemExit("expected PERMISSION_DENIED over TCP")
+except grpc.RpcError as err:
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+    print("TCP REFUSED", err.details())
+# grpc-core would send the socket path as :authority, which HTTP/2 servers reject.
+stub = rpc.AuthorityStub(grpc.insecure_channel("unix:" + sys.argv[3],
+    options=[("grpc.default_authority", "localhost")]))
 ok = stub.IssueCapability(pb.IssueCapabilityRequest(
     agent_id="codex", actions=["communication.external.send"], resource_scope="api.anthropic.com",
     session_id="py-session", ttl_seconds=120), timeout=10)
@@ -710,12 +652,27 @@ print("HEALTH SERVING")
         Command::new("python3")
             .args(["-c", script])
             .arg(&out_dir)
-            .arg(&authority.addr),
+            .arg(&authority.addr)
+            .arg(world.state_dir().join("authority.sock")),
         Duration::from_secs(60),
     );
     assert_success(&out);
     let text = stdout(&out);
     assert!(text.contains("HEALTH SERVING"), "{text}");
+    assert!(
+        text.contains("TCP REFUSED IssueCapability is for operators"),
+        "{text}"
+    );
+    let refusal = authority
+        .log()
+        .lines()
+        .find(|l| l.contains("refused") && l.contains("IssueCapability"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no refusal logged:\n{}", authority.log()));
+    assert!(
+        refusal.contains("127.0.0.1:"),
+        "the peer is named: {refusal}"
+    );
     let token = text
         .lines()
         .find_map(|l| l.strip_prefix("TOKEN "))
@@ -730,35 +687,20 @@ print("HEALTH SERVING")
 async fn tls_authority_is_reached_with_the_ca_file() {
     let world = World::new();
     world.init(&[]);
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    serve_tls(&world);
     let dir = world.project_dir();
-    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    edit_config(&world, |text| {
-        text.replacen(
-            "bundle_ttl = \"30s\"\n",
-            "bundle_ttl = \"30s\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
-            1,
-        )
-        .replacen(
-            "public_key = \"authority.pub\"\n",
-            "public_key = \"authority.pub\"\nca_cert = \"tls.crt\"\n",
-            1,
-        )
-    });
     let authority = AuthorityProcess::start(&world);
     let port = authority.addr.rsplit(':').next().unwrap();
     let url = format!("https://localhost:{port}");
     let mut client = firma::authority::client::connect(&url, Some(&dir.join("tls.crt")))
         .await
         .unwrap();
-    let response = client
-        .issue_capability(issue_request("codex", "communication.external.send"))
+    let mut bundles = client
+        .watch_policy_bundle(WatchPolicyBundleRequest::default())
         .await
         .unwrap()
         .into_inner();
-    assert!(response.granted);
+    assert!(next_bundle(&mut bundles, DEADLINE).await.is_some());
     // Without the CA the connection is refused before any request.
     assert!(firma::authority::client::connect(&url, None).await.is_err());
     // Plain text to the TLS port fails.
@@ -769,13 +711,12 @@ async fn tls_authority_is_reached_with_the_ca_file() {
     if let Some(plain) = plain.as_mut() {
         assert!(
             plain
-                .issue_capability(issue_request("codex", "communication.external.send"))
+                .watch_policy_bundle(WatchPolicyBundleRequest::default())
                 .await
                 .is_err()
         );
     }
-    // The CLI picks https and the CA from firma.toml.
-    authority.publish_listen(&world);
+    // The CLI mints over the operator socket, whatever the TCP port speaks.
     let out = world.run(&[
         "token",
         "issue",
@@ -811,4 +752,196 @@ async fn bundles_are_refreshed_before_their_ttl_runs_out() {
         let (a, b) = (first.sent_at.unwrap(), refresh.sent_at.unwrap());
         assert!((b.seconds, b.nanos) > (a.seconds, a.nanos));
     }
+}
+
+/// Stops the daemon pair a test started (`firma sidecar start`/`firma run`), also when it fails.
+struct DaemonGuard<'a>(&'a World);
+
+impl Drop for DaemonGuard<'_> {
+    fn drop(&mut self) {
+        let out = self.0.run(&["sidecar", "stop"]);
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "stop failed: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// `firma run` finds the Authority the way every other client does: a TLS Authority is reached
+/// over TLS with the configured CA (it used to be dialled with plain http:// and fail).
+#[test]
+fn firma_run_gets_its_capability_from_a_tls_authority() {
+    let world = World::new();
+    world.init(&[]);
+    serve_tls(&world);
+    let _daemon = DaemonGuard(&world);
+    let out = world.run(&["run", "codex", "--", "true"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("capability "), "{}", stdout(&out));
+}
+
+/// `firma token` as an operator uses it: `issue` defaults the agent to `[project].agent`,
+/// `inspect` verifies and reports (exit 1 once the token is not usable), `revoke` takes a whole
+/// token or a UUID and refuses anything else without storing it.
+#[test]
+fn operators_inspect_tokens_and_revoke_them_whole_or_by_id() {
+    let world = World::new();
+    world.init(&[]);
+    let _authority = AuthorityProcess::start(&world);
+    let revocations = world.data_dir().join("revocations.txt");
+
+    let out = world.run(&["token", "issue", "--action", "communication.internal.send"]);
+    assert_success(&out);
+    assert!(stderr(&out).contains("for agent codex"), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+    let claims = verify_token(&token, &public_key(&world), chrono::Utc::now()).unwrap();
+    assert_eq!(claims.agent_id, "codex");
+
+    let out = world.run(&["token", "inspect", &token]);
+    assert_success(&out);
+    let redact = |text: &str| {
+        text.replace(&claims.token_id, "[token id]")
+            .replace(&claims.session_id, "[session]")
+            .replace(&claims.issuer, "[issuer]")
+            .replace(&world.project_dir().display().to_string(), "[project]")
+            .lines()
+            .map(|l| match l.split_once(' ') {
+                Some((label @ ("issued" | "expires"), _)) => format!("{label:<11} [time]"),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    insta::assert_snapshot!("token_inspect", redact(&stdout(&out)));
+
+    // Bad ids are refused before anything is stored.
+    for bad in ["not-a-uuid", "v4.public.garbage"] {
+        let out = world.run(&["token", "revoke", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
+    }
+    let out = world.run(&["token", "revoke", "not-a-uuid"]);
+    assert!(
+        stderr(&out).contains("\"not-a-uuid\" is not a token id"),
+        "{}",
+        stderr(&out)
+    );
+    let stored = std::fs::read_to_string(&revocations).unwrap_or_default();
+    assert!(
+        !stored.contains("not-a-uuid") && !stored.contains("garbage"),
+        "{stored}"
+    );
+
+    // A whole token: verified, its id revoked with its expiry (so it can be pruned).
+    let out = world.run(&["token", "revoke", &token, "--reason", "pasted in chat"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains(&claims.token_id), "{}", stdout(&out));
+    let stored = std::fs::read_to_string(&revocations).unwrap();
+    let line = stored
+        .lines()
+        .find(|l| l.starts_with(&claims.token_id))
+        .unwrap();
+    let expiry = claims
+        .expires_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(
+        line.contains(&format!("\t{expiry}\tpasted in chat")),
+        "{line}"
+    );
+
+    let out = world.run(&["token", "inspect", &token, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["token_id"], claims.token_id.as_str());
+    assert_eq!(report["validity"], "valid");
+    assert_eq!(report["audience_matches"], true);
+    assert_eq!(report["revocation"]["state"], "revoked");
+    assert_eq!(report["revocation"]["reason"], "pasted in chat");
+    let out = world.run(&["token", "inspect", &token]);
+    assert!(
+        stdout(&out).contains("NOT usable: revoked"),
+        "{}",
+        stdout(&out)
+    );
+
+    // By id: a UUID is accepted (idempotent here).
+    let out = world.run(&["token", "revoke", &claims.token_id]);
+    assert_success(&out);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("already revoked"), "{said}");
+
+    // A token of another Authority cannot be inspected or revoked as one.
+    let other = World::new();
+    other.init(&[]);
+    let _other_authority = AuthorityProcess::start(&other);
+    let out = other.run(&["token", "issue", "--action", "communication.internal.send"]);
+    assert_success(&out);
+    let foreign = stdout(&out).trim().to_string();
+    for args in [
+        vec!["token", "inspect", &foreign],
+        vec!["token", "revoke", &foreign],
+    ] {
+        let out = world.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("signature does not verify")
+                && stderr(&out).contains("authority.pub"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Revocations of expired tokens are pruned when the Authority starts: the file is compacted
+/// (comments and live entries kept) and the replay no longer carries them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_of_expired_tokens_are_pruned() {
+    let world = World::new();
+    world.init(&[]);
+    let path = world.data_dir().join("revocations.txt");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let now = chrono::Utc::now();
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let text = format!(
+        "# revoked by hand\n\
+         0193b7a2-0000-7000-8000-000000000001\t{}\t{}\told, expired\n\
+         0193b7a2-0000-7000-8000-000000000002\t{}\t{}\tstill valid\n\
+         legacy-id 2026-01-01T00:00:00Z written before expiries were kept\n",
+        at(now - chrono::Duration::hours(3)),
+        at(now - chrono::Duration::hours(2)),
+        at(now),
+        at(now + chrono::Duration::hours(1)),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let authority = AuthorityProcess::start(&world);
+    let compacted = std::fs::read_to_string(&path).unwrap();
+    assert!(!compacted.contains("000000000001"), "{compacted}");
+    for kept in ["# revoked by hand", "000000000002", "legacy-id"] {
+        assert!(compacted.contains(kept), "{kept}: {compacted}");
+    }
+    assert!(
+        authority
+            .log()
+            .contains("pruned 1 revocation(s) of expired tokens")
+    );
+    let mut client = authority.client().await;
+    let mut stream = client
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replayed = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        if event.snapshot_complete {
+            break;
+        }
+        replayed.push(event.token_id);
+    }
+    assert_eq!(
+        replayed,
+        ["0193b7a2-0000-7000-8000-000000000002", "legacy-id"]
+    );
 }

@@ -24,6 +24,7 @@ fn draft(i: u64) -> firma::audit::event::AuditDraft {
         agent_id: format!("agent-{}", i % 2),
         session_id: "s-1".into(),
         token_id: format!("tok-{i}"),
+        sandbox_id: String::new(),
         intent: Intent {
             action_class: if i.is_multiple_of(2) {
                 "communication.external.send".into()

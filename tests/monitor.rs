@@ -1120,6 +1120,7 @@ fn real_draft(i: u64) -> firma::audit::event::AuditDraft {
         agent_id: "codex".into(),
         session_id: "s-1".into(),
         token_id: format!("tok-{i}"),
+        sandbox_id: String::new(),
         intent: Intent {
             action_class: "communication.external.send".into(),
             method: "POST".into(),

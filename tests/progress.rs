@@ -56,6 +56,7 @@ fn draft(i: u64) -> AuditDraft {
             determining: vec!["policy0".into()],
         },
         latency_us: 100 + i % 900,
+        sandbox_id: String::new(),
     }
 }
 

@@ -1,117 +1,57 @@
 //! `firma run`: implicit scaffold, daemon autostart, a capability, proxy/CA variables, exit
-//! status — exercised with curl and Python `requests` against a real local upstream.
+//! status, stdout left to the command — exercised with curl and Python `requests` against a real
+//! local upstream. Also the hostile local machine: state dirs and files planted by another uid.
 
 mod common;
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
-use common::{ChildGuard, World, assert_success, stderr, stdout};
+use common::agent::{DaemonGuard, Upstream, audit_records, forbid_admin};
+use common::{World, assert_success, run_with_timeout, stderr, stdout};
 
-/// Stops the daemon a test started, also when the test fails.
-struct DaemonGuard<'a>(&'a World);
-
-impl Drop for DaemonGuard<'_> {
-    fn drop(&mut self) {
-        let out = self.0.run(&["sidecar", "stop"]);
-        assert!(
-            out.status.success() || std::thread::panicking(),
-            "stop failed: {}",
-            stderr(&out)
-        );
-    }
-}
-
-/// `python3 -m http.server` serving `dir` on a free loopback port.
-fn upstream(dir: &Path) -> (ChildGuard, u16) {
-    std::fs::create_dir_all(dir.join("admin")).unwrap();
-    std::fs::write(dir.join("hello.txt"), "hello from upstream\n").unwrap();
-    std::fs::write(dir.join("admin/secret.txt"), "secret\n").unwrap();
-    let mut child = Command::new("python3")
-        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 http.server");
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-    let port = first
-        .split_whitespace()
-        .nth(5)
-        .and_then(|p| p.parse().ok())
-        .expect(&first);
-    (ChildGuard::new(child), port)
-}
-
-fn forbid_admin(world: &World) {
-    std::fs::write(
-        world.project_dir().join("policies/forbid-admin.cedar"),
-        "@id(\"no-admin\")\nforbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n",
-    )
-    .unwrap();
-}
-
-fn audit_lines(world: &World) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(world.state_dir().join("audit.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+/// A uid no test process runs as.
+const OTHER_UID: u32 = 65534;
 
 #[test]
 fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     let world = World::new();
     world.init(&[]);
     forbid_admin(&world);
-    let (_upstream, port) = upstream(&world.path().join("www"));
+    let upstream = Upstream::start(&world.path().join("www"));
     let _daemon = DaemonGuard(&world);
 
-    let hello = format!("http://127.0.0.1:{port}/hello.txt");
-    let admin = format!("http://127.0.0.1:{port}/admin/secret.txt");
-    let out = world.run(&[
-        "run",
-        "codex",
-        "--",
-        "curl",
-        "-sS",
-        "-w",
-        "\n%{http_code}",
-        &hello,
-    ]);
+    let hello = upstream.url("/hello.txt");
+    let admin = upstream.url("/admin/secret.txt");
+    let curl = |url: &str| {
+        world.run(&[
+            "run",
+            "codex",
+            "--",
+            "curl",
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+    };
+    let out = curl(&hello);
     assert_success(&out);
     assert!(
-        stdout(&out).contains("daemon not running: starting it"),
+        stderr(&out).contains("daemon not running: starting it"),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
-    assert!(
-        stdout(&out).ends_with("hello from upstream\n\n200"),
-        "{}",
-        stdout(&out)
-    );
+    assert_eq!(stdout(&out), "hello from upstream\n\n200");
 
-    let out = world.run(&[
-        "run",
-        "codex",
-        "--",
-        "curl",
-        "-sS",
-        "-w",
-        "\n%{http_code}",
-        &admin,
-    ]);
+    let out = curl(&admin);
     assert_success(&out);
-    let text = stdout(&out);
     assert!(
-        !text.contains("starting it"),
-        "the running daemon is reused: {text}"
+        !stderr(&out).contains("starting it"),
+        "the running daemon is reused: {}",
+        stderr(&out)
     );
+    let text = stdout(&out);
     assert!(text.ends_with("\n403"), "{text}");
     assert!(
         text.contains("\"denied\":true") && text.contains("no-admin"),
@@ -127,7 +67,7 @@ fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     assert!(text.contains("200 hello from upstream"), "{text}");
     assert!(text.contains("403 {\"denied\":true"), "{text}");
 
-    let records = audit_lines(&world);
+    let records = audit_records(&world);
     let decided = |decision: &str, path: &str| {
         records
             .iter()
@@ -142,12 +82,40 @@ fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     assert_success(&verify);
 }
 
+/// Issue #15: stdout belongs to the command; firma's own lines go to stderr (none with -q).
+#[test]
+fn stdout_is_exactly_the_commands_output() {
+    let world = World::new();
+    world.init(&[]);
+    let _daemon = DaemonGuard(&world);
+    let out = world.run(&["run", "codex", "--", "printf", "hi"]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "hi");
+    assert!(
+        stderr(&out).contains("info: capability"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = world.run(&["run", "codex", "--quiet", "--", "printf", "hi"]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "hi");
+    assert_eq!(stderr(&out), "", "--quiet leaves only warnings and errors");
+}
+
 #[test]
 fn environment_exit_status_and_missing_command() {
     let world = World::new();
     world.init(&[]);
     let _daemon = DaemonGuard(&world);
-    let out = world.run(&["run", "codex", "--", "sh", "-c", "env | sort; exit 7"]);
+    let out = run_with_timeout(
+        world
+            .cmd()
+            .args(["run", "codex", "--", "sh", "-c", "env | sort; exit 7"])
+            .env("NO_PROXY", "127.0.0.1,example.com")
+            .env("no_proxy", "*"),
+        Duration::from_secs(60),
+    );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let env = stdout(&out);
     let ca_dir = world.state_dir().join("generated-firma-ca");
@@ -159,11 +127,21 @@ fn environment_exit_status_and_missing_command() {
         "https_proxy",
         "all_proxy",
     ] {
-        assert!(
-            env.lines()
-                .any(|l| l.starts_with(&format!("{name}=http://127.0.0.1:"))),
-            "{name} in {env}"
-        );
+        let line = env
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {env}"));
+        // http://firma:<32 hex>@127.0.0.1:<port>: the relay's per-run proxy credentials.
+        let url = line.split_once('=').unwrap().1;
+        let (userinfo, host) = url
+            .strip_prefix("http://firma:")
+            .and_then(|rest| rest.split_once('@'))
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(userinfo.len(), 32, "{line}");
+        assert!(host.starts_with("127.0.0.1:"), "{line}");
+    }
+    for cleared in ["NO_PROXY=", "no_proxy="] {
+        assert!(!env.lines().any(|l| l.starts_with(cleared)), "{env}");
     }
     let bundle = ca_dir.join("ca-bundle.pem").display().to_string();
     for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
@@ -180,13 +158,22 @@ fn environment_exit_status_and_missing_command() {
     let ca = std::fs::read_to_string(ca_dir.join("firma-ca.crt")).unwrap();
     assert!(std::fs::read_to_string(&bundle).unwrap().ends_with(&ca));
 
-    let out = world.run(&["run", "codex", "--", "definitely-not-a-command-xyz"]);
-    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("definitely-not-a-command-xyz"),
-        "{}",
-        stderr(&out)
-    );
+    for sandbox in ["auto", "off"] {
+        let out = world.run(&[
+            "run",
+            "codex",
+            "--sandbox",
+            sandbox,
+            "--",
+            "definitely-not-a-command-xyz",
+        ]);
+        assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("definitely-not-a-command-xyz"),
+            "{}",
+            stderr(&out)
+        );
+    }
 
     let out = world.run(&["run", "generic"]);
     assert_eq!(out.status.code(), Some(127));
@@ -204,19 +191,111 @@ fn without_a_project_run_scaffolds_one_and_a_foreign_agent_is_denied() {
     // The implicit scaffold uses the default ports (50051, 8080). When another process holds
     // them the daemon cannot start; the scaffold itself is still checked.
     let out = world.run(&["run", "claude", "--", "true"]);
-    let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
-        text.contains("no firma.toml found: scaffolding ./.firma for agent claude"),
-        "{text}"
+        stderr(&out).contains("no firma.toml found: scaffolding ./.firma for agent claude"),
+        "{}",
+        stderr(&out)
     );
     assert!(world.config_path().is_file());
     if out.status.success() {
         let out = world.run(&["run", "codex", "--", "true"]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(
-            stderr(&out).contains("denied a capability for agent \"codex\""),
-            "{}",
-            stderr(&out)
-        );
+        assert_refused(&out, "denied a capability for agent \"codex\"");
     }
+}
+
+/// Exit 2 with `needle` in the error.
+#[track_caller]
+fn assert_refused(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+    assert!(stderr(out).contains(needle), "{}", stderr(out));
+}
+
+fn chown(path: &std::path::Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+}
+
+/// Item 3 of issue #14: a state dir another user created, or can write into, is refused.
+#[test]
+fn a_state_dir_planted_by_another_user_is_refused() {
+    let world = World::new();
+    world.init(&[]);
+    let state = world.state_dir();
+    chown(&state, OTHER_UID);
+    for args in [
+        &["run", "codex", "--", "true"][..],
+        &["sidecar", "start", "--detach"],
+        &["sidecar", "status"],
+        &["sidecar", "stop"],
+    ] {
+        let out = world.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("it is owned by uid {OTHER_UID}, not by you")),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("hint:"), "{text}");
+    }
+    chown(&state, 0);
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = world.run(&["run", "codex", "--", "true"]);
+    assert_refused(&out, "writable by group or others (mode 777)");
+    assert!(
+        !world.state_dir().join("sidecar.pid").exists(),
+        "nothing started"
+    );
+}
+
+/// A planted listen file would redirect `firma run`'s traffic and token: a symlink, or a file
+/// another uid owns, is refused before anything is read from it.
+#[test]
+fn planted_listen_and_pid_files_are_refused() {
+    let world = World::new();
+    world.init(&[]);
+    let state = world.state_dir();
+    let elsewhere = world.path().join("attacker.listen");
+    std::fs::write(&elsewhere, "127.0.0.1:1\n").unwrap();
+
+    let listen = state.join("sidecar.listen");
+    std::os::unix::fs::symlink(&elsewhere, &listen).unwrap();
+    let out = world.run(&["run", "codex", "--", "true"]);
+    assert_refused(&out, "sidecar.listen: it is a symbolic link");
+    std::fs::remove_file(&listen).unwrap();
+
+    let pid = state.join("stack.pid");
+    std::fs::write(&pid, "1\n").unwrap();
+    chown(&pid, OTHER_UID);
+    for args in [&["run", "codex", "--", "true"][..], &["sidecar", "stop"]] {
+        let out = world.run(args);
+        assert_refused(&out, &format!("stack.pid: it is owned by uid {OTHER_UID}"));
+    }
+}
+
+/// The data dir (revocations) is checked the same way when firma creates files in it.
+#[test]
+fn a_data_dir_planted_by_another_user_is_refused() {
+    let world = World::new();
+    let data = world.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    chown(&data, OTHER_UID);
+    let out = world.run(&["init", "--yes", "--agent", "codex"]);
+    assert_refused(&out, &format!("owned by uid {OTHER_UID}"));
+}
+
+/// A symlink planted where the Sidecar appends its audit log (or a daemon log) is not followed:
+/// the start fails instead of writing records into the file it points at.
+#[test]
+fn a_symlink_planted_at_the_audit_log_is_not_followed() {
+    let world = World::new();
+    world.init(&[]);
+    let victim = world.path().join("victim");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let audit = firma::state_dir::StateDir::new(world.state_dir()).audit_log();
+    let _ = std::fs::remove_file(&audit);
+    std::os::unix::fs::symlink(&victim, &audit).unwrap();
+    let out = world.run(&["sidecar", "start", "--detach"]);
+    let _ = world.run(&["sidecar", "stop"]);
+    assert_refused(&out, "cannot open audit log");
+    assert!(stderr(&out).contains("symbolic links"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }

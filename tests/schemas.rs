@@ -212,11 +212,22 @@ fn running_pair(samples: &mut Samples) {
         "--json",
     ]);
     samples.add_output(Document::TokenIssue, "granted", &out, &[0]);
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = issued["token"].as_str().unwrap();
+    let out = world.run(&["token", "inspect", token, "--json"]);
+    samples.add_output(Document::TokenInspect, "usable", &out, &[0]);
+    assert_success(&world.run(&["token", "revoke", issued["token_id"].as_str().unwrap()]));
+    let out = world.run(&["token", "inspect", token, "--json"]);
+    samples.add_output(Document::TokenInspect, "revoked", &out, &[1]);
     for _ in 0..3 {
         running.denied_call();
     }
     let out = world.run(&["audit", "verify", "--json"]);
     samples.add_output(Document::AuditVerify, "clean", &out, &[0]);
+    let out = world.run(&["audit", "verify", "--witness", "--json"]);
+    samples.add_output(Document::AuditVerify, "witnessed", &out, &[0]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["witness"].is_object(), "{json}");
     let out = world.run(&["doctor", "--json"]);
     samples.add_output(Document::Doctor, "running", &out, &[0, 1]);
     let out = world.run(&[

@@ -223,11 +223,15 @@ fn start_stack(edit: impl FnOnce(&mut String), env: &[(&str, &str)]) -> Stack {
 }
 
 impl Stack {
+    /// The operator's client (mint, revoke): the Authority's operator socket.
     fn client(&self) -> AuthorityClient<tonic::transport::Channel> {
-        let url = format!("http://{}", self.authority_addr);
+        let socket = self.world.state_dir().join("authority.sock");
         self.runtime
-            .block_on(AuthorityClient::connect(url))
-            .expect("connect to the authority")
+            .block_on(firma::authority::client::connect(
+                &format!("unix:{}", socket.display()),
+                None,
+            ))
+            .expect("connect to the authority's operator socket")
     }
 
     fn issue(&self, actions: &[&str], scope: &str) -> (String, String) {
@@ -240,6 +244,7 @@ impl Stack {
                 resource_scope: scope.into(),
                 session_id: "sess-1".into(),
                 ttl_seconds: 600,
+                sandbox_id: String::new(),
             }))
             .expect("issue")
             .into_inner();
@@ -257,6 +262,7 @@ impl Stack {
             .block_on(client.revoke(RevokeRequest {
                 token_id: token_id.into(),
                 reason: "test".into(),
+                ..Default::default()
             }))
             .expect("revoke");
     }
@@ -416,12 +422,16 @@ fn token_problems_are_denied_with_reasons() {
     let now = chrono::Utc::now();
     let claims = firma::authority::token::CapabilityClaims {
         token_id: "forged-1".into(),
+        issuer: firma::authority::token::key_id(&forged_key.verifying_key()),
+        // The deployment id: the workspace directory's name.
+        audience: "ws".into(),
         agent_id: "codex".into(),
         session_id: "s".into(),
         actions: vec!["communication.internal.send".into()],
         resource_scope: "*".into(),
         issued_at: now,
         expires_at: now + chrono::Duration::minutes(5),
+        sandbox_id: String::new(),
     };
     let forged = firma::authority::token::sign_token(&forged_key, &claims).unwrap();
     let (code, body) = curl(&stack.proxy_url(Some(&forged)), &url, &[]);
@@ -438,6 +448,7 @@ fn token_problems_are_denied_with_reasons() {
             .unwrap();
     let expired_claims = firma::authority::token::CapabilityClaims {
         token_id: "expired-1".into(),
+        issuer: firma::authority::token::key_id(&key.verifying_key()),
         issued_at: now - chrono::Duration::hours(2),
         expires_at: now - chrono::Duration::hours(1),
         ..claims

@@ -63,6 +63,9 @@ pub struct AuditDraft {
     pub agent_id: String,
     pub session_id: String,
     pub token_id: String,
+    /// The `firma run` sandbox the agent ran in (from its token); empty: none (not written).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sandbox_id: String,
     pub intent: Intent,
     pub policy: PolicyRef,
     pub latency_us: u64,
@@ -81,6 +84,9 @@ pub struct AuditEvent {
     pub agent_id: String,
     pub session_id: String,
     pub token_id: String,
+    /// Present only for calls of an agent `firma run` sandboxed (signed like every field).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sandbox_id: String,
     pub intent: Intent,
     pub policy: PolicyRef,
     pub latency_us: u64,

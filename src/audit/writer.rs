@@ -158,6 +158,7 @@ impl AuditWriter {
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(crate::fsutil::NO_FOLLOW)
             .open(path)
             .map_err(|err| {
                 Hinted::new(format!("cannot open audit log {}: {err}", path.display()))
@@ -400,6 +401,7 @@ impl AuditWriter {
             agent_id: draft.agent_id,
             session_id: draft.session_id,
             token_id: draft.token_id,
+            sandbox_id: draft.sandbox_id,
             intent: draft.intent,
             policy: draft.policy,
             latency_us: draft.latency_us,

@@ -18,7 +18,7 @@ use ed25519_dalek::SigningKey;
 
 use super::policy::{PolicyBundle, policy_label};
 use super::store::PolicyStores;
-use super::token::{CapabilityClaims, TokenError, sign_token, validate_scope};
+use super::token::{CapabilityClaims, TokenError, key_id, sign_token, validate_scope};
 use crate::config::action_classes::{self, CEDAR_NAMESPACE};
 use crate::config::load::validate_agent_id;
 
@@ -41,6 +41,8 @@ pub struct IssueRequest {
     pub resource_scope: String,
     pub session_id: String,
     pub ttl: Duration,
+    /// The `firma run` sandbox of the requester (empty: none); signed into the token.
+    pub sandbox_id: String,
 }
 
 impl IssueRequest {
@@ -85,7 +87,21 @@ impl IssueRequest {
             resource_scope: resource_scope.to_string(),
             session_id,
             ttl: Duration::from_secs(ttl_seconds.unsigned_abs()),
+            sandbox_id: String::new(),
         })
+    }
+
+    /// The requester's sandbox id (same alphabet as session ids; empty: none).
+    pub fn with_sandbox(mut self, sandbox_id: &str) -> Result<Self, String> {
+        if !sandbox_id.is_empty() {
+            validate_session_id(sandbox_id).map_err(|_| {
+                format!(
+                    "sandbox_id {sandbox_id:?} must be 1-128 letters, digits, '.', '_', ':' or '-'"
+                )
+            })?;
+        }
+        self.sandbox_id = sandbox_id.to_string();
+        Ok(self)
     }
 }
 
@@ -120,14 +136,25 @@ pub enum IssueOutcome {
 
 pub struct Issuer {
     key: SigningKey,
+    /// `iss` of every token: the key's PASERK id.
+    key_id: String,
+    /// `aud` of every token: the deployment id.
+    audience: String,
     max_ttl: Duration,
     stores: Arc<PolicyStores>,
     authorizer: Authorizer,
 }
 
 impl Issuer {
-    pub fn new(key: SigningKey, max_ttl: Duration, stores: Arc<PolicyStores>) -> Self {
+    pub fn new(
+        key: SigningKey,
+        audience: String,
+        max_ttl: Duration,
+        stores: Arc<PolicyStores>,
+    ) -> Self {
         Self {
+            key_id: key_id(&key.verifying_key()),
+            audience,
             key,
             max_ttl,
             stores,
@@ -153,6 +180,8 @@ impl Issuer {
         let ttl = request.ttl.min(self.max_ttl);
         let claims = CapabilityClaims {
             token_id: uuid::Uuid::now_v7().to_string(),
+            issuer: self.key_id.clone(),
+            audience: self.audience.clone(),
             agent_id: request.agent_id.clone(),
             session_id: request.session_id.clone(),
             actions: request.actions.clone(),
@@ -160,6 +189,7 @@ impl Issuer {
             issued_at: now,
             expires_at: now
                 + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(1)),
+            sandbox_id: request.sandbox_id.clone(),
         };
         let token = sign_token(&self.key, &claims)?;
         Ok(IssueOutcome::Granted { token, claims })
@@ -276,7 +306,12 @@ mod tests {
         std::fs::write(issuance.join("i.cedar"), POLICY).unwrap();
         let stores = Arc::new(PolicyStores::load(&policies, &issuance).unwrap());
         let key = crate::config::keys::generate();
-        let issuer = Issuer::new(key.clone(), Duration::from_secs(max_ttl), stores);
+        let issuer = Issuer::new(
+            key.clone(),
+            "proj".into(),
+            Duration::from_secs(max_ttl),
+            stores,
+        );
         (dir, issuer, key)
     }
 
@@ -334,5 +369,8 @@ mod tests {
         let ok =
             IssueRequest::from_wire("a", &acts(&["code.read", "code.read"]), "*", "s", 5).unwrap();
         assert_eq!(ok.actions, acts(&["code.read"]));
+        assert_eq!(ok.clone().with_sandbox("").unwrap().sandbox_id, "");
+        assert_eq!(ok.clone().with_sandbox("sb-1").unwrap().sandbox_id, "sb-1");
+        assert!(ok.with_sandbox("no spaces").is_err());
     }
 }

@@ -1,11 +1,17 @@
 //! Revocations: `revocations.txt` in the user data dir is the source of truth, one line per
-//! revoked token — `token_id<TAB>revoked_at (RFC 3339)<TAB>reason`. `Revoke` appends a line; a
-//! hand edit of the file is picked up by the watcher. Every new entry is broadcast to the
-//! `WatchRevocations` streams.
+//! revoked token — `token_id<TAB>revoked_at<TAB>expires<TAB>reason`, times in RFC 3339 and
+//! `expires` the time after which the token cannot be valid anyway (`-` when unknown).
+//! `Revoke` appends a line; a hand edit of the file is picked up by the watcher. Every new entry
+//! is broadcast to the `WatchRevocations` streams.
 //!
-//! Hand-written lines may separate fields with spaces, and may be a bare token id (it is then
-//! dated when first seen). Blank lines and lines starting with `#` are ignored; an unparseable
-//! line is logged and skipped.
+//! Revocations stay small: an entry whose token has expired protects nothing, so
+//! [`RevocationStore::prune`] drops it, compacting the file atomically (temp file + rename);
+//! comments and lines it cannot parse are kept as they are.
+//!
+//! Hand-written lines may separate fields with spaces, may leave out `expires` (the older
+//! three-field form `token_id revoked_at reason`), and may be a bare token id (it is then dated
+//! when first seen). Blank lines and lines starting with `#` are ignored; an unparseable line is
+//! logged and skipped.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -21,23 +27,56 @@ use crate::error::Hinted;
 /// How many live events a slow stream may fall behind before it is told to reconnect.
 pub const BROADCAST_CAPACITY: usize = 4096;
 
+/// Written in the `expires` column when the token's expiry is unknown (never pruned).
+const UNKNOWN_EXPIRY: &str = "-";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub token_id: String,
     pub revoked_at: DateTime<Utc>,
+    /// After this the token is invalid anyway (its `exp`, or a bound on it); `None`: unknown.
+    pub expires_at: Option<DateTime<Utc>>,
     pub reason: String,
+}
+
+impl Revocation {
+    /// Whether the revoked token can no longer be valid at `now` (the verifiers' clock
+    /// leeway included), so the entry protects nothing.
+    pub fn is_moot(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at
+            .is_some_and(|exp| exp + chrono::Duration::seconds(super::token::LEEWAY_SECONDS) < now)
+    }
 }
 
 /// One line of the file, newline included.
 pub fn format_line(entry: &Revocation) -> String {
     format!(
-        "{}\t{}\t{}\n",
+        "{}\t{}\t{}\t{}\n",
         entry.token_id,
         entry
             .revoked_at
             .to_rfc3339_opts(SecondsFormat::Micros, true),
+        entry.expires_at.map_or_else(
+            || UNKNOWN_EXPIRY.to_string(),
+            |t| t.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
         sanitize(&entry.reason)
     )
+}
+
+/// The latest a token with id `token_id` can expire, when its id is a UUID v7 (as the
+/// Authority's are): its issue time plus the longest lifetime the Authority grants.
+pub fn expiry_bound(token_id: &str, max_ttl: std::time::Duration) -> Option<DateTime<Utc>> {
+    let uuid = uuid::Uuid::parse_str(token_id).ok()?;
+    let (secs, nanos) = uuid.get_timestamp()?.to_unix();
+    let issued = DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)?;
+    Some(issued + chrono::Duration::from_std(max_ttl).ok()?)
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|err| format!("{text:?} is not an RFC 3339 time: {err}"))
 }
 
 /// Reasons live on one line of a tab-separated file.
@@ -56,30 +95,51 @@ pub fn parse_line(line: &str, first_seen: DateTime<Utc>) -> Result<Option<Revoca
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
     }
-    let (token_id, rest) = match line.split_once(char::is_whitespace) {
-        Some((id, rest)) => (id, rest.trim_start()),
-        None => (line, ""),
-    };
+    let (token_id, rest) = split_word(line);
     validate_token_id(token_id)?;
-    let (time, reason) = match rest.split_once(char::is_whitespace) {
-        Some((time, reason)) => (time, reason.trim()),
-        None => (rest, ""),
-    };
-    let (revoked_at, reason) = if time.is_empty() {
-        (first_seen, "file-based revocation".to_string())
+    let (time, rest) = split_word(rest);
+    if time.is_empty() {
+        return Ok(Some(Revocation {
+            token_id: token_id.to_string(),
+            revoked_at: first_seen,
+            expires_at: None,
+            reason: "file-based revocation".to_string(),
+        }));
+    }
+    let revoked_at = parse_time(time)?;
+    // The `expires` column is `-` or a time; anything else starts the reason (older lines).
+    let (word, after) = split_word(rest);
+    let (expires_at, reason) = if word == UNKNOWN_EXPIRY {
+        (None, after)
+    } else if let Ok(at) = parse_time(word) {
+        (Some(at), after)
     } else {
-        let at = DateTime::parse_from_rfc3339(time)
-            .map_err(|err| format!("{time:?} is not an RFC 3339 time: {err}"))?;
-        (at.with_timezone(&Utc), reason.to_string())
+        (None, rest)
     };
     Ok(Some(Revocation {
         token_id: token_id.to_string(),
         revoked_at,
-        reason,
+        expires_at,
+        reason: reason.trim().to_string(),
     }))
 }
 
-/// Token ids are single printable words.
+/// The first whitespace-separated word and the rest (leading whitespace trimmed).
+fn split_word(text: &str) -> (&str, &str) {
+    match text.split_once(char::is_whitespace) {
+        Some((word, rest)) => (word, rest.trim_start()),
+        None => (text, ""),
+    }
+}
+
+/// What `Revoke` accepts: the id of a token (a UUID, as the Authority issues them).
+pub fn validate_uuid(id: &str) -> Result<(), String> {
+    uuid::Uuid::parse_str(id).map(|_| ()).map_err(|_| {
+        format!("{id:?} is not a token id (a UUID such as 0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42)")
+    })
+}
+
+/// Token ids in the file are single printable words (hand edits may name any).
 pub fn validate_token_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("token id is empty".into());
@@ -142,9 +202,14 @@ impl RevocationStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Revoke `token_id`: append a line (fsynced) and broadcast it. Returns whether it was new
-    /// and the entry in force.
-    pub fn revoke(&self, token_id: &str, reason: &str) -> Result<(bool, Revocation), Hinted> {
+    /// Revoke `token_id` (invalid anyway after `expires_at`, when known): append a line
+    /// (fsynced) and broadcast it. Returns whether it was new and the entry in force.
+    pub fn revoke(
+        &self,
+        token_id: &str,
+        reason: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(bool, Revocation), Hinted> {
         validate_token_id(token_id).map_err(Hinted::new)?;
         let mut state = self.lock();
         if let Some(existing) = state.entries.iter().find(|e| e.token_id == token_id) {
@@ -157,6 +222,7 @@ impl RevocationStore {
         let entry = Revocation {
             token_id: token_id.to_string(),
             revoked_at: Utc::now(),
+            expires_at,
             reason,
         };
         append(&self.path, &format_line(&entry))?;
@@ -203,6 +269,52 @@ impl RevocationStore {
         }
     }
 
+    /// Drop the entries whose tokens can no longer be valid at `now`, rewriting the file
+    /// atomically (comments and unparseable lines kept). Returns how many were dropped.
+    pub fn prune(&self, now: DateTime<Utc>) -> Result<usize, Hinted> {
+        let mut state = self.lock();
+        let moot: HashSet<String> = state
+            .entries
+            .iter()
+            .filter(|e| e.is_moot(now))
+            .map(|e| e.token_id.clone())
+            .collect();
+        if moot.is_empty() {
+            return Ok(0);
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(|err| {
+            Hinted::new(format!("cannot read {}: {err}", self.path.display()))
+                .hint("check the file's permissions (it lives in the user data dir)")
+        })?;
+        let mut kept = String::with_capacity(text.len());
+        for line in text.lines() {
+            let drop = parse_line(line, now)
+                .ok()
+                .flatten()
+                .is_some_and(|e| moot.contains(&e.token_id));
+            if !drop {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        crate::fsutil::write_atomic(
+            &self.path,
+            kept.as_bytes(),
+            0o600,
+            crate::fsutil::Durability::Durable,
+        )?;
+        state.entries.retain(|e| !moot.contains(&e.token_id));
+        state.ids.retain(|id| !moot.contains(id));
+        tracing::info!(
+            pruned = moot.len(),
+            kept = state.entries.len(),
+            "pruned {} revocation(s) of expired tokens from {}",
+            moot.len(),
+            self.path.display()
+        );
+        Ok(moot.len())
+    }
+
     /// Entries revoked strictly after `since` (all when `None`), and a receiver for everything
     /// after them — taken together so nothing falls between replay and live.
     pub fn replay_and_subscribe(
@@ -229,6 +341,7 @@ fn append(path: &Path, line: &str) -> Result<(), Hinted> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(crate::fsutil::NO_FOLLOW)
         .open(path)
         .map_err(io)?;
     // A hand edit may have left the last line without its newline.
@@ -288,6 +401,82 @@ mod tests {
         assert_eq!(parse_line("# note", now).unwrap(), None);
         assert_eq!(parse_line("   ", now).unwrap(), None);
         assert!(parse_line("abc yesterday", now).is_err());
+        // The four-column form, with a known and an unknown expiry.
+        let full = parse_line(
+            "abc\t2026-01-02T03:04:05Z\t2026-01-02T04:04:05Z\tleaked",
+            now,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            full.expires_at.unwrap().to_rfc3339(),
+            "2026-01-02T04:04:05+00:00"
+        );
+        assert_eq!(full.reason, "leaked");
+        let unknown = parse_line("abc 2026-01-02T03:04:05Z - in logs", now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (unknown.expires_at, unknown.reason.as_str()),
+            (None, "in logs")
+        );
+    }
+
+    #[test]
+    fn uuid_v7_ids_bound_the_expiry() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let bound = expiry_bound(&id, std::time::Duration::from_secs(3600)).unwrap();
+        let delta = (bound - Utc::now()).num_seconds();
+        assert!((3590..=3600).contains(&delta), "{delta}");
+        assert_eq!(expiry_bound("not-a-uuid", std::time::Duration::ZERO), None);
+        let v4 = uuid::Uuid::new_v4().to_string();
+        assert_eq!(expiry_bound(&v4, std::time::Duration::ZERO), None);
+        assert!(validate_uuid(&v4).is_ok());
+        assert!(
+            validate_uuid("not-a-uuid")
+                .unwrap_err()
+                .contains("not-a-uuid")
+        );
+    }
+
+    #[test]
+    fn prune_drops_expired_tokens_and_keeps_the_rest_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revocations.txt");
+        let now = Utc::now();
+        let line = |id: &str, exp: Option<DateTime<Utc>>| {
+            format_line(&Revocation {
+                token_id: id.into(),
+                revoked_at: now - chrono::Duration::hours(2),
+                expires_at: exp,
+                reason: "r".into(),
+            })
+        };
+        let text = format!(
+            "# kept comment\n{}{}{}hand-id 2026-01-01T00:00:00Z old reason\n",
+            line("expired", Some(now - chrono::Duration::hours(1))),
+            line("live", Some(now + chrono::Duration::hours(1))),
+            line("unknown", None),
+        );
+        std::fs::write(&path, &text).unwrap();
+        let store = RevocationStore::open(&path).unwrap();
+        assert_eq!(store.prune(now).unwrap(), 1);
+        assert!(!store.is_revoked("expired"));
+        assert!(
+            store.is_revoked("live") && store.is_revoked("unknown") && store.is_revoked("hand-id")
+        );
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            after,
+            text.replace(&line("expired", Some(now - chrono::Duration::hours(1))), "")
+        );
+        assert_eq!(store.prune(now).unwrap(), 0);
+        // Just inside the leeway, a token might still be accepted somewhere: kept.
+        let fresh = RevocationStore::open(&dir.path().join("b.txt")).unwrap();
+        fresh
+            .revoke("edge", "", Some(now - chrono::Duration::seconds(1)))
+            .unwrap();
+        assert_eq!(fresh.prune(now).unwrap(), 0);
     }
 
     #[test]
@@ -297,10 +486,10 @@ mod tests {
         let store = RevocationStore::open(&path).unwrap();
         let (replay, mut live) = store.replay_and_subscribe(None);
         assert!(replay.is_empty());
-        let (new, entry) = store.revoke("t1", "bad\nreason").unwrap();
+        let (new, entry) = store.revoke("t1", "bad\nreason", None).unwrap();
         assert!(new);
         assert_eq!(entry.reason, "bad reason");
-        assert!(!store.revoke("t1", "again").unwrap().0);
+        assert!(!store.revoke("t1", "again", None).unwrap().0);
         assert_eq!(live.try_recv().unwrap().token_id, "t1");
         std::fs::OpenOptions::new()
             .append(true)
@@ -310,7 +499,7 @@ mod tests {
             .unwrap();
         store.reload();
         assert_eq!(live.try_recv().unwrap().token_id, "t2");
-        store.revoke("t3", "").unwrap();
+        store.revoke("t3", "", None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(text.lines().nth(2).unwrap().starts_with("t3\t"), "{text}");
@@ -331,6 +520,7 @@ mod tests {
             let entry = Revocation {
                 token_id: id,
                 revoked_at: DateTime::from_timestamp(secs, micros * 1000).unwrap(),
+                expires_at: (secs % 2 == 0).then(|| DateTime::from_timestamp(secs + 60, 0).unwrap()),
                 reason: sanitize(&reason),
             };
             let parsed = parse_line(&format_line(&entry), Utc::now()).unwrap().unwrap();

@@ -2,42 +2,64 @@
 //! `grpc.health.v1.Health` and server reflection, hot-reload, and shut down within a bound.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic_health::pb::health_server::HealthServer;
 
 use super::issuance::Issuer;
 use super::revocations::RevocationStore;
+use super::roles::Gate;
 use super::service::{AuthorityService, describe_bundle};
+use super::signed::StreamSigner;
 use super::store::PolicyStores;
+use super::tls::ServerTls;
 use super::watch::{DirWatch, watch_dirs};
-use crate::config::schema::{AuthorityConfig, AuthorityMode};
+use super::witness::WitnessStore;
+use crate::config::LoadedConfig;
+use crate::config::schema::AuthorityMode;
 use crate::error::Hinted;
 use crate::proto::authority_server::AuthorityServer;
+use crate::state_dir::StateDir;
 
 /// How long shutdown waits for connections to close before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
+/// How often revocations of expired tokens are pruned (also once at start-up).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// TLS certificate chain and key (PEM files).
+/// TLS certificate chain and key (PEM files), and the CA of client certificates.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// With a client CA, TCP callers are authenticated by certificate (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Everything the Authority needs, resolved from `[authority]`.
 #[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// The deployment id: the `aud` of every token.
+    pub audience: String,
+    /// The operator socket (`<state>/authority.sock`).
+    pub socket: PathBuf,
     pub key: SigningKey,
     pub policies_dir: PathBuf,
     pub issuance_dir: PathBuf,
     pub revocations_file: PathBuf,
+    /// The witnessed checkpoints (data dir).
+    pub witness_file: PathBuf,
+    /// `<sidecar-id>.pub` audit keys of witnessed Sidecars.
+    pub witness_keys: PathBuf,
+    /// The audit public key of this project's own Sidecar (witnessed as `local`).
+    pub local_audit_key: Option<PathBuf>,
     pub max_ttl: Duration,
     pub bundle_ttl: Duration,
     pub tls: Option<TlsFiles>,
@@ -45,9 +67,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From a loaded `[authority]` section (paths already absolute); the revocations file lives
-    /// in the user data dir.
-    pub fn from_config(config: &AuthorityConfig) -> Result<Self, Hinted> {
+    /// From a loaded config (paths already absolute): `[authority]`, and the deployment id; the
+    /// operator socket lives in the state dir, the revocations file in the user data dir.
+    pub fn from_config(loaded: &LoadedConfig, state: &StateDir) -> Result<Self, Hinted> {
+        let config = &loaded.config.authority;
         if config.mode == AuthorityMode::Remote {
             return Err(Hinted::new(
                 "[authority] mode = \"remote\": this project uses a remote Authority, there is none to run here",
@@ -59,19 +82,28 @@ impl Settings {
                 .hint("add listen = \"127.0.0.1:50051\" to firma.toml")
         })?;
         let key = crate::config::keys::load_signing_key(&config.key)?;
+        let data = crate::config::dirs::resolve_data_dir()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
+                client_ca: config.client_ca.clone(),
             }),
             _ => None,
         };
         Ok(Self {
             listen,
+            audience: loaded.deployment(),
+            socket: state.authority_socket(),
             key,
             policies_dir: config.policies.clone(),
             issuance_dir: config.issuance_policies.clone(),
-            revocations_file: crate::config::dirs::resolve_data_dir()?.revocations(),
+            revocations_file: data.revocations(),
+            witness_file: data.witnessed_checkpoints(),
+            witness_keys: config.witness_keys.clone(),
+            local_audit_key: Some(crate::config::keys::public_path(
+                &loaded.config.sidecar.audit.key,
+            )),
             max_ttl: config.max_ttl,
             bundle_ttl: config.bundle_ttl,
             tls,
@@ -84,8 +116,9 @@ impl Settings {
 pub struct Authority {
     addr: SocketAddr,
     tls: bool,
+    socket: PathBuf,
     shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     health: tonic_health::server::HealthReporter,
     stores: Arc<PolicyStores>,
     revocations: Arc<RevocationStore>,
@@ -96,6 +129,11 @@ impl Authority {
     /// The address actually bound (port 0 in the config becomes a real port).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The operator socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// `http://ip:port` or `https://ip:port`.
@@ -119,26 +157,22 @@ impl Authority {
             .set_not_serving::<AuthorityServer<AuthorityService>>()
             .await;
         let _ = self.shutdown.send(true);
-        let mut server = self.server;
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-            Ok(Ok(Err(err))) => tracing::warn!("gRPC server ended with an error: {err}"),
-            Ok(_) => {}
-            Err(_) => {
-                tracing::warn!(
-                    "connections still open after {}ms; closing them",
-                    SHUTDOWN_GRACE.as_millis()
-                );
-                server.abort();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut server in self.servers {
+            match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(Ok(Err(err))) => tracing::warn!("gRPC server ended with an error: {err}"),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        "connections still open after {}ms; closing them",
+                        SHUTDOWN_GRACE.as_millis()
+                    );
+                    server.abort();
+                }
             }
         }
+        let _ = std::fs::remove_file(&self.socket);
     }
-}
-
-fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, Hinted> {
-    std::fs::read(path).map_err(|err| {
-        Hinted::new(format!("cannot read {what} {}: {err}", path.display()))
-            .hint("fix [authority] tls_cert / tls_key in firma.toml")
-    })
 }
 
 /// Load everything, bind, and start serving. Errors here are start-up errors (exit 2).
@@ -148,43 +182,39 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         &settings.issuance_dir,
     )?);
     let revocations = RevocationStore::open(&settings.revocations_file)?;
+    prune(&revocations);
 
-    let mut builder = Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(tls) = &settings.tls {
-        let identity = Identity::from_pem(
-            read(&tls.cert, "TLS certificate")?,
-            read(&tls.key, "TLS key")?,
-        );
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|err| {
-                Hinted::new(format!(
-                    "TLS configuration ({}, {}) is unusable: {err}",
-                    tls.cert.display(),
-                    tls.key.display()
-                ))
-                .hint("tls_cert must be a PEM certificate chain and tls_key its PEM private key")
-            })?;
-    } else if !settings.listen.ip().is_loopback() {
-        if !settings.allow_insecure_listen {
-            return Err(Hinted::new(format!(
-                "[authority] listen {} is not a loopback address and no TLS is configured",
-                settings.listen
-            ))
-            .hint(
-                "set tls_cert and tls_key, listen on 127.0.0.1, or (not recommended) \
-                 allow_insecure_listen = true",
-            ));
+    let tls = match &settings.tls {
+        Some(files) => Some(ServerTls::load(
+            &files.cert,
+            &files.key,
+            files.client_ca.as_deref(),
+        )?),
+        None => {
+            if !settings.listen.ip().is_loopback() {
+                if !settings.allow_insecure_listen {
+                    return Err(Hinted::new(format!(
+                        "[authority] listen {} is not a loopback address and no TLS is configured",
+                        settings.listen
+                    ))
+                    .hint(
+                        "set tls_cert and tls_key, listen on 127.0.0.1, or (not recommended) \
+                         allow_insecure_listen = true",
+                    ));
+                }
+                tracing::warn!(
+                    listen = %settings.listen,
+                    "INSECURE: serving plain-text gRPC on a non-loopback address (allow_insecure_listen = true); \
+                     tokens and policies travel unencrypted"
+                );
+            }
+            None
         }
-        tracing::warn!(
-            listen = %settings.listen,
-            "INSECURE: serving plain-text gRPC on a non-loopback address (allow_insecure_listen = true); \
-             tokens and policies travel unencrypted"
-        );
-    }
+    };
+    let tcp_gate = match &tls {
+        Some(tls) if tls.mutual => Gate::MutualTls,
+        _ => Gate::OpenTcp,
+    };
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -193,29 +223,29 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         .local_addr()
         .map_err(|err| Hinted::new(format!("cannot read the bound address: {err}")))?;
 
+    let operator_socket = super::socket::bind(&settings.socket)?;
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<AuthorityServer<AuthorityService>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|err| Hinted::new(format!("cannot build gRPC reflection: {err}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|err| Hinted::new(format!("cannot build gRPC reflection: {err}")))?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let issuer = Arc::new(Issuer::new(
         settings.key.clone(),
+        settings.audience.clone(),
         settings.max_ttl,
         stores.clone(),
     ));
+    let witness = Arc::new(WitnessStore::open(
+        &settings.witness_file,
+        &settings.witness_keys,
+        settings.local_audit_key.clone(),
+    )?);
     let service = AuthorityService::new(
         issuer,
+        Arc::new(StreamSigner::new(settings.key.clone())),
+        witness,
         stores.clone(),
         revocations.clone(),
         settings.bundle_ttl,
@@ -245,22 +275,37 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         }
     })?);
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut stop = shutdown_rx;
-    let router = builder
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(AuthorityServer::new(service));
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }));
+    tokio::spawn(prune_periodically(revocations.clone(), shutdown_rx.clone()));
+
+    let mut servers = Vec::new();
+    let tcp_router = router(service.gated(tcp_gate), health_service.clone())?;
+    let stop = shutdown_signal(shutdown_rx.clone());
+    servers.push(match &tls {
+        Some(tls) => {
+            tokio::spawn(tcp_router.serve_with_incoming_shutdown(tls.incoming(listener), stop))
+        }
+        None => tokio::spawn(tcp_router.serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop,
+        )),
+    });
+    let uid = nix::unistd::geteuid().as_raw();
+    let socket_router = router(service.gated(Gate::OperatorSocket { uid }), health_service)?;
+    servers.push(tokio::spawn(socket_router.serve_with_incoming_shutdown(
+        UnixListenerStream::new(operator_socket),
+        shutdown_signal(shutdown_rx),
+    )));
 
     let runtime = stores.runtime();
     let issuance = stores.issuance();
     tracing::info!(
         addr = %addr,
+        socket = %settings.socket.display(),
         tls = settings.tls.is_some(),
+        callers = match tcp_gate {
+            Gate::MutualTls => "mutual TLS: the client certificate names the role",
+            _ => "sidecars (operators use the socket)",
+        },
         runtime_bundle = %runtime.version,
         revocations = revocations.len(),
         "authority serving: runtime policies {}, issuance policies {}, {} revocations in {}",
@@ -272,13 +317,71 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
     Ok(Authority {
         addr,
         tls: settings.tls.is_some(),
+        socket: settings.socket.clone(),
         shutdown,
-        server,
+        servers,
         health,
         stores,
         revocations,
         _watches: watches,
     })
+}
+
+/// One gRPC server: the Authority behind `gate`, health and reflection (open to every caller).
+fn router(
+    service: AuthorityService,
+    health: HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> Result<Router, Hinted> {
+    let reflection = |e: tonic_reflection::server::Error| {
+        Hinted::new(format!("cannot build gRPC reflection: {e}"))
+    };
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(reflection)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(reflection)?;
+    Ok(Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AuthorityServer::new(service)))
+}
+
+fn prune(revocations: &RevocationStore) {
+    if let Err(err) = revocations.prune(chrono::Utc::now()) {
+        tracing::warn!(
+            hint = err.hint_text().unwrap_or_default(),
+            "cannot prune revocations: {}",
+            err.message()
+        );
+    }
+}
+
+async fn prune_periodically(revocations: Arc<RevocationStore>, stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
+    let stopped = shutdown_signal(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => break,
+            _ = tick.tick() => {
+                let store = revocations.clone();
+                let _ = tokio::task::spawn_blocking(move || prune(&store)).await;
+            }
+        }
+    }
+}
+
+async fn shutdown_signal(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 fn bind_error(addr: SocketAddr, err: &std::io::Error) -> Hinted {

@@ -6,25 +6,37 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::Stream;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::client::{from_timestamp, timestamp};
 use super::issuance::{IssueOutcome, IssueRequest, Issuer};
 use super::policy::PolicyBundle;
 use super::revocations::{Revocation, RevocationStore};
+use super::roles::Caller;
+use super::roles::{Gate, Need};
+use super::signed::{SnapshotDigest, StreamSigner};
 use super::store::{PolicyStores, short};
+use super::witness::{LOCAL_SIDECAR, Refusal, WitnessStore};
 use crate::proto::{
-    self, IssueCapabilityRequest, IssueCapabilityResponse, RevocationEvent, RevokeRequest,
-    RevokeResponse, WatchPolicyBundleRequest, WatchRevocationsRequest, authority_server,
+    self, GetWitnessedCheckpointRequest, IssueCapabilityRequest, IssueCapabilityResponse,
+    ReportCheckpointRequest, ReportCheckpointResponse, RevocationEvent, RevokeRequest,
+    RevokeResponse, WatchPolicyBundleRequest, WatchRevocationsRequest, WitnessedCheckpoint,
+    authority_server,
 };
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+#[derive(Clone)]
 pub struct AuthorityService {
+    /// How this listener's callers are identified.
+    gate: Gate,
     issuer: Arc<Issuer>,
+    signer: Arc<StreamSigner>,
+    witness: Arc<WitnessStore>,
     stores: Arc<PolicyStores>,
     revocations: Arc<RevocationStore>,
     bundle_ttl: Duration,
@@ -34,17 +46,30 @@ pub struct AuthorityService {
 impl AuthorityService {
     pub fn new(
         issuer: Arc<Issuer>,
+        signer: Arc<StreamSigner>,
+        witness: Arc<WitnessStore>,
         stores: Arc<PolicyStores>,
         revocations: Arc<RevocationStore>,
         bundle_ttl: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            gate: Gate::OpenTcp,
             issuer,
+            signer,
+            witness,
             stores,
             revocations,
             bundle_ttl,
             shutdown,
+        }
+    }
+
+    /// The same service behind another listener's gate.
+    pub fn gated(&self, gate: Gate) -> Self {
+        Self {
+            gate,
+            ..self.clone()
         }
     }
 
@@ -54,34 +79,32 @@ impl AuthorityService {
     }
 }
 
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-pub fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
-}
-
-fn bundle_message(bundle: &PolicyBundle, ttl_seconds: u32) -> proto::PolicyBundle {
-    proto::PolicyBundle {
+fn bundle_message(
+    bundle: &PolicyBundle,
+    ttl_seconds: u32,
+    signer: &StreamSigner,
+) -> proto::PolicyBundle {
+    let mut message = proto::PolicyBundle {
         version: bundle.version.clone(),
         policies: bundle.policies.clone(),
         schema: bundle.schema_text.clone(),
         ttl_seconds,
         sent_at: Some(timestamp(Utc::now())),
-    }
+        ..Default::default()
+    };
+    signer.sign_bundle(&mut message);
+    message
 }
 
-fn revocation_message(entry: &Revocation) -> RevocationEvent {
-    RevocationEvent {
+fn revocation_message(entry: &Revocation, signer: &StreamSigner) -> RevocationEvent {
+    let mut message = RevocationEvent {
         token_id: entry.token_id.clone(),
         reason: entry.reason.clone(),
         revoked_at: Some(timestamp(entry.revoked_at)),
-        snapshot_complete: false,
-    }
+        ..Default::default()
+    };
+    signer.sign_revocation(&mut message);
+    message
 }
 
 /// Send one stream item unless the server is shutting down (a client that stopped reading must
@@ -97,18 +120,15 @@ async fn deliver<T>(
     }
 }
 
-fn peer(request: &Request<impl Sized>) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".into(), |a| a.to_string())
-}
-
 #[tonic::async_trait]
 impl authority_server::Authority for AuthorityService {
     async fn issue_capability(
         &self,
         request: Request<IssueCapabilityRequest>,
     ) -> Result<Response<IssueCapabilityResponse>, Status> {
+        let caller = self
+            .gate
+            .admit(&request, "IssueCapability", Need::Operator)?;
         let wire = request.into_inner();
         let parsed = IssueRequest::from_wire(
             &wire.agent_id,
@@ -117,6 +137,7 @@ impl authority_server::Authority for AuthorityService {
             &wire.session_id,
             wire.ttl_seconds,
         )
+        .and_then(|request| request.with_sandbox(&wire.sandbox_id))
         .map_err(Status::invalid_argument)?;
         let outcome = self
             .issuer
@@ -127,10 +148,12 @@ impl authority_server::Authority for AuthorityService {
                 tracing::info!(
                     agent_id = %claims.agent_id,
                     session_id = %claims.session_id,
+                    sandbox_id = %claims.sandbox_id,
                     token_id = %claims.token_id,
                     actions = %claims.actions.join(","),
                     resource_scope = %claims.resource_scope,
                     expires_at = %claims.expires_at.to_rfc3339(),
+                    caller = %caller,
                     "token issued"
                 );
                 IssueCapabilityResponse {
@@ -147,6 +170,7 @@ impl authority_server::Authority for AuthorityService {
                     agent_id = %parsed.agent_id,
                     actions = %parsed.actions.join(","),
                     reason,
+                    caller = %caller,
                     "issuance denied: {message}"
                 );
                 IssueCapabilityResponse {
@@ -164,21 +188,92 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        let caller = self.gate.admit(&request, "Revoke", Need::Operator)?;
         let wire = request.into_inner();
-        super::revocations::validate_token_id(&wire.token_id).map_err(Status::invalid_argument)?;
+        super::revocations::validate_uuid(&wire.token_id).map_err(Status::invalid_argument)?;
+        let expires_at =
+            match &wire.expires_at {
+                Some(ts) => Some(from_timestamp(ts).ok_or_else(|| {
+                    Status::invalid_argument("expires_at is not a valid timestamp")
+                })?),
+                None => super::revocations::expiry_bound(&wire.token_id, self.issuer.max_ttl()),
+            };
         let store = self.revocations.clone();
-        let (newly, entry) =
-            tokio::task::spawn_blocking(move || store.revoke(&wire.token_id, &wire.reason))
-                .await
-                .map_err(|err| Status::internal(err.to_string()))?
-                .map_err(|err| Status::internal(err.message().to_string()))?;
+        let (newly, entry) = tokio::task::spawn_blocking(move || {
+            store.revoke(&wire.token_id, &wire.reason, expires_at)
+        })
+        .await
+        .map_err(|err| Status::internal(err.to_string()))?
+        .map_err(|err| Status::internal(err.message().to_string()))?;
         if newly {
-            tracing::info!(token_id = %entry.token_id, reason = %entry.reason, "token revoked");
+            tracing::info!(token_id = %entry.token_id, reason = %entry.reason, caller = %caller, "token revoked");
         }
         Ok(Response::new(RevokeResponse {
             newly_revoked: newly,
             revoked_at: Some(timestamp(entry.revoked_at)),
         }))
+    }
+
+    async fn report_checkpoint(
+        &self,
+        request: Request<ReportCheckpointRequest>,
+    ) -> Result<Response<ReportCheckpointResponse>, Status> {
+        let caller = self
+            .gate
+            .admit(&request, "ReportCheckpoint", Need::Sidecar)?;
+        let wire = request.into_inner();
+        let sidecar = sidecar_of(&caller, &wire.sidecar_id, true)?;
+        let witness = self.witness.clone();
+        let id = sidecar.clone();
+        let outcome = tokio::task::spawn_blocking(move || witness.report(&id, &wire.checkpoint))
+            .await
+            .map_err(|err| Status::internal(err.to_string()))?;
+        match outcome {
+            Ok(seq) => {
+                tracing::debug!(sidecar = %sidecar, seq, caller = %caller, "checkpoint witnessed");
+                Ok(Response::new(ReportCheckpointResponse {
+                    witnessed_seq: seq,
+                }))
+            }
+            Err(refusal) => {
+                let status = match refusal {
+                    Refusal::UnknownSidecar(why) => Status::failed_precondition(why),
+                    Refusal::Invalid(why) => Status::invalid_argument(why),
+                    Refusal::Backwards(why) => Status::failed_precondition(why),
+                };
+                tracing::warn!(
+                    sidecar = %sidecar,
+                    caller = %caller,
+                    "checkpoint refused: {}",
+                    status.message()
+                );
+                Err(status)
+            }
+        }
+    }
+
+    async fn get_witnessed_checkpoint(
+        &self,
+        request: Request<GetWitnessedCheckpointRequest>,
+    ) -> Result<Response<WitnessedCheckpoint>, Status> {
+        let caller = self
+            .gate
+            .admit(&request, "GetWitnessedCheckpoint", Need::Watcher)?;
+        let sidecar = sidecar_of(&caller, &request.get_ref().sidecar_id, false)?;
+        let answer = match self.witness.latest(&sidecar) {
+            Some((record, fingerprint)) => WitnessedCheckpoint {
+                found: true,
+                witnessed_at: super::witness::witnessed_at(&record).map(timestamp),
+                checkpoint: record.checkpoint.into_bytes(),
+                audit_key_fingerprint: fingerprint,
+                sidecar_id: sidecar,
+            },
+            None => WitnessedCheckpoint {
+                sidecar_id: sidecar,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(answer))
     }
 
     type WatchPolicyBundleStream = BoxStream<proto::PolicyBundle>;
@@ -187,11 +282,15 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<WatchPolicyBundleRequest>,
     ) -> Result<Response<Self::WatchPolicyBundleStream>, Status> {
-        let peer = peer(&request);
+        let peer = self
+            .gate
+            .admit(&request, "WatchPolicyBundle", Need::Watcher)?
+            .to_string();
         let known = request.into_inner().current_version;
         let mut bundles = self.stores.subscribe_runtime();
         let mut shutdown = self.shutdown.clone();
         let ttl_seconds = self.ttl_seconds();
+        let signer = self.signer.clone();
         // Refresh at half the TTL so a sidecar never enforces with a stale bundle.
         let period = Duration::from_millis(u64::from(ttl_seconds) * 500);
         let (tx, rx) = mpsc::channel(2);
@@ -201,7 +300,7 @@ impl authority_server::Authority for AuthorityService {
             if current.version != known
                 && !deliver(
                     &tx,
-                    Ok(bundle_message(&current, ttl_seconds)),
+                    Ok(bundle_message(&current, ttl_seconds, &signer)),
                     &mut shutdown,
                 )
                 .await
@@ -224,7 +323,13 @@ impl authority_server::Authority for AuthorityService {
                     }
                     _ = refresh.tick() => bundles.borrow().clone(),
                 };
-                if !deliver(&tx, Ok(bundle_message(&bundle, ttl_seconds)), &mut shutdown).await {
+                if !deliver(
+                    &tx,
+                    Ok(bundle_message(&bundle, ttl_seconds, &signer)),
+                    &mut shutdown,
+                )
+                .await
+                {
                     break;
                 }
             }
@@ -239,7 +344,10 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let peer = peer(&request);
+        let peer = self
+            .gate
+            .admit(&request, "WatchRevocations", Need::Watcher)?
+            .to_string();
         let since = match request.into_inner().since {
             Some(ts) => Some(
                 from_timestamp(&ts)
@@ -249,18 +357,20 @@ impl authority_server::Authority for AuthorityService {
         };
         let (replay, mut live) = self.revocations.replay_and_subscribe(since);
         let mut shutdown = self.shutdown.clone();
+        let signer = self.signer.clone();
         let (tx, rx) = mpsc::channel(64);
         tracing::debug!(%peer, replay = replay.len(), "revocation watcher connected");
         tokio::spawn(async move {
+            let mut digest = SnapshotDigest::default();
             for entry in &replay {
-                if !deliver(&tx, Ok(revocation_message(entry)), &mut shutdown).await {
+                let event = revocation_message(entry, &signer);
+                digest.add(&event);
+                if !deliver(&tx, Ok(event), &mut shutdown).await {
                     return;
                 }
             }
-            let marker = RevocationEvent {
-                snapshot_complete: true,
-                ..Default::default()
-            };
+            let mut marker = RevocationEvent::default();
+            signer.sign_snapshot(&mut marker, &digest);
             if !deliver(&tx, Ok(marker), &mut shutdown).await {
                 return;
             }
@@ -271,7 +381,7 @@ impl authority_server::Authority for AuthorityService {
                     received = live.recv() => received,
                 };
                 let message = match event {
-                    Ok(entry) => Ok(revocation_message(&entry)),
+                    Ok(entry) => Ok(revocation_message(&entry, &signer)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(%peer, missed, "revocation watcher fell behind; asking it to reconnect");
                         Err(Status::aborted(format!(
@@ -288,6 +398,19 @@ impl authority_server::Authority for AuthorityService {
             tracing::debug!(%peer, "revocation watcher disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The Sidecar a witness call is about: a certificate's name binds it; without one, the id
+/// asked for (default [`LOCAL_SIDECAR`]).
+fn sidecar_of(caller: &Caller, requested: &str, reporting: bool) -> Result<String, Status> {
+    match &caller.name {
+        Some(name) if requested.is_empty() || requested == name => Ok(name.clone()),
+        Some(name) if reporting => Err(Status::permission_denied(format!(
+            "sidecar {name:?} may report only its own checkpoints, not {requested:?}"
+        ))),
+        _ if requested.is_empty() => Ok(LOCAL_SIDECAR.to_string()),
+        _ => Ok(requested.to_string()),
     }
 }
 

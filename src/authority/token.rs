@@ -1,9 +1,11 @@
 //! Capability tokens: PASETO `v4.public` (Ed25519) carrying [`CapabilityClaims`] as JSON.
 //!
 //! The payload is a JSON object with exactly these claims (format documented in `docs/tokens.md`):
-//! `jti` (token id), `sub` (agent id), `sid` (session id), `actions` (action classes), `scope`
-//! (resource scope), `iat` and `exp` (RFC 3339, UTC). Unknown claims are rejected: a verifier
-//! never silently ignores a restriction it does not understand.
+//! `jti` (token id), `iss` (the PASERK id of the signing key), `aud` (the deployment id), `sub`
+//! (agent id), `sid` (session id), `actions` (action classes), `scope` (resource scope), `iat`
+//! and `exp` (RFC 3339, UTC). Unknown claims are rejected: a verifier never silently ignores a
+//! restriction it does not understand. A Sidecar accepts only tokens whose `iss` is its pinned
+//! key and whose `aud` is its own deployment ([`TrustedIssuer`]).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -24,6 +26,10 @@ pub const LEEWAY_SECONDS: i64 = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityClaims {
     pub token_id: String,
+    /// `iss`: the PASERK id (`k4.pid.…`) of the key that signed the token ([`key_id`]).
+    pub issuer: String,
+    /// `aud`: the deployment the token is for (`[project] deployment`).
+    pub audience: String,
     pub agent_id: String,
     pub session_id: String,
     /// Action classes the holder may perform (e.g. `communication.external.send`).
@@ -32,6 +38,8 @@ pub struct CapabilityClaims {
     pub resource_scope: String,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The `firma run` sandbox the holder runs in; empty when none.
+    pub sandbox_id: String,
 }
 
 impl CapabilityClaims {
@@ -61,6 +69,22 @@ pub enum TokenError {
         token_id: String,
         issued_at: DateTime<Utc>,
     },
+    /// Signed by the pinned key but naming another issuer (a mis-built token).
+    #[error("capability token {token_id} names issuer {got:?}, not the pinned key {expected}")]
+    WrongIssuer {
+        token_id: String,
+        expected: String,
+        got: String,
+    },
+    /// Genuine, but for another deployment.
+    #[error(
+        "capability token {token_id} is for deployment {got:?}; this Sidecar serves {expected:?}"
+    )]
+    WrongAudience {
+        token_id: String,
+        expected: String,
+        got: String,
+    },
 }
 
 impl TokenError {
@@ -71,6 +95,8 @@ impl TokenError {
             Self::BadSignature => "TOKEN_BAD_SIGNATURE",
             Self::Expired { .. } => "TOKEN_EXPIRED",
             Self::NotYetValid { .. } => "TOKEN_NOT_YET_VALID",
+            Self::WrongIssuer { .. } => "TOKEN_WRONG_ISSUER",
+            Self::WrongAudience { .. } => "TOKEN_WRONG_AUDIENCE",
         }
     }
 }
@@ -80,12 +106,17 @@ impl TokenError {
 #[serde(deny_unknown_fields)]
 struct Payload {
     jti: String,
+    iss: String,
+    aud: String,
     sub: String,
     sid: String,
     actions: Vec<String>,
     scope: String,
     iat: String,
     exp: String,
+    /// Absent unless the holder runs in a `firma run` sandbox.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    sandbox_id: String,
 }
 
 fn rfc3339(time: &DateTime<Utc>) -> String {
@@ -102,6 +133,8 @@ fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, TokenError> {
 fn check_shape(claims: &CapabilityClaims) -> Result<(), TokenError> {
     let nonempty = [
         ("jti", &claims.token_id),
+        ("iss", &claims.issuer),
+        ("aud", &claims.audience),
         ("sub", &claims.agent_id),
         ("sid", &claims.session_id),
         ("scope", &claims.resource_scope),
@@ -136,17 +169,38 @@ fn public_key(key: &VerifyingKey) -> AsymmetricPublicKey<V4> {
     AsymmetricPublicKey::<V4>::from(key.as_bytes()).expect("32-byte Ed25519 public key")
 }
 
-/// Sign `claims` into a `v4.public.` token.
+/// The PASERK id (`k4.pid.…`) of an Authority public key: how tokens (`iss`), signed streams and
+/// messages name a key. Any PASERK implementation computes the same id from `authority.pub`.
+pub fn key_id(key: &VerifyingKey) -> String {
+    use pasetors::paserk::{FormatAsPaserk, Id};
+    let mut id = String::new();
+    Id::from(&public_key(key))
+        .fmt(&mut id)
+        .expect("writing to a String cannot fail");
+    id
+}
+
+/// Sign `claims` into a `v4.public.` token; `claims.issuer` must be the key's [`key_id`].
 pub fn sign_token(key: &SigningKey, claims: &CapabilityClaims) -> Result<String, TokenError> {
     check_shape(claims)?;
+    let own = key_id(&key.verifying_key());
+    if claims.issuer != own {
+        return Err(TokenError::Malformed(format!(
+            "claim `iss` {:?} does not name the signing key {own}",
+            claims.issuer
+        )));
+    }
     let payload = Payload {
         jti: claims.token_id.clone(),
+        iss: claims.issuer.clone(),
+        aud: claims.audience.clone(),
         sub: claims.agent_id.clone(),
         sid: claims.session_id.clone(),
         actions: claims.actions.clone(),
         scope: claims.resource_scope.clone(),
         iat: rfc3339(&claims.issued_at),
         exp: rfc3339(&claims.expires_at),
+        sandbox_id: claims.sandbox_id.clone(),
     };
     let message = serde_json::to_vec(&payload).expect("plain struct serialises");
     version4::PublicToken::sign(&secret_key(key), &message, None, None)
@@ -171,16 +225,68 @@ pub fn verify_signature(token: &str, key: &VerifyingKey) -> Result<CapabilityCla
         issued_at: parse_time("iat", &payload.iat)?,
         expires_at: parse_time("exp", &payload.exp)?,
         token_id: payload.jti,
+        issuer: payload.iss,
+        audience: payload.aud,
         agent_id: payload.sub,
         session_id: payload.sid,
         actions: payload.actions,
         resource_scope: payload.scope,
+        sandbox_id: payload.sandbox_id,
     };
     check_shape(&claims)?;
     Ok(claims)
 }
 
-/// Verify signature, claims shape and validity at `now` (± [`LEEWAY_SECONDS`]).
+/// Whom a verifier trusts: the pinned Authority key (by which tokens are signed and which their
+/// `iss` names) and its own deployment (which their `aud` must name). What the Sidecar uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    key: VerifyingKey,
+    key_id: String,
+    audience: String,
+}
+
+impl TrustedIssuer {
+    pub fn new(key: VerifyingKey, audience: impl Into<String>) -> Self {
+        Self {
+            key_id: key_id(&key),
+            key,
+            audience: audience.into(),
+        }
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Signature, claims shape, issuer and audience — everything but the clock.
+    pub fn verify_signature(&self, token: &str) -> Result<CapabilityClaims, TokenError> {
+        let claims = verify_signature(token, &self.key)?;
+        if claims.issuer != self.key_id {
+            return Err(TokenError::WrongIssuer {
+                token_id: claims.token_id,
+                expected: self.key_id.clone(),
+                got: claims.issuer,
+            });
+        }
+        if claims.audience != self.audience {
+            return Err(TokenError::WrongAudience {
+                token_id: claims.token_id,
+                expected: self.audience.clone(),
+                got: claims.audience,
+            });
+        }
+        Ok(claims)
+    }
+
+    /// [`Self::verify_signature`] and validity at `now`.
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<CapabilityClaims, TokenError> {
+        check_validity(self.verify_signature(token)?, now)
+    }
+}
+
+/// Verify signature, claims shape and validity at `now` (± [`LEEWAY_SECONDS`]); not the
+/// audience (see [`TrustedIssuer`]).
 pub fn verify_token(
     token: &str,
     key: &VerifyingKey,
@@ -298,24 +404,59 @@ mod tests {
     fn claims(now: DateTime<Utc>) -> CapabilityClaims {
         CapabilityClaims {
             token_id: "0193-tok".into(),
+            issuer: String::new(),
+            audience: "proj".into(),
             agent_id: "codex".into(),
             session_id: "s1".into(),
             actions: vec!["communication.external.send".into()],
             resource_scope: "*".into(),
             issued_at: now,
             expires_at: now + chrono::Duration::minutes(15),
+            sandbox_id: String::new(),
         }
+    }
+
+    fn signed_claims(key: &SigningKey, now: DateTime<Utc>) -> CapabilityClaims {
+        CapabilityClaims {
+            issuer: key_id(&key.verifying_key()),
+            ..claims(now)
+        }
+    }
+
+    #[test]
+    fn the_sandbox_claim_round_trips_and_is_absent_when_empty() {
+        let key = crate::config::keys::generate();
+        let now = Utc::now();
+        let plain = sign_token(&key, &claims(now)).unwrap();
+        let payload = |token: &str| {
+            let untrusted = UntrustedToken::<Public, V4>::try_from(token).unwrap();
+            let trusted =
+                PublicToken::verify(&public_key(&key.verifying_key()), &untrusted, None, None)
+                    .unwrap();
+            trusted.payload().to_string()
+        };
+        assert!(!payload(&plain).contains("sandbox_id"));
+        let sandboxed = CapabilityClaims {
+            sandbox_id: "5f1c0a2b9d3e4f60".into(),
+            ..claims(now)
+        };
+        let token = sign_token(&key, &sandboxed).unwrap();
+        assert!(payload(&token).contains("\"sandbox_id\":\"5f1c0a2b9d3e4f60\""));
+        assert_eq!(
+            verify_token(&token, &key.verifying_key(), now).unwrap(),
+            sandboxed
+        );
     }
 
     #[test]
     fn round_trip_and_tamper() {
         let key = crate::config::keys::generate();
         let now = Utc::now();
-        let token = sign_token(&key, &claims(now)).unwrap();
+        let token = sign_token(&key, &signed_claims(&key, now)).unwrap();
         assert!(token.starts_with(TOKEN_PREFIX));
         assert_eq!(
             verify_token(&token, &key.verifying_key(), now).unwrap(),
-            claims(now)
+            signed_claims(&key, now)
         );
         let other = crate::config::keys::generate();
         assert_eq!(
@@ -337,10 +478,41 @@ mod tests {
     }
 
     #[test]
+    fn issuer_and_audience_are_checked() {
+        let key = crate::config::keys::generate();
+        let now = Utc::now();
+        let token = sign_token(&key, &signed_claims(&key, now)).unwrap();
+        let trust = TrustedIssuer::new(key.verifying_key(), "proj");
+        assert!(trust.verify(&token, now).is_ok());
+        let other_deployment = TrustedIssuer::new(key.verifying_key(), "prod");
+        let err = other_deployment.verify(&token, now).unwrap_err();
+        assert_eq!(err.code(), "TOKEN_WRONG_AUDIENCE");
+        assert!(err.to_string().contains("\"proj\"") && err.to_string().contains("\"prod\""));
+        // `iss` must name the signing key, at signing and at verification.
+        let mut c = signed_claims(&key, now);
+        c.issuer = "k4.pid.someone-else".into();
+        assert!(matches!(
+            sign_token(&key, &c),
+            Err(TokenError::Malformed(_))
+        ));
+        let payload = format!(
+            r#"{{"jti":"t","iss":"k4.pid.x","aud":"proj","sub":"a","sid":"s","actions":["x"],"scope":"*","iat":"{}","exp":"{}"}}"#,
+            rfc3339(&now),
+            rfc3339(&(now + chrono::Duration::minutes(1)))
+        );
+        let forged =
+            version4::PublicToken::sign(&secret_key(&key), payload.as_bytes(), None, None).unwrap();
+        assert_eq!(
+            trust.verify(&forged, now).unwrap_err().code(),
+            "TOKEN_WRONG_ISSUER"
+        );
+    }
+
+    #[test]
     fn expiry_honours_the_leeway() {
         let key = crate::config::keys::generate();
         let now = Utc::now();
-        let c = claims(now);
+        let c = signed_claims(&key, now);
         let token = sign_token(&key, &c).unwrap();
         let vk = key.verifying_key();
         let just_after = c.expires_at + chrono::Duration::seconds(LEEWAY_SECONDS - 1);
@@ -360,13 +532,13 @@ mod tests {
     #[test]
     fn bad_claims_are_refused_at_signing() {
         let key = crate::config::keys::generate();
-        let mut c = claims(Utc::now());
+        let mut c = signed_claims(&key, Utc::now());
         c.actions.clear();
         assert!(matches!(
             sign_token(&key, &c),
             Err(TokenError::Malformed(_))
         ));
-        let mut c = claims(Utc::now());
+        let mut c = signed_claims(&key, Utc::now());
         c.expires_at = c.issued_at;
         assert!(matches!(
             sign_token(&key, &c),
@@ -377,7 +549,7 @@ mod tests {
     #[test]
     fn unknown_claims_are_rejected() {
         let key = crate::config::keys::generate();
-        let payload = br#"{"jti":"t","sub":"a","sid":"s","actions":["x"],"scope":"*","iat":"2026-01-01T00:00:00Z","exp":"2026-01-01T01:00:00Z","admin":true}"#;
+        let payload = br#"{"jti":"t","iss":"i","aud":"d","sub":"a","sid":"s","actions":["x"],"scope":"*","iat":"2026-01-01T00:00:00Z","exp":"2026-01-01T01:00:00Z","admin":true}"#;
         let token = version4::PublicToken::sign(&secret_key(&key), payload, None, None).unwrap();
         assert!(matches!(
             verify_signature(&token, &key.verifying_key()),
@@ -393,12 +565,15 @@ mod tests {
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let claims = CapabilityClaims {
             token_id: "0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42".into(),
+            issuer: key_id(&key.verifying_key()),
+            audience: "my-project".into(),
             agent_id: "codex".into(),
             session_id: "session-1".into(),
             actions: vec!["communication.external.send".into(), "code.read".into()],
             resource_scope: "api.anthropic.com".into(),
             issued_at: at("2026-11-26T23:40:00Z"),
             expires_at: at("2026-11-26T23:55:00Z"),
+            sandbox_id: String::new(),
         };
         let token = sign_token(&key, &claims).unwrap();
         let body = token.strip_prefix(TOKEN_PREFIX).unwrap();
@@ -472,12 +647,15 @@ mod tests {
             let now = Utc::now();
             let c = CapabilityClaims {
                 token_id: uuid::Uuid::now_v7().to_string(),
+                issuer: key_id(&key.verifying_key()),
+                audience: "proj".into(),
                 agent_id: agent,
                 session_id: session,
                 actions,
                 resource_scope: scope,
                 issued_at: now,
                 expires_at: now + chrono::Duration::seconds(ttl),
+                sandbox_id: String::new(),
             };
             let token = sign_token(&key, &c).unwrap();
             prop_assert_eq!(verify_token(&token, &key.verifying_key(), now).unwrap(), c);

@@ -12,6 +12,7 @@ use super::json::{self, Document};
 use super::progress::VerifyBar;
 use super::{CommandResult, Outcome, output};
 use crate::audit::verify::{CheckpointStatus, VerifyOptions, VerifyReport, verify};
+use crate::authority::witness_check::WitnessReport;
 use crate::config::Discovery;
 use crate::config::dirs::resolve_state_dir;
 use crate::config::keys::{load_verifying_key, public_path};
@@ -57,6 +58,10 @@ pub struct VerifyArgs {
     pub no_checkpoint: bool,
     #[command(flatten)]
     pub json: JsonFlag,
+    /// Also compare the log with the checkpoint the Authority witnessed: a tail removed together
+    /// with audit.checkpoint is `truncated` (docs/audit-log.md#witnessed-checkpoints).
+    #[arg(long)]
+    pub witness: bool,
     /// Worker threads for signatures [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -76,11 +81,17 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     } else {
         args.files.clone()
     };
+    let config_for_witness = config.clone();
     let key_path = match &args.key {
         Some(path) => path.clone(),
         None => default_key(config)?,
     };
     let key = load_verifying_key(&key_path)?;
+    let witness = if args.witness {
+        Some(witness(&args, config_for_witness, &files, &key)?)
+    } else {
+        None
+    };
     let mut options = VerifyOptions::new(files, key);
     if let Some(threads) = args.threads {
         options.threads = threads.max(1);
@@ -97,16 +108,51 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         bar.finish();
     }
     let report = report?;
+    let witness_ok = witness.as_ref().is_none_or(WitnessReport::is_ok);
     if args.json.enabled() {
-        json::print(Document::AuditVerify, &report)?;
+        let mut json = serde_json::to_value(&report).expect("reports always serialise");
+        if let Some(witness) = &witness {
+            json["witness"] = serde_json::to_value(witness).expect("reports always serialise");
+            json["ok"] = (report.ok && witness_ok).into();
+        }
+        json::print(Document::AuditVerify, &json)?;
     } else {
         print_human(&report, &key_path);
+        if let Some(witness) = &witness {
+            let line = crate::authority::witness_check::describe(witness);
+            if witness_ok {
+                output::ok(format!("witness: {line}"));
+            } else {
+                output::error(&Hinted::new(format!("witness: {line}")).hint(
+                    "the log lost records the Authority saw: restore it from a backup, and \
+                     treat the gap as tampering",
+                ));
+            }
+        }
     }
-    Ok(if report.ok {
+    Ok(if report.ok && witness_ok {
         Outcome::Success
     } else {
         Outcome::FoundProblems
     })
+}
+
+/// What the Authority witnessed for this project's Sidecar, compared with `files`.
+fn witness(
+    args: &VerifyArgs,
+    config: Option<PathBuf>,
+    files: &[PathBuf],
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<WitnessReport, Hinted> {
+    let loaded = Discovery::new(config).load()?;
+    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?
+        .block_on(crate::authority::witness_check::check(
+            &state, &loaded, files, key,
+        ))
 }
 
 /// The state dir's audit files (rotations, then the live log).

@@ -204,7 +204,7 @@ fn wizard(
             }
         })?,
     };
-    let agents: Vec<&str> = KNOWN_AGENTS.iter().map(|(name, _)| *name).collect();
+    let agents: Vec<&str> = KNOWN_AGENTS.iter().map(|a| a.name).collect();
     let agent = match &args.agent {
         Some(agent) => agent.clone(),
         None => ask(

@@ -16,6 +16,8 @@ pub enum Document {
     AuditVerify,
     /// `firma token issue --json`.
     TokenIssue,
+    /// `firma token inspect --json`.
+    TokenInspect,
     /// `firma doctor --json`.
     Doctor,
     /// `firma config check --json`.
@@ -29,6 +31,7 @@ impl Document {
         Self::SidecarStatus,
         Self::AuditVerify,
         Self::TokenIssue,
+        Self::TokenInspect,
         Self::Doctor,
         Self::ConfigCheck,
         Self::MonitorRecord,
@@ -40,6 +43,7 @@ impl Document {
             Self::SidecarStatus => "sidecar-status",
             Self::AuditVerify => "audit-verify",
             Self::TokenIssue => "token-issue",
+            Self::TokenInspect => "token-inspect",
             Self::Doctor => "doctor",
             Self::ConfigCheck => "config-check",
             Self::MonitorRecord => "monitor-record",
@@ -52,6 +56,7 @@ impl Document {
             Self::SidecarStatus
             | Self::AuditVerify
             | Self::TokenIssue
+            | Self::TokenInspect
             | Self::Doctor
             | Self::ConfigCheck => 1,
             // The formatter plugin owns its number (it writes its lines byte by byte).

@@ -99,6 +99,10 @@ pub enum Command {
     /// Internal: the detached supervisor `firma sidecar start --detach` runs.
     #[command(name = "__supervise", hide = true)]
     Supervise(sidecar::SuperviseArgs),
+
+    /// Internal: the sandbox launcher `firma run` starts, and the probe doctor runs.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(run::SandboxArgs),
 }
 
 /// Parse the command line, run the command, and map the outcome to an exit code.
@@ -106,12 +110,14 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     output::set_color_choice(cli.color);
     let config = cli.config.into_flag();
-    if let Command::Run(args) = cli.command {
-        // `run` exits with the agent's own status.
-        return run::run(args, config);
-    }
-    let result = match cli.command {
-        Command::Run(_) => unreachable!("handled above"),
+    let command = match cli.command {
+        // `run` exits with the agent's own status, and its launcher with the agent's too.
+        Command::Run(args) => return run::run(args, config),
+        Command::Sandbox(args) => return run::sandbox(args),
+        command => command,
+    };
+    let result = match command {
+        Command::Run(_) | Command::Sandbox(_) => unreachable!("handled above"),
         Command::Init(args) => init::run(args, config),
         Command::Config(args) => config::run(args, config),
         Command::Authority(args) => authority::run(args, config),

@@ -62,13 +62,23 @@ pub fn ok(message: impl AsRef<str>) {
     println!("{prefix}: {}", message.as_ref());
 }
 
-pub fn info(message: impl AsRef<str>) {
-    let prefix = if color_choice().for_stdout() {
+fn info_prefix(color: bool) -> String {
+    if color {
         "info".cyan().bold().to_string()
     } else {
         "info".into()
-    };
+    }
+}
+
+pub fn info(message: impl AsRef<str>) {
+    let prefix = info_prefix(color_choice().for_stdout());
     println!("{prefix}: {}", message.as_ref());
+}
+
+/// `info:` on stderr, for commands whose stdout belongs to someone else (`firma run`).
+pub fn info_to_stderr(message: impl AsRef<str>) {
+    let prefix = info_prefix(color_choice().for_stderr());
+    eprintln!("{prefix}: {}", message.as_ref());
 }
 
 pub fn warn(message: impl AsRef<str>) {

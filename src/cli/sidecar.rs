@@ -15,7 +15,7 @@ use super::flags::{JsonFlag, StateDirArg, StopTimeoutArg};
 use super::json::{self, Document};
 use super::project::warn_if_other_project;
 use super::{CommandResult, Outcome, output};
-use crate::config::dirs::{StateDirSource, resolve_state_dir};
+use crate::config::dirs::{StateDirSource, trusted_state_dir};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
 use crate::lifecycle::occupancy::live_stack;
@@ -149,7 +149,7 @@ fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
     let config = Discovery::new(global_config)
         .with_env_first(START_CONFIG_ENV)
         .load()?;
-    let (state, source) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, source) = trusted_state_dir(args.state_dir.as_deref())?;
     if args.detach {
         return start_detached(&config, &state, source);
     }
@@ -294,7 +294,7 @@ fn finish(finished: Finished, state: &StateDir, detached: bool) -> CommandResult
 
 fn stop_cmd(args: StopArgs) -> CommandResult {
     let timeout = args.timeout.duration();
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = trusted_state_dir(args.state_dir.as_deref())?;
     let report = stop::stop(&state, timeout)?;
     print_stop_report(&report, &state, args.timeout.seconds());
     Ok(Outcome::Success)
@@ -328,7 +328,7 @@ fn print_stop_report(report: &stop::StopReport, state: &StateDir, timeout: f64) 
 }
 
 fn status_cmd(args: StatusArgs, config: Option<PathBuf>) -> CommandResult {
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = trusted_state_dir(args.state_dir.as_deref())?;
     warn_if_other_project(&state, config);
     let report = runtime()?.block_on(status::status(&state));
     if args.daemon {
@@ -354,7 +354,7 @@ fn status_cmd(args: StatusArgs, config: Option<PathBuf>) -> CommandResult {
 
 fn restart(args: RestartArgs, global_config: Option<PathBuf>) -> CommandResult {
     let timeout = args.timeout.duration();
-    let (state, source) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, source) = trusted_state_dir(args.state_dir.as_deref())?;
     let running_config = live_stack(&state).and_then(|s| s.meta).map(|m| m.config);
     let chosen = global_config;
     let config = match (chosen, running_config) {

@@ -5,11 +5,12 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::Hinted;
-use crate::state_dir::{DataDir, StateDir};
+use crate::fsutil;
+use crate::state_dir::{DataDir, Role, StateDir};
 
 pub const STATE_DIR_ENV: &str = "FIRMA_STATE_DIR";
 
@@ -149,17 +150,93 @@ pub fn resolve_data_dir() -> Result<DataDir, Hinted> {
     data_dir_for(Platform::current(), &process_env).map(DataDir::new)
 }
 
+/// This process's state dir, checked before anything in it is trusted: the directory is the
+/// user's own and private ([`check_private_dir`]), and no pid, listen, identity, lock or meta file
+/// in it is a symlink or another uid's. A missing directory is fine (`start` creates it).
+pub fn trusted_state_dir(flag: Option<&Path>) -> Result<(StateDir, StateDirSource), Hinted> {
+    let (state, source) = resolve_state_dir(flag);
+    check_state_dir(&state)?;
+    Ok((state, source))
+}
+
+/// See [`trusted_state_dir`].
+pub fn check_state_dir(state: &StateDir) -> Result<(), Hinted> {
+    match fs::symlink_metadata(state.path()) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        _ => check_private_dir(state.path())?,
+    }
+    let files = Role::ALL
+        .into_iter()
+        .flat_map(|role| {
+            [
+                state.pid_file(role),
+                state.listen_file(role),
+                state.identity_file(role),
+            ]
+        })
+        .chain([state.lock_file(), state.meta_file()]);
+    for file in files {
+        fsutil::read_trusted(&file).map_err(|why| why.to_hinted(&file))?;
+    }
+    Ok(())
+}
+
+/// Refuse a directory another local user could have planted or can write into — as ssh-agent
+/// and systemd do: it must be owned by this user (a symlink to it too) and not writable by group
+/// or others.
+pub fn check_private_dir(dir: &Path) -> Result<(), Hinted> {
+    let me = nix::unistd::geteuid().as_raw();
+    let inspect = |meta: io::Result<fs::Metadata>| {
+        meta.map_err(|err| {
+            Hinted::new(format!("cannot inspect {}: {err}", dir.display()))
+                .hint("check the permissions of its parent directories")
+        })
+    };
+    let link = inspect(fs::symlink_metadata(dir))?;
+    if link.is_symlink() && link.uid() != me {
+        return Err(foreign(dir, "is a symbolic link owned by", link.uid()));
+    }
+    let meta = inspect(fs::metadata(dir))?;
+    if !meta.is_dir() {
+        return Err(
+            Hinted::new(format!("{} exists and is not a directory", dir.display()))
+                .hint("move it away or choose another directory"),
+        );
+    }
+    if meta.uid() != me {
+        return Err(foreign(dir, "is owned by", meta.uid()));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(Hinted::new(format!(
+            "refusing to use {}: it is writable by group or others (mode {mode:o})",
+            dir.display()
+        ))
+        .hint(format!(
+            "run `chmod go-w {}` (firma creates its directories 0700)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn foreign(dir: &Path, what: &str, uid: u32) -> Hinted {
+    Hinted::new(format!(
+        "refusing to use {}: it {what} uid {uid}, not by you (uid {})",
+        dir.display(),
+        nix::unistd::geteuid()
+    ))
+    .hint(
+        "another local user may have created it first; remove it, or choose your own directory \
+         with --state-dir / FIRMA_STATE_DIR (or set XDG_RUNTIME_DIR)",
+    )
+}
+
 /// Create `dir` (and parents) if missing; firma-owned leaf directories are made 0700.
-/// An existing directory keeps its mode (doctor reports a wrong one).
+/// An existing directory must pass [`check_private_dir`] (its mode is otherwise kept).
 pub fn ensure_private_dir(dir: &Path) -> Result<(), Hinted> {
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => return Ok(()),
-        Ok(_) => {
-            return Err(
-                Hinted::new(format!("{} exists and is not a directory", dir.display()))
-                    .hint("move it away or choose another directory"),
-            );
-        }
+    match fs::symlink_metadata(dir) {
+        Ok(_) => return check_private_dir(dir),
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => {
             return Err(
@@ -178,7 +255,9 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), Hinted> {
         })?;
     // DirBuilder's mode is filtered by the umask; make the leaf exactly 0700.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|err| Hinted::new(format!("cannot chmod {}: {err}", dir.display())))
+        .map_err(|err| Hinted::new(format!("cannot chmod {}: {err}", dir.display())))?;
+    // Another user may have won a race for the name (e.g. in /tmp).
+    check_private_dir(dir)
 }
 
 #[cfg(test)]
@@ -265,6 +344,24 @@ mod tests {
             PathBuf::from("/h/.local/share/firma")
         );
         assert!(data_dir_for(u, &env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn foreign_or_shared_dirs_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shared");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_private_dir(&dir).unwrap_err();
+        assert!(
+            err.message().contains("writable by group or others"),
+            "{err}"
+        );
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&dir).unwrap();
+        let file = tmp.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(ensure_private_dir(&file).is_err());
     }
 
     #[test]

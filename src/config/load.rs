@@ -59,6 +59,16 @@ impl LoadedConfig {
         self.path.parent().unwrap_or(Path::new("/"))
     }
 
+    /// The deployment id (the audience of capability tokens): `[project] deployment`, else the
+    /// project's name.
+    pub fn deployment(&self) -> String {
+        self.config
+            .project
+            .deployment
+            .clone()
+            .unwrap_or_else(|| self.project_name())
+    }
+
     /// The project's name: its workspace directory's name (the directory holding `.firma/`), or
     /// the file's own name when it does not live in a `.firma/` directory.
     pub fn project_name(&self) -> String {
@@ -249,6 +259,52 @@ fn validate(config: &FirmaConfig, text: &str, path: &Path) -> Result<(), Hinted>
         ))
         .hint("set both to serve TLS, or neither for loopback plain text"));
     }
+    if authority.client_ca.is_some() && authority.tls_cert.is_none() {
+        return Err(Hinted::new(format!(
+            "{}: [authority] client_ca needs tls_cert and tls_key",
+            locate(text, path, "client_ca")
+        ))
+        .hint("client certificates are checked in the TLS handshake: configure TLS first"));
+    }
+    let pairs = [
+        ("[authority]", &authority.client_cert, &authority.client_key),
+        (
+            "[sidecar.authority]",
+            &config.sidecar.authority.client_cert,
+            &config.sidecar.authority.client_key,
+        ),
+    ];
+    for (section, cert, key) in pairs {
+        if cert.is_some() != key.is_some() {
+            let missing = if cert.is_some() {
+                "client_key"
+            } else {
+                "client_cert"
+            };
+            return Err(Hinted::new(format!(
+                "{}: {section} client_cert and client_key go together ({missing} is missing)",
+                locate(
+                    text,
+                    path,
+                    if cert.is_some() {
+                        "client_cert"
+                    } else {
+                        "client_key"
+                    }
+                )
+            ))
+            .hint("`firma authority cert issue` writes a matching pair"));
+        }
+    }
+    if let Some(deployment) = &config.project.deployment
+        && let Err(reason) = validate_agent_id(deployment)
+    {
+        return Err(Hinted::new(format!(
+            "{}: [project].deployment {reason}",
+            locate(text, path, "deployment")
+        ))
+        .hint("use letters, digits, '.', '_' or '-' (at most 64)"));
+    }
     if config.sidecar.supervise.start_limit_burst == 0 {
         return Err(Hinted::new(format!(
             "{}: [sidecar.supervise].start_limit_burst must be at least 1",
@@ -313,13 +369,28 @@ fn resolve_paths(mut config: FirmaConfig, dir: &Path) -> FirmaConfig {
     abs(&mut authority.key);
     abs(&mut authority.policies);
     abs(&mut authority.issuance_policies);
+    abs(&mut authority.witness_keys);
     authority.tls_cert.iter_mut().for_each(abs);
     authority.tls_key.iter_mut().for_each(abs);
+    for path in [
+        &mut authority.client_ca,
+        &mut authority.client_ca_key,
+        &mut authority.client_cert,
+        &mut authority.client_key,
+    ] {
+        path.iter_mut().for_each(abs);
+    }
     let sidecar = &mut config.sidecar;
     abs(&mut sidecar.mapping.rules);
     abs(&mut sidecar.audit.key);
     abs(&mut sidecar.authority.public_key);
-    sidecar.authority.ca_cert.iter_mut().for_each(abs);
+    for path in [
+        &mut sidecar.authority.ca_cert,
+        &mut sidecar.authority.client_cert,
+        &mut sidecar.authority.client_key,
+    ] {
+        path.iter_mut().for_each(abs);
+    }
     config
 }
 

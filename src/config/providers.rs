@@ -48,11 +48,42 @@ pub fn names() -> Vec<&'static str> {
     PROVIDERS.iter().map(|p| p.name).collect()
 }
 
-/// Agents `firma init` suggests, with the executable `firma run` starts by default.
-pub const KNOWN_AGENTS: &[(&str, Option<&str>)] = &[
-    ("claude", Some("claude")),
-    ("codex", Some("codex")),
-    ("generic", None),
+/// An agent `firma init` suggests and `firma run` knows how to start and confine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agent {
+    pub name: &'static str,
+    /// The executable `firma run` starts when no command follows `--`.
+    pub command: Option<&'static str>,
+    /// Directories (`~/` = home) the agent keeps its own state in: writable under the sandbox,
+    /// on top of [`SANDBOX_WRITABLE`]; created when missing.
+    pub writable: &'static [&'static str],
+}
+
+/// The agent registry.
+pub const KNOWN_AGENTS: &[Agent] = &[
+    Agent {
+        name: "claude",
+        command: Some("claude"),
+        writable: &["~/.claude"],
+    },
+    Agent {
+        name: "codex",
+        command: Some("codex"),
+        writable: &["~/.codex"],
+    },
+    Agent {
+        name: "generic",
+        command: None,
+        writable: &[],
+    },
 ];
+
+/// Writable for every agent under the sandbox: the caches of the package managers agents use
+/// (pip and most tools use `~/.cache`, npm uses `~/.npm`).
+pub const SANDBOX_WRITABLE: &[&str] = &["~/.cache", "~/.npm"];
+
+pub fn find_agent(name: &str) -> Option<&'static Agent> {
+    KNOWN_AGENTS.iter().find(|a| a.name == name)
+}
 
 pub const DEFAULT_AGENT: &str = "generic";

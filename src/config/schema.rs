@@ -18,6 +18,8 @@ pub struct FirmaConfig {
     pub authority: AuthorityConfig,
     #[serde(default)]
     pub sidecar: SidecarConfig,
+    #[serde(default)]
+    pub run: RunConfig,
 }
 
 /// `[project]`: who the agent is and which provider it talks to.
@@ -34,6 +36,10 @@ pub struct ProjectConfig {
     /// Lifetime `firma run` requests for its token (refreshed before expiry).
     #[serde(default = "default_token_ttl", with = "duration_str")]
     pub token_ttl: Duration,
+    /// Deployment id: the audience (`aud`) of the tokens the Authority signs and the Sidecar
+    /// accepts. Default: the name of the workspace directory (see `LoadedConfig::deployment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 /// `[authority]`: a local Authority the daemon boots, or a remote one it only uses.
@@ -71,6 +77,24 @@ pub struct AuthorityConfig {
     /// Allow plain-text gRPC on a non-loopback address (logged loudly). Off by default.
     #[serde(default)]
     pub allow_insecure_listen: bool,
+    /// CA certificate (PEM) that signs client certificates: with TLS, callers on the TCP port
+    /// are authenticated by certificate and get the role it names (docs/authority.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// The client CA's private key, used only by `firma authority cert issue` (the Authority
+    /// never reads it). Default: `client_ca` with the extension `.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_key: Option<PathBuf>,
+    /// The operator's client certificate (PEM) for a remote Authority (`firma token`, `run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The key (PEM) of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// Directory of the audit public keys of the Sidecars whose checkpoints this Authority
+    /// witnesses: `<sidecar-id>.pub` (the id `local` defaults to this project's audit.pub).
+    #[serde(default = "default_witness_keys")]
+    pub witness_keys: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -216,6 +240,13 @@ pub struct SidecarAuthorityConfig {
     /// Allow plain `http://` to a non-loopback Authority (logged loudly). Off by default.
     #[serde(default)]
     pub allow_insecure: bool,
+    /// The Sidecar's client certificate (PEM) for an Authority that authenticates callers
+    /// (mutual TLS); its common name is the Sidecar's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The key (PEM) of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -254,8 +285,50 @@ impl Default for SidecarAuthorityConfig {
             public_key: default_authority_pub(),
             ca_cert: None,
             allow_insecure: false,
+            client_cert: None,
+            client_key: None,
         }
     }
+}
+
+/// `[run]`: how `firma run` confines the agent (docs/run.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `auto` (sandbox with what the kernel offers, warn about the rest), `required`, `off`.
+    #[serde(default)]
+    pub sandbox: SandboxMode,
+    /// Paths the agent must not see (`~/` is the home directory; relative paths are relative to
+    /// the workspace). Replaces the default list when set.
+    #[serde(default = "default_run_hide")]
+    pub hide: Vec<String>,
+    /// Paths the agent may write besides the workspace, a private `/tmp` and the agent's own
+    /// defaults (same syntax as `hide`).
+    #[serde(default)]
+    pub writable: Vec<String>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            sandbox: SandboxMode::default(),
+            hide: default_run_hide(),
+            writable: Vec::new(),
+        }
+    }
+}
+
+/// `firma run --sandbox` / `[run] sandbox`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Sandbox with every facility the kernel offers; one `warn:` line names what is missing.
+    #[default]
+    Auto,
+    /// Refuse to start (exit 2) unless every facility is available.
+    Required,
+    /// No sandbox (the relay still serves only this agent).
+    Off,
 }
 
 pub const DEFAULT_AUTHORITY_LISTEN: &str = "127.0.0.1:50051";
@@ -266,6 +339,22 @@ fn default_run_actions() -> Vec<String> {
         "communication.external.send".into(),
         "communication.internal.send".into(),
     ]
+}
+/// Home secrets and workspace files no agent needs to read.
+pub const DEFAULT_RUN_HIDE: &[&str] = &[
+    "~/.ssh",
+    "~/.aws",
+    "~/.gnupg",
+    "~/.config/gcloud",
+    "~/.azure",
+    "~/.kube",
+    "~/.docker",
+    "~/.netrc",
+    "~/.git-credentials",
+    ".env",
+];
+fn default_run_hide() -> Vec<String> {
+    DEFAULT_RUN_HIDE.iter().map(|s| (*s).to_string()).collect()
 }
 fn default_token_ttl() -> Duration {
     Duration::from_secs(15 * 60)
@@ -278,6 +367,9 @@ fn default_authority_pub() -> PathBuf {
 }
 fn default_audit_key() -> PathBuf {
     "audit.key".into()
+}
+fn default_witness_keys() -> PathBuf {
+    "witness-keys".into()
 }
 fn default_policies() -> PathBuf {
     "policies".into()

@@ -42,6 +42,7 @@ impl StackLock {
                 .create(true)
                 .truncate(false)
                 .mode(0o644)
+                .custom_flags(crate::fsutil::NO_FOLLOW)
                 .open(path)
                 .map_err(LockError::Io)?;
             match file.try_lock() {

@@ -58,6 +58,7 @@ pub fn open_log(path: &Path) -> Result<File, Hinted> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(crate::fsutil::NO_FOLLOW)
         .open(path)
         .map_err(|err| {
             Hinted::new(format!("cannot open log {}: {err}", path.display()))

@@ -78,6 +78,10 @@ impl StateDir {
         ] {
             remove_if_present(&path);
         }
+        if role == Role::Authority {
+            // A hard-killed Authority leaves its operator socket behind.
+            remove_if_present(&self.authority_socket());
+        }
     }
 
     /// Remove every pid/listen/identity/health/meta file (not the lock, the exit records, logs,

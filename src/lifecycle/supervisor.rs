@@ -313,12 +313,7 @@ impl Running {
             signals,
         )
         .await?;
-        let scheme = if config.authority.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let url = format!("{scheme}://{}", probes::dialable(bound));
+        let url = crate::authority::client::local_url(&config.authority, bound);
         confirm(member, deadline, &state, signals, || {
             probes::grpc_health(&url, &tls, probe_timeout(deadline))
         })

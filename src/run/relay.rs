@@ -1,13 +1,21 @@
 //! The credential relay `firma run` puts between the agent and the Sidecar.
 //!
-//! The agent's `HTTP(S)_PROXY` points here (loopback, ephemeral port); every request and every
-//! `CONNECT` is forwarded to the Sidecar with `Proxy-Authorization: Bearer <current token>`. The
-//! token therefore never sits in the agent's environment (nothing can leak it into logs or child
-//! processes), and `firma run` can swap in a refreshed token while the agent keeps running.
+//! The agent's `HTTP(S)_PROXY` points here (loopback, ephemeral port — inside the sandbox's own
+//! network namespace when there is one); every request and every `CONNECT` is forwarded to the
+//! Sidecar with `Proxy-Authorization: Bearer <current token>`. The token therefore never sits in
+//! the agent's environment (nothing can leak it into logs or child processes), and `firma run`
+//! can swap in a refreshed token while the agent keeps running.
+//!
+//! The relay serves only its agent: every request must carry the per-run proxy credentials
+//! ([`ProxyCredentials`], in the agent's proxy URL). Anything else — another local user who found
+//! the port — gets 407 and is reported through the `refused` callback.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use rand_core::RngCore;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -45,15 +53,84 @@ impl CurrentToken {
     }
 }
 
-/// Bind on loopback and serve until the runtime shuts down. Returns the bound address.
-pub async fn start(sidecar: SocketAddr, token: CurrentToken) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
+/// The proxy user name in the agent's proxy URL.
+const PROXY_USER: &str = "firma";
+
+/// The per-run proxy credentials the relay demands (`http://firma:<secret>@127.0.0.1:<port>`).
+#[derive(Clone)]
+pub struct ProxyCredentials {
+    secret: String,
+    /// The `Proxy-Authorization` value a client with these credentials sends.
+    expected: Arc<str>,
+}
+
+impl ProxyCredentials {
+    /// 128 random bits, fresh for every run.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut bytes);
+        let secret = hex::encode(bytes);
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{PROXY_USER}:{secret}"));
+        Self {
+            secret,
+            expected: format!("Basic {basic}").into(),
+        }
+    }
+
+    /// `user:password` for the proxy URL.
+    pub fn userinfo(&self) -> String {
+        format!("{PROXY_USER}:{}", self.secret)
+    }
+
+    /// The proxy URL the agent uses to reach a relay listening on `port` of its loopback.
+    pub fn proxy_url(&self, port: u16) -> String {
+        format!("http://{}@127.0.0.1:{port}", self.userinfo())
+    }
+
+    fn accepts(&self, value: Option<&HeaderValue>) -> bool {
+        let given = value.map(HeaderValue::as_bytes).unwrap_or_default();
+        let expected = self.expected.as_bytes();
+        // Compared in constant time: the relay must not leak the secret byte by byte.
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// Called with the peer address of every refused request.
+pub type OnRefused = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+
+/// Serve `listener` until the runtime shuts down.
+pub fn serve(
+    listener: TcpListener,
+    sidecar: SocketAddr,
+    token: CurrentToken,
+    credentials: ProxyCredentials,
+    refused: OnRefused,
+) {
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        while let Ok((stream, peer)) = listener.accept().await {
             let token = token.clone();
+            let credentials = credentials.clone();
+            let refused = refused.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| relay(req, sidecar, token.clone()));
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let admitted =
+                        credentials.accepts(req.headers().get(header::PROXY_AUTHORIZATION));
+                    let token = token.clone();
+                    let refused = refused.clone();
+                    async move {
+                        if !admitted {
+                            refused(peer);
+                            return Ok(proxy_auth_required());
+                        }
+                        relay(req, sidecar, token).await
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .preserve_header_case(true)
                     .serve_connection(TokioIo::new(stream), service)
@@ -62,7 +139,18 @@ pub async fn start(sidecar: SocketAddr, token: CurrentToken) -> std::io::Result<
             });
         }
     });
-    Ok(addr)
+}
+
+fn proxy_auth_required() -> Response<RelayBody> {
+    let mut response = error(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "this relay serves only the agent `firma run` started (proxy credentials missing or wrong)",
+    );
+    response.headers_mut().insert(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"firma run\""),
+    );
+    response
 }
 
 async fn relay(
@@ -156,4 +244,23 @@ fn error(status: StatusCode, detail: &str) -> Response<RelayBody> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_runs_own_credentials_are_accepted() {
+        let creds = ProxyCredentials::generate();
+        let other = ProxyCredentials::generate();
+        assert_ne!(creds.userinfo(), other.userinfo());
+        let header = |c: &ProxyCredentials| HeaderValue::from_str(&c.expected).unwrap();
+        assert!(creds.accepts(Some(&header(&creds))));
+        assert!(!creds.accepts(Some(&header(&other))));
+        assert!(!creds.accepts(None));
+        assert!(!creds.accepts(Some(&HeaderValue::from_static("Bearer x"))));
+        assert!(creds.proxy_url(9).starts_with("http://firma:"));
+        assert!(creds.proxy_url(9).ends_with("@127.0.0.1:9"));
+    }
 }

@@ -5,14 +5,13 @@ use std::collections::HashMap;
 use std::sync::{RwLock, mpsc};
 
 use chrono::Utc;
-use ed25519_dalek::VerifyingKey;
 use tokio::sync::oneshot;
 
 use super::pipeline::{AuditSink, Capability, TokenRejection, TokenVerifier};
 use crate::audit::event::AuditDraft;
 use crate::audit::writer::AuditWriter;
 use crate::authority::token::{
-    CapabilityClaims, TokenError, check_validity, scope_matches, verify_signature,
+    CapabilityClaims, TokenError, TrustedIssuer, check_validity, scope_matches,
 };
 use crate::error::Hinted;
 
@@ -25,14 +24,14 @@ const VERIFIED_CACHE_CAPACITY: usize = 4096;
 /// remembered (signature checks dominate the per-call cost); its validity window is checked on
 /// every call, and revocation by the pipeline.
 pub struct AuthorityTokens {
-    key: VerifyingKey,
+    trust: TrustedIssuer,
     verified: RwLock<HashMap<String, CapabilityClaims>>,
 }
 
 impl AuthorityTokens {
-    pub fn new(key: VerifyingKey) -> Self {
+    pub fn new(trust: TrustedIssuer) -> Self {
         Self {
-            key,
+            trust,
             verified: RwLock::new(HashMap::new()),
         }
     }
@@ -41,7 +40,7 @@ impl AuthorityTokens {
         if let Some(claims) = self.verified.read().expect("token cache").get(raw) {
             return Ok(claims.clone());
         }
-        let claims = verify_signature(raw, &self.key)?;
+        let claims = self.trust.verify_signature(raw)?;
         let mut cache = self.verified.write().expect("token cache");
         if cache.len() >= VERIFIED_CACHE_CAPACITY {
             cache.clear();
@@ -63,6 +62,7 @@ impl TokenVerifier for AuthorityTokens {
                 session_id: claims.session_id,
                 actions: claims.actions,
                 resource_scope: claims.resource_scope,
+                sandbox_id: claims.sandbox_id,
             }),
             Err(TokenError::Expired { token_id, .. }) => Err(TokenRejection::Expired { token_id }),
             Err(err) => Err(TokenRejection::Invalid(err.to_string())),
@@ -116,26 +116,29 @@ impl AuditSink for AppenderThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authority::token::{LEEWAY_SECONDS, sign_token};
+    use crate::authority::token::{LEEWAY_SECONDS, key_id, sign_token};
 
-    fn claims(expires_in: chrono::Duration) -> CapabilityClaims {
+    fn claims(key: &ed25519_dalek::SigningKey, expires_in: chrono::Duration) -> CapabilityClaims {
         let now = Utc::now();
         CapabilityClaims {
             token_id: "t1".into(),
+            issuer: key_id(&key.verifying_key()),
+            audience: "proj".into(),
             agent_id: "codex".into(),
             session_id: "s".into(),
             actions: vec!["code.read".into()],
             resource_scope: "*".into(),
             issued_at: now - chrono::Duration::hours(2),
             expires_at: now + expires_in,
+            sandbox_id: String::new(),
         }
     }
 
     #[test]
     fn cached_tokens_still_expire_and_forgeries_never_verify() {
         let key = ed25519_dalek::SigningKey::from_bytes(&[1u8; 32]);
-        let tokens = AuthorityTokens::new(key.verifying_key());
-        let valid = sign_token(&key, &claims(chrono::Duration::hours(1))).unwrap();
+        let tokens = AuthorityTokens::new(TrustedIssuer::new(key.verifying_key(), "proj"));
+        let valid = sign_token(&key, &claims(&key, chrono::Duration::hours(1))).unwrap();
         assert_eq!(tokens.verify(&valid).unwrap().agent_id, "codex");
         assert_eq!(tokens.verify(&valid).unwrap().token_id, "t1"); // cache hit
         // A cached token past its expiry is rejected.
@@ -145,7 +148,7 @@ mod tests {
             check_validity(cached, later),
             Err(TokenError::Expired { .. })
         ));
-        let expired = sign_token(&key, &claims(-chrono::Duration::hours(1))).unwrap();
+        let expired = sign_token(&key, &claims(&key, -chrono::Duration::hours(1))).unwrap();
         assert_eq!(
             tokens.verify(&expired),
             Err(TokenRejection::Expired {
@@ -153,7 +156,7 @@ mod tests {
             })
         );
         let other = ed25519_dalek::SigningKey::from_bytes(&[2u8; 32]);
-        let forged = sign_token(&other, &claims(chrono::Duration::hours(1))).unwrap();
+        let forged = sign_token(&other, &claims(&other, chrono::Duration::hours(1))).unwrap();
         assert!(matches!(
             tokens.verify(&forged),
             Err(TokenRejection::Invalid(_))

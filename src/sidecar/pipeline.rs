@@ -25,6 +25,8 @@ pub struct Capability {
     pub session_id: String,
     pub actions: Vec<String>,
     pub resource_scope: String,
+    /// The `firma run` sandbox of the holder (empty: none), recorded with every decision.
+    pub sandbox_id: String,
 }
 
 /// Why a token was not accepted.
@@ -110,6 +112,7 @@ pub struct Verdict {
     pub agent_id: String,
     pub session_id: String,
     pub token_id: String,
+    pub sandbox_id: String,
     pub bundle: String,
     pub determining: Vec<String>,
 }
@@ -124,6 +127,7 @@ impl Verdict {
             agent_id: String::new(),
             session_id: String::new(),
             token_id: String::new(),
+            sandbox_id: String::new(),
             bundle: String::new(),
             determining: Vec::new(),
         }
@@ -209,6 +213,7 @@ impl Pipeline {
             v.agent_id = capability.agent_id.clone();
             v.session_id = capability.session_id.clone();
             v.token_id = capability.token_id.clone();
+            v.sandbox_id = capability.sandbox_id.clone();
             v
         };
         if self.authority.is_revoked(&capability.token_id) {
@@ -315,6 +320,7 @@ impl Pipeline {
             agent_id: verdict.agent_id.clone(),
             session_id: verdict.session_id.clone(),
             token_id: verdict.token_id.clone(),
+            sandbox_id: verdict.sandbox_id.clone(),
             intent: Intent {
                 action_class: verdict.action_class.clone(),
                 method: call.method.to_string(),

@@ -23,6 +23,9 @@ use super::proxy::Proxy;
 use super::state::AuthorityState;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
+use crate::authority::client::Target;
+use crate::authority::signed::Pinned;
+use crate::authority::token::TrustedIssuer;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
@@ -100,17 +103,22 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
     let tls = upstream::tls_config()?;
 
-    let url = options
-        .authority_url
-        .clone()
-        .unwrap_or_else(|| config.authority.url.clone());
-    let channel = authority_link::channel(
-        &url,
-        config.authority.ca_cert.as_deref(),
-        config.authority.allow_insecure,
-    )?;
+    let target = Target::for_sidecar(&loaded, options.authority_url.clone());
+    let url = target.url.clone();
+    let channel = authority_link::channel(&target)?;
     let authority = Arc::new(AuthorityState::default());
-    authority_link::spawn(channel, url.clone(), authority.clone());
+    authority_link::spawn(
+        channel.clone(),
+        url.clone(),
+        authority.clone(),
+        Pinned::new(authority_key),
+    );
+    let witness = authority_link::CheckpointReporter::spawn(
+        channel,
+        url.clone(),
+        state.audit_checkpoint(),
+        crate::authority::witness::sidecar_id(&loaded)?,
+    );
 
     let mut signals = Signals::install(Sig::TERMINATE)?;
 
@@ -134,7 +142,10 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let pipeline = Pipeline {
         mapping,
         unmapped: config.mapping.unmapped,
-        verifier: Arc::new(AuthorityTokens::new(authority_key)),
+        verifier: Arc::new(AuthorityTokens::new(TrustedIssuer::new(
+            authority_key,
+            loaded.deployment(),
+        ))),
         authority: authority.clone(),
         audit: Arc::new(AppenderThread::start((*writer).clone())?),
     };
@@ -168,6 +179,8 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     close_audit(&writer)?;
+    // The final checkpoint, so the witness holds the log's last record.
+    witness.flush(Duration::from_millis(500)).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,6 +2,10 @@
 //! `firma` binary, and guards that stop every process a test starts, also when it fails.
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod authority;
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -122,17 +126,32 @@ impl Default for World {
 }
 
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
-    let child = cmd
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn firma");
-    let guard = ChildGuard::new(child);
+    // Drain both pipes while waiting: a child writing more than a pipe holds would block forever.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let mut guard = ChildGuard::new(child);
     let deadline = Instant::now() + timeout;
-    let mut guard = guard;
     loop {
-        if let Some(_status) = guard.child_mut().try_wait().expect("wait") {
-            return guard.take().wait_with_output().expect("output");
+        if guard.child_mut().try_wait().expect("wait").is_some() {
+            // Already reaped: `wait` returns the status `try_wait` saw.
+            let status = guard.take().wait().expect("wait");
+            return Output {
+                status,
+                stdout: stdout.join().expect("stdout reader"),
+                stderr: stderr.join().expect("stderr reader"),
+            };
         }
         if Instant::now() > deadline {
             panic!("command did not finish within {timeout:?}: {cmd:?}");
