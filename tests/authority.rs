@@ -778,7 +778,8 @@ fn firma_run_gets_its_capability_from_a_tls_authority() {
     let _daemon = DaemonGuard(&world);
     let out = world.run(&["run", "codex", "--", "true"]);
     assert_success(&out);
-    assert!(stdout(&out).contains("capability "), "{}", stdout(&out));
+    // firma's own lines under `run` go to stderr (#15: stdout belongs to the command).
+    assert!(stderr(&out).contains("capability "), "{}", stderr(&out));
 }
 
 /// `firma token` as an operator uses it: `issue` defaults the agent to `[project].agent`,
