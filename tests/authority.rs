@@ -778,8 +778,9 @@ fn firma_run_gets_its_capability_from_a_tls_authority() {
     let _daemon = DaemonGuard(&world);
     let out = world.run(&["run", "codex", "--", "true"]);
     assert_success(&out);
-    // firma's own lines under `run` go to stderr (#15: stdout belongs to the command).
+    // firma's own lines go to stderr: stdout belongs to the command (#15).
     assert!(stderr(&out).contains("capability "), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
 }
 
 /// `firma token` as an operator uses it: `issue` defaults the agent to `[project].agent`,

@@ -427,7 +427,7 @@ mod tests {
     fn the_sandbox_claim_round_trips_and_is_absent_when_empty() {
         let key = crate::config::keys::generate();
         let now = Utc::now();
-        let plain = sign_token(&key, &claims(now)).unwrap();
+        let plain = sign_token(&key, &signed_claims(&key, now)).unwrap();
         let payload = |token: &str| {
             let untrusted = UntrustedToken::<Public, V4>::try_from(token).unwrap();
             let trusted =
@@ -438,7 +438,7 @@ mod tests {
         assert!(!payload(&plain).contains("sandbox_id"));
         let sandboxed = CapabilityClaims {
             sandbox_id: "5f1c0a2b9d3e4f60".into(),
-            ..claims(now)
+            ..signed_claims(&key, now)
         };
         let token = sign_token(&key, &sandboxed).unwrap();
         assert!(payload(&token).contains("\"sandbox_id\":\"5f1c0a2b9d3e4f60\""));
