@@ -10,6 +10,7 @@ pub mod error;
 pub mod formatters;
 pub mod fsutil;
 pub mod lifecycle;
+pub mod metrics;
 pub mod monitor;
 pub mod platform;
 pub mod proto;

@@ -21,6 +21,7 @@ use super::roles::{Gate, Need};
 use super::signed::{SnapshotDigest, StreamSigner};
 use super::store::{PolicyStores, short};
 use super::witness::{LOCAL_SIDECAR, Refusal, WitnessStore};
+use crate::metrics::authority::{Rpc, WatchStream, metrics};
 use crate::proto::{
     self, GetWitnessedCheckpointRequest, IssueCapabilityRequest, IssueCapabilityResponse,
     ReportCheckpointRequest, ReportCheckpointResponse, RevocationEvent, RevokeRequest,
@@ -126,6 +127,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<IssueCapabilityRequest>,
     ) -> Result<Response<IssueCapabilityResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::IssueCapability);
         let caller = self
             .gate
             .admit(&request, "IssueCapability", Need::Operator)?;
@@ -145,6 +147,7 @@ impl authority_server::Authority for AuthorityService {
             .map_err(|err| Status::internal(err.to_string()))?;
         let response = match outcome {
             IssueOutcome::Granted { token, claims } => {
+                metrics().token_issued();
                 tracing::info!(
                     agent_id = %claims.agent_id,
                     session_id = %claims.session_id,
@@ -166,6 +169,7 @@ impl authority_server::Authority for AuthorityService {
                 }
             }
             IssueOutcome::Denied { reason, message } => {
+                metrics().token_denied(reason);
                 tracing::warn!(
                     agent_id = %parsed.agent_id,
                     actions = %parsed.actions.join(","),
@@ -188,6 +192,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::Revoke);
         let caller = self.gate.admit(&request, "Revoke", Need::Operator)?;
         let wire = request.into_inner();
         super::revocations::validate_uuid(&wire.token_id).map_err(Status::invalid_argument)?;
@@ -206,6 +211,7 @@ impl authority_server::Authority for AuthorityService {
         .map_err(|err| Status::internal(err.to_string()))?
         .map_err(|err| Status::internal(err.message().to_string()))?;
         if newly {
+            metrics().token_revoked();
             tracing::info!(token_id = %entry.token_id, reason = %entry.reason, caller = %caller, "token revoked");
         }
         Ok(Response::new(RevokeResponse {
@@ -218,6 +224,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<ReportCheckpointRequest>,
     ) -> Result<Response<ReportCheckpointResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::ReportCheckpoint);
         let caller = self
             .gate
             .admit(&request, "ReportCheckpoint", Need::Sidecar)?;
@@ -256,6 +263,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<GetWitnessedCheckpointRequest>,
     ) -> Result<Response<WitnessedCheckpoint>, Status> {
+        let _timer = metrics().rpc(Rpc::GetWitnessedCheckpoint);
         let caller = self
             .gate
             .admit(&request, "GetWitnessedCheckpoint", Need::Watcher)?;
@@ -295,7 +303,9 @@ impl authority_server::Authority for AuthorityService {
         let period = Duration::from_millis(u64::from(ttl_seconds) * 500);
         let (tx, rx) = mpsc::channel(2);
         tracing::debug!(%peer, "policy bundle watcher connected");
+        let watching = metrics().watching(WatchStream::PolicyBundle);
         tokio::spawn(async move {
+            let _watching = watching;
             let current = bundles.borrow_and_update().clone();
             if current.version != known
                 && !deliver(
@@ -360,7 +370,9 @@ impl authority_server::Authority for AuthorityService {
         let signer = self.signer.clone();
         let (tx, rx) = mpsc::channel(64);
         tracing::debug!(%peer, replay = replay.len(), "revocation watcher connected");
+        let watching = metrics().watching(WatchStream::Revocations);
         tokio::spawn(async move {
+            let _watching = watching;
             let mut digest = SnapshotDigest::default();
             for entry in &replay {
                 let event = revocation_message(entry, &signer);

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::policy::{PolicyBundle, load_dir};
 use crate::error::Hinted;
 use crate::lifecycle::health::HealthReporter;
+use crate::metrics::authority::{BundleKind, metrics};
 
 pub struct PolicyStores {
     policies_dir: PathBuf,
@@ -96,6 +97,7 @@ fn reload_one(
             }
         }
         Ok(bundle) => {
+            metrics().bundle_reload(BundleKind::from_name(kind), true);
             tracing::info!(
                 kind,
                 version = %bundle.version,
@@ -106,6 +108,7 @@ fn reload_one(
             store.send_replace(bundle);
         }
         Err(err) => {
+            metrics().bundle_reload(BundleKind::from_name(kind), false);
             if let Some(health) = health {
                 health.degrade(
                     &what,
