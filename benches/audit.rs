@@ -28,6 +28,7 @@ fn draft(i: u64) -> AuditDraft {
             method: "POST".into(),
             host: "api.slack.com".into(),
             path: format!("/api/chat.postMessage/{i}"),
+            ..Default::default()
         },
         policy: PolicyRef {
             bundle: "bundle-7".into(),

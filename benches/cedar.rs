@@ -35,16 +35,15 @@ fn bench(c: &mut Criterion) {
     let allow = CedarCall {
         agent_id: "codex",
         action_class: "communication.external.send",
-        resource: "api.anthropic.com/v1/messages",
         session_id: "sess-1",
         time: 1_800_000_000,
         method: "POST",
         host: "api.anthropic.com",
+        port: 443,
         path: "/v1/messages",
     };
     let deny = CedarCall {
         path: "/admin/users",
-        resource: "api.anthropic.com/admin/users",
         ..allow
     };
     assert!(bundle.evaluate(&allow).unwrap().allowed);

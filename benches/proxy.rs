@@ -8,7 +8,9 @@
 //!   request classified, token-checked, Cedar-evaluated and written as a signed, chained
 //!   audit record (fsync batched, the default);
 //! - load: `wrk` with a Lua script sending absolute-URI requests through the proxy;
-//!   throughput at 16 connections, latency p50 at 1 connection (added = proxy − direct).
+//!   throughput at 16 connections, latency p50 at 1 connection (added = proxy − direct);
+//! - CPU per request: the proxy process's utime + stime (`/proc/<pid>/stat`, all threads) over
+//!   the throughput run, divided by the requests wrk completed in it.
 //!
 //! Env: `BENCH_SECS` (default 10) per measurement, `BENCH_ROUNDS` (default 3, alternating;
 //! the median round is reported).
@@ -84,8 +86,10 @@ fn main() {
         .unwrap();
     let upstream = runtime.block_on(start_upstream());
 
-    let (sidecar_addr, token, _daemons) = start_firma(dir, &runtime);
-    let (squid_addr, _squid) = start_squid(dir);
+    let (sidecar_addr, token, daemons) = start_firma(dir, &runtime, upstream);
+    let (squid_addr, squid) = start_squid(dir);
+    let sidecar_pid = daemons[0].0.id();
+    let squid_pid = squid.0.id();
     let target = format!("http://{upstream}/bench");
 
     let direct_script = write_script(dir, "direct", &target, None, false);
@@ -98,20 +102,24 @@ fn main() {
         (squid_addr, &squid_script),
         (sidecar_addr, &sidecar_script),
     ] {
-        wrk(addr, script, 4, 1);
+        let _ = wrk(addr, script, 4, 1);
     }
 
     let mut results: Vec<[Measure; 3]> = Vec::new();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        let direct = measure(upstream, &direct_script, secs);
-        let squid = measure(squid_addr, &squid_script, secs);
-        let sidecar = measure(sidecar_addr, &sidecar_script, secs);
+        let direct = measure(upstream, &direct_script, secs, None);
+        let squid = measure(squid_addr, &squid_script, secs, Some(squid_pid));
+        let sidecar = measure(sidecar_addr, &sidecar_script, secs, Some(sidecar_pid));
         results.push([direct, squid, sidecar]);
     }
     let ratios: Vec<String> = results
         .iter()
         .map(|r| format!("{:.2}", r[2].rps / r[1].rps))
+        .collect();
+    let cpu_ratios: Vec<String> = results
+        .iter()
+        .map(|r| format!("{:.2}", r[2].cpu_us_per_request / r[1].cpu_us_per_request))
         .collect();
     // The round with the median sidecar/squid throughput ratio.
     results.sort_by(|a, b| {
@@ -164,9 +172,18 @@ fn main() {
         "  added p50 sidecar {sidecar_added:.0} µs vs squid {squid_added:.0} µs (target <=): {}",
         verdict(sidecar_added <= squid_added)
     );
+    let cpu_ratio = sidecar.cpu_us_per_request / squid.cpu_us_per_request;
+    println!(
+        "  CPU per request (utime+stime / requests, c=16): sidecar {:.1} µs, squid {:.1} µs, sidecar/squid = {cpu_ratio:.2}x",
+        sidecar.cpu_us_per_request, squid.cpu_us_per_request
+    );
     println!(
         "  sidecar/squid ratio of each round, in order: {}",
         ratios.join(", ")
+    );
+    println!(
+        "  sidecar/squid CPU per request of each round, in order: {}",
+        cpu_ratios.join(", ")
     );
     println!("  audit records written by the sidecar: {records} ({denies} denies)");
 
@@ -206,16 +223,57 @@ fn cores() -> usize {
 struct Measure {
     rps: f64,
     p50_us: f64,
+    /// CPU time of the proxy process per request in the throughput run (NaN for direct).
+    cpu_us_per_request: f64,
 }
 
-fn measure(addr: SocketAddr, script: &Path, secs: u64) -> Measure {
-    let (rps, _) = wrk(addr, script, 16, secs);
-    let (_, p50_us) = wrk(addr, script, 1, secs.div_ceil(2));
-    Measure { rps, p50_us }
+/// Throughput at 16 connections (with the CPU time `pid` spent on it), then p50 at 1.
+fn measure(addr: SocketAddr, script: &Path, secs: u64, pid: Option<u32>) -> Measure {
+    let cpu_before = pid.map(cpu_micros);
+    let run = wrk(addr, script, 16, secs);
+    let cpu_us_per_request = match (pid, cpu_before) {
+        (Some(pid), Some(before)) => (cpu_micros(pid) - before) / run.requests,
+        _ => f64::NAN,
+    };
+    let latency = wrk(addr, script, 1, secs.div_ceil(2));
+    Measure {
+        rps: run.rps,
+        p50_us: latency.p50_us,
+        cpu_us_per_request,
+    }
 }
 
-/// Run wrk; returns (requests/s, p50 µs). Non-2xx responses abort the benchmark.
-fn wrk(addr: SocketAddr, script: &Path, connections: u32, secs: u64) -> (f64, f64) {
+/// utime + stime of process `pid` (all its threads), in µs.
+fn cpu_micros(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks * 1_000_000.0 / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// What one wrk run reported.
+struct WrkRun {
+    rps: f64,
+    p50_us: f64,
+    requests: f64,
+}
+
+/// Run wrk. Non-2xx responses abort the benchmark.
+fn wrk(addr: SocketAddr, script: &Path, connections: u32, secs: u64) -> WrkRun {
     let threads = connections.min(2);
     let out = Command::new("wrk")
         .args([
@@ -247,7 +305,17 @@ fn wrk(addr: SocketAddr, script: &Path, connections: u32, secs: u64) -> (f64, f6
         .find_map(|l| l.trim().strip_prefix("50%"))
         .map(|v| parse_wrk_time(v.trim()))
         .unwrap_or_else(|| panic!("no p50 in wrk output:\n{text}"));
-    (rps, p50)
+    // "  123456 requests in 8.00s, 10.00MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
+    WrkRun {
+        rps,
+        p50_us: p50,
+        requests,
+    }
 }
 
 /// `123.45us`, `1.23ms`, `2.00s` → µs.
@@ -330,9 +398,13 @@ fn firma_cmd(dir: &Path) -> Command {
     cmd
 }
 
-/// `firma init`, then the Authority and the Sidecar on port 0; returns the proxy address and an
-/// allowed token.
-fn start_firma(dir: &Path, runtime: &tokio::runtime::Runtime) -> (SocketAddr, String, Vec<Guard>) {
+/// `firma init`, the upstream's port mapped, then the Authority and the Sidecar on port 0;
+/// returns the proxy address and an allowed token.
+fn start_firma(
+    dir: &Path,
+    runtime: &tokio::runtime::Runtime,
+    upstream: SocketAddr,
+) -> (SocketAddr, String, Vec<Guard>) {
     for sub in ["home", "data", "runtime", "state", "ws"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -356,6 +428,14 @@ fn start_firma(dir: &Path, runtime: &tokio::runtime::Runtime) -> (SocketAddr, St
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The scaffold maps no local service: list the upstream (`host:port`, which builds that
+    // predate port rules read as a host that never matches, so they keep their own loopback rule).
+    let rules = dir.join("ws/.firma/mapping-rules.toml");
+    let mut text = std::fs::read_to_string(&rules).unwrap();
+    text.push_str(&format!(
+        "\n[[rules]]\nhost = \"{upstream}\"\naction_class = \"communication.internal.send\"\n"
+    ));
+    std::fs::write(&rules, text).unwrap();
     let (authority, authority_addr) = spawn_ready(dir, &["authority"], "authority");
     let url = format!("http://{authority_addr}");
     let (sidecar, sidecar_addr) =

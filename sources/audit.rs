@@ -247,7 +247,7 @@ mod tests {
                     agent_id: agent,
                     session_id: "s".into(),
                     token_id: "t".into(),
-                    intent: Intent { action_class: class.clone(), method: "GET".into(), host: "h".into(), path },
+                    intent: Intent { action_class: class.clone(), method: "GET".into(), host: "h".into(), path, ..Default::default() },
                     policy: PolicyRef { bundle: "b".into(), determining: vec!["p".into()] },
                     latency_us: 1,
                     prev: "0".repeat(64),

@@ -542,6 +542,7 @@ mod tests {
                         method: "GET".into(),
                         host: "127.0.0.1".into(),
                         path: format!("/{}", "x".repeat(200)),
+                        ..Default::default()
                     },
                     policy: PolicyRef::default(),
                     latency_us: 1,

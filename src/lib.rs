@@ -9,6 +9,8 @@ pub mod error;
 #[path = "../formatters/mod.rs"]
 pub mod formatters;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod metrics;
 pub mod monitor;

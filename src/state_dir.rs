@@ -138,6 +138,16 @@ impl StateDir {
         rest.rsplit('-').next()?.parse().ok()
     }
 
+    /// Where each running `firma run` relay publishes its listen address (one
+    /// [`StateDir::relay_listen_file`] per relay), so the Sidecar never forwards to one.
+    pub fn relay_listen_dir(&self) -> PathBuf {
+        self.dir.join("relays")
+    }
+    /// The listen address (`ip:port` and a newline) of the relay of process `pid`.
+    pub fn relay_listen_file(&self, pid: u32) -> PathBuf {
+        self.relay_listen_dir().join(format!("{pid}.listen"))
+    }
+
     /// The live audit log.
     pub fn audit_log(&self) -> PathBuf {
         self.dir.join(AUDIT_LOG)

@@ -33,6 +33,7 @@ fn draft(i: u64) -> AuditDraft {
             method: "POST".into(),
             host: "api.example.com".into(),
             path: format!("/v1/send/{i}"),
+            ..Default::default()
         },
         policy: PolicyRef {
             bundle: "b-42".into(),
@@ -742,6 +743,7 @@ mod canonical_properties {
                             method: "POST".into(),
                             host,
                             path,
+                            ..Default::default()
                         },
                         policy: PolicyRef {
                             bundle: "b".into(),

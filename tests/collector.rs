@@ -34,6 +34,7 @@ fn draft(i: u64) -> firma::audit::event::AuditDraft {
             method: "POST".into(),
             host: "api.example.com".into(),
             path: format!("/v1/{i}"),
+            ..Default::default()
         },
         policy: PolicyRef {
             bundle: "b-1".into(),

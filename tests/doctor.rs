@@ -114,7 +114,7 @@ fn running_daemon_ca_and_audit_log_are_checked() {
     let log = world.state_dir().join("audit.jsonl");
     let text = std::fs::read_to_string(&log)
         .unwrap()
-        .replace("token_missing", "token_mi55ing");
+        .replace("\"decision\":\"deny\"", "\"decision\":\"allow\"");
     std::fs::write(&log, text).unwrap();
     let (code, tampered) = report(&world, &[]);
     assert_eq!(code, 1, "{tampered}");

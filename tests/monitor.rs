@@ -1126,6 +1126,7 @@ fn real_draft(i: u64) -> firma::audit::event::AuditDraft {
             method: "POST".into(),
             host: "api.example.com".into(),
             path: format!("/v1/send/{i}"),
+            ..Default::default()
         },
         policy: PolicyRef {
             bundle: "b-1".into(),

@@ -19,6 +19,7 @@ fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     world.init(&[]);
     forbid_admin(&world);
     let upstream = Upstream::start(&world.path().join("www"));
+    upstream.map_in(&world);
     let _daemon = DaemonGuard(&world);
 
     let hello = upstream.url("/hello.txt");

@@ -94,6 +94,7 @@ fn direct_network_access_fails_and_the_upstream_is_untouched() {
     let world = World::new();
     world.init(&[]);
     let upstream = Upstream::start(&world.path().join("www"));
+    upstream.map_in(&world);
     let _daemon = DaemonGuard(&world);
     let (authority, sidecar) = started(&world);
 
@@ -149,6 +150,7 @@ fn calls_through_the_relay_work_and_carry_the_sandbox_id() {
     world.init(&[]);
     forbid_admin(&world);
     let upstream = Upstream::start(&world.path().join("www"));
+    upstream.map_in(&world);
     let _daemon = DaemonGuard(&world);
     let script = format!(
         "curl -sS -o /dev/null -w '%{{http_code}}\\n' {}; curl -sS -o /dev/null -w '%{{http_code}}\\n' {}",
@@ -403,6 +405,7 @@ fn the_whole_process_tree_is_confined() {
     let world = World::new();
     world.init(&[]);
     let upstream = Upstream::start(&world.path().join("www"));
+    upstream.map_in(&world);
     let _daemon = DaemonGuard(&world);
     started(&world);
     let sidecar_pid = std::fs::read_to_string(world.state_dir().join("sidecar.pid")).unwrap();
@@ -497,6 +500,7 @@ fn another_uid_cannot_use_the_relay() {
     let world = World::new();
     world.init(&[]);
     let upstream = Upstream::start(&world.path().join("www"));
+    upstream.map_in(&world);
     let _daemon = DaemonGuard(&world);
     started(&world);
 

@@ -45,6 +45,13 @@ pub struct Intent {
     pub method: String,
     pub host: String,
     pub path: String,
+    /// The destination port (absent in records written before ports were recorded, and for
+    /// requests without a target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The address the call was forwarded to (`ip:port`), resolved once by the Sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
 }
 
 /// Which policy bundle decided, and which of its policies determined the outcome.

@@ -144,12 +144,23 @@ pub fn check_line(line: &[u8], key: &VerifyingKey) -> Result<ParsedLine, LinePro
     Ok(parsed)
 }
 
-/// Byte range of `,"sig":"…"` in a canonical line (`None` if `sig` is the first member). Inside a
-/// JSON string every `"` is escaped, so `,"sig":"` can only be the member itself.
+/// Byte range of `,"sig":"…"` in a canonical line (`None` if `sig` is the first member, or if a
+/// nested object has a `sig` member too: then the caller encodes instead of cutting). Inside a
+/// JSON string every `"` is escaped, so `,"sig":"` can only be a member.
 fn sig_member(line: &[u8], map: &Map<String, Value>) -> Option<(usize, usize)> {
     let sig = map.get("sig")?.as_str()?;
     const KEY: &[u8] = b",\"sig\":\"";
-    let start = line.windows(KEY.len()).position(|w| w == KEY)?;
+    let mut found = line
+        .windows(KEY.len())
+        .enumerate()
+        .filter(|(_, w)| *w == KEY)
+        .map(|(at, _)| at);
+    let start = found.next()?;
+    if found.next().is_some() {
+        // Found by the fuzzer (fuzz/regressions/audit_line/nested-sig): the first `sig` member
+        // may be a nested one.
+        return None;
+    }
     let end = start + KEY.len() + sig.len() + 1;
     (line.get(start + KEY.len()..end - 1)? == sig.as_bytes() && line.get(end - 1) == Some(&b'"'))
         .then_some((start, end))

@@ -43,9 +43,29 @@ pub struct CapabilityClaims {
 }
 
 impl CapabilityClaims {
-    /// Whether the token grants `action_class`.
+    /// Whether the token grants `action_class` — the one rule, used by the Sidecar for every
+    /// call. A token grants exactly the classes it lists: there is no wildcard. Issuance only
+    /// signs registered classes (which `*` is not), so a `"*"` in a token grants nothing.
     pub fn allows_action(&self, action_class: &str) -> bool {
         self.actions.iter().any(|a| a == action_class)
+    }
+
+    /// The time checks of [`verify_token`] on a borrowed claim set (see [`check_validity`]).
+    pub fn validity_at(&self, now: DateTime<Utc>) -> Result<(), TokenError> {
+        let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
+        if self.expires_at + leeway <= now {
+            return Err(TokenError::Expired {
+                token_id: self.token_id.clone(),
+                expires_at: self.expires_at,
+            });
+        }
+        if self.issued_at - leeway > now {
+            return Err(TokenError::NotYetValid {
+                token_id: self.token_id.clone(),
+                issued_at: self.issued_at,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -301,20 +321,7 @@ pub fn check_validity(
     claims: CapabilityClaims,
     now: DateTime<Utc>,
 ) -> Result<CapabilityClaims, TokenError> {
-    let leeway = chrono::Duration::seconds(LEEWAY_SECONDS);
-    if claims.expires_at + leeway <= now {
-        return Err(TokenError::Expired {
-            token_id: claims.token_id,
-            expires_at: claims.expires_at,
-        });
-    }
-    if claims.issued_at - leeway > now {
-        return Err(TokenError::NotYetValid {
-            token_id: claims.token_id,
-            issued_at: claims.issued_at,
-        });
-    }
-    Ok(claims)
+    claims.validity_at(now).map(|()| claims)
 }
 
 /// Whether a token's resource `scope` covers `resource` (`host` + `path`, e.g.

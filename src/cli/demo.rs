@@ -275,8 +275,17 @@ impl Demo {
             text.replace("unmapped = \"deny\"", "unmapped = \"passthrough\""),
         )
         .map_err(|err| Hinted::new(format!("cannot write {}: {err}", config.display())))?;
+        let rules = project.join("mapping-rules.toml");
+        let mut text = std::fs::read_to_string(&rules)
+            .map_err(|err| Hinted::new(format!("cannot read {}: {err}", rules.display())))?;
+        text.push_str(
+            "\n# Added by `firma demo`: its local upstream (any port on 127.0.0.1).\n\
+             [[rules]]\nhost = \"127.0.0.1\"\naction_class = \"communication.internal.send\"\n",
+        );
+        std::fs::write(&rules, text)
+            .map_err(|err| Hinted::new(format!("cannot write {}: {err}", rules.display())))?;
         println!(
-            "    added policies/demo.cedar (forbid /admin*) and set [sidecar.mapping].unmapped = \"passthrough\""
+            "    added policies/demo.cedar (forbid /admin*), mapped 127.0.0.1 and set [sidecar.mapping].unmapped = \"passthrough\""
         );
         Ok(())
     }

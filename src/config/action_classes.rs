@@ -134,7 +134,8 @@ pub fn cedar_schema() -> String {
          \x20   \"time\": Long,\n\
          \x20   \"method\"?: String,\n\
          \x20   \"host\"?: String,\n\
-         \x20   \"path\"?: String\n\
+         \x20   \"path\"?: String,\n\
+         \x20   \"port\"?: Long\n\
          \x20 };\n",
     );
     for name in names() {

@@ -399,10 +399,14 @@ fn render_mapping_rules(provider: &Provider) -> String {
     for host in provider.hosts.iter().chain(provider.host_globs) {
         out.push_str(&rule(host, "communication.external.send"));
     }
-    out.push_str("\n# Loopback services\n");
-    for host in ["localhost", "127.0.0.1", "::1"] {
-        out.push_str(&rule(host, "communication.internal.send"));
-    }
+    out.push_str(
+        "\n# Local services: the agent reaches none until you list them, one rule per service\n\
+         # with its port(s). firma's own listeners stay unreachable whatever these rules say.\n\
+         # [[rules]]\n\
+         # host = \"127.0.0.1\"\n\
+         # ports = [8080]\n\
+         # action_class = \"communication.internal.send\"\n",
+    );
     out
 }
 
@@ -496,9 +500,10 @@ mod tests {
         for provider in providers::PROVIDERS {
             let text = render_mapping_rules(provider);
             let table = MappingTable::parse(&text, Path::new("m.toml")).expect("rules load");
-            assert!(table.classify("GET", "127.0.0.1", "/").is_some());
+            // No local service is reachable until the operator lists it.
+            assert!(table.classify("GET", "127.0.0.1", 80, "/").is_none());
             for host in provider.hosts {
-                let rule = table.classify("POST", host, "/v1/x").unwrap();
+                let rule = table.classify("POST", host, 443, "/v1/x").unwrap();
                 assert_eq!(rule.action_class, "communication.external.send");
             }
         }

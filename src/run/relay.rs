@@ -53,6 +53,33 @@ impl CurrentToken {
     }
 }
 
+/// The relay's address, published in the state dir so the Sidecar never forwards a call to it
+/// (a call through the Sidecar to a relay would come back with the relay's token). Removed when
+/// dropped.
+pub struct Published(std::path::PathBuf);
+
+/// Publish `addr` as this process's relay ([`crate::state_dir::StateDir::relay_listen_file`]).
+pub fn publish(
+    state: &crate::state_dir::StateDir,
+    addr: SocketAddr,
+) -> Result<Published, crate::error::Hinted> {
+    crate::config::dirs::ensure_private_dir(&state.relay_listen_dir())?;
+    let path = state.relay_listen_file(std::process::id());
+    crate::fsutil::write_atomic(
+        &path,
+        format!("{addr}\n").as_bytes(),
+        0o600,
+        crate::fsutil::Durability::Volatile,
+    )?;
+    Ok(Published(path))
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The proxy user name in the agent's proxy URL.
 const PROXY_USER: &str = "firma";
 

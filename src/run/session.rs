@@ -121,6 +121,8 @@ pub async fn execute(options: RunOptions, notices: Arc<dyn Notices>) -> Result<u
         token: token.clone(),
         credentials,
         notices: notices.clone(),
+        state: state.clone(),
+        published: std::sync::Mutex::new(None),
     };
 
     let mut child = match (mode, sandbox_id) {
@@ -169,6 +171,10 @@ struct Relay {
     token: CurrentToken,
     credentials: ProxyCredentials,
     notices: Arc<dyn Notices>,
+    state: StateDir,
+    /// A loopback relay's published address (the Sidecar never forwards to it); removed with
+    /// the relay.
+    published: std::sync::Mutex<Option<relay::Published>>,
 }
 
 enum Spawned {
@@ -213,10 +219,12 @@ impl Relay {
     ) -> Result<tokio::process::Child, RunError> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
             .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?;
-        let port = listener
+        let addr = listener
             .local_addr()
-            .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?
-            .port();
+            .map_err(|err| setup(Hinted::new(format!("cannot start the local relay: {err}"))))?;
+        let port = addr.port();
+        let published = relay::publish(&self.state, addr).map_err(setup)?;
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = Some(published);
         self.serve(listener)?;
         tokio::process::Command::new(&command[0])
             .args(&command[1..])

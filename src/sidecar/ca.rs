@@ -5,11 +5,10 @@
 //! while both files exist: a CA someone already trusts must keep working. Per-host leaf
 //! certificates are minted on first use and cached.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Datelike;
 use rcgen::{
@@ -19,6 +18,7 @@ use rcgen::{
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::cache::{BoundedCache, LEAF_CACHE_BYTES};
 use crate::config::dirs::ensure_private_dir;
 use crate::error::Hinted;
 use crate::fsutil::{Durability, write_atomic};
@@ -26,8 +26,9 @@ use crate::state_dir::StateDir;
 
 const CA_COMMON_NAME: &str = "firma Sidecar local CA";
 const CA_ORGANIZATION: &str = "firma";
-/// Leaf configs kept before the cache starts over.
-const LEAF_CACHE_CAPACITY: usize = 1024;
+/// What one cached leaf config holds besides its host name: the leaf and CA certificates, the
+/// leaf's key and rustls' state around them (measured order of magnitude, rounded up).
+const LEAF_CONFIG_BYTES: usize = 4096;
 
 /// What happened to the CA at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,7 @@ pub struct CertificateAuthority {
     pub cert_path: PathBuf,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
-    leaves: Mutex<HashMap<String, Arc<ServerConfig>>>,
+    leaves: BoundedCache<String, Arc<ServerConfig>>,
 }
 
 impl CertificateAuthority {
@@ -88,7 +89,7 @@ impl CertificateAuthority {
             cert_path,
             cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
-            leaves: Mutex::new(HashMap::new()),
+            leaves: BoundedCache::new(LEAF_CACHE_BYTES),
         })
     }
 
@@ -156,22 +157,19 @@ impl CertificateAuthority {
             cert_path,
             cert_der: der,
             issuer: Issuer::new(params, key),
-            leaves: Mutex::new(HashMap::new()),
+            leaves: BoundedCache::new(LEAF_CACHE_BYTES),
         })
     }
 
     /// A TLS server config presenting a leaf certificate for `host`, minted on first use.
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, String> {
         let host = host.to_ascii_lowercase();
-        if let Some(config) = self.leaves.lock().expect("leaf cache").get(&host) {
-            return Ok(config.clone());
+        if let Some(config) = self.leaves.get(&host) {
+            return Ok(config);
         }
         let config = Arc::new(self.mint(&host)?);
-        let mut leaves = self.leaves.lock().expect("leaf cache");
-        if leaves.len() >= LEAF_CACHE_CAPACITY {
-            leaves.clear();
-        }
-        leaves.insert(host, config.clone());
+        let bytes = host.len() + LEAF_CONFIG_BYTES + self.cert_der.len();
+        self.leaves.insert(host, config.clone(), bytes);
         Ok(config)
     }
 

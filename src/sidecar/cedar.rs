@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, EntityId, EntityTypeName, EntityUid, PolicyId,
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
+
+use super::cache::{BoundedCache, CEDAR_MEMO_BYTES};
 
 /// A parsed policy bundle, ready to evaluate.
 pub struct PolicyBundle {
@@ -28,25 +29,24 @@ pub struct PolicyBundle {
     resource_type: EntityTypeName,
     authorizer: Authorizer,
     entities: Entities,
+    /// Whether the schema declares `context.port` (schemas written before ports were part of
+    /// a decision do not; their bundles are evaluated without it).
+    has_port: bool,
     /// Decisions already made with this bundle (see [`PolicyBundle::evaluate_memoized`]).
-    memo: RwLock<HashMap<String, Result<Evaluation, String>>>,
+    memo: BoundedCache<String, Result<Evaluation, String>>,
 }
 
-/// Distinct calls remembered per bundle before the memo starts over.
-const MEMO_CAPACITY: usize = 8192;
-
-/// One classified call, as Cedar sees it.
+/// One classified call, as Cedar sees it. The resource is `host` + `path`.
 #[derive(Debug, Clone, Copy)]
 pub struct CedarCall<'a> {
     pub agent_id: &'a str,
     pub action_class: &'a str,
-    /// `host` + `path`.
-    pub resource: &'a str,
     pub session_id: &'a str,
     /// Unix seconds.
     pub time: i64,
     pub method: &'a str,
     pub host: &'a str,
+    pub port: u16,
     pub path: &'a str,
 }
 
@@ -103,6 +103,14 @@ impl PolicyBundle {
         let name = |kind: &str| {
             EntityTypeName::from_str(&format!("Firma::{kind}")).expect("constant type name")
         };
+        let has_port = declares_port(&schema);
+        let mut warnings = warnings;
+        if !has_port {
+            warnings.push(format!(
+                "bundle {version}: the schema's context has no `port`; policies cannot see ports \
+                 (regenerate policies/schema.cedarschema with `firma init --force`)"
+            ));
+        }
         Ok((
             Self {
                 version: version.to_string(),
@@ -116,7 +124,8 @@ impl PolicyBundle {
                 resource_type: name("Resource"),
                 authorizer: Authorizer::new(),
                 entities: Entities::empty(),
-                memo: RwLock::new(HashMap::new()),
+                has_port,
+                memo: BoundedCache::new(CEDAR_MEMO_BYTES),
             },
             warnings,
         ))
@@ -138,28 +147,30 @@ impl PolicyBundle {
 
     /// [`Self::evaluate`], remembering the answer. Evaluation without entities is a pure
     /// function of the request, and `time` (whole seconds) is part of the key, so a remembered
-    /// answer is exactly what Cedar would say again; a new bundle starts with an empty memo.
+    /// answer is exactly what Cedar would say again; a new bundle starts with an empty memo. The
+    /// memo is bounded by bytes ([`CEDAR_MEMO_BYTES`]).
     pub fn evaluate_memoized(&self, call: &CedarCall<'_>) -> Result<Evaluation, String> {
         let key = format!(
             "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
             call.agent_id,
             call.action_class,
-            call.resource,
             call.session_id,
             call.time,
             call.method,
             call.host,
-            call.path
+            call.port,
+            call.path,
         );
-        if let Some(known) = self.memo.read().expect("memo lock").get(&key) {
-            return known.clone();
+        if let Some(known) = self.memo.get(&key) {
+            return known;
         }
         let result = self.evaluate(call);
-        let mut memo = self.memo.write().expect("memo lock");
-        if memo.len() >= MEMO_CAPACITY {
-            memo.clear();
-        }
-        memo.insert(key, result.clone());
+        let bytes = key.len()
+            + match &result {
+                Ok(eval) => eval.determining.iter().map(|d| d.len() + 24).sum(),
+                Err(err) => err.len(),
+            };
+        self.memo.insert(key, result.clone(), bytes);
         result
     }
 
@@ -171,9 +182,9 @@ impl PolicyBundle {
         };
         let principal = uid(&self.agent_type, call.agent_id);
         let action = uid(&self.action_type, call.action_class);
-        let resource = uid(&self.resource_type, call.resource);
+        let resource = uid(&self.resource_type, &format!("{}{}", call.host, call.path));
         let string = |s: &str| RestrictedExpression::new_string(s.to_string());
-        let context = Context::from_pairs([
+        let mut pairs = vec![
             ("phase".to_string(), string("enforce")),
             ("session_id".to_string(), string(call.session_id)),
             (
@@ -183,8 +194,14 @@ impl PolicyBundle {
             ("method".to_string(), string(call.method)),
             ("host".to_string(), string(call.host)),
             ("path".to_string(), string(call.path)),
-        ])
-        .map_err(|err| format!("context: {err}"))?;
+        ];
+        if self.has_port {
+            pairs.push((
+                "port".to_string(),
+                RestrictedExpression::new_long(i64::from(call.port)),
+            ));
+        }
+        let context = Context::from_pairs(pairs).map_err(|err| format!("context: {err}"))?;
         let request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|err| format!("request: {err}"))?;
         let response = self
@@ -209,6 +226,37 @@ impl PolicyBundle {
             determining,
         })
     }
+}
+
+/// Whether the schema's enforcement context declares `port` (probed with a request that
+/// carries one: the schema rejects an undeclared context attribute).
+fn declares_port(schema: &Schema) -> bool {
+    let Some(action) = schema.actions().next() else {
+        return false;
+    };
+    let uid = |kind: &str, id: &str| {
+        EntityUid::from_type_name_and_id(
+            EntityTypeName::from_str(&format!("Firma::{kind}")).expect("constant type name"),
+            EntityId::new(id),
+        )
+    };
+    let string = |s: &str| RestrictedExpression::new_string(s.to_string());
+    let Ok(context) = Context::from_pairs([
+        ("phase".to_string(), string("enforce")),
+        ("session_id".to_string(), string("")),
+        ("time".to_string(), RestrictedExpression::new_long(0)),
+        ("port".to_string(), RestrictedExpression::new_long(1)),
+    ]) else {
+        return false;
+    };
+    Request::new(
+        uid("Agent", "probe"),
+        action.clone(),
+        uid("Resource", "probe"),
+        context,
+        Some(schema),
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -237,11 +285,11 @@ permit (principal, action == Firma::Action::"code.read", resource == Firma::Reso
         CedarCall {
             agent_id: agent,
             action_class: class,
-            resource: "example.com/x",
             session_id: "s1",
             time: 1_800_000_000,
             method: "GET",
             host: "example.com",
+            port: 443,
             path,
         }
     }
@@ -297,6 +345,46 @@ permit (principal, action == Firma::Action::"code.read", resource == Firma::Reso
             ..call("codex", "no.such", "/x")
         };
         assert!(b.evaluate_memoized(&later).is_err());
+    }
+
+    #[test]
+    fn policies_see_the_port_and_old_schemas_still_evaluate() {
+        let policies = "permit (principal, action, resource) when { context has port && context.port == 8080 };";
+        let (b, warnings) =
+            PolicyBundle::parse("v", policies, &cedar_schema(), Duration::from_secs(30)).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let at = |port| CedarCall {
+            port,
+            ..call("codex", "code.read", "/x")
+        };
+        assert!(b.evaluate(&at(8080)).unwrap().allowed);
+        assert!(!b.evaluate(&at(8081)).unwrap().allowed);
+        // A schema from before ports: no `port` in the context, a warning, still evaluates.
+        let old = cedar_schema().replace(",\n    \"port\"?: Long", "");
+        assert_ne!(old, cedar_schema());
+        let (b, warnings) =
+            PolicyBundle::parse("v", POLICIES, &old, Duration::from_secs(30)).unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("no `port`")),
+            "{warnings:?}"
+        );
+        assert!(
+            b.evaluate(&call("codex", "communication.internal.send", "/x"))
+                .unwrap()
+                .allowed
+        );
+    }
+
+    #[test]
+    fn the_memo_is_bounded_by_bytes() {
+        let b = bundle();
+        let long = format!("/{}", "x".repeat(60 * 1024));
+        for i in 0..1000 {
+            let path = format!("{long}{i}");
+            let c = call("codex", "communication.internal.send", &path);
+            b.evaluate_memoized(&c).unwrap();
+            assert!(b.memo.used() <= CEDAR_MEMO_BYTES);
+        }
     }
 
     #[test]

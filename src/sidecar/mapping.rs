@@ -3,14 +3,18 @@
 //! ```toml
 //! [[rules]]
 //! method = "POST"                 # optional; absent or "*" = any method ("CONNECT" for tunnels)
-//! host = "api.example.com"        # required glob; `*` matches any run of characters
+//! host = "api.example.com"        # required glob; `*` matches any run of characters;
+//!                                 # `host:port` (`[v6]:port`) names one port
+//! ports = [443]                   # optional; absent = any port
 //! path = "/v1/messages*"          # optional glob; absent = any path
+//! deny_private = true             # optional; default true unless host is an IP or `localhost`
 //! action_class = "communication.external.send"
 //! ```
 //!
-//! The most specific matching rule wins: an exact host beats a host glob, a method beats none,
-//! and a path beats none (a longer literal path beats a shorter one). Two rules with the same
-//! method, host and path, or a rule naming an unregistered class, are load errors naming the line.
+//! The most specific matching rule wins: an exact host beats a host glob, ports beat none, a
+//! path beats none (a longer literal path beats a shorter one), a method beats none. Two rules
+//! with the same method, host, ports and path, or a rule naming an unregistered class, are load
+//! errors naming the line.
 
 use std::path::Path;
 
@@ -32,7 +36,9 @@ struct RawFile {
 struct RawRule {
     method: Option<String>,
     host: String,
+    ports: Option<Vec<u16>>,
     path: Option<String>,
+    deny_private: Option<bool>,
     action_class: String,
 }
 
@@ -41,9 +47,13 @@ struct RawRule {
 pub struct MappingRule {
     /// Upper-case method, or `None` for any.
     pub method: Option<String>,
-    /// Lower-case host glob.
+    /// Lower-case host glob (IPv6 without brackets).
     pub host: String,
+    /// Ports the rule applies to, sorted; `None` for any.
+    pub ports: Option<Vec<u16>>,
     pub path: Option<String>,
+    /// Refuse a host *name* that resolves to a loopback, link-local or private address.
+    pub deny_private: bool,
     pub action_class: String,
     /// 1-based line of the rule in its file.
     pub line: usize,
@@ -95,28 +105,35 @@ impl MappingTable {
                 ))
                 .hint("use a registered class; see docs/configuration.md#action-classes"));
             }
-            if raw.host.trim().is_empty() {
-                return Err(Hinted::new(format!("{loc}: host is empty"))
-                    .hint("use \"*\" to match every host"));
-            }
+            let (host, ports) = host_and_ports(&raw.host, raw.ports)
+                .map_err(|why| Hinted::new(format!("{loc}: {why}")).hint(PORT_HINT))?;
             let method = raw
                 .method
                 .map(|m| m.to_ascii_uppercase())
                 .filter(|m| m != "*");
             let rule = MappingRule {
-                specificity: specificity(method.as_deref(), &raw.host, raw.path.as_deref()),
+                specificity: specificity(
+                    method.as_deref(),
+                    &host,
+                    ports.is_some(),
+                    raw.path.as_deref(),
+                ),
                 method,
-                host: raw.host.to_ascii_lowercase(),
+                deny_private: raw.deny_private.unwrap_or_else(|| !names_an_address(&host)),
+                host,
+                ports,
                 path: raw.path,
                 action_class: raw.action_class,
                 line: loc.line,
             };
-            if let Some(first) = rules
-                .iter()
-                .find(|r| r.method == rule.method && r.host == rule.host && r.path == rule.path)
-            {
+            if let Some(first) = rules.iter().find(|r| {
+                r.method == rule.method
+                    && r.host == rule.host
+                    && r.ports == rule.ports
+                    && r.path == rule.path
+            }) {
                 return Err(Hinted::new(format!(
-                    "{loc}: duplicate rule (same method, host and path as line {})",
+                    "{loc}: duplicate rule (same method, host, ports and path as line {})",
                     first.line
                 ))
                 .hint("remove one of the two rules"));
@@ -127,15 +144,24 @@ impl MappingTable {
         Ok(Self { rules })
     }
 
-    /// The most specific rule matching the request. `host` is compared case-insensitively and
-    /// without a port.
-    pub fn classify(&self, method: &str, host: &str, path: &str) -> Option<&MappingRule> {
-        let host = host.to_ascii_lowercase();
+    /// The most specific rule matching the request; `host` and `path` are canonical
+    /// (`target.rs`).
+    pub fn classify(
+        &self,
+        method: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> Option<&MappingRule> {
         self.rules.iter().find(|rule| {
             rule.method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && glob_match(&rule.host, &host)
+                && glob_match(&rule.host, host)
+                && rule
+                    .ports
+                    .as_ref()
+                    .is_none_or(|ports| ports.contains(&port))
                 && rule.path.as_deref().is_none_or(|p| glob_match(p, path))
         })
     }
@@ -145,15 +171,79 @@ impl MappingTable {
     }
 }
 
-/// Compared lexicographically: host first (exact beats any glob; a longer literal part beats a
-/// shorter one), then path (present, exact, longer literal part), then method.
-type Specificity = (bool, usize, bool, bool, usize, bool);
+const PORT_HINT: &str =
+    "write host = \"name\" with ports = [N, ...], or host = \"name:N\" ([v6]:N for IPv6)";
 
-fn specificity(method: Option<&str>, host: &str, path: Option<&str>) -> Specificity {
+/// The host glob and ports of a rule: `host:port` / `[v6]:port`, or `ports = [...]`, not both.
+fn host_and_ports(
+    raw: &str,
+    ports: Option<Vec<u16>>,
+) -> Result<(String, Option<Vec<u16>>), String> {
+    let raw = raw.trim().to_ascii_lowercase();
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!("host {raw:?}: unbalanced '['"));
+        };
+        match after.strip_prefix(':') {
+            Some(port) => (host.to_string(), Some(port)),
+            None if after.is_empty() => (host.to_string(), None),
+            None => return Err(format!("host {raw:?}: unexpected text after ']'")),
+        }
+    } else {
+        match raw.split_once(':') {
+            // Two or more colons: an IPv6 address without brackets (and without a port).
+            Some((_, rest)) if rest.contains(':') => (raw.clone(), None),
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (raw.clone(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err("host is empty (use \"*\" to match every host)".into());
+    }
+    let host = host.trim_end_matches('.').to_string();
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host,
+    };
+    let ports = match (port, ports) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "host {raw:?} names a port and the rule has `ports` too"
+            ));
+        }
+        (Some(port), None) => match port.parse::<u16>() {
+            Ok(port) if port != 0 => Some(vec![port]),
+            _ => return Err(format!("host {raw:?}: {port:?} is not a port (1-65535)")),
+        },
+        (None, Some(ports)) if ports.is_empty() || ports.contains(&0) => {
+            return Err("ports must list ports 1-65535".into());
+        }
+        (None, ports) => ports.map(|mut ports| {
+            ports.sort_unstable();
+            ports.dedup();
+            ports
+        }),
+    };
+    Ok((host, ports))
+}
+
+/// Whether a rule's host names an address itself (an IP literal or `localhost`): such a rule
+/// reaches private addresses by design, so `deny_private` defaults to false for it.
+fn names_an_address(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Compared lexicographically: host first (exact beats any glob; a longer literal part beats a
+/// shorter one), then ports (named beat any), then path (present, exact, longer literal part),
+/// then method.
+type Specificity = (bool, usize, bool, bool, bool, usize, bool);
+
+fn specificity(method: Option<&str>, host: &str, ports: bool, path: Option<&str>) -> Specificity {
     let literal = |s: &str| s.chars().filter(|c| *c != '*').count();
     (
         !host.contains('*'),
         literal(host),
+        ports,
         path.is_some(),
         path.is_some_and(|p| !p.contains('*')),
         path.map_or(0, literal),
@@ -222,24 +312,24 @@ action_class = "code.destructive"
 "#,
         );
         assert_eq!(
-            t.classify("GET", "API.example.com", "/")
+            t.classify("GET", "api.example.com", 443, "/")
                 .unwrap()
                 .action_class,
             "code.read"
         );
         assert_eq!(
-            t.classify("DELETE", "api.example.com", "/repos/x")
+            t.classify("DELETE", "api.example.com", 443, "/repos/x")
                 .unwrap()
                 .action_class,
             "code.destructive"
         );
         assert_eq!(
-            t.classify("GET", "www.example.com", "/")
+            t.classify("GET", "www.example.com", 443, "/")
                 .unwrap()
                 .action_class,
             "communication.external.send"
         );
-        assert!(t.classify("GET", "other.org", "/").is_none());
+        assert!(t.classify("GET", "other.org", 443, "/").is_none());
     }
 
     #[test]
@@ -267,7 +357,7 @@ action_class = "filesystem.read"
 "#,
         );
         let class =
-            |m: &str, h: &str, p: &str| t.classify(m, h, p).map(|r| r.action_class.as_str());
+            |m: &str, h: &str, p: &str| t.classify(m, h, 443, p).map(|r| r.action_class.as_str());
         assert_eq!(
             class("POST", "api.example.com", "/v1/messages"),
             Some("code.read")
@@ -281,6 +371,91 @@ action_class = "filesystem.read"
         // A tunnel has an empty path: rules with a path never match it.
         assert_eq!(class("CONNECT", "other.org", ""), None);
         assert_eq!(class("CONNECT", "api.example.com", ""), Some("code.read"));
+    }
+
+    #[test]
+    fn ports_are_part_of_the_match() {
+        let t = table(
+            r#"
+[[rules]]
+host = "127.0.0.1"
+ports = [8080, 8081]
+action_class = "communication.internal.send"
+
+[[rules]]
+host = "127.0.0.1:9000"
+action_class = "code.read"
+
+[[rules]]
+host = "[::1]:9000"
+action_class = "code.write"
+
+[[rules]]
+host = "*.example.com"
+action_class = "communication.external.send"
+
+[[rules]]
+host = "*.example.com:8443"
+action_class = "code.read"
+"#,
+        );
+        let class = |h: &str, port: u16| {
+            t.classify("GET", h, port, "/")
+                .map(|r| r.action_class.as_str())
+        };
+        assert_eq!(
+            class("127.0.0.1", 8080),
+            Some("communication.internal.send")
+        );
+        assert_eq!(
+            class("127.0.0.1", 8081),
+            Some("communication.internal.send")
+        );
+        assert_eq!(class("127.0.0.1", 9000), Some("code.read"));
+        assert_eq!(class("127.0.0.1", 22), None);
+        assert_eq!(class("::1", 9000), Some("code.write"));
+        assert_eq!(class("::1", 8080), None);
+        assert_eq!(
+            class("a.example.com", 443),
+            Some("communication.external.send")
+        );
+        assert_eq!(class("a.example.com", 8443), Some("code.read"));
+        // deny_private: on for names, off for addresses and localhost, unless set.
+        let private = |h: &str, port: u16| t.classify("GET", h, port, "/").unwrap().deny_private;
+        assert!(!private("127.0.0.1", 8080));
+        assert!(private("a.example.com", 443));
+        let t = table(
+            "[[rules]]\nhost = \"db.internal\"\ndeny_private = false\naction_class = \"code.read\"\n\n[[rules]]\nhost = \"localhost\"\naction_class = \"code.read\"\n",
+        );
+        assert!(
+            !t.classify("GET", "db.internal", 80, "/")
+                .unwrap()
+                .deny_private
+        );
+        assert!(
+            !t.classify("GET", "localhost", 80, "/")
+                .unwrap()
+                .deny_private
+        );
+    }
+
+    #[test]
+    fn bad_ports_name_the_line() {
+        for (text, needle) in [
+            ("host = \"a:0\"", "not a port"),
+            ("host = \"a:x\"", "not a port"),
+            ("host = \"a:80\"\nports = [81]", "ports` too"),
+            ("host = \"a\"\nports = []", "ports must list"),
+            ("host = \"[::1\"", "unbalanced"),
+            ("host = \"\"", "host is empty"),
+        ] {
+            let rule = format!("\n[[rules]]\n{text}\naction_class = \"code.read\"\n");
+            let err = MappingTable::parse(&rule, Path::new("m.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("m.toml:2:1: "), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

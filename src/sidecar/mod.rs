@@ -1,9 +1,11 @@
 //! The Sidecar: forward proxy, classification, enforcement pipeline, Cedar, CA.
 
-pub mod adapters;
+pub mod audit_appender;
 pub mod authority_link;
 pub mod ca;
+pub mod cache;
 pub mod cedar;
+pub mod destination;
 pub mod identity;
 pub mod mapping;
 pub mod pipeline;
@@ -11,4 +13,7 @@ pub mod proxy;
 pub mod responses;
 pub mod run;
 pub mod state;
+pub mod target;
+pub mod token_cache;
+pub mod tunnel;
 pub mod upstream;

@@ -1,33 +1,27 @@
-//! The decision for one call: classify → token → scope → Cedar, then the audit record.
+//! The decision for one call, as its gates: **classify** (mapping rules) → **authenticate** (the
+//! token: signature, validity, revocation) → **authorize** (the token grants the class and covers
+//! the resource) → **evaluate** (Cedar, current bundle); then **record** (the audit record).
 //!
 //! Every refusal has a stable reason code (the `reason` of the 403 body and the start of the
 //! audit record's `reason`). Anything that prevents a sound decision — no bundle, a stale bundle,
 //! an evaluation error — denies: the Sidecar fails closed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::cedar::CedarCall;
 use super::identity::Presented;
-use super::mapping::MappingTable;
+use super::mapping::{MappingRule, MappingTable};
 use super::state::AuthorityState;
+use super::target::Target;
 use crate::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
+use crate::authority::token::{CapabilityClaims, scope_matches};
 use crate::config::schema::UnmappedPolicy;
 use crate::error::Hinted;
-
-/// What a valid capability token grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capability {
-    pub token_id: String,
-    pub agent_id: String,
-    pub session_id: String,
-    pub actions: Vec<String>,
-    pub resource_scope: String,
-    /// The `firma run` sandbox of the holder (empty: none), recorded with every decision.
-    pub sandbox_id: String,
-}
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +32,7 @@ pub enum TokenRejection {
 
 /// Checks tokens offline with the Authority's public key.
 pub trait TokenVerifier: Send + Sync {
-    fn verify(&self, raw: &str) -> Result<Capability, TokenRejection>;
-    /// Whether a token's resource scope covers `resource` (`host` + `path`).
-    fn scope_covers(&self, scope: &str, resource: &str) -> bool;
+    fn verify(&self, raw: &str) -> Result<Arc<CapabilityClaims>, TokenRejection>;
 }
 
 /// Where decisions are recorded. The receiver resolves once the record is written.
@@ -64,8 +56,13 @@ pub enum Reason {
     BundleStale,
     EvaluationError,
     MalformedRequest,
+    MalformedTarget,
+    HostMismatch,
+    SelfTarget,
+    PrivateAddress,
     UpstreamError,
     UpstreamTimeout,
+    TunnelClosed,
 }
 
 impl Reason {
@@ -84,22 +81,52 @@ impl Reason {
             Self::BundleStale => "policy_bundle_stale",
             Self::EvaluationError => "evaluation_error",
             Self::MalformedRequest => "malformed_request",
+            Self::MalformedTarget => "malformed_target",
+            Self::HostMismatch => "host_mismatch",
+            Self::SelfTarget => "self_target",
+            Self::PrivateAddress => "private_address",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::TunnelClosed => "tunnel_closed",
         }
     }
 }
 
-/// One call as the proxy saw it.
+/// One call as the proxy saw it: the method and the canonical target.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
     /// Upper-case method (`CONNECT` for tunnels).
     pub method: &'a str,
-    /// Lower-case host without port.
+    /// Canonical host (see `target.rs`), empty when the request had none.
     pub host: &'a str,
-    /// Path without query (empty for `CONNECT`).
+    /// 0 when the request had no target.
+    pub port: u16,
+    /// Canonical path without query (empty for `CONNECT`).
     pub path: &'a str,
     pub token: &'a Presented,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: &'a str, target: &'a Target, token: &'a Presented) -> Self {
+        Self {
+            method,
+            host: &target.host,
+            port: target.port,
+            path: &target.path,
+            token,
+        }
+    }
+
+    /// A request without a usable target.
+    pub fn untargeted(method: &'a str, token: &'a Presented) -> Self {
+        Self {
+            method,
+            host: "",
+            port: 0,
+            path: "",
+            token,
+        }
+    }
 }
 
 /// The outcome of [`Pipeline::decide`].
@@ -115,6 +142,11 @@ pub struct Verdict {
     pub sandbox_id: String,
     pub bundle: String,
     pub determining: Vec<String>,
+    /// When the token that allowed the call stops being valid (open tunnels end then).
+    pub token_expires_at: Option<DateTime<Utc>>,
+    /// Whether a host *name* must not resolve to a loopback, link-local or private address
+    /// (the rule's `deny_private`; always for passthrough).
+    pub deny_private: bool,
 }
 
 impl Verdict {
@@ -130,12 +162,29 @@ impl Verdict {
             sandbox_id: String::new(),
             bundle: String::new(),
             determining: Vec::new(),
+            token_expires_at: None,
+            deny_private: true,
         }
     }
 
-    /// A refusal before classification (a request that cannot be understood).
-    pub fn malformed(detail: impl Into<String>) -> Self {
-        Self::new(Decision::Deny, Reason::MalformedRequest, detail)
+    /// A refusal before classification.
+    pub fn refused(reason: Reason, detail: impl Into<String>) -> Self {
+        Self::new(Decision::Deny, reason, detail)
+    }
+
+    /// The same call, now denied for `reason` (identity, class and bundle kept).
+    pub fn deny(&self, reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            decision: Decision::Deny,
+            reason,
+            detail: detail.into(),
+            determining: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    fn deny_boxed(&self, reason: Reason, detail: impl Into<String>) -> Box<Self> {
+        Box::new(self.deny(reason, detail))
     }
 
     pub fn forwards(&self) -> bool {
@@ -152,6 +201,10 @@ impl Verdict {
     }
 }
 
+/// A gate passes its value on, or ends the decision with a verdict (boxed: refusals are the
+/// rarer, larger case).
+type Gate<T> = Result<T, Box<Verdict>>;
+
 pub struct Pipeline {
     pub mapping: MappingTable,
     pub unmapped: UnmappedPolicy,
@@ -163,105 +216,139 @@ pub struct Pipeline {
 impl Pipeline {
     /// Decide one call. Pure with respect to I/O: nothing is written here.
     pub fn decide(&self, call: &Call<'_>) -> Verdict {
-        // (2) classify — before the token, so unmapped passthrough needs none.
-        let Some(rule) = self.mapping.classify(call.method, call.host, call.path) else {
-            return match self.unmapped {
-                UnmappedPolicy::Passthrough => Verdict::new(
-                    Decision::Passthrough,
-                    Reason::Passthrough,
-                    "no mapping rule matches; forwarded without enforcement",
-                ),
-                UnmappedPolicy::Deny => Verdict::new(
-                    Decision::Deny,
+        match self.gates(call) {
+            Ok(verdict) => verdict,
+            Err(refusal) => *refusal,
+        }
+    }
+
+    fn gates(&self, call: &Call<'_>) -> Gate<Verdict> {
+        // Classified before the token, so unmapped passthrough needs none.
+        let Some(rule) = self.classify(call)? else {
+            return Ok(Verdict::new(
+                Decision::Passthrough,
+                Reason::Passthrough,
+                "no mapping rule matches; forwarded without enforcement",
+            ));
+        };
+        let mut verdict = Verdict::new(Decision::Deny, Reason::PolicyDenied, "");
+        verdict.action_class = rule.action_class.clone();
+        verdict.deny_private = rule.deny_private;
+        let claims = self.authenticate(call, &mut verdict)?;
+        let resource = format!("{}{}", call.host, call.path);
+        self.authorize(rule, &claims, &resource, &verdict)?;
+        self.evaluate(call, rule, &claims, &resource, verdict)
+    }
+
+    /// Gate 1: the most specific mapping rule, `None` for unmapped passthrough.
+    fn classify(&self, call: &Call<'_>) -> Gate<Option<&MappingRule>> {
+        match self
+            .mapping
+            .classify(call.method, call.host, call.port, call.path)
+        {
+            Some(rule) => Ok(Some(rule)),
+            None => match self.unmapped {
+                UnmappedPolicy::Passthrough => Ok(None),
+                UnmappedPolicy::Deny => Err(Box::new(Verdict::refused(
                     Reason::Unmapped,
                     format!(
-                        "no mapping rule classifies {} {}{}",
-                        call.method, call.host, call.path
+                        "no mapping rule classifies {} {}:{}{}",
+                        call.method, call.host, call.port, call.path
                     ),
-                ),
-            };
-        };
-        let deny = |reason: Reason, detail: String| {
-            let mut v = Verdict::new(Decision::Deny, reason, detail);
-            v.action_class = rule.action_class.clone();
-            v
-        };
-        // (1)+(3) identify and validate the token.
+                ))),
+            },
+        }
+    }
+
+    /// Gate 2: the presented token verifies, is within its validity and is not revoked. Fills
+    /// the verdict's identity.
+    fn authenticate(&self, call: &Call<'_>, verdict: &mut Verdict) -> Gate<Arc<CapabilityClaims>> {
         let raw = match call.token {
             Presented::None => {
-                return deny(
+                return Err(verdict.deny_boxed(
                     Reason::TokenMissing,
-                    "no capability token in Proxy-Authorization".into(),
-                );
+                    "no capability token in Proxy-Authorization",
+                ));
             }
-            Presented::Unreadable(why) => return deny(Reason::TokenInvalid, (*why).into()),
+            Presented::Unreadable(why) => {
+                return Err(verdict.deny_boxed(Reason::TokenInvalid, *why));
+            }
             Presented::Token(raw) => raw,
         };
-        let capability = match self.verifier.verify(raw) {
-            Ok(capability) => capability,
-            Err(TokenRejection::Invalid(why)) => return deny(Reason::TokenInvalid, why),
+        let claims = match self.verifier.verify(raw) {
+            Ok(claims) => claims,
+            Err(TokenRejection::Invalid(why)) => {
+                return Err(verdict.deny_boxed(Reason::TokenInvalid, why));
+            }
             Err(TokenRejection::Expired { token_id }) => {
-                let mut v = deny(
-                    Reason::TokenExpired,
-                    "the capability token has expired".into(),
-                );
-                v.token_id = token_id;
-                return v;
+                let mut expired =
+                    verdict.deny(Reason::TokenExpired, "the capability token has expired");
+                expired.token_id = token_id;
+                return Err(Box::new(expired));
             }
         };
-        let with_identity = |mut v: Verdict| {
-            v.agent_id = capability.agent_id.clone();
-            v.session_id = capability.session_id.clone();
-            v.token_id = capability.token_id.clone();
-            v.sandbox_id = capability.sandbox_id.clone();
-            v
-        };
-        if self.authority.is_revoked(&capability.token_id) {
-            return with_identity(deny(
+        verdict.agent_id.clone_from(&claims.agent_id);
+        verdict.session_id.clone_from(&claims.session_id);
+        verdict.token_id.clone_from(&claims.token_id);
+        verdict.sandbox_id.clone_from(&claims.sandbox_id);
+        verdict.token_expires_at = Some(claims.expires_at);
+        if self.authority.is_revoked(&claims.token_id) {
+            return Err(verdict.deny_boxed(
                 Reason::TokenRevoked,
-                format!("token {} has been revoked", capability.token_id),
+                format!("token {} has been revoked", claims.token_id),
             ));
         }
-        let resource = format!("{}{}", call.host, call.path);
-        if !capability
-            .actions
-            .iter()
-            .any(|a| a == "*" || *a == rule.action_class)
-        {
-            return with_identity(deny(
+        Ok(claims)
+    }
+
+    /// Gate 3: the token grants the rule's class and its scope covers `host + path`.
+    fn authorize(
+        &self,
+        rule: &MappingRule,
+        claims: &CapabilityClaims,
+        resource: &str,
+        verdict: &Verdict,
+    ) -> Gate<()> {
+        if !claims.allows_action(&rule.action_class) {
+            return Err(verdict.deny_boxed(
                 Reason::OutOfScope,
                 format!(
                     "the token does not grant {} (it grants {})",
                     rule.action_class,
-                    capability.actions.join(", ")
+                    claims.actions.join(", ")
                 ),
             ));
         }
-        if !self
-            .verifier
-            .scope_covers(&capability.resource_scope, &resource)
-        {
-            return with_identity(deny(
+        if !scope_matches(&claims.resource_scope, resource) {
+            return Err(verdict.deny_boxed(
                 Reason::OutOfScope,
                 format!(
                     "{resource} is outside the token's resource scope {:?}",
-                    capability.resource_scope
+                    claims.resource_scope
                 ),
             ));
         }
-        // (4) Cedar with the current bundle.
+        Ok(())
+    }
+
+    /// Gate 4: Cedar with the current, fresh bundle.
+    fn evaluate(
+        &self,
+        call: &Call<'_>,
+        rule: &MappingRule,
+        claims: &CapabilityClaims,
+        resource: &str,
+        mut verdict: Verdict,
+    ) -> Gate<Verdict> {
         let Some(bundle) = self.authority.bundle() else {
-            return with_identity(deny(
+            return Err(verdict.deny_boxed(
                 Reason::NoBundle,
-                "no policy bundle received from the Authority".into(),
+                "no policy bundle received from the Authority",
             ));
         };
-        let decided = |mut v: Verdict| {
-            v.bundle = bundle.version.clone();
-            with_identity(v)
-        };
+        verdict.bundle.clone_from(&bundle.version);
         if !bundle.is_fresh(Instant::now()) {
-            return decided(deny(
+            return Err(verdict.deny_boxed(
                 Reason::BundleStale,
                 format!(
                     "policy bundle {} was not refreshed within its {}s TTL",
@@ -273,45 +360,37 @@ impl Pipeline {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let evaluation = bundle.evaluate_memoized(&CedarCall {
-            agent_id: &capability.agent_id,
-            action_class: &rule.action_class,
-            resource: &resource,
-            session_id: &capability.session_id,
-            time,
-            method: call.method,
-            host: call.host,
-            path: call.path,
-        });
-        match evaluation {
-            Err(err) => decided(deny(Reason::EvaluationError, err)),
-            Ok(eval) => {
-                let mut v = if eval.allowed {
-                    let mut v = Verdict::new(Decision::Allow, Reason::Allowed, "");
-                    v.action_class = rule.action_class.clone();
-                    v
-                } else if eval.determining.is_empty() {
-                    deny(
-                        Reason::PolicyDenied,
-                        format!("no policy permits {} on {resource}", rule.action_class),
-                    )
-                } else {
-                    deny(
-                        Reason::PolicyDenied,
-                        format!("forbidden by {}", eval.determining.join(", ")),
-                    )
-                };
-                v.determining = eval.determining;
-                decided(v)
-            }
+        let eval = bundle
+            .evaluate_memoized(&CedarCall {
+                agent_id: &claims.agent_id,
+                action_class: &rule.action_class,
+                session_id: &claims.session_id,
+                time,
+                method: call.method,
+                host: call.host,
+                port: call.port,
+                path: call.path,
+            })
+            .map_err(|err| verdict.deny_boxed(Reason::EvaluationError, err))?;
+        if eval.allowed {
+            verdict.decision = Decision::Allow;
+            verdict.reason = Reason::Allowed;
+        } else if eval.determining.is_empty() {
+            verdict.detail = format!("no policy permits {} on {resource}", rule.action_class);
+        } else {
+            verdict.detail = format!("forbidden by {}", eval.determining.join(", "));
         }
+        verdict.determining = eval.determining;
+        Ok(verdict)
     }
 
-    /// Write the audit record of a decision (or of an upstream failure after one).
+    /// Gate 5: write the audit record of a decision (or of what happened after one). `addr` is
+    /// the address the call is forwarded to, when it is.
     pub async fn record(
         &self,
         verdict: &Verdict,
         call: &Call<'_>,
+        addr: Option<SocketAddr>,
         latency_us: u64,
     ) -> Result<(), Hinted> {
         let written = self.audit.submit(AuditDraft {
@@ -326,6 +405,8 @@ impl Pipeline {
                 method: call.method.to_string(),
                 host: call.host.to_string(),
                 path: call.path.to_string(),
+                port: (call.port != 0).then_some(call.port),
+                addr: addr.map(|a| a.to_string()),
             },
             policy: PolicyRef {
                 bundle: verdict.bundle.clone(),

@@ -1,6 +1,8 @@
-//! The forward proxy (hyper, HTTP/1.1): absolute-form requests are decided and forwarded;
-//! `CONNECT` is decided on host and tunnelled, or — for intercepted hosts — decrypted with the
-//! generated CA so each inner request is decided on method and path.
+//! The forward proxy (hyper, HTTP/1.1). Absolute-form requests and the requests inside an
+//! intercepted (decrypted) tunnel take one path: canonical target (`target.rs`) → `Host` check
+//! → decide (`pipeline.rs`) → resolve once and check the address (`destination.rs`) → record →
+//! strip hop-by-hop headers → set `Host` → forward. A plain `CONNECT` is decided on host and
+//! port and tunnelled until its authority ends (`tunnel.rs`).
 //!
 //! Every decision is recorded before the call is forwarded or refused. `Proxy-Authorization`
 //! and the other hop-by-hop headers (RFC 9110 §7.6.1) never reach the upstream.
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -23,11 +25,13 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::ca::CertificateAuthority;
+use super::destination::Destinations;
 use super::identity::{Presented, presented_token};
 use super::mapping::glob_match;
 use super::pipeline::{Call, Pipeline, Reason, Verdict};
 use super::responses::{self, ProxyBody};
-use super::upstream;
+use super::target::{Target, TargetError, canonical_host};
+use super::{tunnel, upstream};
 
 /// Largest request head (request line + headers) accepted; bigger ones get 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -38,6 +42,7 @@ type Refusal = Box<Response<ProxyBody>>;
 
 pub struct Proxy {
     pub pipeline: Pipeline,
+    pub destinations: Destinations,
     pub tls: Arc<ClientConfig>,
     pub ca: Arc<CertificateAuthority>,
     /// Lower-case host globs decrypted with the CA.
@@ -50,15 +55,96 @@ pub struct Proxy {
 /// a shared pool in between.
 #[derive(Default)]
 struct Affinity {
-    upstream: Mutex<Option<(String, SendRequest<Incoming>)>>,
+    upstream: Mutex<Option<Kept>>,
+}
+
+/// An upstream connection kept between requests, with the address it was opened to.
+struct Kept {
+    host: String,
+    port: u16,
+    addr: SocketAddr,
+    sender: SendRequest<Incoming>,
 }
 
 /// Requests inside one decrypted tunnel share what the `CONNECT` established.
 struct Tunnel {
-    host: String,
-    port: u16,
+    target: Target,
     token: Presented,
-    upstream: Mutex<Option<SendRequest<Incoming>>>,
+    /// The TLS server name the client asked for matched the `CONNECT` target.
+    sni_matches: bool,
+    upstream: Mutex<Option<Kept>>,
+}
+
+/// What a plain tunnel was opened with: its `CONNECT`, the verdict that allowed it, and the
+/// address connected to.
+struct Opened {
+    target: Target,
+    token: Presented,
+    verdict: Verdict,
+    addr: SocketAddr,
+    started: Instant,
+}
+
+/// Where a decided request is sent: a plain connection kept for the client connection, or the
+/// TLS connection of a decrypted tunnel.
+#[derive(Clone, Copy)]
+enum Route<'a> {
+    Plain(&'a Affinity),
+    Decrypted(&'a Tunnel),
+}
+
+impl Route<'_> {
+    fn slot(&self) -> &Mutex<Option<Kept>> {
+        match self {
+            Self::Plain(affinity) => &affinity.upstream,
+            Self::Decrypted(tunnel) => &tunnel.upstream,
+        }
+    }
+
+    /// The address of the kept connection to `target`, if there is one: a kept connection is
+    /// reused without resolving again.
+    async fn kept_addr(&self, target: &Target) -> Option<SocketAddr> {
+        let slot = self.slot().lock().await;
+        slot.as_ref()
+            .filter(|kept| kept.host == target.host && kept.port == target.port)
+            .map(|kept| kept.addr)
+    }
+
+    /// Send `request` to `addr`, on the kept connection when it is there and alive.
+    async fn send(
+        &self,
+        tls: &Arc<ClientConfig>,
+        target: &Target,
+        addr: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, String> {
+        let mut slot = self.slot().lock().await;
+        let reusable = match slot.as_mut() {
+            Some(kept) if kept.addr == addr && kept.host == target.host => {
+                kept.sender.ready().await.is_ok()
+            }
+            _ => false,
+        };
+        if !reusable {
+            let sender = match self {
+                Self::Plain(_) => upstream::connect_http(&target.host, addr).await?,
+                Self::Decrypted(_) => {
+                    upstream::connect_tls(tls.clone(), &target.host, addr).await?
+                }
+            };
+            *slot = Some(Kept {
+                host: target.host.clone(),
+                port: target.port,
+                addr,
+                sender,
+            });
+        }
+        let kept = slot.as_mut().expect("connected above");
+        kept.sender
+            .send_request(request)
+            .await
+            .map_err(|err| crate::error::chain(&err))
+    }
 }
 
 impl Proxy {
@@ -147,15 +233,194 @@ impl Proxy {
         Ok(self.forward_absolute(req, &affinity, started).await)
     }
 
-    /// Decide, record, and return the verdict when the call may proceed — or the response that
-    /// refuses it.
-    async fn decide(&self, call: &Call<'_>, started: Instant) -> Result<Verdict, Refusal> {
-        let verdict = self.pipeline.decide(call);
-        self.record(&verdict, call, started).await?;
-        if verdict.forwards() {
-            Ok(verdict)
+    /// `GET http://host/path` and friends.
+    async fn forward_absolute(
+        &self,
+        req: Request<Incoming>,
+        affinity: &Affinity,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let method = req.method().as_str().to_ascii_uppercase();
+        let target = match Target::absolute(req.uri()) {
+            Ok(target) => target,
+            Err(err) => return self.malformed(&method, &err, started).await,
+        };
+        let token = presented_token(req.headers());
+        // RFC 9112 §3.2.2: the URI's authority is the one the upstream gets; a client Host
+        // naming another is refused, not forwarded.
+        if let Some(detail) = host_header_mismatch(req.headers(), &target) {
+            let call = Call::new(&method, &target, &token);
+            let verdict = Verdict::refused(Reason::HostMismatch, detail);
+            return self
+                .refuse(StatusCode::BAD_REQUEST, &verdict, &call, started)
+                .await;
+        }
+        self.forward(
+            req,
+            &method,
+            target,
+            &token,
+            Route::Plain(affinity),
+            started,
+        )
+        .await
+    }
+
+    /// One request inside a decrypted tunnel (origin-form target).
+    async fn forward_decrypted(
+        &self,
+        req: Request<Incoming>,
+        tunnel: Arc<Tunnel>,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let method = req.method().as_str().to_ascii_uppercase();
+        if req.method() == Method::CONNECT {
+            let err = TargetError::Malformed("CONNECT inside an intercepted tunnel".into());
+            return self.malformed(&method, &err, started).await;
+        }
+        let target = match Target::inside(&tunnel.target, req.uri()) {
+            Ok(target) => target,
+            Err(err) => return self.malformed(&method, &err, started).await,
+        };
+        // The inner request may carry its own Proxy-Authorization; else the CONNECT's token.
+        let inner = presented_token(req.headers());
+        let token = if inner == Presented::None {
+            &tunnel.token
         } else {
-            Err(Box::new(responses::denied(&verdict)))
+            &inner
+        };
+        let mismatch = if !tunnel.sni_matches {
+            Some(format!(
+                "the TLS server name does not name the CONNECT target {}",
+                tunnel.target.authority()
+            ))
+        } else if let Some(authority) = req.uri().authority()
+            && !tunnel.target.same_authority(authority.as_str())
+        {
+            Some(format!(
+                "request target {authority} inside the tunnel to {}",
+                tunnel.target.authority()
+            ))
+        } else {
+            host_header_mismatch(req.headers(), &tunnel.target)
+        };
+        if let Some(detail) = mismatch {
+            let call = Call::new(&method, &target, token);
+            let verdict = Verdict::refused(Reason::HostMismatch, detail);
+            return self
+                .refuse(StatusCode::FORBIDDEN, &verdict, &call, started)
+                .await;
+        }
+        self.forward(
+            req,
+            &method,
+            target,
+            token,
+            Route::Decrypted(&tunnel),
+            started,
+        )
+        .await
+    }
+
+    /// The one forwarding path: decide, resolve and record, then strip the hop-by-hop headers,
+    /// set `Host` and the canonical target, and exchange with the upstream.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        method: &str,
+        target: Target,
+        token: &Presented,
+        route: Route<'_>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let call = Call::new(method, &target, token);
+        let kept = route.kept_addr(&target).await;
+        let (verdict, addr) = match self.admit(&call, &target, kept, started).await {
+            Ok(admitted) => admitted,
+            Err(response) => return *response,
+        };
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        parts.uri = target.origin_form();
+        if let Ok(host) = HeaderValue::from_str(&target.authority()) {
+            parts.headers.insert(header::HOST, host);
+        }
+        let request = Request::from_parts(parts, body);
+        let exchange = route.send(&self.tls, &target, addr, request);
+        match tokio::time::timeout(self.upstream_timeout, exchange).await {
+            Ok(Ok(response)) => relay(response),
+            Ok(Err(detail)) => {
+                self.upstream_failed(&verdict, &call, Some(addr), started, false, detail)
+                    .await
+            }
+            Err(_) => {
+                let detail = format!(
+                    "no response from {} within {}",
+                    target.authority(),
+                    humantime::format_duration(self.upstream_timeout)
+                );
+                self.upstream_failed(&verdict, &call, Some(addr), started, true, detail)
+                    .await
+            }
+        }
+    }
+
+    /// Decide a call, resolve its host once and check the address, and record the outcome:
+    /// the verdict and the address to connect to when the call may proceed, else the response
+    /// that refuses it. `kept` is the address of a connection already open to the target.
+    async fn admit(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+        kept: Option<SocketAddr>,
+        started: Instant,
+    ) -> Result<(Verdict, SocketAddr), Refusal> {
+        if let Some(refused) = self.destinations.literal_self_target(target) {
+            return Err(Box::new(
+                self.refuse(StatusCode::FORBIDDEN, &refused, call, started)
+                    .await,
+            ));
+        }
+        let verdict = self.pipeline.decide(call);
+        if !verdict.forwards() {
+            return Err(Box::new(
+                self.refuse(StatusCode::FORBIDDEN, &verdict, call, started)
+                    .await,
+            ));
+        }
+        let addr = match kept {
+            Some(addr) => addr,
+            None => {
+                let resolved = tokio::time::timeout(
+                    self.upstream_timeout,
+                    self.destinations
+                        .resolver
+                        .resolve(&target.host, target.port),
+                )
+                .await
+                .unwrap_or_else(|_| Err(format!("cannot resolve {}: timed out", target.host)));
+                match resolved {
+                    Ok(addr) => addr,
+                    Err(detail) => {
+                        self.record(&verdict, call, None, started).await?;
+                        return Err(Box::new(
+                            self.upstream_failed(&verdict, call, None, started, false, detail)
+                                .await,
+                        ));
+                    }
+                }
+            }
+        };
+        match self.destinations.check(target, addr, &verdict) {
+            Ok(addr) => {
+                self.record(&verdict, call, Some(addr), started).await?;
+                Ok((verdict, addr))
+            }
+            Err(refused) => {
+                self.record(&refused, call, Some(addr), started).await?;
+                Err(Box::new(responses::denied(&refused)))
+            }
         }
     }
 
@@ -163,11 +428,12 @@ impl Proxy {
         &self,
         verdict: &Verdict,
         call: &Call<'_>,
+        addr: Option<SocketAddr>,
         started: Instant,
     ) -> Result<(), Refusal> {
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.pipeline
-            .record(verdict, call, latency)
+            .record(verdict, call, addr, latency)
             .await
             .map_err(|err| {
                 tracing::error!(error = %err, "cannot write the audit record; refusing the call");
@@ -175,54 +441,44 @@ impl Proxy {
             })
     }
 
-    /// Refuse a request the proxy cannot understand, with its own audit record.
-    async fn malformed(&self, method: &str, detail: &str, started: Instant) -> Response<ProxyBody> {
-        let verdict = Verdict::malformed(detail);
-        let token = Presented::None;
-        let call = Call {
-            method,
-            host: "",
-            path: "",
-            token: &token,
-        };
-        if let Err(response) = self.record(&verdict, &call, started).await {
-            return *response;
-        }
-        responses::bad_request(detail)
-    }
-
-    /// Record the failure of an allowed call upstream and answer 502/504.
-    /// Run an upstream exchange under `upstream_timeout`: relay the response, or answer
-    /// 502/504 with its own audit record.
-    async fn exchange_with_deadline(
+    /// Record a refusal and answer it with `status`.
+    async fn refuse(
         &self,
-        exchange: impl std::future::Future<Output = Result<Response<Incoming>, String>>,
-        host: &str,
+        status: StatusCode,
         verdict: &Verdict,
         call: &Call<'_>,
         started: Instant,
     ) -> Response<ProxyBody> {
-        match tokio::time::timeout(self.upstream_timeout, exchange).await {
-            Ok(Ok(response)) => relay(response),
-            Ok(Err(detail)) => {
-                self.upstream_failed(verdict, call, started, false, detail)
-                    .await
-            }
-            Err(_) => {
-                let detail = format!(
-                    "no response from {host} within {}",
-                    humantime::format_duration(self.upstream_timeout)
-                );
-                self.upstream_failed(verdict, call, started, true, detail)
-                    .await
-            }
+        match self.record(verdict, call, None, started).await {
+            Ok(()) => responses::refused(status, verdict),
+            Err(response) => *response,
         }
     }
 
+    /// Refuse a request whose target the proxy will not read, with its own audit record.
+    async fn malformed(
+        &self,
+        method: &str,
+        err: &TargetError,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let reason = match err {
+            TargetError::Malformed(_) => Reason::MalformedRequest,
+            TargetError::Ambiguous(_) => Reason::MalformedTarget,
+        };
+        let verdict = Verdict::refused(reason, err.detail());
+        let token = Presented::None;
+        let call = Call::untargeted(method, &token);
+        self.refuse(StatusCode::BAD_REQUEST, &verdict, &call, started)
+            .await
+    }
+
+    /// Record the failure of an allowed call upstream and answer 502/504.
     async fn upstream_failed(
         &self,
         verdict: &Verdict,
         call: &Call<'_>,
+        addr: Option<SocketAddr>,
         started: Instant,
         timeout: bool,
         detail: String,
@@ -236,84 +492,10 @@ impl Proxy {
         let mut failed = verdict.clone();
         failed.reason = reason;
         failed.detail = detail;
-        if let Err(response) = self.record(&failed, call, started).await {
+        if let Err(response) = self.record(&failed, call, addr, started).await {
             return *response;
         }
         responses::upstream_failure(status, reason.code(), &failed.detail, &verdict.action_class)
-    }
-
-    /// `GET http://host/path` and friends.
-    async fn forward_absolute(
-        &self,
-        req: Request<Incoming>,
-        affinity: &Affinity,
-        started: Instant,
-    ) -> Response<ProxyBody> {
-        let method = req.method().as_str().to_ascii_uppercase();
-        let uri = req.uri();
-        if uri.scheme().is_none() {
-            return self.malformed(
-                &method,
-                "not a proxy request: the request target must be an absolute URI (http://host/path)",
-                started,
-            ).await;
-        }
-        if uri.scheme_str() != Some("http") {
-            return self
-                .malformed(
-                    &method,
-                    "only http:// URIs are forwarded; use CONNECT for https",
-                    started,
-                )
-                .await;
-        }
-        let Some(host) = uri.host().filter(|h| !h.is_empty()).map(normalize_host) else {
-            return self
-                .malformed(&method, "absolute URI without a host", started)
-                .await;
-        };
-        let path = uri.path().to_string();
-        let token = presented_token(req.headers());
-        let call = Call {
-            method: &method,
-            host: &host,
-            path: &path,
-            token: &token,
-        };
-        let verdict = match self.decide(&call, started).await {
-            Ok(verdict) => verdict,
-            Err(response) => return *response,
-        };
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.version = Version::HTTP_11;
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(authority) = parts.uri.authority()
-            && let Ok(value) = HeaderValue::from_str(authority.as_str())
-        {
-            parts.headers.insert(header::HOST, value);
-        }
-        let port = parts.uri.port_u16().unwrap_or(80);
-        parts.uri = origin_form(&parts.uri);
-        let request = Request::from_parts(parts, body);
-        let key = format!("{host}:{port}");
-        let exchange = async {
-            let mut slot = affinity.upstream.lock().await;
-            let reusable = match slot.as_mut() {
-                Some((known, sender)) if *known == key => sender.ready().await.is_ok(),
-                _ => false,
-            };
-            if !reusable {
-                *slot = Some((key.clone(), upstream::connect_http(&host, port).await?));
-            }
-            let (_, sender) = slot.as_mut().expect("connected above");
-            sender
-                .send_request(request)
-                .await
-                .map_err(|err| crate::error::chain(&err))
-        };
-        self.exchange_with_deadline(exchange, &host, &verdict, &call, started)
-            .await
     }
 
     /// `CONNECT host:port`.
@@ -322,112 +504,140 @@ impl Proxy {
         mut req: Request<Incoming>,
         started: Instant,
     ) -> Response<ProxyBody> {
-        let Some(authority) = req.uri().authority().cloned() else {
-            return self
-                .malformed("CONNECT", "CONNECT target must be host:port", started)
-                .await;
+        let target = match Target::connect(req.uri()) {
+            Ok(target) => target,
+            Err(err) => return self.malformed("CONNECT", &err, started).await,
         };
-        let host = normalize_host(authority.host());
-        if host.is_empty() {
-            return self
-                .malformed("CONNECT", "CONNECT target without a host", started)
-                .await;
-        }
-        let port = authority.port_u16().unwrap_or(443);
         let token = presented_token(req.headers());
 
-        if self.intercept_hosts.iter().any(|p| glob_match(p, &host)) {
-            // Decrypted: each inner request is decided (and recorded) on its own.
-            let config = match self.ca.server_config(&host) {
+        if self
+            .intercept_hosts
+            .iter()
+            .any(|p| glob_match(p, &target.host))
+        {
+            // Decrypted: each inner request is decided (and recorded) on its own — but a tunnel
+            // to one of firma's own listeners is not even opened.
+            if let Some(refused) = self.destinations.literal_self_target(&target) {
+                let call = Call::new("CONNECT", &target, &token);
+                return self
+                    .refuse(StatusCode::FORBIDDEN, &refused, &call, started)
+                    .await;
+            }
+            let config = match self.ca.server_config(&target.host) {
                 Ok(config) => config,
                 Err(err) => {
-                    tracing::error!(%host, error = %err, "cannot mint a certificate for an intercepted host");
+                    tracing::error!(host = %target.host, error = %err, "cannot mint a certificate for an intercepted host");
                     return responses::upstream_failure(
                         StatusCode::BAD_GATEWAY,
                         "interception_failed",
-                        &format!("cannot mint a certificate for {host}: {err}"),
+                        &format!("cannot mint a certificate for {}: {err}", target.host),
                         "",
                     );
                 }
             };
-            let tunnel = Arc::new(Tunnel {
-                host,
-                port,
-                token,
-                upstream: Mutex::new(None),
-            });
             let on_upgrade = hyper::upgrade::on(&mut req);
             let proxy = self.clone();
             tokio::spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => proxy.serve_decrypted(upgraded, config, tunnel).await,
+                    Ok(upgraded) => proxy.serve_decrypted(upgraded, config, target, token).await,
                     Err(err) => tracing::debug!(error = %err, "CONNECT upgrade failed"),
                 }
             });
             return Response::new(responses::empty());
         }
 
-        let call = Call {
-            method: "CONNECT",
-            host: &host,
-            path: "",
-            token: &token,
-        };
-        let verdict = match self.decide(&call, started).await {
-            Ok(verdict) => verdict,
+        let call = Call::new("CONNECT", &target, &token);
+        let (verdict, addr) = match self.admit(&call, &target, None, started).await {
+            Ok(admitted) => admitted,
             Err(response) => return *response,
         };
         // Connect before answering 200, so a dead upstream is a proper 502/504.
         let upstream = match tokio::time::timeout(
             self.upstream_timeout,
-            TcpStream::connect((host.as_str(), port)),
+            upstream::connect_tcp(&target.host, addr),
         )
         .await
         {
             Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
+            Ok(Err(detail)) => {
                 return self
-                    .upstream_failed(
-                        &verdict,
-                        &call,
-                        started,
-                        false,
-                        format!("connect {host}:{port}: {err}"),
-                    )
+                    .upstream_failed(&verdict, &call, Some(addr), started, false, detail)
                     .await;
             }
             Err(_) => {
+                let detail = format!("connect {} ({addr}): timed out", target.authority());
                 return self
-                    .upstream_failed(
-                        &verdict,
-                        &call,
-                        started,
-                        true,
-                        format!("connect {host}:{port}: timed out"),
-                    )
+                    .upstream_failed(&verdict, &call, Some(addr), started, true, detail)
                     .await;
             }
         };
-        let _ = upstream.set_nodelay(true);
         let on_upgrade = hyper::upgrade::on(&mut req);
+        let proxy = self.clone();
+        let opened = Opened {
+            target,
+            token,
+            verdict,
+            addr,
+            started,
+        };
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    let mut client = TokioIo::new(upgraded);
-                    let mut upstream = upstream;
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
+                Ok(upgraded) => proxy.run_tunnel(upgraded, upstream, opened).await,
                 Err(err) => tracing::debug!(error = %err, "CONNECT upgrade failed"),
             }
         });
         Response::new(responses::empty())
     }
 
+    /// Relay a plain tunnel until it closes or its authority ends, then record its end.
+    async fn run_tunnel(
+        &self,
+        upgraded: hyper::upgrade::Upgraded,
+        upstream: TcpStream,
+        opened: Opened,
+    ) {
+        let Opened {
+            target,
+            token,
+            verdict,
+            addr,
+            started,
+        } = opened;
+        let watch = tunnel::Watch {
+            changes: self.pipeline.authority.changes(),
+            token_expires_at: verdict.token_expires_at,
+        };
+        let recheck = || {
+            let call = Call::new("CONNECT", &target, &token);
+            Some(self.pipeline.decide(&call)).filter(|now| !now.forwards())
+        };
+        let closed = tunnel::relay(TokioIo::new(upgraded), upstream, watch, recheck).await;
+        let bytes = format!(
+            "{} bytes from the client, {} bytes to the client",
+            closed.from_client, closed.to_client
+        );
+        let mut record = verdict.clone();
+        record.reason = Reason::TunnelClosed;
+        match &closed.revoked_by {
+            Some(ended) => {
+                record.decision = ended.decision;
+                record.detail = format!("{}; {bytes}", ended.audit_reason());
+                record.bundle.clone_from(&ended.bundle);
+                record.determining.clone_from(&ended.determining);
+                tracing::info!(host = %target.host, reason = ended.reason.code(), "closed a tunnel whose authority ended");
+            }
+            None => record.detail = format!("connection closed; {bytes}"),
+        }
+        let call = Call::new("CONNECT", &target, &token);
+        let _ = self.record(&record, &call, Some(addr), started).await;
+    }
+
     async fn serve_decrypted(
         self: Arc<Self>,
         upgraded: hyper::upgrade::Upgraded,
         config: Arc<rustls::ServerConfig>,
-        tunnel: Arc<Tunnel>,
+        target: Target,
+        token: Presented,
     ) {
         let tls = match TlsAcceptor::from(config)
             .accept(TokioIo::new(upgraded))
@@ -435,10 +645,21 @@ impl Proxy {
         {
             Ok(tls) => tls,
             Err(err) => {
-                tracing::info!(host = %tunnel.host, error = %err, "TLS handshake with the client failed (does it trust the firma CA?)");
+                tracing::info!(host = %target.host, error = %err, "TLS handshake with the client failed (does it trust the firma CA?)");
                 return;
             }
         };
+        // Clients send no server name for an address literal; for a name it must be this one.
+        let sni_matches = match tls.get_ref().1.server_name() {
+            None => target.is_ip_literal(),
+            Some(name) => canonical_host(name).is_ok_and(|name| name == target.host),
+        };
+        let tunnel = Arc::new(Tunnel {
+            target,
+            token,
+            sni_matches,
+            upstream: Mutex::new(None),
+        });
         let proxy = self.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
@@ -455,72 +676,22 @@ impl Proxy {
             tracing::debug!(error = %err, "decrypted connection ended with an error");
         }
     }
+}
 
-    /// One request inside a decrypted tunnel (origin-form target).
-    async fn forward_decrypted(
-        &self,
-        req: Request<Incoming>,
-        tunnel: Arc<Tunnel>,
-    ) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let method = req.method().as_str().to_ascii_uppercase();
-        if req.method() == Method::CONNECT {
-            return self
-                .malformed(&method, "CONNECT inside an intercepted tunnel", started)
-                .await;
-        }
-        let path = req.uri().path().to_string();
-        // The inner request may carry its own Proxy-Authorization; else the CONNECT's token.
-        let inner = presented_token(req.headers());
-        let token = if inner == Presented::None {
-            &tunnel.token
-        } else {
-            &inner
-        };
-        let call = Call {
-            method: &method,
-            host: &tunnel.host,
-            path: &path,
-            token,
-        };
-        let verdict = match self.decide(&call, started).await {
-            Ok(verdict) => verdict,
-            Err(response) => return *response,
-        };
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.version = Version::HTTP_11;
-        parts.uri = origin_form(&parts.uri);
-        if !parts.headers.contains_key(header::HOST) {
-            let host = if tunnel.port == 443 {
-                tunnel.host.clone()
-            } else {
-                format!("{}:{}", tunnel.host, tunnel.port)
-            };
-            if let Ok(value) = HeaderValue::from_str(&host) {
-                parts.headers.insert(header::HOST, value);
-            }
-        }
-        let request = Request::from_parts(parts, body);
-        let exchange = async {
-            let mut upstream = tunnel.upstream.lock().await;
-            let reusable = match upstream.as_mut() {
-                Some(sender) => sender.ready().await.is_ok(),
-                None => false,
-            };
-            if !reusable {
-                *upstream =
-                    Some(upstream::connect_tls(self.tls.clone(), &tunnel.host, tunnel.port).await?);
-            }
-            let sender = upstream.as_mut().expect("connected above");
-            sender
-                .send_request(request)
-                .await
-                .map_err(|err| crate::error::chain(&err))
-        };
-        self.exchange_with_deadline(exchange, &tunnel.host, &verdict, &call, started)
-            .await
+/// Why the request's `Host` header(s) do not name `target`, if they do not.
+fn host_header_mismatch(headers: &HeaderMap, target: &Target) -> Option<String> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first = hosts.next()?;
+    if hosts.next().is_some() {
+        return Some("more than one Host header".into());
     }
+    let value = first.to_str().unwrap_or_default();
+    (!target.same_authority(value)).then(|| {
+        format!(
+            "Host {value:?} does not name the request target {}",
+            target.authority()
+        )
+    })
 }
 
 /// Resolves once shutdown was requested (or its sender is gone).
@@ -533,22 +704,6 @@ fn relay(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.boxed())
-}
-
-/// Lower-case, without IPv6 brackets or a trailing dot.
-fn normalize_host(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
-}
-
-/// The request target as a server expects it: origin-form (`/path?query`), `/` when absent.
-fn origin_form(uri: &Uri) -> Uri {
-    uri.path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// Remove the headers that describe one hop (RFC 9110 §7.6.1), including any the `Connection`
@@ -598,8 +753,16 @@ mod tests {
     }
 
     #[test]
-    fn hosts_are_normalized() {
-        assert_eq!(normalize_host("[::1]"), "::1");
-        assert_eq!(normalize_host("Example.COM."), "example.com");
+    fn host_headers_must_name_the_target() {
+        let target = Target::absolute(&"http://127.0.0.1:8080/x".parse().unwrap()).unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(host_header_mismatch(&headers, &target), None);
+        headers.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(host_header_mismatch(&headers, &target), None);
+        headers.insert(header::HOST, "evil.example".parse().unwrap());
+        assert!(host_header_mismatch(&headers, &target).is_some());
+        headers.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        headers.append(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        assert!(host_header_mismatch(&headers, &target).is_some());
     }
 }

@@ -37,26 +37,19 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
 
 /// 403 for a denied call: `{denied, reason, detail, action_class}`.
 pub fn denied(verdict: &Verdict) -> Response<ProxyBody> {
+    refused(StatusCode::FORBIDDEN, verdict)
+}
+
+/// A refusal with its status: 403 for a denial, 400 for a request the proxy will not read
+/// (`malformed_request`, `malformed_target`, `host_mismatch` on an absolute-form request).
+pub fn refused(status: StatusCode, verdict: &Verdict) -> Response<ProxyBody> {
     json(
-        StatusCode::FORBIDDEN,
+        status,
         &serde_json::json!({
             "denied": true,
             "reason": verdict.reason.code(),
             "detail": verdict.detail,
             "action_class": verdict.action_class,
-        }),
-    )
-}
-
-/// 400 for a request the proxy cannot understand.
-pub fn bad_request(detail: &str) -> Response<ProxyBody> {
-    json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({
-            "denied": true,
-            "reason": "malformed_request",
-            "detail": detail,
-            "action_class": "",
         }),
     )
 }

@@ -14,13 +14,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::adapters::{AppenderThread, AuthorityTokens};
+use super::audit_appender::AppenderThread;
 use super::authority_link;
 use super::ca::{CaOrigin, CertificateAuthority};
+use super::destination::{Destinations, Resolver};
 use super::mapping::MappingTable;
 use super::pipeline::Pipeline;
 use super::proxy::Proxy;
 use super::state::AuthorityState;
+use super::token_cache::VerifiedTokens;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
 use crate::authority::client::Target;
@@ -102,6 +104,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
         }
     }
     let tls = upstream::tls_config()?;
+    let resolver = Resolver::from_env()?;
 
     let target = Target::for_sidecar(&loaded, options.authority_url.clone());
     let url = target.url.clone();
@@ -139,10 +142,13 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
         .local_addr()
         .map_err(|err| Hinted::new(format!("cannot read the bound address: {err}")))?;
 
+    let mut listeners = vec![addr];
+    listeners.extend(authority_addrs(&url).await);
+    let destinations = Destinations::new(resolver, listeners, state.relay_listen_dir());
     let pipeline = Pipeline {
         mapping,
         unmapped: config.mapping.unmapped,
-        verifier: Arc::new(AuthorityTokens::new(TrustedIssuer::new(
+        verifier: Arc::new(VerifiedTokens::new(TrustedIssuer::new(
             authority_key,
             loaded.deployment(),
         ))),
@@ -151,6 +157,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     };
     let proxy = Arc::new(Proxy {
         pipeline,
+        destinations,
         tls,
         ca: Arc::new(ca),
         intercept_hosts: config
@@ -183,6 +190,31 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     witness.flush(Duration::from_millis(500)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The addresses the Authority's URL reaches: never a destination of a call.
+async fn authority_addrs(url: &str) -> Vec<std::net::SocketAddr> {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Vec::new();
+    };
+    let Some(host) = uri.host() else {
+        return Vec::new();
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(err) => {
+            tracing::warn!(authority = %url, error = %err, "cannot resolve the Authority's address to keep it unreachable through the proxy");
+            Vec::new()
+        }
+    }
 }
 
 /// Flush the audit log and write its final checkpoint.

@@ -27,6 +27,8 @@ pub struct AuthorityState {
     bundle: RwLock<Option<Arc<PolicyBundle>>>,
     revoked: RwLock<HashSet<String>>,
     readiness: watch::Sender<Readiness>,
+    /// Bumped on every new bundle and revocation: open tunnels re-check their authority.
+    changes: watch::Sender<u64>,
 }
 
 impl Default for AuthorityState {
@@ -35,6 +37,7 @@ impl Default for AuthorityState {
             bundle: RwLock::new(None),
             revoked: RwLock::new(HashSet::new()),
             readiness: watch::Sender::new(Readiness::default()),
+            changes: watch::Sender::new(0),
         }
     }
 }
@@ -48,6 +51,12 @@ impl AuthorityState {
     pub fn set_bundle(&self, bundle: PolicyBundle) {
         *self.bundle.write().expect("bundle lock") = Some(Arc::new(bundle));
         self.readiness.send_modify(|r| r.bundle = true);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Notified whenever a bundle or a revocation arrives.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn is_revoked(&self, token_id: &str) -> bool {
@@ -59,10 +68,15 @@ impl AuthorityState {
 
     /// Record a revocation; returns whether it was new.
     pub fn revoke(&self, token_id: &str) -> bool {
-        self.revoked
+        let new = self
+            .revoked
             .write()
             .expect("revocation lock")
-            .insert(token_id.to_string())
+            .insert(token_id.to_string());
+        if new {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        new
     }
 
     pub fn revocation_snapshot_complete(&self) {

@@ -6,6 +6,7 @@
 //! names a PEM file, every certificate in it — for internal services with a private CA (and for
 //! tests with a local HTTPS upstream).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,23 +23,30 @@ use crate::error::Hinted;
 /// Extra PEM CA bundle upstream TLS trusts, besides the Mozilla roots.
 pub const UPSTREAM_CA_ENV: &str = "FIRMA_SIDECAR_UPSTREAM_CA";
 
-/// Open a plain TCP connection to `host:port` and an HTTP/1.1 client connection over it.
-pub async fn connect_http(host: &str, port: u16) -> Result<SendRequest<Incoming>, String> {
-    let tcp = TcpStream::connect((host, port))
+/// Open a TCP connection to `addr` (the address the call was decided and recorded with; `host`
+/// names it in messages).
+pub async fn connect_tcp(host: &str, addr: SocketAddr) -> Result<TcpStream, String> {
+    let tcp = TcpStream::connect(addr)
         .await
-        .map_err(|err| format!("connect {host}:{port}: {err}"))?;
+        .map_err(|err| format!("connect {host} ({addr}): {err}"))?;
     let _ = tcp.set_nodelay(true);
-    handshake(TokioIo::new(tcp), host, port).await
+    Ok(tcp)
 }
 
-async fn handshake<T>(io: T, host: &str, port: u16) -> Result<SendRequest<Incoming>, String>
+/// Open a plain TCP connection to `addr` and an HTTP/1.1 client connection over it.
+pub async fn connect_http(host: &str, addr: SocketAddr) -> Result<SendRequest<Incoming>, String> {
+    let tcp = connect_tcp(host, addr).await?;
+    handshake(TokioIo::new(tcp), host, addr).await
+}
+
+async fn handshake<T>(io: T, host: &str, addr: SocketAddr) -> Result<SendRequest<Incoming>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(io)
         .await
-        .map_err(|err| format!("HTTP handshake with {host}:{port}: {err}"))?;
+        .map_err(|err| format!("HTTP handshake with {host} ({addr}): {err}"))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "upstream connection closed");
@@ -79,21 +87,19 @@ pub fn tls_config() -> Result<Arc<ClientConfig>, Hinted> {
     Ok(Arc::new(config))
 }
 
-/// Open a TLS connection to `host:port` and an HTTP/1.1 client connection over it.
+/// Open a TLS connection to `addr`, verifying the certificate for `host`, and an HTTP/1.1
+/// client connection over it.
 pub async fn connect_tls(
     tls: Arc<ClientConfig>,
     host: &str,
-    port: u16,
+    addr: SocketAddr,
 ) -> Result<SendRequest<Incoming>, String> {
-    let tcp = TcpStream::connect((host, port))
-        .await
-        .map_err(|err| format!("connect {host}:{port}: {err}"))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = connect_tcp(host, addr).await?;
     let name = ServerName::try_from(host.to_string())
         .map_err(|err| format!("server name {host:?}: {err}"))?;
     let stream = TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(|err| format!("TLS handshake with {host}:{port}: {err}"))?;
-    handshake(TokioIo::new(stream), host, port).await
+        .map_err(|err| format!("TLS handshake with {host} ({addr}): {err}"))?;
+    handshake(TokioIo::new(stream), host, addr).await
 }
