@@ -50,6 +50,8 @@ fn draft(i: u64) -> AuditDraft {
             method: "POST".into(),
             host: "api.anthropic.com".into(),
             path: format!("/v1/messages/{i}"),
+            port: Some(443),
+            addr: Some("160.79.104.10:443".into()),
         },
         policy: PolicyRef {
             bundle: "eaed6fb2a3bddaeb0fccd661107ef64a674ae89eca0aa5d96b932afb1ddd16d3".into(),
