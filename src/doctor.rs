@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::audit::chain::ChainHead;
-use crate::audit::verify::{Resume, VerifyOptions, verify};
+use crate::audit::verify::{VerifyOptions, resume_at_offset, verify};
 use crate::config::dirs::resolve_data_dir;
 use crate::config::schema::AuthorityMode;
 use crate::config::{Discovery, LoadedConfig, keys};
@@ -119,9 +118,14 @@ pub fn diagnose(inputs: &Inputs) -> Report {
     checks.push(daemon_check(state, &inputs.daemon));
     checks.push(ca_check(state));
     if let Some(loaded) = &loaded {
+        let state = &state
+            .clone()
+            .with_audit_dir(loaded.config.sidecar.audit.dir.clone());
         checks.push(audit_check(loaded, state, inputs.full_audit));
+        checks.push(audit_placement_check(state));
         checks.extend(witness_check(loaded, state));
     }
+    checks.extend(audit_health_check(state));
     checks.push(dir_check(
         "state dir",
         state.path(),
@@ -337,7 +341,7 @@ fn audit_check(loaded: &LoadedConfig, state: &StateDir, full: bool) -> Check {
     let mut options = VerifyOptions::new(vec![log.clone()], key);
     let mut scope = "all of it";
     if !full && size > TAIL_BYTES {
-        match tail_resume(&log, size - TAIL_BYTES) {
+        match resume_at_offset(&log, size - TAIL_BYTES) {
             Some(resume) => {
                 options.resume = Some(resume);
                 scope = "the last 4 MiB (--full for all)";
@@ -399,35 +403,50 @@ fn witness_check(loaded: &LoadedConfig, state: &StateDir) -> Option<Check> {
     })
 }
 
-/// A resume point at the first line starting at or after `from`: its offset, line number and
-/// the chain head of the line before it (trusted, not re-verified, in a tail check).
-fn tail_resume(log: &Path, from: u64) -> Option<Resume> {
-    use std::io::{BufRead, BufReader, Seek, SeekFrom};
-    let mut reader = BufReader::new(std::fs::File::open(log).ok()?);
-    // The previous line ends at the first newline at or after `from - 1`; find its start too.
-    let mut line_number = 0u64;
-    let mut offset = 0u64;
-    let mut previous: Vec<u8> = Vec::new();
-    let mut line = Vec::new();
-    reader.seek(SeekFrom::Start(0)).ok()?;
-    while offset < from {
-        line.clear();
-        let read = reader.read_until(b'\n', &mut line).ok()? as u64;
-        if read == 0 || !line.ends_with(b"\n") {
-            return None;
-        }
-        offset += read;
-        line_number += 1;
-        std::mem::swap(&mut previous, &mut line);
+/// Evidence on a tmpfs is gone at the next reboot or logout.
+fn audit_placement_check(state: &StateDir) -> Check {
+    let dir = state.audit_dir();
+    match crate::audit::place::volatile_fs(&dir) {
+        Some(fs) => Check::warn(
+            "audit placement",
+            format!(
+                "the audit log is in {} on a {fs}: it is lost at reboot or logout",
+                dir.display()
+            ),
+            "keep the evidence on a persistent disk: set [sidecar.audit] dir = \"/var/lib/firma/audit\" \
+             (any persistent directory) in firma.toml and restart the Sidecar",
+        ),
+        None => Check::ok("audit placement", format!("{} (persistent)", dir.display())),
     }
-    let previous = previous.strip_suffix(b"\n")?;
-    let seq = serde_json::from_slice::<serde_json::Value>(previous).ok()?["seq"].as_u64()?;
-    use sha2::Digest;
-    let hash: [u8; 32] = sha2::Sha256::digest(previous).into();
-    Some(Resume {
-        offset,
-        line: line_number + 1,
-        head: ChainHead { seq, hash },
+}
+
+/// The running Sidecar's own word on its audit log (none when no Sidecar answers).
+fn audit_health_check(state: &StateDir) -> Option<Check> {
+    let health = crate::audit::control::health(
+        &state.sidecar_socket(),
+        std::time::Duration::from_millis(500),
+    )
+    .ok()?;
+    Some(if health.is_ok() {
+        Check::ok(
+            "audit writer",
+            format!(
+                "the Sidecar records to {} (seq {})",
+                health.log.display(),
+                health.last_seq
+            ),
+        )
+    } else {
+        Check::fail(
+            "audit writer",
+            format!(
+                "audit_unavailable since {}: {}; the Sidecar refuses every call",
+                health.since.unwrap_or_default(),
+                health.reason.unwrap_or_default()
+            ),
+            "see docs/security.md, \"Recovering from audit_unavailable\": preserve the files, \
+             restore or free the log's disk, then restart the Sidecar",
+        )
     })
 }
 
@@ -451,7 +470,6 @@ fn clock_check() -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
     use crate::lifecycle::exits::ExitRecord;
     use crate::lifecycle::health::{Degradation, Health};
     use crate::platform::process::ExitCause;
@@ -514,56 +532,5 @@ mod tests {
         .map(|(a, s, v)| daemon_check(&state, &daemon(a, s, v)))
         .collect();
         insta::assert_json_snapshot!(checks);
-    }
-    use crate::audit::writer::{AuditWriter, WriterOptions};
-    use crate::config::schema::FsyncPolicy;
-
-    #[test]
-    fn tail_check_resumes_mid_file_and_still_catches_tampering() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("audit.jsonl");
-        let key = keys::generate();
-        let options = WriterOptions {
-            fsync: FsyncPolicy::Never,
-            ..WriterOptions::default()
-        };
-        let (writer, _) = AuditWriter::open(&log, key.clone(), options).unwrap();
-        for i in 0..3000 {
-            writer
-                .append(AuditDraft {
-                    decision: Decision::Allow,
-                    reason: "allowed".into(),
-                    agent_id: "codex".into(),
-                    session_id: "s".into(),
-                    token_id: format!("t{i}"),
-                    sandbox_id: String::new(),
-                    intent: Intent {
-                        action_class: "communication.internal.send".into(),
-                        method: "GET".into(),
-                        host: "127.0.0.1".into(),
-                        path: format!("/{}", "x".repeat(200)),
-                        ..Default::default()
-                    },
-                    policy: PolicyRef::default(),
-                    latency_us: 1,
-                })
-                .unwrap();
-        }
-        writer.shutdown().unwrap();
-        let size = std::fs::metadata(&log).unwrap().len();
-        let resume = tail_resume(&log, size / 2).expect("a resume point");
-        assert!(resume.offset >= size / 2 && resume.head.seq > 1000);
-        let mut options = VerifyOptions::new(vec![log.clone()], key.verifying_key());
-        options.resume = Some(resume);
-        let report = verify(&options).unwrap();
-        assert!(report.ok, "{report:?}");
-        assert_eq!(report.last_seq, 3000);
-
-        // Flip a byte in the tail: the tail check sees it.
-        let mut bytes = std::fs::read(&log).unwrap();
-        let at = bytes.len() - 100;
-        bytes[at] ^= 1;
-        std::fs::write(&log, bytes).unwrap();
-        assert!(!verify(&options).unwrap().ok);
     }
 }

@@ -15,7 +15,9 @@
 //! | `stack.lock` | lifecycle | exclusive lock, holder pid |
 //! | `authority.sock` | Authority | operator RPCs (Unix socket, peer uid checked) |
 //! | `authority.log`, `sidecar.log`, `supervisor.log` | children / supervisor | daemon logs |
-//! | `audit.jsonl`, `audit.jsonl.N`, `audit.checkpoint` | Sidecar | the audit log and its checkpoint |
+//! | `audit.jsonl`, `audit.jsonl.N`, `audit.checkpoint` | Sidecar | the audit log, its rotations and its checkpoint (in `[sidecar.audit] dir` when set) |
+//! | `audit.dir` | Sidecar | the audit directory, when `[sidecar.audit] dir` puts it elsewhere |
+//! | `sidecar.sock` | Sidecar | control socket: audit rotation and health (peer uid checked) |
 //! | `audit-archive-<ts>/` | `init --force` | a log set aside when the audit key changed |
 //! | `generated-firma-ca/firma-ca.crt`, `firma-ca.key` | Sidecar | the interception CA |
 //! | `generated-firma-ca/ca-bundle.pem` | `firma run` | system roots + the CA, for agents |
@@ -28,6 +30,8 @@ use std::path::{Path, PathBuf};
 
 /// The audit log's file name (rotated files append `.N`).
 const AUDIT_LOG: &str = "audit.jsonl";
+/// Where a Sidecar with `[sidecar.audit] dir` says its log is.
+const AUDIT_DIR_POINTER: &str = "audit.dir";
 const CA_DIR: &str = "generated-firma-ca";
 const CA_CERT: &str = "firma-ca.crt";
 const CA_KEY: &str = "firma-ca.key";
@@ -71,11 +75,16 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
     dir: PathBuf,
+    /// `[sidecar.audit] dir`, when the caller knows it.
+    audit_dir: Option<PathBuf>,
 }
 
 impl StateDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            audit_dir: None,
+        }
     }
 
     /// The directory itself.
@@ -148,32 +157,53 @@ impl StateDir {
         self.relay_listen_dir().join(format!("{pid}.listen"))
     }
 
+    /// The audit log's files (live file, rotations, checkpoint): in `[sidecar.audit] dir` when
+    /// the Sidecar publishes one (see [`StateDir::audit_dir`]), else in the state dir.
+    pub fn audit(&self) -> AuditFiles {
+        AuditFiles::in_dir(self.audit_dir())
+    }
+    /// Where the audit log lives: the directory set with [`StateDir::with_audit_dir`] (from
+    /// `[sidecar.audit] dir`), else the one the running (or last) Sidecar published in
+    /// `audit.dir`, else the state dir itself.
+    pub fn audit_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.audit_dir {
+            return dir.clone();
+        }
+        match std::fs::read_to_string(self.audit_dir_pointer()) {
+            Ok(text) if Path::new(text.trim_end_matches('\n')).is_absolute() => {
+                PathBuf::from(text.trim_end_matches('\n'))
+            }
+            _ => self.dir.clone(),
+        }
+    }
+    /// This state dir with the audit log placed in `dir` (`[sidecar.audit] dir`; `None`: the
+    /// state dir).
+    #[must_use]
+    pub fn with_audit_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.audit_dir = dir;
+        self
+    }
+    /// `audit.dir`: the absolute audit directory and a newline, written by a Sidecar whose
+    /// `[sidecar.audit] dir` is set, so readers without the configuration find the log.
+    pub fn audit_dir_pointer(&self) -> PathBuf {
+        self.dir.join(AUDIT_DIR_POINTER)
+    }
+    /// The Sidecar's control socket (Unix domain, 0600, peer uid checked): audit log rotation
+    /// and health (`crate::audit::control`).
+    pub fn sidecar_socket(&self) -> PathBuf {
+        self.dir.join("sidecar.sock")
+    }
     /// The live audit log.
     pub fn audit_log(&self) -> PathBuf {
-        self.dir.join(AUDIT_LOG)
+        self.audit().live().to_path_buf()
     }
-    /// The signed checkpoint of the audit log (the audit format puts it beside the log).
+    /// The signed checkpoint of the audit log.
     pub fn audit_checkpoint(&self) -> PathBuf {
-        crate::audit::checkpoint::path_for(&self.audit_log())
+        self.audit().checkpoint()
     }
-    /// The audit log's files, oldest first: its rotations `audit.jsonl.N` (highest N is the
-    /// oldest), then the live file (listed even when it is missing).
+    /// The audit log's files, oldest first (see [`AuditFiles::oldest_first`]).
     pub fn audit_files(&self) -> Vec<PathBuf> {
-        let prefix = format!("{AUDIT_LOG}.");
-        let mut rotations: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                let n: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
-                Some((n, entry.path()))
-            })
-            .collect();
-        rotations.sort_by_key(|r| std::cmp::Reverse(r.0));
-        let mut files: Vec<PathBuf> = rotations.into_iter().map(|(_, p)| p).collect();
-        files.push(self.audit_log());
-        files
+        self.audit().oldest_first()
     }
     /// Where `init --force` sets a log aside when the audit key is replaced.
     pub fn audit_archive(&self, stamp: &str) -> PathBuf {
@@ -199,6 +229,87 @@ impl StateDir {
     /// Every file the CA consists of (what `start` waits for).
     pub fn ca_files(&self) -> [PathBuf; 2] {
         [self.ca_cert(), self.ca_key()]
+    }
+}
+
+/// The files of one audit log, all in one directory: the live file `audit.jsonl`, its
+/// rotations `audit.jsonl.N` (1 = newest) and the checkpoint `audit.checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFiles {
+    dir: PathBuf,
+    live: PathBuf,
+}
+
+impl AuditFiles {
+    /// The audit log in `dir`.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        let live = dir.join(AUDIT_LOG);
+        Self { dir, live }
+    }
+    /// The log whose live file is `live` (any name; its rotations append `.N`, its checkpoint
+    /// replaces the extension with `.checkpoint`).
+    pub fn of_log(live: &Path) -> Self {
+        let dir = match live.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Self {
+            dir,
+            live: live.to_path_buf(),
+        }
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The file the Sidecar appends to.
+    pub fn live(&self) -> &Path {
+        &self.live
+    }
+    /// The live file's (device, inode), to notice that it was rotated.
+    pub fn live_identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(&self.live).ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+    /// The signed checkpoint naming the last durable record.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.live.with_extension("checkpoint")
+    }
+    /// Rotation `n` (1 = the newest).
+    pub fn rotated(&self, n: u64) -> PathBuf {
+        let mut name = self.live.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+    /// The rotations present, newest first: `(n, path)` by ascending `n`.
+    pub fn rotations(&self) -> Vec<(u64, PathBuf)> {
+        let Some(live_name) = self.live.file_name().and_then(|n| n.to_str()) else {
+            return Vec::new();
+        };
+        let prefix = format!("{live_name}.");
+        let mut rotations: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let digits = name.strip_prefix(&prefix)?;
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Some((digits.parse().ok()?, entry.path()))
+            })
+            .collect();
+        rotations.sort_by_key(|r| r.0);
+        rotations
+    }
+    /// Every file of the log, oldest first: the rotations (highest `n` first), then the live
+    /// file (listed even when it is missing).
+    pub fn oldest_first(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.rotations().into_iter().rev().map(|(_, p)| p).collect();
+        files.push(self.live.clone());
+        files
     }
 }
 

@@ -10,9 +10,8 @@ use std::process::Output;
 use common::{World, assert_success, stderr, stdout};
 use ed25519_dalek::SigningKey;
 use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
-use firma::audit::reader::{AuditReader, ReadMode, ReadProblem};
 use firma::audit::verify::{FindingKind, VerifyOptions, VerifyReport, verify};
-use firma::audit::writer::{AuditWriter, WriterOptions};
+use firma::audit::writer::{AuditHealth, AuditWriter, WriterOptions};
 use firma::config::keys;
 use firma::config::schema::FsyncPolicy;
 
@@ -344,7 +343,7 @@ fn a_restart_resumes_the_chain() {
             ..WriterOptions::default()
         };
         let (writer, report) = AuditWriter::open(&log, key.clone(), options).unwrap();
-        assert!(!report.new_segment());
+        assert!(report.torn_tail.is_none());
         let first = writer.append(draft(0)).unwrap();
         assert_eq!(first.seq, report.resumed_seq + 1);
         for i in 1..10 {
@@ -467,7 +466,7 @@ fn the_checkpoint_is_refreshed_while_records_arrive() {
 }
 
 #[test]
-fn the_reader_streams_records_and_typed_problems() {
+fn an_edit_stops_the_chain_at_its_line_and_later_lines_are_still_counted() {
     let f = fixture(5);
     let mut lines = lines_of(&f.log);
     let edited = String::from_utf8(lines[2].clone())
@@ -476,27 +475,14 @@ fn the_reader_streams_records_and_typed_problems() {
     lines[2] = edited.into_bytes();
     lines.push(b"{not json".to_vec());
     write_lines(&f.log, &lines);
-    let parse_only: Vec<_> = AuditReader::open(&f.log, ReadMode::ParseOnly)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(parse_only.len(), 6);
-    assert!(
-        parse_only[..5].iter().all(|item| item.result.is_ok()),
-        "parse-only ignores signatures"
+    let report = run_verify(&f.log, &f.key);
+    assert_problem(&report, FindingKind::Modified, 3);
+    assert_eq!((report.verified, report.last_seq), (2, 2));
+    assert_eq!(
+        report.lines, 6,
+        "every line is read, also after the problem"
     );
-    assert!(matches!(parse_only[5].result, Err(ReadProblem::Line(_))));
-    let verified: Vec<_> = AuditReader::open(&f.log, ReadMode::Verify(f.key.verifying_key()))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert!(verified[1].result.is_ok());
-    assert!(matches!(verified[2].result, Err(ReadProblem::Line(_))));
-    assert_eq!(verified[2].line.number, 3);
-    assert!(
-        matches!(verified[3].result, Err(ReadProblem::Chain(_))),
-        "line 4 no longer chains"
-    );
+    assert_eq!(report.files[0].lines, 6);
 }
 
 // ---- black box: `firma audit verify` ------------------------------------------------------
@@ -638,7 +624,10 @@ fn cli_verifies_rotations_oldest_first() {
         log.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(json_report(&out)["problem"]["kind"], "deleted");
+    let report = json_report(&out);
+    assert_eq!(report["problem"]["kind"], "truncated");
+    assert_eq!(report["problem"]["line"], 1);
+    assert_eq!(report["problem"]["seq"], 1);
 }
 
 /// docs/audit-log.md "Verify one line without firma": openssl + jq + sed + sha256sum.
@@ -809,9 +798,12 @@ fn append_returns_exactly_the_record_on_disk() {
     let (writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
     let returned: Vec<_> = (0..3).map(|i| writer.append(draft(i)).unwrap()).collect();
     // Written before append returned: readable now, without waiting for any flush.
-    let on_disk: Vec<_> = AuditReader::open(&log, ReadMode::Verify(key.verifying_key()))
-        .unwrap()
-        .map(|item| item.unwrap().result.unwrap().as_event().unwrap().clone())
+    let on_disk: Vec<_> = lines_of(&log)
+        .iter()
+        .map(|line| {
+            let parsed = firma::audit::record::check_line(line, &key.verifying_key()).unwrap();
+            parsed.record.as_event().unwrap().clone()
+        })
         .collect();
     assert_eq!(on_disk, returned);
     assert_eq!(returned[0].prev, firma::audit::record::GENESIS_PREV);
@@ -833,4 +825,263 @@ fn cli_a_deleted_log_with_a_surviving_checkpoint_is_tampering() {
     assert_eq!(report["problem"]["kind"], "truncated");
     assert_eq!(report["problem"]["line"], 1);
     assert_eq!(report["problem"]["seq"], 1);
+}
+
+// ---- evidence or nothing: the writer refuses to acknowledge records the path no longer shows --
+
+/// Wait until the writer publishes that it is unavailable; the reason it gives.
+fn wait_unavailable(writer: &AuditWriter) -> String {
+    let health = writer.health();
+    common::wait_for(
+        "the writer to report the log unavailable",
+        std::time::Duration::from_secs(30),
+        || match &*health.borrow() {
+            AuditHealth::Unavailable { reason, .. } => Some(reason.clone()),
+            AuditHealth::Ok => None,
+        },
+    )
+}
+
+fn open_log(dir: &Path) -> (AuditWriter, SigningKey, PathBuf) {
+    let (key, _) = key_in(dir);
+    let log = dir.join("audit.jsonl");
+    let (writer, _) = AuditWriter::open(&log, key.clone(), WriterOptions::default()).unwrap();
+    (writer, key, log)
+}
+
+#[test]
+fn a_deleted_log_makes_every_later_append_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, _, log) = open_log(dir.path());
+    assert_eq!(*writer.health().borrow(), AuditHealth::Ok);
+    writer.append(draft(0)).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let reason = wait_unavailable(&writer);
+    assert!(reason.contains("deleted or renamed"), "{reason}");
+    for i in 1..4 {
+        let err = writer.append(draft(i)).unwrap_err();
+        assert!(err.message().contains("audit log unavailable"), "{err:?}");
+    }
+    assert_eq!(writer.last_seq(), 1, "nothing more was chained");
+}
+
+#[test]
+fn a_renamed_log_makes_every_later_append_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, _, log) = open_log(dir.path());
+    writer.append(draft(0)).unwrap();
+    std::fs::rename(&log, dir.path().join("elsewhere.jsonl")).unwrap();
+    assert!(wait_unavailable(&writer).contains("deleted or renamed"));
+    assert!(writer.append(draft(1)).is_err());
+}
+
+#[test]
+fn a_replaced_log_makes_every_later_append_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, key, log) = open_log(dir.path());
+    writer.append(draft(0)).unwrap();
+    // A look-alike put in its place (same name, another inode), e.g. an older copy.
+    let copy = dir.path().join("copy.jsonl");
+    std::fs::copy(&log, &copy).unwrap();
+    std::fs::rename(&copy, &log).unwrap();
+    assert!(wait_unavailable(&writer).contains("replaced"));
+    assert!(writer.append(draft(1)).is_err());
+    // The file the writer had is the one whose chain the checkpoint names: restarting on the
+    // look-alike is possible only because it is an exact copy.
+    drop(writer);
+    assert!(run_verify(&log, &key).ok);
+}
+
+#[test]
+fn a_log_truncated_in_place_makes_every_later_append_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, _, log) = open_log(dir.path());
+    writer.append(draft(0)).unwrap();
+    writer.append(draft(1)).unwrap();
+    // logrotate's copytruncate: same file, emptied.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert!(wait_unavailable(&writer).contains("truncated"));
+    assert!(writer.append(draft(2)).is_err());
+}
+
+#[test]
+fn a_symlink_in_place_of_the_log_is_a_replacement_and_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, key, log) = open_log(dir.path());
+    writer.append(draft(0)).unwrap();
+    let target = dir.path().join("target.jsonl");
+    std::fs::rename(&log, &target).unwrap();
+    std::os::unix::fs::symlink(&target, &log).unwrap();
+    assert!(wait_unavailable(&writer).contains("replaced"));
+    writer.shutdown().ok();
+    drop(writer);
+    // Opening refuses a symlinked log rather than following it.
+    let err = AuditWriter::open(&log, key, WriterOptions::default()).unwrap_err();
+    assert!(err.message().contains("cannot open audit log"), "{err:?}");
+}
+
+#[test]
+fn checkpoints_are_announced_with_their_signed_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, key, log) = open_log(dir.path());
+    let mut notices = writer.checkpoints();
+    let opened = notices
+        .borrow_and_update()
+        .clone()
+        .expect("the checkpoint written on open");
+    assert_eq!(opened.checkpoint.seq, 0);
+    for i in 0..1200 {
+        writer.append(draft(i)).unwrap();
+    }
+    let notice = common::wait_for(
+        "a checkpoint at seq >= 1000",
+        std::time::Duration::from_secs(30),
+        || {
+            let current = notices.borrow_and_update().clone()?;
+            (current.checkpoint.seq >= 1000).then_some(current)
+        },
+    );
+    // The line is what a witness checks: it verifies with the audit key and says what the
+    // struct says.
+    let parsed = firma::audit::checkpoint::parse(&notice.line, &key.verifying_key()).unwrap();
+    assert_eq!(parsed.seq, notice.checkpoint.seq);
+    assert_eq!(parsed.sig, notice.checkpoint.sig);
+    assert!(notice.checkpoint.sig.is_some());
+    writer.shutdown().unwrap();
+    let last = writer.checkpoints().borrow().clone().unwrap();
+    assert_eq!(
+        last.checkpoint.seq, 1200,
+        "the final checkpoint is announced too"
+    );
+    assert_eq!(
+        std::fs::read(log.with_extension("checkpoint")).unwrap(),
+        last.line
+    );
+}
+
+#[test]
+fn verify_from_a_seq_skips_what_comes_before() {
+    let f = fixture(50);
+    let files = vec![f.log.clone()];
+    let (index, resume) = firma::audit::verify::resume_at_seq(&files, 10).unwrap();
+    assert_eq!((index, resume.line, resume.head.seq), (0, 10, 9));
+    let mut options = VerifyOptions::new(files.clone(), f.key.verifying_key());
+    options.resume = Some(resume);
+    let report = verify(&options).unwrap();
+    assert!(report.ok, "{report:#?}");
+    assert_eq!((report.verified, report.from_seq), (41, Some(10)));
+    // An edit before the start is not seen; one after it is.
+    let mut lines = lines_of(&f.log);
+    lines[4][30] ^= 1;
+    lines[19][30] ^= 1;
+    write_lines(&f.log, &lines);
+    let report = verify(&options).unwrap();
+    assert_eq!(report.problem.map(|p| p.line), Some(Some(20)));
+    assert!(firma::audit::verify::resume_at_seq(&files, 51).is_err());
+}
+
+#[test]
+fn tail_check_resumes_mid_file_and_still_catches_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = key_in(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let options = WriterOptions {
+        fsync: FsyncPolicy::Never,
+        ..WriterOptions::default()
+    };
+    let (writer, _) = AuditWriter::open(&log, key.clone(), options).unwrap();
+    for i in 0..3000 {
+        writer.append(draft(i)).unwrap();
+    }
+    writer.shutdown().unwrap();
+    let size = std::fs::metadata(&log).unwrap().len();
+    let resume = firma::audit::verify::resume_at_offset(&log, size / 2).expect("a resume point");
+    assert!(resume.offset >= size / 2 && resume.head.seq > 1000);
+    let mut options = VerifyOptions::new(vec![log.clone()], key.verifying_key());
+    options.resume = Some(resume);
+    let report = verify(&options).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.last_seq, 3000);
+    // Flip a byte in the tail: the tail check sees it.
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&log, bytes).unwrap();
+    assert!(!verify(&options).unwrap().ok);
+}
+
+// ---- the pinned key -------------------------------------------------------------------------
+
+#[test]
+fn cli_prints_the_fingerprint_and_honours_a_pin() {
+    let (world, key) = world_with_log(10);
+    let fingerprint = firma::audit::record::key_fingerprint(&key.verifying_key());
+    let out = world.run(&["audit", "verify"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(&format!("key {fingerprint}")),
+        "{}",
+        stdout(&out)
+    );
+
+    // The right pin (any case, colons allowed): ok, and said so.
+    let spaced: String = fingerprint
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let out = world.run(&["audit", "verify", "--key-fingerprint", &spaced]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("as pinned"), "{}", stdout(&out));
+
+    // Another key pinned: the log does not verify under the key the operator expects.
+    let other = firma::audit::record::key_fingerprint(&keys::generate().verifying_key());
+    let out = world.run(&["audit", "verify", "--json", "--key-fingerprint", &other]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json_report(&out);
+    assert_eq!(report["problem"]["kind"], "wrong_key");
+    assert_eq!(report["pinned_fingerprint"], other.as_str());
+    assert_eq!(report["key_fingerprint"], fingerprint.as_str());
+
+    // A malformed pin is an input error naming the flag.
+    let out = world.run(&["audit", "verify", "--key-fingerprint", "abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--key-fingerprint"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn cli_a_pin_in_the_config_catches_a_replaced_key_pair() {
+    let (world, key) = world_with_log(10);
+    let fingerprint = firma::audit::record::key_fingerprint(&key.verifying_key());
+    let config = std::fs::read_to_string(world.config_path()).unwrap();
+    let pinned = config.replacen(
+        "[sidecar.audit]",
+        &format!("[sidecar.audit]\nkey_fingerprint = \"{fingerprint}\""),
+        1,
+    );
+    assert_ne!(pinned, config, "the scaffold has a [sidecar.audit] table");
+    std::fs::write(world.config_path(), pinned).unwrap();
+    assert_success(&world.run(&["audit", "verify"]));
+
+    // An attacker replaces audit.key/audit.pub and re-signs the whole log and checkpoint.
+    let impostor = keys::generate();
+    keys::write_pair(&world.project_dir().join("audit.key"), &impostor).unwrap();
+    let log = world.state_dir().join("audit.jsonl");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::remove_file(log.with_extension("checkpoint")).unwrap();
+    write_log(&log, &impostor, 10);
+    let out = world.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(json_report(&out)["problem"]["kind"], "wrong_key");
 }

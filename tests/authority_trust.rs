@@ -427,6 +427,7 @@ fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
     world.init(&[]);
     forbid_admin(&world);
     let (_upstream, port) = upstream(&world.path().join("www"), None);
+    world.map_local_port(port);
     let mut authority = AuthorityProcess::start(&world);
     let url = authority.url();
     let sidecar = common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &url]);
@@ -557,6 +558,7 @@ fn a_sidecar_refuses_tokens_for_another_deployment() {
     let world = World::new();
     world.init(&[]);
     let (_upstream, port) = upstream(&world.path().join("www"), None);
+    world.map_local_port(port);
     let authority = AuthorityProcess::start(&world);
     let other = world.project_dir().join("prod.toml");
     let text = std::fs::read_to_string(world.config_path())
@@ -598,6 +600,7 @@ async fn witnessed_checkpoints_catch_a_tail_removed_with_its_checkpoint() {
     let world = World::new();
     world.init(&[]);
     let (_upstream, port) = upstream(&world.path().join("www"), None);
+    world.map_local_port(port);
     let authority = AuthorityProcess::start(&world);
     let mut sidecar =
         common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &authority.url()]);

@@ -187,9 +187,10 @@ fn wizard_through_a_pseudo_terminal_reasks_bad_answers() {
     // Drop our copies of the slave so the master sees EOF/EIO when the child exits.
     drop(cmd);
     let mut master = std::fs::File::from(pty.master);
-    // workspace, agent (bad, then good), provider (bad, then good), authority (default).
+    // workspace, agent (bad, then good), provider (bad, then good), authority (default), audit
+    // log directory (default: the state dir).
     master
-        .write_all(b"proj\nbad agent!\nclaude\nnope\nopenai\n\n")
+        .write_all(b"proj\nbad agent!\nclaude\nnope\nopenai\n\n\n")
         .unwrap();
     let mut transcript = Vec::new();
     let mut buf = [0u8; 4096];
@@ -207,6 +208,7 @@ fn wizard_through_a_pseudo_terminal_reasks_bad_answers() {
         "[firma init] agent (",
         "[firma init] provider (",
         "[firma init] authority (",
+        "[firma init] audit log directory (",
     ] {
         assert!(
             transcript.contains(prompt),

@@ -257,6 +257,10 @@ fn running_pair(samples: &mut Samples) {
     ]);
     samples.add_output(Document::AuditVerify, "tampered", &out, &[1]);
 
+    // An operator's rotation (after the copy above: the live file restarts with a marker).
+    let out = world.run(&["audit", "rotate", "--json"]);
+    samples.add_output(Document::AuditRotate, "rotated", &out, &[0]);
+
     // A crashed Sidecar: status reports how it ended.
     let pid: i32 = running.read("sidecar.pid").trim().parse().unwrap();
     nix::sys::signal::kill(

@@ -2,7 +2,7 @@
 //! record (`seq` and line hash), so truncating the tail of the log is caught. Refreshed by the
 //! writer at least every 1,000 records or 1 s, always after the log was fsynced.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -35,11 +35,6 @@ pub struct Checkpoint {
     pub sig: Option<String>,
 }
 
-/// The checkpoint file that belongs to a log file: same directory and stem, `.checkpoint`.
-pub fn path_for(log: &Path) -> PathBuf {
-    log.with_extension("checkpoint")
-}
-
 impl Checkpoint {
     pub fn new(log: &Path, head: ChainHead) -> Self {
         Self {
@@ -51,21 +46,29 @@ impl Checkpoint {
                 .unwrap_or_default(),
             seq: head.seq,
             head: head.hash_hex(),
-            ts: super::writer::now_rfc3339(),
+            ts: super::event::now_rfc3339(),
             sig: None,
         }
     }
 
-    /// The signed line (with newline).
-    pub fn to_line(&self, key: &SigningKey) -> Vec<u8> {
-        let mut line = record::seal_with(CHECKPOINT_DOMAIN, record::to_object(self), key).line;
+    /// Sign it: the signed line (with newline) and its `sig`.
+    pub fn seal(&self, key: &SigningKey) -> (Vec<u8>, String) {
+        let sealed = record::seal_with(CHECKPOINT_DOMAIN, record::to_object(self), key);
+        let mut line = sealed.line;
         line.push(b'\n');
-        line
+        (line, sealed.sig)
     }
 
-    /// Sign and atomically replace the checkpoint file.
-    pub fn write(&self, path: &Path, key: &SigningKey) -> Result<(), Hinted> {
-        write_atomic(path, &self.to_line(key), 0o600, Durability::Durable)
+    /// The signed line (with newline).
+    pub fn to_line(&self, key: &SigningKey) -> Vec<u8> {
+        self.seal(key).0
+    }
+
+    /// Sign and atomically replace the checkpoint file; returns the line written.
+    pub fn write(&self, path: &Path, key: &SigningKey) -> Result<Vec<u8>, Hinted> {
+        let (line, _) = self.seal(key);
+        write_atomic(path, &line, 0o600, Durability::Durable)?;
+        Ok(line)
     }
 }
 

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 /// Record format version written in `v`.
 pub const AUDIT_FORMAT_VERSION: u32 = 1;
 
+/// The current time as written in `ts`: RFC 3339, UTC, nanoseconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 /// What the Sidecar decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,9 +132,37 @@ pub struct TornLine {
     pub sha256: String,
 }
 
-/// A signed line that starts a new segment of the chain instead of recording a decision:
-/// written after a crash left a torn last line, which it names so a verifier can tell a crash
-/// from tampering. It chains like any record (`seq` +1, `prev` = hash of the last whole record).
+/// Why a new file of the log was started (in the marker that opens it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// `size` (`rotate_size` reached), `interval` (`rotate_interval` elapsed), `operator`
+    /// (`firma audit rotate`) or `resume` (a rotation interrupted by a crash, completed on open).
+    pub trigger: String,
+    /// File name the previous lines were moved to (`audit.jsonl.1`; older files shift up).
+    pub previous: String,
+}
+
+/// Records removed by retention (`keep`, `max_total_size`): named in a marker in the live file
+/// before the files are deleted, so a verifier can tell retention from truncation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retained {
+    /// `seq` of the first record removed.
+    pub first_seq: u64,
+    /// `seq` of the last record removed: the first kept file starts at `last_seq + 1`.
+    pub last_seq: u64,
+    /// Hex SHA-256 of that last record's line: the `prev` of the first kept record.
+    pub last_hash: String,
+    /// The file names deleted, oldest first.
+    pub files: Vec<String>,
+}
+
+/// A signed line that records something about the log itself instead of a decision. It chains
+/// like any record (`seq` +1, `prev` = hash of the previous line) and has a `kind` member
+/// ([`SEGMENT_KIND`]; decision events have none). Written:
+/// - after a torn last line left by a crash (`torn` names it, so a verifier can tell a crash
+///   from tampering);
+/// - as the first line of a file started by rotation (`rotation`);
+/// - before rotated files are deleted by retention (`retained`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentMarker {
     pub v: u32,
@@ -141,23 +174,45 @@ pub struct SegmentMarker {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torn: Option<TornLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained: Option<Retained>,
     pub prev: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+}
+
+impl SegmentMarker {
+    /// A marker saying `reason`, to be chained and signed by the writer.
+    pub fn new(reason: String) -> Self {
+        Self {
+            v: AUDIT_FORMAT_VERSION,
+            seq: 0,
+            ts: String::new(),
+            kind: SEGMENT_KIND.into(),
+            reason,
+            torn: None,
+            rotation: None,
+            retained: None,
+            prev: String::new(),
+            sig: None,
+        }
+    }
 }
 
 /// Any line of `audit.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditRecord {
     Event(Box<AuditEvent>),
-    Segment(SegmentMarker),
+    Segment(Box<SegmentMarker>),
 }
 
 impl AuditRecord {
     /// Decode a parsed line: an object with a `kind` member is a marker, any other an event.
     pub fn from_value(value: serde_json::Value) -> Result<Self, serde_json::Error> {
         if value.get("kind").is_some() {
-            Ok(Self::Segment(serde_json::from_value(value)?))
+            Ok(Self::Segment(Box::new(serde_json::from_value(value)?)))
         } else {
             Ok(Self::Event(Box::new(serde_json::from_value(value)?)))
         }

@@ -73,6 +73,11 @@ pub struct InitArgs {
 
     #[command(flatten)]
     pub state_dir: StateDirArg,
+
+    /// Keep the audit log in DIR, a persistent disk ([sidecar.audit] dir) [default: the state
+    /// dir, usually wiped at reboot].
+    #[arg(long, value_name = "DIR")]
+    pub audit_dir: Option<PathBuf>,
 }
 
 pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
@@ -114,6 +119,7 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
                 .join(", ")
         ));
     }
+    let audit_dir = args.audit_dir.as_deref().map(absolute).transpose()?;
 
     let options = if interactive {
         wizard(
@@ -123,6 +129,7 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
             sidecar_listen,
             state,
             data,
+            audit_dir,
         )?
     } else {
         ScaffoldOptions {
@@ -135,9 +142,10 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
             authority: authority.unwrap_or(AuthorityChoice::Local),
             authority_listen,
             sidecar_listen,
-            state,
+            state: state.with_audit_dir(audit_dir.clone()),
             data,
             force: args.force,
+            audit_dir,
         }
     };
     let report = scaffold(&options)?;
@@ -147,6 +155,14 @@ pub fn run(args: InitArgs, _config: Option<PathBuf>) -> CommandResult {
     };
     print_report(&report, &options, &state_flag);
     Ok(Outcome::Success)
+}
+
+/// `dir` made absolute against the working directory (firma.toml holds it as written).
+fn absolute(dir: &Path) -> Result<PathBuf, Hinted> {
+    std::path::absolute(dir).map_err(|err| {
+        Hinted::new(format!("--audit-dir {}: {err}", dir.display()))
+            .hint("pass an absolute directory")
+    })
 }
 
 /// Name the flag that carried a bad value.
@@ -183,6 +199,7 @@ fn wizard(
     sidecar_listen: SocketAddr,
     state: StateDir,
     data: DataDir,
+    audit_dir: Option<PathBuf>,
 ) -> Result<ScaffoldOptions, Hinted> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
@@ -232,6 +249,21 @@ fn wizard(
             AuthorityChoice::parse,
         )?,
     };
+    let audit_dir = match audit_dir {
+        Some(dir) => Some(dir),
+        None => ask(
+            &mut input,
+            "audit log directory (a persistent disk; empty: the state dir, wiped at reboot)",
+            "",
+            |answer| {
+                if answer.is_empty() {
+                    Ok(None)
+                } else {
+                    absolute(Path::new(answer)).map(Some)
+                }
+            },
+        )?,
+    };
     Ok(ScaffoldOptions {
         workspace,
         agent,
@@ -239,9 +271,10 @@ fn wizard(
         authority,
         authority_listen,
         sidecar_listen,
-        state,
+        state: state.with_audit_dir(audit_dir.clone()),
         data,
         force: args.force,
+        audit_dir,
     })
 }
 
@@ -268,6 +301,12 @@ fn print_report(report: &ScaffoldReport, options: &ScaffoldOptions, state_flag: 
         "  state dir {}  (pids, logs, audit.jsonl; never set in firma.toml)",
         report.state.path().display()
     );
+    if let Some(dir) = &options.audit_dir {
+        println!(
+            "  audit dir {}  (audit.jsonl, its rotations and checkpoint)",
+            dir.display()
+        );
+    }
     println!(
         "  data dir  {}  (revocations.txt)",
         report.data.path().display()

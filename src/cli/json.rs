@@ -14,6 +14,8 @@ pub enum Document {
     SidecarStatus,
     /// `firma audit verify --json`.
     AuditVerify,
+    /// `firma audit rotate --json`.
+    AuditRotate,
     /// `firma token issue --json`.
     TokenIssue,
     /// `firma token inspect --json`.
@@ -30,6 +32,7 @@ impl Document {
     pub const ALL: &'static [Document] = &[
         Self::SidecarStatus,
         Self::AuditVerify,
+        Self::AuditRotate,
         Self::TokenIssue,
         Self::TokenInspect,
         Self::Doctor,
@@ -42,6 +45,7 @@ impl Document {
         match self {
             Self::SidecarStatus => "sidecar-status",
             Self::AuditVerify => "audit-verify",
+            Self::AuditRotate => "audit-rotate",
             Self::TokenIssue => "token-issue",
             Self::TokenInspect => "token-inspect",
             Self::Doctor => "doctor",
@@ -55,6 +59,7 @@ impl Document {
         match self {
             Self::SidecarStatus
             | Self::AuditVerify
+            | Self::AuditRotate
             | Self::TokenIssue
             | Self::TokenInspect
             | Self::Doctor

@@ -422,6 +422,7 @@ fn resolve_paths(mut config: FirmaConfig, dir: &Path) -> FirmaConfig {
     let sidecar = &mut config.sidecar;
     abs(&mut sidecar.mapping.rules);
     abs(&mut sidecar.audit.key);
+    sidecar.audit.dir.iter_mut().for_each(abs);
     abs(&mut sidecar.authority.public_key);
     for path in [
         &mut sidecar.authority.ca_cert,

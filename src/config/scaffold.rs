@@ -61,6 +61,8 @@ pub struct ScaffoldOptions {
     pub state: StateDir,
     pub data: DataDir,
     pub force: bool,
+    /// `[sidecar.audit] dir`: a persistent directory for the audit log (`None`: the state dir).
+    pub audit_dir: Option<PathBuf>,
 }
 
 /// What one file write did.
@@ -260,6 +262,9 @@ pub fn scaffold(options: &ScaffoldOptions) -> Result<ScaffoldReport, Hinted> {
     } else {
         None
     };
+    if let Some(dir) = &options.audit_dir {
+        ensure_private_dir(dir)?;
+    }
     let audit_log = options.state.audit_log();
     if audit_log.exists() {
         files.push((audit_log, FileOutcome::Kept));
@@ -369,6 +374,9 @@ fn render_config(options: &ScaffoldOptions, provider: &Provider) -> String {
          # \"always\", \"batched\" (group commit every fsync_interval) or \"never\".\n\
          fsync = \"batched\"\n\
          fsync_interval = \"50ms\"\n\
+         {audit_dir}\
+         # Rotation (rotate_size, default 256MiB; rotate_interval) and retention (keep,\n\
+         # max_total_size) are the Sidecar's own: never rotate audit.jsonl with logrotate.\n\
          \n\
          [sidecar.authority]\n\
          url = {url}\n\
@@ -377,6 +385,16 @@ fn render_config(options: &ScaffoldOptions, provider: &Provider) -> String {
         provider = toml_string(provider.name),
         sidecar_listen = options.sidecar_listen,
         url = toml_string(&sidecar_url),
+        audit_dir = match &options.audit_dir {
+            Some(dir) => format!(
+                "# Where the audit log lives: a persistent disk (the state dir is wiped at reboot).\n\
+                 dir = {}\n",
+                toml_string(&dir.display().to_string())
+            ),
+            None => "# dir = \"/var/lib/firma/audit\"  # the audit log on a persistent disk (default: the\n\
+                     # state dir, usually a tmpfs wiped at reboot)\n"
+                .to_string(),
+        },
     )
 }
 
@@ -470,6 +488,7 @@ mod tests {
             state: StateDir::new(dir.join("state")),
             data: DataDir::new(dir.join("data")),
             force: false,
+            audit_dir: None,
         }
     }
 

@@ -238,7 +238,7 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// `[sidecar.audit]`: the signed, chained `audit.jsonl` in the state dir.
+/// `[sidecar.audit]`: the signed, chained `audit.jsonl` (in the state dir unless `dir` is set).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
@@ -249,6 +249,118 @@ pub struct AuditConfig {
     pub fsync: FsyncPolicy,
     #[serde(default = "default_fsync_interval", with = "duration_str")]
     pub fsync_interval: Duration,
+    /// Directory of the log (a persistent disk); unset: the state dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Rotate the live file when it reaches this size (`"0"`: never by size).
+    #[serde(
+        default = "default_rotate_size",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rotate_size: Option<ByteSize>,
+    /// Rotate the live file when it is this old (and holds a record).
+    #[serde(
+        default,
+        with = "optional_duration_str",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rotate_interval: Option<Duration>,
+    /// Keep at most this many rotated files (the oldest are deleted, recorded in the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<usize>,
+    /// Keep the log's files under this size in all (deleting the oldest rotations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_size: Option<ByteSize>,
+    /// Pin: `firma audit verify` fails with `wrong_key` unless the log verifies under the key
+    /// with this fingerprint (hex SHA-256 of the 32-byte public key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+}
+
+/// A size in bytes, written as an integer or a string with a unit: `"256MiB"`, `"1GiB"`,
+/// `"500KB"`, `"4096"` (binary units KiB/MiB/GiB/TiB, decimal KB/MB/GB/TB, or B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(u64);
+
+impl ByteSize {
+    pub const fn new(bytes: u64) -> Self {
+        Self(bytes)
+    }
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (unit, size) in UNITS {
+            if self.0 >= size && self.0.is_multiple_of(size) {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let bad = || {
+            format!(
+                "invalid size {text:?} (use e.g. \"256MiB\", \"1GiB\", \"500MB\" or a number of bytes)"
+            )
+        };
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let multiplier: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            _ => return Err(bad()),
+        };
+        number
+            .checked_mul(multiplier)
+            .map(Self)
+            .ok_or_else(|| format!("size {text:?} is too large"))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(bytes) => Ok(Self(bytes)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// `[sidecar.authority]`: how the Sidecar reaches the Authority and checks its tokens.
@@ -301,6 +413,12 @@ impl Default for AuditConfig {
             key: default_audit_key(),
             fsync: FsyncPolicy::Batched,
             fsync_interval: default_fsync_interval(),
+            dir: None,
+            rotate_size: default_rotate_size(),
+            rotate_interval: None,
+            keep: None,
+            max_total_size: None,
+            key_fingerprint: None,
         }
     }
 }
@@ -416,6 +534,11 @@ fn default_bundle_ttl() -> Duration {
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(30)
 }
+/// The default `rotate_size`: 256 MiB.
+pub const DEFAULT_ROTATE_SIZE: ByteSize = ByteSize(256 << 20);
+fn default_rotate_size() -> Option<ByteSize> {
+    Some(DEFAULT_ROTATE_SIZE)
+}
 fn default_fsync_interval() -> Duration {
     Duration::from_millis(50)
 }
@@ -439,6 +562,29 @@ fn default_authority_url() -> String {
 }
 
 /// Durations as humantime strings (`"30s"`, `"15m"`, `"1h"`); zero is rejected.
+/// `Option<Duration>` as an optional humantime string.
+pub mod optional_duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration_str::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(deserializer).map(Some)
+    }
+}
+
 pub mod duration_str {
     use std::time::Duration;
 
@@ -461,5 +607,52 @@ pub mod duration_str {
             )));
         }
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_the_rest() {
+        let parse = |text: &str| text.parse::<ByteSize>().map(ByteSize::bytes);
+        assert_eq!(parse("256MiB"), Ok(256 << 20));
+        assert_eq!(parse("1GiB"), Ok(1 << 30));
+        assert_eq!(parse("500KB"), Ok(500_000));
+        assert_eq!(parse("4096"), Ok(4096));
+        assert_eq!(parse(" 2 MiB "), Ok(2 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "1.5GiB",
+            "-1",
+            "10 parsecs",
+            "99999999999999999999TiB",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let toml: super::AuditConfig =
+            toml::from_str("rotate_size = 1024\nmax_total_size = \"1GiB\"").unwrap();
+        assert_eq!(toml.rotate_size, Some(ByteSize::new(1024)));
+        assert_eq!(toml.max_total_size, Some(ByteSize::new(1 << 30)));
+        let err = toml::from_str::<super::AuditConfig>("rotate_size = \"lots\"").unwrap_err();
+        assert!(err.to_string().contains("invalid size"), "{err}");
+    }
+
+    proptest! {
+        /// What is printed parses back to the same size.
+        #[test]
+        fn display_round_trips(bytes in any::<u64>()) {
+            let size = ByteSize::new(bytes);
+            prop_assert_eq!(size.to_string().parse::<ByteSize>(), Ok(size));
+        }
+
+        /// No input panics the parser.
+        #[test]
+        fn parsing_never_panics(text in ".{0,24}") {
+            let _ = text.parse::<ByteSize>();
+        }
     }
 }

@@ -79,9 +79,12 @@ impl StateDir {
         ] {
             remove_if_present(&path);
         }
-        if role == Role::Authority {
-            // A hard-killed Authority leaves its operator socket behind.
-            remove_if_present(&self.authority_socket());
+        match role {
+            // A hard-killed Authority leaves its operator socket behind, a Sidecar its control
+            // socket.
+            Role::Authority => remove_if_present(&self.authority_socket()),
+            Role::Sidecar => remove_if_present(&self.sidecar_socket()),
+            Role::Supervisor => {}
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::exits::{ExitLog, ExitRecord};
-use super::health::Health;
+use super::health::{Degradation, Health};
 use super::probes::{self, ProbeTls};
 use super::state::{Role, StackMeta, StateDir};
 use crate::platform::identity::Liveness;
@@ -75,13 +75,20 @@ impl Component {
         }
     }
 
-    /// The explanation printed under the table, for a degraded or crashed component.
+    /// The explanation printed under the table, for a degraded, crashed or explained unhealthy
+    /// component.
     pub fn detail(&self) -> Option<String> {
         match self.state {
             State::Degraded => self
                 .health
                 .as_ref()
                 .map(|h| format!("{} degraded: {}", self.name, h.summary())),
+            // An unhealthy Sidecar says why when it can (its audit log is unavailable).
+            State::Unhealthy => self
+                .health
+                .as_ref()
+                .filter(|h| h.is_degraded())
+                .map(|h| format!("{} unhealthy: {}", self.name, h.summary())),
             State::Crashed => self.last_exit.as_ref().map(|exit| {
                 let log = exit
                     .log
@@ -158,6 +165,15 @@ pub async fn status(state: &StateDir) -> StackStatus {
         if !ok {
             sidecar.state = State::Unhealthy;
         }
+        // A Sidecar whose audit log is unavailable refuses every call (evidence or nothing).
+        if let Some(problem) = audit_unavailable(state).await {
+            sidecar.state = State::Unhealthy;
+            sidecar
+                .health
+                .get_or_insert_with(Health::default)
+                .degraded
+                .push(problem);
+        }
     }
     let meta = meta.filter(|_| running);
     StackStatus {
@@ -218,6 +234,25 @@ async fn authority_answers(row: &Component, meta: Option<&StackMeta>) -> bool {
         ca_cert: meta.and_then(|m| m.authority_ca_cert.clone()),
     };
     probes::grpc_health(&url, &tls, PROBE_TIMEOUT).await.is_ok()
+}
+
+/// What the Sidecar's control socket says when its audit log is unavailable (`None`: usable, or
+/// no answer — the TCP probe judges that).
+async fn audit_unavailable(state: &StateDir) -> Option<Degradation> {
+    let socket = state.sidecar_socket();
+    let health = tokio::task::spawn_blocking(move || {
+        crate::audit::control::health(&socket, PROBE_TIMEOUT).ok()
+    })
+    .await
+    .ok()??;
+    (!health.is_ok()).then(|| Degradation {
+        what: "audit log".into(),
+        message: format!(
+            "audit_unavailable: {}; every call is refused",
+            health.reason.unwrap_or_default()
+        ),
+        since: health.since.unwrap_or_default(),
+    })
 }
 
 /// Liveness from the recorded identity; pid from the pidfile (or the identity while booting);
@@ -348,7 +383,6 @@ pub fn render_table_at(status: &StackStatus, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::health::Degradation;
     use crate::platform::process::ExitCause;
 
     fn row(role: Role, state: State) -> Component {

@@ -349,6 +349,7 @@ fn ensure_project(
         state: state.clone(),
         data: resolve_data_dir()?,
         force: false,
+        audit_dir: None,
     })?;
     discovery.load()
 }

@@ -436,7 +436,8 @@ impl Proxy {
             .record(verdict, call, addr, latency)
             .await
             .map_err(|err| {
-                tracing::error!(error = %err, "cannot write the audit record; refusing the call");
+                // The writer logs when the log becomes unavailable (once, not per call).
+                tracing::debug!(error = %err, "cannot write the audit record; refusing the call");
                 Box::new(responses::audit_unavailable(err.message()))
             })
     }

@@ -72,6 +72,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let mapping = MappingTable::load(&config.mapping.rules)?;
     let authority_key = keys::load_verifying_key(&config.authority.public_key)?;
     let audit_key = keys::load_signing_key(&config.audit.key)?;
+    let state = crate::audit::place::place(state, config.audit.dir.clone())?;
     let audit_path = state.audit_log();
     let (writer, report) = AuditWriter::open(
         &audit_path,
@@ -87,11 +88,20 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
             "audit log had a torn last line (crash?); started a new segment after it"
         );
     }
+    if report.completed_rotation {
+        tracing::warn!(
+            path = %audit_path.display(),
+            marker_seq = report.marker_seq,
+            "audit log rotation had been cut short (crash?); completed it"
+        );
+    }
     tracing::info!(
         path = %audit_path.display(),
         resumed_seq = report.resumed_seq,
         "audit log open"
     );
+    // Rotation and health for `firma audit rotate`, `status` and `doctor`.
+    let _control = crate::audit::control::serve(&state.sidecar_socket(), writer.clone())?;
     let writer = Arc::new(writer);
 
     let (ca, origin) = CertificateAuthority::load_or_generate(&state)?;

@@ -62,13 +62,7 @@ impl Upstream {
     /// List this upstream as a local service in the world's mapping rules (the scaffold maps
     /// none).
     pub fn map_in(&self, world: &World) {
-        let rules = world.project_dir().join("mapping-rules.toml");
-        let mut text = std::fs::read_to_string(&rules).unwrap();
-        text.push_str(&format!(
-            "\n[[rules]]\nhost = \"127.0.0.1\"\nports = [{}]\naction_class = \"communication.internal.send\"\n",
-            self.port
-        ));
-        std::fs::write(rules, text).unwrap();
+        world.map_local_port(self.port);
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -101,6 +101,16 @@ impl World {
     }
 
     /// Every regular file below the world root (relative paths), sorted.
+    /// List `127.0.0.1:<port>` as a local service the agent may reach (the scaffold maps none).
+    pub fn map_local_port(&self, port: u16) {
+        let rules = self.project_dir().join("mapping-rules.toml");
+        let mut text = std::fs::read_to_string(&rules).unwrap();
+        text.push_str(&format!(
+            "\n[[rules]]\nhost = \"127.0.0.1\"\nports = [{port}]\naction_class = \"communication.internal.send\"\n"
+        ));
+        std::fs::write(rules, text).unwrap();
+    }
+
     pub fn files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
