@@ -48,6 +48,16 @@ impl LatencyHistogram {
         self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// Run `work`, observing how long it took — also when it is dropped unfinished (a timeout
+    /// around it fires): the time until then is observed.
+    pub async fn time<F: std::future::Future>(&self, work: F) -> F::Output {
+        let _elapsed = Elapsed {
+            histogram: self,
+            started: std::time::Instant::now(),
+        };
+        work.await
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.0
@@ -103,6 +113,18 @@ impl Drop for Timer {
     }
 }
 
+/// Observes the time from its creation to its drop, borrowing its histogram (nothing cloned).
+struct Elapsed<'a> {
+    histogram: &'a LatencyHistogram,
+    started: std::time::Instant,
+}
+
+impl Drop for Elapsed<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +146,18 @@ mod tests {
         assert!(text.contains("probe_bucket{le=\"10.0\"} 2"), "{text}");
         assert!(text.contains("probe_bucket{le=\"+Inf\"} 3"), "{text}");
         assert!(text.contains("probe_count 3"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn timed_work_is_observed_finished_or_cut_short() {
+        let histogram = LatencyHistogram::default();
+        assert_eq!(histogram.time(async { 7 }).await, 7);
+        let slow = histogram.time(std::future::pending::<()>());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), slow)
+                .await
+                .is_err()
+        );
+        assert_eq!(histogram.count(), 2);
     }
 }

@@ -4,11 +4,14 @@
 //! - [`endpoint`]: the listener (`GET /metrics`), loopback unless allowed, address published in
 //!   the state dir;
 //! - [`authority`], [`sidecar`]: each daemon's metric set and its fixed label tables;
-//! - [`histogram`]: a lock-free latency histogram for the request path.
+//! - [`histogram`]: a lock-free latency histogram for the request path; [`seconds`]: a counter
+//!   of time spent.
 
 pub mod authority;
 pub mod endpoint;
 pub mod histogram;
+pub mod seconds;
+pub mod sidecar;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
