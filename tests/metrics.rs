@@ -7,11 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine;
+use common::http::upstream;
 use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -24,19 +27,33 @@ listen = \"127.0.0.1:0\"
 listen = \"127.0.0.1:0\"
 ";
 
-/// A world whose pair runs with both metrics endpoints on; stopped when dropped.
+/// A world whose pair runs with both metrics endpoints on and a real local upstream mapped;
+/// stopped when dropped.
 struct Stack {
     world: World,
+    /// `python3 -m http.server` and its port.
+    upstream: Option<(ChildGuard, u16)>,
 }
 
 impl Stack {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Like [`Stack::start`], after `prepare` had its say on the world.
+    fn start_with(prepare: impl FnOnce(&World)) -> Self {
         let world = World::new();
         world.init(&[]);
         let mut config = std::fs::read_to_string(world.config_path()).unwrap();
         config.push_str(METRICS_SECTIONS);
         std::fs::write(world.config_path(), config).unwrap();
-        let stack = Self { world };
+        let upstream = upstream(&world.path().join("www"), None);
+        world.map_local_port(upstream.1);
+        prepare(&world);
+        let stack = Self {
+            world,
+            upstream: Some(upstream),
+        };
         assert_success(&stack.world.run(&["sidecar", "start", "--detach"]));
         stack
     }
@@ -52,15 +69,23 @@ impl Stack {
         self.state_file("sidecar.listen")
     }
 
-    /// `firma token issue` for `actions` (scope `*`).
-    fn token(&self, actions: &[&str]) -> String {
-        let mut args = vec!["token", "issue", "--agent", "codex"];
+    fn upstream_port(&self) -> u16 {
+        self.upstream.as_ref().expect("an upstream").1
+    }
+
+    /// `firma token issue --json` for `actions` (scope `*`): (token, token id).
+    fn token(&self, actions: &[&str]) -> (String, String) {
+        let mut args = vec!["token", "issue", "--agent", "codex", "--json"];
         for action in actions {
             args.extend(["--action", action]);
         }
         let out = self.world.run(&args);
         assert_success(&out);
-        stdout(&out).trim().to_string()
+        let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            issued["token"].as_str().unwrap().to_string(),
+            issued["token_id"].as_str().unwrap().to_string(),
+        )
     }
 }
 
@@ -70,50 +95,64 @@ impl Drop for Stack {
     }
 }
 
-/// `curl` through the proxy (with a token as the proxy password, or none): the HTTP status.
-fn through_proxy(proxy: &str, token: Option<&str>, url: &str) -> u16 {
+/// `curl` through the proxy (with a token as the proxy password, or none): (status, body).
+fn through_proxy(proxy: &str, token: Option<&str>, url: &str) -> (u16, String) {
     let proxy = match token {
         Some(token) => format!("http://firma:{token}@{proxy}"),
         None => format!("http://{proxy}"),
     };
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "20",
-        ])
-        .args(["--proxy", &proxy, url])
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl");
-    stdout(&out).trim().parse().unwrap_or(0)
+    curl(&["--proxy", &proxy, url])
 }
 
-/// A plain GET (no proxy): (status, body).
-fn get(url: &str) -> (u16, String) {
+/// A request straight to `url` (no proxy): (status, body).
+fn request(method: &str, url: &str) -> (u16, String) {
+    curl(&["--noproxy", "*", "-X", method, url])
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "20",
-            "-w",
-            "\n%{http_code}",
-            "--noproxy",
-            "*",
-            url,
-        ])
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
         .stdin(Stdio::null())
         .output()
         .expect("curl");
     let text = stdout(&out);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A plain tunnel held open: `CONNECT` through the proxy, answered 200.
+struct HeldTunnel(TcpStream);
+
+impl HeldTunnel {
+    fn open(proxy: &str, token: &str, target: &str) -> Self {
+        let mut stream = TcpStream::connect(proxy).unwrap();
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("firma:{token}"));
+        write!(
+            stream,
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {credentials}\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "the proxy hung up");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        Self(stream)
+    }
+
+    fn close(self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// The real Prometheus server, scraping `targets` (job name → address) every second.
@@ -199,6 +238,24 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// Wait until `promql` has a value of at least `min`.
+    #[track_caller]
+    fn expect_at_least(&self, promql: &str, min: f64) {
+        let mut last = None;
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(&format!("{promql} >= {min}"), LONG, || {
+                last = self.query(promql);
+                last.filter(|v| *v >= min).map(|_| ())
+            })
+        }));
+        assert!(
+            found.is_ok(),
+            "{promql}: last value {last:?}, want >= {min}"
+        );
+    }
+}
+
 fn scratch(world: &World, name: &str) -> PathBuf {
     let dir = world.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -221,7 +278,7 @@ fn a_real_prometheus_scrapes_both_daemons() {
     prometheus.expect("up{job=\"firma-authority\"}", 1.0);
 
     // The Authority: one token granted, one denied by policy.
-    let token = stack.token(&["communication.external.send"]);
+    let (token, _) = stack.token(&["communication.internal.send", "communication.external.send"]);
     let denied = stack.world.run(&[
         "token",
         "issue",
@@ -242,16 +299,120 @@ fn a_real_prometheus_scrapes_both_daemons() {
         2.0,
     );
 
-    // The Sidecar: calls without a token are denied before anything leaves the machine.
+    // The Sidecar before any call: judging, with the bundle in force, its log healthy.
+    prometheus.expect("firma_sidecar_ready", 1.0);
+    prometheus.expect("count(firma_sidecar_policy_bundle == 1)", 1.0);
+    prometheus.expect_at_least("firma_sidecar_policy_bundle_ttl_seconds", 1.0);
+    prometheus.expect_at_least("firma_sidecar_policy_bundles_received_total", 1.0);
+    prometheus.expect("firma_sidecar_audit_unavailable", 0.0);
+
+    // Calls: two allowed to the local upstream, one there without a token, three to a provider
+    // without a token (denied before anything leaves the machine), one to an unmapped host.
     let proxy = stack.proxy();
-    for _ in 0..3 {
-        assert_eq!(
-            through_proxy(&proxy, None, "http://api.anthropic.com/v1/messages"),
-            403
-        );
+    let local = format!("http://127.0.0.1:{}/hello.txt", stack.upstream_port());
+    for _ in 0..2 {
+        let (status, body) = through_proxy(&proxy, Some(&token), &local);
+        assert_eq!(status, 200, "{body}");
     }
-    let _ = token;
-    prometheus.expect("sum(firma_sidecar_decisions_total{decision=\"deny\"})", 3.0);
+    assert_eq!(through_proxy(&proxy, None, &local).0, 403);
+    for _ in 0..3 {
+        let (status, body) = through_proxy(&proxy, None, "http://api.anthropic.com/v1/messages");
+        assert_eq!(status, 403, "{body}");
+    }
+    let (status, body) = through_proxy(
+        &proxy,
+        Some(&token),
+        "http://exfil-7f3a.example/agent-chosen-path",
+    );
+    assert_eq!(status, 403, "{body}");
+
+    let decisions = |decision: &str, class: &str, reason: &str| {
+        format!(
+            "firma_sidecar_decisions_total{{decision=\"{decision}\",action_class=\"{class}\",reason=\"{reason}\"}}"
+        )
+    };
+    prometheus.expect(
+        &decisions("allow", "communication.internal.send", "allowed"),
+        2.0,
+    );
+    prometheus.expect(
+        &decisions("deny", "communication.internal.send", "token_missing"),
+        1.0,
+    );
+    prometheus.expect(
+        &decisions("deny", "communication.external.send", "token_missing"),
+        3.0,
+    );
+    prometheus.expect(&decisions("deny", "none", "unmapped"), 1.0);
+    prometheus.expect("sum(firma_sidecar_decisions_total)", 7.0);
+    // Deny rate by action class (docs/metrics.md) answers over the calls made.
+    prometheus.expect(
+        "sum by (action_class) (firma_sidecar_decisions_total{decision=\"deny\",action_class=\"communication.external.send\"})",
+        3.0,
+    );
+    // No agent-chosen text (host, path, agent) is a label value anywhere.
+    let scraped = request("GET", &format!("http://{sidecar_metrics}/metrics")).1;
+    assert!(
+        !scraped.contains("exfil")
+            && !scraped.contains("agent-chosen")
+            && !scraped.contains("codex"),
+        "{scraped}"
+    );
+
+    // Histograms: one decision latency per decision, one upstream latency per forwarded call.
+    prometheus.expect("firma_sidecar_decision_duration_seconds_count", 7.0);
+    prometheus.expect("firma_sidecar_upstream_duration_seconds_count", 2.0);
+    prometheus.expect(
+        "firma_sidecar_decision_duration_seconds_bucket{le=\"+Inf\"}",
+        7.0,
+    );
+    prometheus.expect_at_least(
+        "histogram_quantile(0.99, rate(firma_sidecar_decision_duration_seconds_bucket[1m]))",
+        0.0,
+    );
+
+    // The audit log: every record appended, written, fsynced; nothing queued, nothing failed.
+    prometheus.expect("firma_sidecar_audit_append_duration_seconds_count", 7.0);
+    prometheus.expect("firma_sidecar_audit_queue_depth", 0.0);
+    prometheus.expect("firma_sidecar_audit_failures_total", 0.0);
+    prometheus.expect_at_least("firma_sidecar_audit_written_bytes_total", 7.0 * 200.0);
+    prometheus.expect_at_least("firma_sidecar_audit_fsyncs_total", 1.0);
+    prometheus.expect_at_least("firma_sidecar_audit_fsynced_records_total", 7.0);
+    prometheus.expect_at_least("firma_sidecar_audit_busy_seconds_total", 0.000_001);
+
+    // Caches: the token verified on the first allowed call, found on the second (the unmapped
+    // call is refused before its token is read).
+    prometheus.expect(
+        "firma_sidecar_cache_lookups_total{cache=\"tokens\",result=\"miss\"}",
+        1.0,
+    );
+    prometheus.expect(
+        "firma_sidecar_cache_lookups_total{cache=\"tokens\",result=\"hit\"}",
+        1.0,
+    );
+    prometheus.expect("firma_sidecar_cache_entries{cache=\"tokens\"}", 1.0);
+    prometheus.expect_at_least("firma_sidecar_cache_bytes{cache=\"tokens\"}", 1.0);
+
+    // A plain tunnel: open while held, then closed by the client.
+    let target = format!("127.0.0.1:{}", stack.upstream_port());
+    let tunnel = HeldTunnel::open(&proxy, &token, &target);
+    prometheus.expect("firma_sidecar_tunnels_open{kind=\"plain\"}", 1.0);
+    tunnel.close();
+    prometheus.expect("firma_sidecar_tunnels_open{kind=\"plain\"}", 0.0);
+    prometheus.expect(
+        "firma_sidecar_tunnels_closed_total{ended_by=\"connection\"}",
+        1.0,
+    );
+    prometheus.expect(
+        &decisions("allow", "communication.internal.send", "allowed"),
+        3.0,
+    );
+
+    // A revocation reaches the Sidecar.
+    let (_, revoked) = stack.token(&["communication.internal.send"]);
+    assert_success(&stack.world.run(&["token", "revoke", &revoked]));
+    prometheus.expect("firma_sidecar_revoked_tokens", 1.0);
+    prometheus.expect("firma_authority_revocations_total", 1.0);
 }
 
 #[test]
@@ -259,7 +420,10 @@ fn metrics_are_off_by_default() {
     let world = World::new();
     world.init(&[]);
     assert_success(&world.run(&["sidecar", "start", "--detach"]));
-    let stack = Stack { world };
+    let stack = Stack {
+        world,
+        upstream: None,
+    };
     for role in ["sidecar", "authority"] {
         assert!(
             !stack
@@ -276,45 +440,98 @@ fn a_non_loopback_metrics_address_is_refused_unless_allowed() {
     let world = World::new();
     world.init(&[]);
     let base = std::fs::read_to_string(world.config_path()).unwrap();
-    std::fs::write(
-        world.config_path(),
-        format!("{base}\n[authority.metrics]\nlisten = \"0.0.0.0:0\"\n"),
-    )
-    .unwrap();
-    let out = world.run(&["config", "check"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
-    let line = base.lines().count() + 3;
-    assert!(
-        err.contains(&format!("firma.toml:{line}:"))
-            && err.contains("[authority.metrics].listen 0.0.0.0:0 is not a loopback address")
-            && err.contains("allow_remote"),
-        "{err}"
-    );
-    // Nothing starts half: the pair refuses the config before any process exists.
-    let out = world.run(&["sidecar", "start", "--detach"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(!world.state_dir().join("authority.pid").exists());
+    for (role, listen) in [("authority", "0.0.0.0:0"), ("sidecar", "[::]:0")] {
+        std::fs::write(
+            world.config_path(),
+            format!("{base}\n[{role}.metrics]\nlisten = \"{listen}\"\n"),
+        )
+        .unwrap();
+        let out = world.run(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        let line = base.lines().count() + 3;
+        assert!(
+            err.contains(&format!("firma.toml:{line}:"))
+                && err.contains(&format!(
+                    "[{role}.metrics].listen {listen} is not a loopback address"
+                ))
+                && err.contains("allow_remote"),
+            "{err}"
+        );
+        // Nothing starts half: the pair refuses the config before any process exists.
+        let out = world.run(&["sidecar", "start", "--detach"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(!world.state_dir().join("authority.pid").exists());
 
-    std::fs::write(
-        world.config_path(),
-        format!("{base}\n[authority.metrics]\nlisten = \"0.0.0.0:0\"\nallow_remote = true\n"),
-    )
-    .unwrap();
-    assert_success(&world.run(&["config", "check"]));
+        std::fs::write(
+            world.config_path(),
+            format!("{base}\n[{role}.metrics]\nlisten = \"{listen}\"\nallow_remote = true\n"),
+        )
+        .unwrap();
+        assert_success(&world.run(&["config", "check"]));
+    }
 }
 
 #[test]
-fn the_metrics_endpoint_serves_only_get_metrics() {
+fn the_metrics_endpoints_serve_only_get_metrics() {
     let stack = Stack::start();
-    let addr = stack.state_file("authority.metrics.listen");
-    let (status, body) = get(&format!("http://{addr}/metrics"));
-    assert_eq!(status, 200);
+    for role in ["authority", "sidecar"] {
+        let addr = stack.state_file(&format!("{role}.metrics.listen"));
+        let (status, body) = request("GET", &format!("http://{addr}/metrics"));
+        assert_eq!(status, 200);
+        assert!(
+            body.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF: {body}"
+        );
+        assert!(body.contains("firma_build_info{version="), "{body}");
+        assert!(body.contains(&format!("firma_{role}_")), "{body}");
+        assert_eq!(request("POST", &format!("http://{addr}/metrics")).0, 405);
+        assert_eq!(request("DELETE", &format!("http://{addr}/metrics")).0, 405);
+        assert_eq!(request("GET", &format!("http://{addr}/")).0, 404);
+        assert_eq!(request("GET", &format!("http://{addr}/debug/pprof")).0, 404);
+    }
+}
+
+/// The agent's only way out is the proxy port: metrics are not served there, and neither
+/// daemon's metrics listener is a destination through it — even when the operator maps every
+/// local port.
+#[test]
+fn metrics_are_never_served_through_the_proxy_port() {
+    let stack = Stack::start_with(|world| {
+        let rules = world.project_dir().join("mapping-rules.toml");
+        let mut text = std::fs::read_to_string(&rules).unwrap();
+        text.push_str(
+            "\n[[rules]]\nhost = \"127.0.0.1\"\naction_class = \"communication.internal.send\"\n",
+        );
+        std::fs::write(rules, text).unwrap();
+    });
+    let proxy = stack.proxy();
+    let sidecar_metrics = stack.state_file("sidecar.metrics.listen");
+    let authority_metrics = stack.state_file("authority.metrics.listen");
+
+    // `GET /metrics` to the proxy port itself: a request the proxy will not read.
+    let (status, body) = request("GET", &format!("http://{proxy}/metrics"));
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("firma_build_info"), "{body}");
+
+    // Through the proxy to either metrics listener, with a token granting the class.
+    let (token, _) = stack.token(&["communication.internal.send"]);
+    for addr in [&sidecar_metrics, &authority_metrics] {
+        let (status, body) = through_proxy(&proxy, Some(&token), &format!("http://{addr}/metrics"));
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("self_target"), "{body}");
+        assert!(!body.contains("firma_build_info"), "{body}");
+    }
+    // The control: the same token and rule reach the local upstream.
+    let local = format!("http://127.0.0.1:{}/hello.txt", stack.upstream_port());
+    assert_eq!(through_proxy(&proxy, Some(&token), &local).0, 200);
+
+    let scraped = request("GET", &format!("http://{sidecar_metrics}/metrics")).1;
+    assert!(scraped.contains("reason=\"self_target\"} 2"), "{scraped}");
     assert!(
-        body.ends_with("# EOF\n"),
-        "OpenMetrics text ends with # EOF: {body}"
+        scraped.contains(
+            "firma_sidecar_decisions_total{decision=\"deny\",action_class=\"none\",reason=\"malformed_request\"} 1"
+        ),
+        "{scraped}"
     );
-    assert!(body.contains("firma_build_info{version="), "{body}");
-    assert_eq!(get(&format!("http://{addr}/")).0, 404);
-    assert_eq!(get(&format!("http://{addr}/debug/pprof")).0, 404);
 }

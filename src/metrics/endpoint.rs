@@ -85,6 +85,16 @@ impl Drop for MetricsServer {
     }
 }
 
+/// The metrics address `role` published in `state`, if it serves metrics (another daemon's
+/// listener, which the Sidecar keeps out of reach of calls).
+pub fn published(state: &StateDir, role: Role) -> Option<SocketAddr> {
+    std::fs::read_to_string(state.metrics_listen_file(role))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Start serving `exposition` as `config` says; `Ok(None)` when metrics are off. `role` names the
 /// section in messages and the file the address is published in (when `state` is given).
 pub async fn serve(

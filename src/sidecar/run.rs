@@ -169,6 +169,7 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let mut listeners = vec![addr];
     listeners.extend(authority_addrs(&url).await);
     listeners.extend(metrics.as_ref().map(MetricsServer::local_addr));
+    listeners.extend(endpoint::published(&state, Role::Authority));
     let destinations = Destinations::new(resolver, listeners, state.relay_listen_dir());
     let pipeline = Pipeline {
         mapping,
