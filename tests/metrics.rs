@@ -239,6 +239,23 @@ impl Prometheus {
 }
 
 impl Prometheus {
+    /// Evaluate `promql`: the number of series in its result, or Prometheus' error.
+    fn evaluate(&self, promql: &str) -> Result<usize, String> {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10", "--noproxy", "*", "-G"])
+            .arg(format!("{}/api/v1/query", self.url))
+            .args(["--data-urlencode", &format!("query={promql}")])
+            .stdin(Stdio::null())
+            .output()
+            .expect("curl");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|err| format!("{err}: {}", stdout(&out)))?;
+        if json["status"] != "success" {
+            return Err(json.to_string());
+        }
+        Ok(json["data"]["result"].as_array().map_or(0, Vec::len))
+    }
+
     /// Wait until `promql` has a value of at least `min`.
     #[track_caller]
     fn expect_at_least(&self, promql: &str, min: f64) {
@@ -256,6 +273,22 @@ impl Prometheus {
     }
 }
 
+/// The text of every ```promql block of a Markdown page (each block one query).
+fn promql_blocks(markdown: &str) -> Vec<String> {
+    markdown
+        .split("```promql\n")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split_once("```")
+                .map(|(query, _)| query.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 fn scratch(world: &World, name: &str) -> PathBuf {
     let dir = world.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -264,7 +297,13 @@ fn scratch(world: &World, name: &str) -> PathBuf {
 
 #[test]
 fn a_real_prometheus_scrapes_both_daemons() {
-    let stack = Stack::start();
+    // A mapped port where nothing listens: an allowed call there fails upstream.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stack = Stack::start_with(|world| world.map_local_port(dead));
     let sidecar_metrics = stack.state_file("sidecar.metrics.listen");
     let authority_metrics = stack.state_file("authority.metrics.listen");
     let prometheus = Prometheus::start(
@@ -306,14 +345,17 @@ fn a_real_prometheus_scrapes_both_daemons() {
     prometheus.expect_at_least("firma_sidecar_policy_bundles_received_total", 1.0);
     prometheus.expect("firma_sidecar_audit_unavailable", 0.0);
 
-    // Calls: two allowed to the local upstream, one there without a token, three to a provider
-    // without a token (denied before anything leaves the machine), one to an unmapped host.
+    // Calls: two allowed to the local upstream, one allowed to a dead port (502), one to the
+    // upstream without a token, three to a provider without a token (denied before anything
+    // leaves the machine), one to an unmapped host.
     let proxy = stack.proxy();
     let local = format!("http://127.0.0.1:{}/hello.txt", stack.upstream_port());
     for _ in 0..2 {
         let (status, body) = through_proxy(&proxy, Some(&token), &local);
         assert_eq!(status, 200, "{body}");
     }
+    let (status, body) = through_proxy(&proxy, Some(&token), &format!("http://127.0.0.1:{dead}/"));
+    assert_eq!(status, 502, "{body}");
     assert_eq!(through_proxy(&proxy, None, &local).0, 403);
     for _ in 0..3 {
         let (status, body) = through_proxy(&proxy, None, "http://api.anthropic.com/v1/messages");
@@ -333,7 +375,7 @@ fn a_real_prometheus_scrapes_both_daemons() {
     };
     prometheus.expect(
         &decisions("allow", "communication.internal.send", "allowed"),
-        2.0,
+        3.0,
     );
     prometheus.expect(
         &decisions("deny", "communication.internal.send", "token_missing"),
@@ -344,7 +386,11 @@ fn a_real_prometheus_scrapes_both_daemons() {
         3.0,
     );
     prometheus.expect(&decisions("deny", "none", "unmapped"), 1.0);
-    prometheus.expect("sum(firma_sidecar_decisions_total)", 7.0);
+    prometheus.expect("sum(firma_sidecar_decisions_total)", 8.0);
+    prometheus.expect(
+        "firma_sidecar_upstream_failures_total{action_class=\"communication.internal.send\",reason=\"upstream_error\"}",
+        1.0,
+    );
     // Deny rate by action class (docs/metrics.md) answers over the calls made.
     prometheus.expect(
         "sum by (action_class) (firma_sidecar_decisions_total{decision=\"deny\",action_class=\"communication.external.send\"})",
@@ -359,36 +405,38 @@ fn a_real_prometheus_scrapes_both_daemons() {
         "{scraped}"
     );
 
-    // Histograms: one decision latency per decision, one upstream latency per forwarded call.
-    prometheus.expect("firma_sidecar_decision_duration_seconds_count", 7.0);
-    prometheus.expect("firma_sidecar_upstream_duration_seconds_count", 2.0);
+    // Histograms: one decision latency per decision, one upstream latency per forwarded call
+    // (the failed one included).
+    prometheus.expect("firma_sidecar_decision_duration_seconds_count", 8.0);
+    prometheus.expect("firma_sidecar_upstream_duration_seconds_count", 3.0);
     prometheus.expect(
         "firma_sidecar_decision_duration_seconds_bucket{le=\"+Inf\"}",
-        7.0,
+        8.0,
     );
     prometheus.expect_at_least(
         "histogram_quantile(0.99, rate(firma_sidecar_decision_duration_seconds_bucket[1m]))",
         0.0,
     );
 
-    // The audit log: every record appended, written, fsynced; nothing queued, nothing failed.
-    prometheus.expect("firma_sidecar_audit_append_duration_seconds_count", 7.0);
+    // The audit log: every record (8 decisions, 1 upstream failure) appended, written, fsynced;
+    // nothing queued, nothing failed.
+    prometheus.expect("firma_sidecar_audit_append_duration_seconds_count", 9.0);
     prometheus.expect("firma_sidecar_audit_queue_depth", 0.0);
     prometheus.expect("firma_sidecar_audit_failures_total", 0.0);
-    prometheus.expect_at_least("firma_sidecar_audit_written_bytes_total", 7.0 * 200.0);
+    prometheus.expect_at_least("firma_sidecar_audit_written_bytes_total", 9.0 * 200.0);
     prometheus.expect_at_least("firma_sidecar_audit_fsyncs_total", 1.0);
-    prometheus.expect_at_least("firma_sidecar_audit_fsynced_records_total", 7.0);
+    prometheus.expect_at_least("firma_sidecar_audit_fsynced_records_total", 9.0);
     prometheus.expect_at_least("firma_sidecar_audit_busy_seconds_total", 0.000_001);
 
-    // Caches: the token verified on the first allowed call, found on the second (the unmapped
-    // call is refused before its token is read).
+    // Caches: the token verified on the first allowed call, found on the two others (the
+    // unmapped call is refused before its token is read).
     prometheus.expect(
         "firma_sidecar_cache_lookups_total{cache=\"tokens\",result=\"miss\"}",
         1.0,
     );
     prometheus.expect(
         "firma_sidecar_cache_lookups_total{cache=\"tokens\",result=\"hit\"}",
-        1.0,
+        2.0,
     );
     prometheus.expect("firma_sidecar_cache_entries{cache=\"tokens\"}", 1.0);
     prometheus.expect_at_least("firma_sidecar_cache_bytes{cache=\"tokens\"}", 1.0);
@@ -405,8 +453,28 @@ fn a_real_prometheus_scrapes_both_daemons() {
     );
     prometheus.expect(
         &decisions("allow", "communication.internal.send", "allowed"),
-        3.0,
+        4.0,
     );
+
+    // Every query docs/metrics.md offers is valid PromQL over these metrics; the ones that are
+    // not alerts (comparisons) have an answer after the traffic above.
+    let doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
+    let queries = promql_blocks(&doc);
+    assert!(queries.len() >= 10, "{queries:?}");
+    for query in &queries {
+        let alert = query.contains(" > ") || query.contains(" == ");
+        let mut last = Err(String::new());
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(&format!("an answer to {query}"), LONG, || {
+                last = prometheus.evaluate(query);
+                match &last {
+                    Ok(series) if alert || *series > 0 => Some(()),
+                    _ => None,
+                }
+            })
+        }));
+        assert!(answered.is_ok(), "docs/metrics.md: {query}: {last:?}");
+    }
 
     // A revocation reaches the Sidecar.
     let (_, revoked) = stack.token(&["communication.internal.send"]);
