@@ -18,6 +18,7 @@ use firma::authority::certs::{self, CertRole, LeafRequest};
 use firma::authority::client::{ClientIdentity, Target};
 use firma::authority::server::{self, Settings, TlsFiles};
 use firma::authority::signed::{Pinned, StreamSigner};
+use firma::authority::store::StoreSettings;
 use firma::proto::authority_client::AuthorityClient;
 use firma::proto::{IssueCapabilityRequest, WatchPolicyBundleRequest};
 use tokio_stream::StreamExt;
@@ -42,12 +43,18 @@ fn settings(dir: &Path, tls: Option<TlsFiles>) -> Settings {
         socket: dir.join("state/authority.sock"),
         audience: "bench".into(),
         key: firma::config::keys::generate(),
-        policies_dir: policies,
-        issuance_dir: issuance,
-        revocations_file: dir.join("data/revocations.txt"),
-        witness_file: dir.join("data/witnessed-checkpoints.jsonl"),
-        witness_keys: dir.join("witness-keys"),
-        local_audit_key: None,
+        store: StoreSettings {
+            config: Default::default(),
+            prefix: StoreSettings::default_prefix("bench"),
+            policies_dir: policies,
+            issuance_dir: issuance,
+            revocations_file: dir.join("data/revocations.txt"),
+            witness_file: dir.join("data/witnessed-checkpoints.jsonl"),
+            witness_keys: dir.join("witness-keys"),
+            local_audit_key: None,
+            max_ttl: Duration::from_secs(3600),
+            replica: "bench".into(),
+        },
         max_ttl: Duration::from_secs(3600),
         bundle_ttl: Duration::from_secs(30),
         tls,
@@ -199,8 +206,8 @@ fn main() {
     let (tls, identity) = pki(mtls_dir.path());
     let plain = settings(plain_dir.path(), None);
     let mtls = settings(mtls_dir.path(), Some(tls.clone()));
-    let plain_policy = plain.policies_dir.join("default.cedar");
-    let mtls_policy = mtls.policies_dir.join("default.cedar");
+    let plain_policy = plain.store.policies_dir.join("default.cedar");
+    let mtls_policy = mtls.store.policies_dir.join("default.cedar");
     let iterations = if quick { 200 } else { 5000 };
 
     println!("== bundle signature verification (per bundle received by a Sidecar) ==");

@@ -73,7 +73,10 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let mut client = authority.operator(&world).await;
 
     let mut revocations = client
-        .watch_revocations(WatchRevocationsRequest { since: None })
+        .watch_revocations(WatchRevocationsRequest {
+            since: None,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -178,7 +181,10 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let since =
         firma::authority::client::timestamp(chrono::Utc::now() - chrono::Duration::hours(1));
     let mut late = client
-        .watch_revocations(WatchRevocationsRequest { since: Some(since) })
+        .watch_revocations(WatchRevocationsRequest {
+            since: Some(since),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -203,6 +209,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let mut none = client
         .watch_revocations(WatchRevocationsRequest {
             since: Some(future),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -289,6 +296,7 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
     let mut stream = client
         .watch_policy_bundle(WatchPolicyBundleRequest {
             current_version: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -309,6 +317,7 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
     let mut current = client
         .watch_policy_bundle(WatchPolicyBundleRequest {
             current_version: first.version.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

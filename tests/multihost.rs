@@ -17,26 +17,11 @@ use std::time::{Duration, Instant};
 
 use common::authority::{DEADLINE, Daemon};
 use common::http::{curl, upstream};
+use common::netns::ip;
 use common::{FIRMA, World, assert_success, stderr, stdout};
 
 /// The Authority's fixed port on host A (the namespaces are private, nothing else binds there).
 const AUTHORITY_PORT: u16 = 50051;
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|err| format!("cannot run `ip`: {err} (install iproute2)"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// Three namespaces A, B, C with veth links A–B (10.213.1.0/24) and A–C (10.213.2.0/24).
 /// Dropping it deletes the namespaces, and with them the veth pairs.
@@ -258,11 +243,14 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
         .unwrap();
     }
 
+    let (_www_b, port_b) = upstream(&b.path().join("www"), Some(hosts.b()));
+    let (_www_c, port_c) = upstream(&c.path().join("www"), Some(hosts.c()));
+    b.map_local_port(port_b);
+    c.map_local_port(port_c);
+
     let mut authority = Daemon::spawn_command(firma_in(&a, hosts.a(), &["authority"]));
     let sidecar_b = Daemon::spawn_command(firma_in(&b, hosts.b(), &["sidecar"]));
     let sidecar_c = Daemon::spawn_command(firma_in(&c, hosts.c(), &["sidecar"]));
-    let (_www_b, port_b) = upstream(&b.path().join("www"), Some(hosts.b()));
-    let (_www_c, port_c) = upstream(&c.path().join("www"), Some(hosts.c()));
 
     // A token minted on A is enforced on B and C, under A's policies.
     let out = run_in(

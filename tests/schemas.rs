@@ -1,7 +1,7 @@
 //! Every JSON document firma prints validates against its JSON Schema in `docs/schemas/`, checked
 //! with python `jsonschema` on REAL outputs of the built binary: quiet worlds, a remote-Authority
-//! project, a running pair with calls through the Sidecar, a tampered log, a crashed Sidecar, and
-//! monitor lines of every kind.
+//! project, a running pair with calls through the Sidecar, a tampered log, a crashed Sidecar,
+//! monitor lines of every kind, and a publication to a real one-member etcd.
 
 mod common;
 
@@ -230,6 +230,10 @@ fn running_pair(samples: &mut Samples) {
     assert!(json["witness"].is_object(), "{json}");
     let out = world.run(&["doctor", "--json"]);
     samples.add_output(Document::Doctor, "running", &out, &[0, 1]);
+    let out = world.run(&["fleet", "status", "--json"]);
+    samples.add_output(Document::FleetStatus, "files", &out, &[0]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["sidecars"].as_array().map(Vec::len), Some(1), "{json}");
     let out = world.run(&[
         "monitor",
         "--no-follow",
@@ -308,12 +312,41 @@ fn odd_monitor_lines(samples: &mut Samples) {
     }
 }
 
+/// `firma authority publish --json`: an Authority on a real one-member etcd (the only store
+/// that takes publications).
+fn published(samples: &mut Samples) {
+    let scratch = tempfile::tempdir().unwrap();
+    let etcd = common::etcd::EtcdCluster::start(scratch.path(), 1);
+    let world = World::new();
+    world.init(&[]);
+    let mut config = std::fs::read_to_string(world.config_path()).unwrap();
+    config.push_str(&format!(
+        "\n[authority.store]\nbackend = \"etcd\"\nendpoints = {}\n",
+        etcd.toml_endpoints()
+    ));
+    std::fs::write(world.config_path(), config).unwrap();
+    let _authority = common::authority::Daemon::spawn(&world, &["authority"]);
+    // Seeded from the policy directories at start: unchanged; after an edit: a new revision.
+    let out = world.run(&["authority", "publish", "--json"]);
+    samples.add_output(Document::AuthorityPublish, "unchanged", &out, &[0]);
+    std::fs::write(
+        world.project_dir().join("policies/forbid-admin.cedar"),
+        "forbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n",
+    )
+    .unwrap();
+    let out = world.run(&["authority", "publish", "--json"]);
+    samples.add_output(Document::AuthorityPublish, "changed", &out, &[0]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["changed"], true, "{json}");
+}
+
 #[test]
 fn every_json_output_validates_against_its_schema() {
     let mut samples = Samples::new();
     quiet_world(&mut samples);
     odd_monitor_lines(&mut samples);
     running_pair(&mut samples);
+    published(&mut samples);
     // Every document firma prints was produced at least once above.
     for document in Document::ALL {
         assert!(

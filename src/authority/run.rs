@@ -75,11 +75,11 @@ async fn serve_metrics(
     state: &StateDir,
     authority: &server::Authority,
 ) -> Result<Option<MetricsServer>, Hinted> {
-    let revocations = authority.revocations().clone();
+    let store = authority.store().clone();
     let exposition = Exposition {
         registry: metrics().registry(),
         refresh: Some(Arc::new(move || {
-            metrics().set_revoked_tokens(revocations.len());
+            metrics().set_revoked_tokens(store.revocation_count());
         })),
     };
     endpoint::serve(config, Role::Authority, Some(state), Arc::new(exposition)).await

@@ -24,6 +24,10 @@ pub enum Document {
     Doctor,
     /// `firma config check --json`.
     ConfigCheck,
+    /// `firma fleet status --json`.
+    FleetStatus,
+    /// `firma authority publish --json`.
+    AuthorityPublish,
     /// One line of `firma monitor --format json` (written by the `json` formatter plugin).
     MonitorRecord,
 }
@@ -37,6 +41,8 @@ impl Document {
         Self::TokenInspect,
         Self::Doctor,
         Self::ConfigCheck,
+        Self::FleetStatus,
+        Self::AuthorityPublish,
         Self::MonitorRecord,
     ];
 
@@ -50,6 +56,8 @@ impl Document {
             Self::TokenInspect => "token-inspect",
             Self::Doctor => "doctor",
             Self::ConfigCheck => "config-check",
+            Self::FleetStatus => "fleet-status",
+            Self::AuthorityPublish => "authority-publish",
             Self::MonitorRecord => "monitor-record",
         }
     }
@@ -63,7 +71,9 @@ impl Document {
             | Self::TokenIssue
             | Self::TokenInspect
             | Self::Doctor
-            | Self::ConfigCheck => 1,
+            | Self::ConfigCheck
+            | Self::FleetStatus
+            | Self::AuthorityPublish => 1,
             // The formatter plugin owns its number (it writes its lines byte by byte).
             Self::MonitorRecord => crate::formatters::json::SCHEMA,
         }

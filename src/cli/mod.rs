@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod flags;
+pub mod fleet;
 pub mod init;
 pub mod json;
 pub mod logging;
@@ -81,6 +82,9 @@ pub enum Command {
     /// Issue and revoke capability tokens through the running Authority.
     Token(token::TokenArgs),
 
+    /// The fleet: the Sidecars an Authority replica (with etcd: every replica) has seen.
+    Fleet(fleet::FleetArgs),
+
     /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
     Run(run::RunArgs),
 
@@ -125,6 +129,7 @@ pub fn run() -> ExitCode {
         Command::Monitor(args) => monitor::run(args, config),
         Command::Audit(args) => audit::run(args, config),
         Command::Token(args) => token::run(args, config),
+        Command::Fleet(args) => fleet::run(args, config),
         Command::Doctor(args) => doctor::run(args, config),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::completions(args),

@@ -107,7 +107,10 @@ pub fn run(args: TokenArgs, config: Option<PathBuf>) -> CommandResult {
 
 /// The running Authority, found the way every client finds it — refusing the stack of another
 /// project unless the state dir was named explicitly.
-fn locate(state_dir: Option<&Path>, loaded: Option<&LoadedConfig>) -> Result<Target, Hinted> {
+pub(super) fn locate(
+    state_dir: Option<&Path>,
+    loaded: Option<&LoadedConfig>,
+) -> Result<Target, Hinted> {
     let (state, source) = dirs::resolve_state_dir(state_dir);
     if let Some(loaded) = loaded {
         let explicit = source == dirs::StateDirSource::Flag;

@@ -351,14 +351,22 @@ fn validate(config: &FirmaConfig, text: &str, path: &Path) -> Result<(), Hinted>
             )));
         }
     }
-    let url = &config.sidecar.authority.url;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(Hinted::new(format!(
-            "{}: [sidecar.authority].url must be http:// or https://, got {url:?}",
-            locate(text, path, "url")
-        ))
-        .hint("e.g. url = \"http://127.0.0.1:50051\""));
+    let link = &config.sidecar.authority;
+    for (key, url) in
+        std::iter::once(("url", &link.url)).chain(link.urls.iter().map(|u| ("urls", u)))
+    {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Hinted::new(format!(
+                "{}: [sidecar.authority].{key} must be http:// or https://, got {url:?}",
+                locate(text, path, key)
+            ))
+            .hint("e.g. url = \"http://127.0.0.1:50051\""));
+        }
     }
+    crate::authority::store::validate_config(
+        &config.authority.store,
+        &locate(text, path, "backend").to_string(),
+    )?;
     Ok(())
 }
 
@@ -416,6 +424,13 @@ fn resolve_paths(mut config: FirmaConfig, dir: &Path) -> FirmaConfig {
         &mut authority.client_ca_key,
         &mut authority.client_cert,
         &mut authority.client_key,
+    ] {
+        path.iter_mut().for_each(abs);
+    }
+    for path in [
+        &mut authority.store.ca_cert,
+        &mut authority.store.client_cert,
+        &mut authority.store.client_key,
     ] {
         path.iter_mut().for_each(abs);
     }

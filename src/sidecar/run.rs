@@ -25,7 +25,6 @@ use super::state::AuthorityState;
 use super::token_cache::VerifiedTokens;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
-use crate::authority::client::Target;
 use crate::authority::signed::Pinned;
 use crate::authority::token::TrustedIssuer;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
@@ -119,22 +118,11 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let tls = upstream::tls_config()?;
     let resolver = Resolver::from_env()?;
 
-    let target = Target::for_sidecar(&loaded, options.authority_url.clone());
-    let url = target.url.clone();
-    let channel = authority_link::channel(&target)?;
+    let link = authority_link::Link::new(&loaded, options.authority_url.clone()).await?;
+    let url = link.replicas.names();
     let authority = Arc::new(AuthorityState::default());
-    authority_link::spawn(
-        channel.clone(),
-        url.clone(),
-        authority.clone(),
-        Pinned::new(authority_key),
-    );
-    let witness = authority_link::CheckpointReporter::spawn(
-        channel,
-        url.clone(),
-        state.audit_checkpoint(),
-        crate::authority::witness::sidecar_id(&loaded)?,
-    );
+    link.spawn(authority.clone(), Pinned::new(authority_key));
+    let witness = link.reporter(state.audit_checkpoint());
 
     // `[sidecar.metrics]`: a listener of its own, up before the first bundle (so a scrape shows
     // `ready 0`); like every firma listener, no call through the proxy may reach it.

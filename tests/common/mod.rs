@@ -4,7 +4,9 @@
 
 pub mod agent;
 pub mod authority;
+pub mod etcd;
 pub mod http;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
