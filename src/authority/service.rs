@@ -21,6 +21,7 @@ use super::signed::StreamSigner;
 use super::store::{Position, Publication, SharedState, short};
 use super::streams::{BundleStream, RevocationStream};
 use super::witness::{LOCAL_SIDECAR, Refusal};
+use crate::metrics::authority::{Rpc, WatchStream, metrics};
 use crate::proto::{
     self, GetWitnessedCheckpointRequest, IssueCapabilityRequest, IssueCapabilityResponse,
     ListSidecarsRequest, ListSidecarsResponse, PublishRequest, PublishResponse,
@@ -95,6 +96,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<IssueCapabilityRequest>,
     ) -> Result<Response<IssueCapabilityResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::IssueCapability);
         let caller = self
             .gate
             .admit(&request, "IssueCapability", Need::Operator)?;
@@ -117,6 +119,7 @@ impl authority_server::Authority for AuthorityService {
             .map_err(|err| Status::internal(err.to_string()))?;
         let response = match outcome {
             IssueOutcome::Granted { token, claims } => {
+                metrics().token_issued();
                 tracing::info!(
                     agent_id = %claims.agent_id,
                     session_id = %claims.session_id,
@@ -138,6 +141,7 @@ impl authority_server::Authority for AuthorityService {
                 }
             }
             IssueOutcome::Denied { reason, message } => {
+                metrics().token_denied(reason);
                 tracing::warn!(
                     agent_id = %parsed.agent_id,
                     actions = %parsed.actions.join(","),
@@ -160,6 +164,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::Revoke);
         let caller = self.gate.admit(&request, "Revoke", Need::Operator)?;
         let wire = request.into_inner();
         super::revocations::validate_uuid(&wire.token_id).map_err(Status::invalid_argument)?;
@@ -178,6 +183,7 @@ impl authority_server::Authority for AuthorityService {
                 tracing::warn!(token_id = %wire.token_id, caller = %caller, "revocation refused: {err}");
             })?;
         if newly {
+            metrics().token_revoked();
             tracing::info!(token_id = %entry.token_id, reason = %entry.reason, caller = %caller, "token revoked");
         }
         Ok(Response::new(RevokeResponse {
@@ -190,6 +196,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<ReportCheckpointRequest>,
     ) -> Result<Response<ReportCheckpointResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::ReportCheckpoint);
         let caller = self
             .gate
             .admit(&request, "ReportCheckpoint", Need::Sidecar)?;
@@ -225,6 +232,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<GetWitnessedCheckpointRequest>,
     ) -> Result<Response<WitnessedCheckpoint>, Status> {
+        let _timer = metrics().rpc(Rpc::GetWitnessedCheckpoint);
         let caller = self
             .gate
             .admit(&request, "GetWitnessedCheckpoint", Need::Watcher)?;
@@ -268,7 +276,11 @@ impl authority_server::Authority for AuthorityService {
             attachment,
             peer: caller.to_string(),
         };
-        tokio::spawn(stream.run(tx));
+        let watching = metrics().watching(WatchStream::PolicyBundle);
+        tokio::spawn(async move {
+            let _watching = watching;
+            stream.run(tx).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -302,7 +314,11 @@ impl authority_server::Authority for AuthorityService {
             attachment,
             peer: caller.to_string(),
         };
-        tokio::spawn(stream.run(tx));
+        let watching = metrics().watching(WatchStream::Revocations);
+        tokio::spawn(async move {
+            let _watching = watching;
+            stream.run(tx).await;
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

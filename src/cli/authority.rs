@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome, output};
 use crate::authority::certs::{self, CertRole, LeafRequest};
 use crate::authority::policy;
@@ -17,26 +19,24 @@ use crate::error::Hinted;
 
 const AFTER_HELP: &str = "\
 Serves firma.v1.Authority, the standard grpc.health.v1.Health service and gRPC server reflection
-on [authority].listen (port 0 picks a free port; the bound address is logged as `ready` with field
-`addr`) for sidecars, and the operator socket <state_dir>/authority.sock (mint, revoke) for its
-own user. With tls_cert, tls_key and client_ca, callers on the port are authenticated by their
-client certificate (`firma authority cert`). With the files store (default) edits of policies/
-and issuance-policies/ are hot-reloaded and revocations live in
+on [authority].listen (port 0 picks a free port; the bound address is logged as `ready` with
+field `addr`) for sidecars, and the operator socket <state_dir>/authority.sock (mint, revoke)
+for its own user; it publishes its health in the state directory too (degraded while an older
+policy bundle is in force). With tls_cert, tls_key and client_ca, callers on the port are
+authenticated by their client certificate (`firma authority cert`). With the files store
+(default) edits of policies/ and issuance-policies/ are hot-reloaded and revocations live in
 $XDG_DATA_HOME/firma/revocations.txt; with [authority.store] backend = \"etcd\" several replicas
-share them in etcd and policies are published with `firma authority publish` (docs/fleet.md). SIGTERM or SIGINT stops
-it within a second, open streams included. Logs are JSON lines when stderr is not a
-terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
+share them in etcd and policies are published with `firma authority publish` (docs/fleet.md).
+SIGTERM or SIGINT stops it within a second, open streams included. Logs are JSON lines when
+stderr is not a terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
 
 #[derive(Debug, Args)]
 #[command(after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 pub struct AuthorityArgs {
     #[command(subcommand)]
     pub command: Option<AuthorityCommand>,
-    /// State directory (env: FIRMA_STATE_DIR): the operator socket `authority.sock`, and the
-    /// Authority's health (`.authority.health.json`: degraded while an older policy bundle is
-    /// in force).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,12 +63,10 @@ files itself and refuses to publish. See docs/fleet.md.";
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// Print the revision and versions as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// State directory holding the operator socket (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 const CERT_EXAMPLES: &str = "\
@@ -137,7 +135,7 @@ pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
             super::logging::init_daemon_logging();
             run_authority(RunOptions {
                 config,
-                state_dir: args.state_dir,
+                state_dir: args.state_dir.into_flag(),
             })?;
             Ok(Outcome::Success)
         }
@@ -165,17 +163,14 @@ fn publish(args: PublishArgs, config: Option<PathBuf>) -> CommandResult {
         let target = super::token::locate(args.state_dir.as_deref(), Some(&loaded))?;
         target.publish(&runtime, &issuance).await
     })?;
-    if args.json {
-        let json = PublishedJson {
+    if args.json.enabled() {
+        let published = PublishedJson {
             revision: response.revision,
             runtime_version: response.runtime_version,
             issuance_version: response.issuance_version,
             changed: response.changed,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).expect("plain struct")
-        );
+        json::print(Document::AuthorityPublish, &published)?;
     } else if response.changed {
         output::ok(format!(
             "published revision {}: runtime policies {} ({} files), issuance policies {} ({} files)",

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
+use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome};
 use crate::authority::store::fleet::{FleetReport, Sighting};
 use crate::config::Discovery;
@@ -37,12 +39,11 @@ pub enum FleetCommand {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// State directory holding the operator socket (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    /// Holds the operator socket.
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 pub fn run(args: FleetArgs, config: Option<PathBuf>) -> CommandResult {
@@ -56,11 +57,8 @@ pub fn run(args: FleetArgs, config: Option<PathBuf>) -> CommandResult {
         let target = super::token::locate(args.state_dir.as_deref(), loaded.as_ref())?;
         target.fleet().await
     })?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("plain struct")
-        );
+    if args.json.enabled() {
+        json::print(Document::FleetStatus, &report)?;
     } else {
         print!("{}", render(&report, Utc::now()));
     }

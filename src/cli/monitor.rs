@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
 
+use super::flags::StateDirArg;
 use super::{CommandResult, Outcome, output};
 use crate::config::dirs::resolve_state_dir;
 use crate::error::Hinted;
@@ -30,8 +31,8 @@ Examples:
 
 Following starts at the end of each file (add --since to backfill first); backfilled records are
 merged in timestamp order, live records are shown as they arrive. Rotation (rename), truncation
-and re-creation of the files are followed. FIRMA_MONITOR_POLL=1 follows by polling (network filesystems). JSON schema and recipes:
-docs/monitor.md.";
+and re-creation of the files are followed. FIRMA_MONITOR_POLL=1 follows by polling (network filesystems). `--config` is accepted but never
+used to find the state directory. JSON schema and recipes: docs/monitor.md.";
 
 /// `all` plus every registered source, sorted by name.
 fn source_parser() -> PossibleValuesParser {
@@ -56,10 +57,8 @@ fn format_parser() -> PossibleValuesParser {
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct MonitorArgs {
-    /// State directory (default: FIRMA_STATE_DIR, then $XDG_RUNTIME_DIR/firma, then
-    /// /tmp/firma-$UID). `--config` is accepted but never used to find it.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 
     /// Which source to show.
     #[arg(long, value_name = "SOURCE", default_value = "all", value_parser = source_parser())]

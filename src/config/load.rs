@@ -183,6 +183,27 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// Like [`locate`], for a key of one `[table]` (the first `key =` after its header).
+fn locate_in(text: &str, path: &Path, table: &str, key: &str) -> FileLocation {
+    let header = format!("[{table}]");
+    let start = text
+        .split_inclusive('\n')
+        .scan(0, |offset, line| {
+            let at = *offset;
+            *offset += line.len();
+            Some((at, line))
+        })
+        .find(|(_, line)| line.trim() == header)
+        .map_or(0, |(at, _)| at);
+    let (line, column) =
+        find_key(&text[start..], key).map_or((1, 1), |offset| line_col(text, start + offset));
+    FileLocation {
+        path: path.to_path_buf(),
+        line,
+        column,
+    }
+}
+
 fn locate(text: &str, path: &Path, key: &str) -> FileLocation {
     let (line, column) = find_key(text, key).map_or((1, 1), |offset| line_col(text, offset));
     FileLocation {
@@ -311,6 +332,24 @@ fn validate(config: &FirmaConfig, text: &str, path: &Path) -> Result<(), Hinted>
             locate(text, path, "start_limit_burst")
         ))
         .hint("use restart = \"no\" to never restart"));
+    }
+    for (table, metrics) in [
+        ("sidecar.metrics", &config.sidecar.metrics),
+        ("authority.metrics", &config.authority.metrics),
+    ] {
+        if let Some(addr) = metrics.listen
+            && !addr.ip().is_loopback()
+            && !metrics.allow_remote
+        {
+            return Err(Hinted::new(format!(
+                "{}: [{table}].listen {addr} is not a loopback address",
+                locate_in(text, path, table, "listen")
+            ))
+            .hint(format!(
+                "serve metrics on 127.0.0.1 (or [::1]), or set allow_remote = true in [{table}] \
+                 to expose the unauthenticated endpoint on purpose"
+            )));
+        }
     }
     let link = &config.sidecar.authority;
     for (key, url) in

@@ -95,6 +95,9 @@ pub struct AuthorityConfig {
     /// witnesses: `<sidecar-id>.pub` (the id `local` defaults to this project's audit.pub).
     #[serde(default = "default_witness_keys")]
     pub witness_keys: PathBuf,
+    /// `[authority.metrics]`: Prometheus endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
     /// Where the shared state lives: local files (default) or etcd, for replicas (docs/fleet.md).
     #[serde(default)]
     pub store: StoreConfig,
@@ -193,6 +196,30 @@ pub struct SidecarConfig {
     pub authority: SidecarAuthorityConfig,
     #[serde(default)]
     pub supervise: SuperviseConfig,
+    /// `[sidecar.metrics]`: Prometheus endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
+}
+
+/// `[sidecar.metrics]` / `[authority.metrics]`: a Prometheus endpoint (OpenMetrics text at
+/// `/metrics`) on a listener of its own — never the proxy port (docs/metrics.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve; absent: no endpoint. Port 0 picks a free port (published in the state
+    /// dir as `<role>.metrics.listen`). Loopback only unless `allow_remote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Allow a non-loopback `listen`: the endpoint has no authentication, and its numbers tell
+    /// how much the agents do (expose it only on a network you trust, or behind a TLS proxy).
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl MetricsConfig {
+    pub fn is_off(&self) -> bool {
+        self.listen.is_none() && !self.allow_remote
+    }
 }
 
 /// What the supervisor does when a component dies on its own (systemd's `Restart=`).

@@ -30,7 +30,10 @@ use crate::authority::token::TrustedIssuer;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
+use crate::metrics::endpoint::{self, MetricsServer};
+use crate::metrics::sidecar as sidecar_metrics;
 use crate::platform::signals::{Sig, Signals};
+use crate::state_dir::Role;
 
 /// How long in-flight requests may finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -121,6 +124,17 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     link.spawn(authority.clone(), Pinned::new(authority_key));
     let witness = link.reporter(state.audit_checkpoint());
 
+    // `[sidecar.metrics]`: a listener of its own, up before the first bundle (so a scrape shows
+    // `ready 0`); like every firma listener, no call through the proxy may reach it.
+    let exposition = sidecar_metrics::exposition(authority.clone(), writer.health());
+    let metrics = endpoint::serve(
+        &config.metrics,
+        Role::Sidecar,
+        Some(&state),
+        Arc::new(exposition),
+    )
+    .await?;
+
     let mut signals = Signals::install(Sig::TERMINATE)?;
 
     tracing::info!(authority = %url, "waiting for the first policy bundle and the revocation snapshot");
@@ -142,6 +156,8 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
 
     let mut listeners = vec![addr];
     listeners.extend(authority_addrs(&url).await);
+    listeners.extend(metrics.as_ref().map(MetricsServer::local_addr));
+    listeners.extend(endpoint::published(&state, Role::Authority));
     let destinations = Destinations::new(resolver, listeners, state.relay_listen_dir());
     let pipeline = Pipeline {
         mapping,
@@ -183,6 +199,9 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     close_audit(&writer)?;
     // The final checkpoint, so the witness holds the log's last record.
     witness.flush(Duration::from_millis(500)).await;

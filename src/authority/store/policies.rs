@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::authority::policy::{PolicyBundle, load_dir};
 use crate::error::Hinted;
 use crate::lifecycle::health::HealthReporter;
+use crate::metrics::authority::{BundleKind, metrics};
 
 pub struct PolicyStores {
     policies_dir: PathBuf,
@@ -132,6 +133,7 @@ fn reload_one(
             }
         }
         Ok(bundle) => {
+            metrics().bundle_reload(BundleKind::from_name(kind), true);
             tracing::info!(
                 kind,
                 version = %bundle.version,
@@ -142,6 +144,7 @@ fn reload_one(
             store.send_replace(bundle);
         }
         Err(err) => {
+            metrics().bundle_reload(BundleKind::from_name(kind), false);
             if let Some(health) = health {
                 health.degrade(
                     &what,
