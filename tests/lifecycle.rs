@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -15,10 +15,6 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// A world with a scaffolded project on port 0 (real Authority and Sidecar).
 struct Stack {
@@ -486,7 +482,9 @@ fn a_child_that_never_becomes_ready_times_out_and_rolls_back() {
         &[
             (
                 "FIRMA_TEST_SIDECAR_EXE",
-                &fixture("tests/fixtures/fake-sidecar").display().to_string(),
+                &common::repo("tests/fixtures/fake-sidecar")
+                    .display()
+                    .to_string(),
             ),
             ("FAKE_SIDECAR", "never-ready"),
             ("FIRMA_READY_TIMEOUT", "1s"),

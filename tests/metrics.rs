@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use common::http::upstream;
-use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
+use common::upstream::FileUpstream;
+use common::{ChildGuard, World, assert_success, repo, stderr, stdout, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -31,8 +31,8 @@ listen = \"127.0.0.1:0\"
 /// stopped when dropped.
 struct Stack {
     world: World,
-    /// `python3 -m http.server` and its port.
-    upstream: Option<(ChildGuard, u16)>,
+    /// `python3 -m http.server`.
+    upstream: Option<FileUpstream>,
 }
 
 impl Stack {
@@ -47,8 +47,7 @@ impl Stack {
         let mut config = std::fs::read_to_string(world.config_path()).unwrap();
         config.push_str(METRICS_SECTIONS);
         std::fs::write(world.config_path(), config).unwrap();
-        let upstream = upstream(&world.path().join("www"), None);
-        world.map_local_port(upstream.1);
+        let upstream = FileUpstream::serving(&world);
         prepare(&world);
         let stack = Self {
             world,
@@ -70,7 +69,7 @@ impl Stack {
     }
 
     fn upstream_port(&self) -> u16 {
-        self.upstream.as_ref().expect("an upstream").1
+        self.upstream.as_ref().expect("an upstream").port
     }
 
     /// `firma token issue --json` for `actions` (scope `*`): (token, token id).
@@ -91,7 +90,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = self.world.run(&["sidecar", "stop", "--timeout", "1"]);
+        self.world.stop_daemons();
     }
 }
 
@@ -283,10 +282,6 @@ fn promql_blocks(markdown: &str) -> Vec<String> {
                 .map(|(query, _)| query.split_whitespace().collect::<Vec<_>>().join(" "))
         })
         .collect()
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 fn scratch(world: &World, name: &str) -> PathBuf {

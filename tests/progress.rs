@@ -7,8 +7,9 @@ mod common;
 use std::io::Read;
 use std::process::ExitStatus;
 
+use common::audit::Vary;
 use common::{World, assert_success, stderr, stdout};
-use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
+use firma::audit::event::{AuditDraft, Decision};
 use firma::audit::writer::{AuditWriter, WriterOptions};
 use firma::cli::progress::VERIFY_BAR_MIN_BYTES;
 use firma::config::keys;
@@ -34,32 +35,28 @@ fn world_with_log_of(bytes: u64) -> World {
     world
 }
 
+/// A record the size of the Sidecar's: a long reason, UUIDs, the forwarded-to address, a
+/// bundle hash.
 fn draft(i: u64) -> AuditDraft {
-    AuditDraft {
-        decision: if i.is_multiple_of(4) {
+    common::audit::draft(i)
+        .decision(if i.is_multiple_of(4) {
             Decision::Deny
         } else {
             Decision::Allow
-        },
-        reason: format!("policy decision {i}: a realistic reason of a realistic length"),
-        agent_id: "codex".into(),
-        session_id: "0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42".into(),
-        token_id: format!("0193b7a2-5c1e-7d33-9a4e-6f0e2b8c{:04x}", i % 4096),
-        intent: Intent {
-            action_class: "communication.external.send".into(),
-            method: "POST".into(),
-            host: "api.anthropic.com".into(),
-            path: format!("/v1/messages/{i}"),
-            port: Some(443),
-            addr: Some("160.79.104.10:443".into()),
-        },
-        policy: PolicyRef {
-            bundle: "eaed6fb2a3bddaeb0fccd661107ef64a674ae89eca0aa5d96b932afb1ddd16d3".into(),
-            determining: vec!["policy0".into()],
-        },
-        latency_us: 100 + i % 900,
-        sandbox_id: String::new(),
-    }
+        })
+        .reason(format!(
+            "policy decision {i}: a realistic reason of a realistic length"
+        ))
+        .session("0193b7a2-5c1e-7d33-9a4e-6f0e2b8c1d42")
+        .token(format!("0193b7a2-5c1e-7d33-9a4e-6f0e2b8c{:04x}", i % 4096))
+        .host("api.anthropic.com")
+        .path(format!("/v1/messages/{i}"))
+        .forwarded_to("160.79.104.10:443")
+        .policy(
+            "eaed6fb2a3bddaeb0fccd661107ef64a674ae89eca0aa5d96b932afb1ddd16d3",
+            &["policy0"],
+        )
+        .latency_us(100 + i % 900)
 }
 
 /// `firma <args>` with stdin, stdout and stderr on a pseudo-terminal of 100 columns: the

@@ -6,18 +6,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{World, assert_success, stdout, wait_for};
+use common::{World, assert_success, repo, stdout, wait_for};
 use firma::cli::json::Document;
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// Real outputs, filed per document: `<dir>/<name>/<case>.json` (one document per file).
 struct Samples {
@@ -163,16 +158,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.world.run(&["sidecar", "stop", "--timeout", "1"]);
-        for role in ["sidecar", "authority", "stack"] {
-            let pid = std::fs::read_to_string(self.world.state_dir().join(format!("{role}.pid")));
-            if let Some(pid) = pid.ok().and_then(|p| p.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        self.world.stop_daemons();
     }
 }
 

@@ -49,6 +49,8 @@ pub trait Vary: Sized {
     fn action_class(self, action_class: impl Into<String>) -> Self;
     fn host(self, host: impl Into<String>) -> Self;
     fn path(self, path: impl Into<String>) -> Self;
+    /// Where the call was forwarded: the port and the address (`ip:port`).
+    fn forwarded_to(self, addr: &str) -> Self;
     fn policy(self, bundle: &str, determining: &[&str]) -> Self;
     fn latency_us(self, latency_us: u64) -> Self;
 }
@@ -83,6 +85,14 @@ impl Vary for AuditDraft {
     }
     fn path(mut self, path: impl Into<String>) -> Self {
         self.intent.path = path.into();
+        self
+    }
+    fn forwarded_to(mut self, addr: &str) -> Self {
+        let port = addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok());
+        self.intent.port = Some(port.expect("an ip:port address"));
+        self.intent.addr = Some(addr.into());
         self
     }
     fn policy(self, bundle: &str, determining: &[&str]) -> Self {

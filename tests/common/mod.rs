@@ -22,6 +22,11 @@ pub const FIRMA: &str = env!("CARGO_BIN_EXE_firma");
 /// The policy [`World::forbid_admin`] adds.
 pub const FORBID_ADMIN: &str = "@id(\"no-admin\")\nforbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n";
 
+/// A file of this repository (docs, fixtures, schemas), by its path from the root.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 /// A private HOME with its own XDG and state directories.
 pub struct World {
     pub root: tempfile::TempDir,
@@ -181,6 +186,14 @@ impl World {
                 String::from_utf8_lossy(&cmdline).contains(&needle)
             })
             .collect()
+    }
+
+    /// `firma sidecar stop`, then SIGKILL whatever of this world still runs (a test's last
+    /// word on its daemons, also when it fails): the stop's output.
+    pub fn stop_daemons(&self) -> Output {
+        let out = self.run(&["sidecar", "stop"]);
+        self.kill_processes();
+        out
     }
 
     /// SIGKILL every process of this world, and its process group.

@@ -13,19 +13,18 @@ use serde_json::Value;
 
 use super::{ChildGuard, World, audit, notify, stderr};
 
-/// Stops the world's detached pair (`firma sidecar stop`) when dropped, also when the test
-/// fails; a stop that fails is an error of the test (unless it is failing already), and then
-/// whatever of the world still runs is killed.
+/// Stops the world's detached pair when dropped ([`World::stop_daemons`]), also when the test
+/// fails; a stop that fails is an error of the test (unless it is failing already).
 pub struct DaemonGuard<'a>(pub &'a World);
 
 impl Drop for DaemonGuard<'_> {
     fn drop(&mut self) {
-        let out = self.0.run(&["sidecar", "stop"]);
-        if out.status.success() {
-            return;
-        }
-        self.0.kill_processes();
-        assert!(std::thread::panicking(), "stop failed: {}", stderr(&out));
+        let out = self.0.stop_daemons();
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "stop failed: {}",
+            stderr(&out)
+        );
     }
 }
 
