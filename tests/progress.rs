@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::ExitStatus;
 
 use common::audit::Vary;
@@ -62,34 +61,9 @@ fn draft(i: u64) -> AuditDraft {
 /// `firma <args>` with stdin, stdout and stderr on a pseudo-terminal of 100 columns: the
 /// exit status and everything it wrote.
 fn on_a_terminal(world: &World, args: &[&str]) -> (ExitStatus, String) {
-    let size = nix::pty::Winsize {
-        ws_row: 24,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
-    let slave = std::fs::File::from(pty.slave);
     let mut cmd = world.cmd();
-    cmd.args(args)
-        .env("TERM", "xterm")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut guard = common::ChildGuard::new(cmd.spawn().expect("spawn"));
-    // Drop our copies of the slave so the master sees EOF/EIO when the child exits.
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    let mut transcript = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match master.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => transcript.extend_from_slice(&buf[..n]),
-        }
-    }
-    let status = guard.child_mut().wait().unwrap();
-    (status, String::from_utf8_lossy(&transcript).into_owned())
+    cmd.args(args).env("TERM", "xterm");
+    common::terminal::on_a_terminal(cmd, Some((100, 24)), b"")
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod http;
 pub mod netns;
 pub mod notify;
 pub mod stack;
+pub mod terminal;
 pub mod tmpfs;
 pub mod upstream;
 
