@@ -102,7 +102,6 @@ impl World {
         out
     }
 
-    /// Every regular file below the world root (relative paths), sorted.
     /// List `127.0.0.1:<port>` as a local service the agent may reach (the scaffold maps none).
     pub fn map_local_port(&self, port: u16) {
         let rules = self.project_dir().join("mapping-rules.toml");
@@ -113,6 +112,7 @@ impl World {
         std::fs::write(rules, text).unwrap();
     }
 
+    /// Every regular file below the world root (relative paths), sorted.
     pub fn files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
