@@ -98,6 +98,12 @@ impl StateDir {
     pub fn listen_file(&self, role: Role) -> PathBuf {
         self.dir.join(format!("{}.listen", role.file_stem()))
     }
+    /// The bound address of a daemon's Prometheus endpoint (`[<role>.metrics] listen`), written
+    /// by the daemon once it listens, `ip:port` and a newline like `*.listen`.
+    pub fn metrics_listen_file(&self, role: Role) -> PathBuf {
+        self.dir
+            .join(format!("{}.metrics.listen", role.file_stem()))
+    }
     pub fn identity_file(&self, role: Role) -> PathBuf {
         self.dir.join(format!(".{}.identity", role.file_stem()))
     }

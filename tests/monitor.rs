@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::audit::{Vary, draft, write_records};
 use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
 use serde_json::Value;
 
@@ -1666,40 +1667,12 @@ fn reading_spans_the_rotated_files_oldest_first() {
 // With the real audit writer.
 
 fn real_draft(i: u64) -> firma::audit::event::AuditDraft {
-    use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
-    AuditDraft {
-        decision: if i.is_multiple_of(3) {
-            Decision::Deny
-        } else {
-            Decision::Allow
-        },
-        reason: format!("policy \"decision\":\"deny\" {i}"),
-        agent_id: "codex".into(),
-        session_id: "s-1".into(),
-        token_id: format!("tok-{i}"),
-        sandbox_id: String::new(),
-        intent: Intent {
-            action_class: "communication.external.send".into(),
-            method: "POST".into(),
-            host: "api.example.com".into(),
-            path: format!("/v1/send/{i}"),
-            ..Default::default()
-        },
-        policy: PolicyRef {
-            bundle: "b-1".into(),
-            determining: vec!["p0".into()],
-        },
-        latency_us: 100 + i,
-    }
+    // A reason quoting what the `--decision deny` prefilter looks for.
+    draft(i).reason(format!("policy \"decision\":\"deny\" {i}"))
 }
 
 fn write_real(path: &Path, key: &ed25519_dalek::SigningKey, range: std::ops::Range<u64>) {
-    use firma::audit::writer::{AuditWriter, WriterOptions};
-    let (writer, _) = AuditWriter::open(path, key.clone(), WriterOptions::default()).unwrap();
-    for i in range {
-        writer.append(real_draft(i)).unwrap();
-    }
-    writer.shutdown().unwrap();
+    write_records(path, key, range.map(real_draft));
 }
 
 /// `--sandbox-id` and `--agent` on records the real writer signed: the field names are the

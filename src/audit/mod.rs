@@ -8,6 +8,7 @@ pub mod control;
 pub mod event;
 pub mod lines;
 pub mod place;
+pub mod progress;
 pub mod record;
 pub mod verify;
 pub mod writer;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{ArgAction, Args};
 
+use super::flags::StateDirArg;
 use super::{CommandResult, Outcome, output};
 use crate::audit::event::Decision;
 use crate::config::Discovery;
@@ -139,10 +140,8 @@ fn level_parser() -> PossibleValuesParser {
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct MonitorArgs {
-    /// State directory (default: FIRMA_STATE_DIR, then $XDG_RUNTIME_DIR/firma, then
-    /// /tmp/firma-$UID). `--config` is accepted but never used to find it.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 
     /// Which sources to show: repeat the flag or separate with commas (`audit,sidecar`).
     #[arg(long, value_name = "SOURCE", default_value = "all", value_parser = source_parser(),

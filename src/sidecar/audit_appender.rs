@@ -8,6 +8,7 @@ use super::pipeline::AuditSink;
 use crate::audit::event::AuditDraft;
 use crate::audit::writer::AuditWriter;
 use crate::error::Hinted;
+use crate::metrics::sidecar::metrics;
 
 /// Records decisions with the audit writer on a dedicated thread.
 ///
@@ -31,6 +32,7 @@ impl AppenderThread {
             .name("firma-audit".into())
             .spawn(move || {
                 for (draft, reply) in queue {
+                    let _busy = metrics().audit_dequeued();
                     let _ = reply.send(writer.append(draft).map(|_| ()));
                 }
             })
@@ -42,6 +44,7 @@ impl AppenderThread {
 impl AuditSink for AppenderThread {
     fn submit(&self, draft: AuditDraft) -> oneshot::Receiver<Result<(), Hinted>> {
         let (reply, outcome) = oneshot::channel();
+        metrics().audit_queued();
         // If the thread is gone the reply sender is dropped and the caller sees an error.
         let _ = self.jobs.send((draft, reply));
         outcome

@@ -22,6 +22,7 @@ use crate::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
 use crate::authority::token::{CapabilityClaims, scope_matches};
 use crate::config::schema::UnmappedPolicy;
 use crate::error::Hinted;
+use crate::metrics::sidecar::metrics;
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,8 +415,16 @@ impl Pipeline {
             },
             latency_us,
         });
-        written.await.unwrap_or_else(|_| {
+        let written = metrics().audit_append(written).await.unwrap_or_else(|_| {
             Err(Hinted::new("the audit thread stopped").hint("restart the Sidecar"))
-        })
+        });
+        metrics().recorded(
+            verdict.decision,
+            &verdict.action_class,
+            verdict.reason,
+            latency_us,
+            written.is_ok(),
+        );
+        written
     }
 }

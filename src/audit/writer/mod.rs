@@ -48,6 +48,7 @@ use super::record::{self, MAX_LINE_BYTES, line_hash};
 use crate::config::schema::{AuditConfig, FsyncPolicy};
 use crate::error::Hinted;
 use crate::fsutil::{Durability, write_atomic};
+use crate::metrics::sidecar::metrics;
 use crate::state_dir::AuditFiles;
 
 /// Checkpoint at least every this many records…
@@ -417,6 +418,7 @@ impl Shared {
             ));
         }
         state.head = ChainHead::advance(seq, hash);
+        metrics().audit_written(line.len());
         state.live_bytes += line.len() as u64;
         state.live_records += 1;
         self.written.store(seq, Ordering::Release);
@@ -526,6 +528,7 @@ impl Shared {
             let state = lock(&self.state);
             (Arc::clone(&state.live), state.head.seq)
         };
+        let started = Instant::now();
         if let Err(err) = live.file.sync_data() {
             let mut state = lock(&self.state);
             return Err(self.fail(
@@ -533,6 +536,7 @@ impl Shared {
                 format!("cannot fsync {}: {err}", self.files.live().display()),
             ));
         }
+        metrics().audit_fsynced(target.saturating_sub(*synced), started.elapsed());
         *synced = target;
         Ok(())
     }
