@@ -51,8 +51,9 @@ Following first shows the last 10 matching records (-n), then what comes; --sinc
 its whole window instead. Backfilled records are merged in timestamp order, live records are
 shown as they arrive. Rotation (rename, also the Sidecar's audit.jsonl.N), truncation and
 re-creation of the files are followed. Filters are ANDed; each judges only the sources that
-have its field. FIRMA_MONITOR_POLL=1 follows by polling (network filesystems). JSON schema and
-recipes: docs/monitor.md.";
+have its field. FIRMA_MONITOR_POLL=1 follows by polling (network filesystems). --config never
+chooses the state directory; its [sidecar.audit] dir says where the audit log is. JSON schema
+and recipes: docs/monitor.md.";
 
 /// `all` plus every registered source, sorted by name.
 fn source_parser() -> PossibleValuesParser {
