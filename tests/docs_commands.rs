@@ -302,6 +302,25 @@ impl Flow {
         (0..steps.len()).map(|n| outcome(&out, n)).collect()
     }
 
+    /// What listens and runs in the namespace (for a failure message).
+    fn diagnostics(&self) -> String {
+        let run = |cmd: &mut std::process::Command| {
+            cmd.output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_else(|err| format!("({err})"))
+        };
+        let listening = run(self.netns.command("ss").arg("-ltnp"));
+        let pids: Vec<String> = self.netns.pids().iter().map(i32::to_string).collect();
+        let processes = if pids.is_empty() {
+            "(none)".to_string()
+        } else {
+            run(std::process::Command::new("ps")
+                .args(["-o", "pid,args", "-p"])
+                .arg(pids.join(",")))
+        };
+        format!("{listening}\n{processes}")
+    }
+
     /// `text` as the docs would print it: this world's paths replaced by the documented ones,
     /// digit runs as `0`, whitespace runs as one space.
     fn normalise(&self, text: &str) -> String {
@@ -366,7 +385,12 @@ fn assert_flow(flow: &Flow, steps: &[Step], outcomes: &[Outcome]) {
             }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n\nin the namespace at the end:\n{}",
+        failures.join("\n\n"),
+        flow.diagnostics()
+    );
 }
 
 #[test]

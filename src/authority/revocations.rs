@@ -42,6 +42,21 @@ pub struct Revocation {
 }
 
 impl Revocation {
+    /// A revocation made now; an empty (or all-control) reason reads `unspecified`.
+    pub fn now(token_id: &str, expires_at: Option<DateTime<Utc>>, reason: &str) -> Self {
+        let reason = match sanitize(reason) {
+            r if r.is_empty() => "unspecified".to_string(),
+            r => r,
+        };
+        Self {
+            token_id: token_id.to_string(),
+            revoked_at: Utc::now(),
+            expires_at,
+            reason,
+            revision: 0,
+        }
+    }
+
     /// Whether the revoked token can no longer be valid at `now` (the verifiers' clock
     /// leeway included), so the entry protects nothing.
     pub fn is_moot(&self, now: DateTime<Utc>) -> bool {
@@ -219,17 +234,7 @@ impl RevocationStore {
         if let Some(existing) = state.entries.iter().find(|e| e.token_id == token_id) {
             return Ok((false, existing.clone()));
         }
-        let reason = match sanitize(reason) {
-            r if r.is_empty() => "unspecified".to_string(),
-            r => r,
-        };
-        let entry = Revocation {
-            token_id: token_id.to_string(),
-            revoked_at: Utc::now(),
-            expires_at,
-            reason,
-            revision: 0,
-        };
+        let entry = Revocation::now(token_id, expires_at, reason);
         append(&self.path, &format_line(&entry))?;
         state.ids.insert(entry.token_id.clone());
         state.entries.push(entry.clone());

@@ -37,7 +37,7 @@ use super::{
     StoreError, StoreSettings,
 };
 use crate::authority::policy::{self, PolicyBundle};
-use crate::authority::revocations::{Revocation, sanitize, validate_token_id};
+use crate::authority::revocations::{Revocation, validate_token_id};
 use crate::authority::signed::StreamSigner;
 use crate::authority::witness::{
     Accepted, Chain, Latest, Refusal, WitnessKeys, Witnessed, parse_record,
@@ -381,17 +381,7 @@ impl SharedState for EtcdState {
     ) -> Result<(bool, Revocation), StoreError> {
         validate_token_id(token_id).map_err(StoreError::Invalid)?;
         self.writable()?;
-        let reason = match sanitize(reason) {
-            r if r.is_empty() => "unspecified".to_string(),
-            r => r,
-        };
-        let entry = Revocation {
-            token_id: token_id.to_string(),
-            revoked_at: Utc::now(),
-            expires_at,
-            reason,
-            revision: 0,
-        };
+        let entry = Revocation::now(token_id, expires_at, reason);
         let value = serde_json::to_vec(&StoredRevocation::from_entry(&entry)).expect("plain");
         let txn = self
             .inner
