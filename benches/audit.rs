@@ -7,38 +7,33 @@
 //! `cargo bench --bench audit -- audit_rotation` runs only the rotation latency comparison;
 //! `cargo bench --bench audit -- audit_verify_1m` only `firma audit verify` on 1M records.
 
+#[path = "../tests/common/audit.rs"]
+mod fixtures;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
-use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
+use firma::audit::event::{AuditDraft, Decision};
 use firma::audit::verify::{VerifyOptions, verify};
 use firma::audit::writer::{AuditWriter, WriterOptions};
 use firma::config::schema::FsyncPolicy;
+use fixtures::Vary;
 
 const VERIFY_LINES: u64 = 10_000;
 
+/// A realistic decision (a Slack post): the record the figures in docs/performance.md were
+/// measured with.
 fn draft(i: u64) -> AuditDraft {
-    AuditDraft {
-        decision: Decision::Allow,
-        reason: "permitted by policy0".into(),
-        agent_id: "codex".into(),
-        session_id: "0193a1c2-7d4e-7b5f-9a31-2f0c6a1d9e77".into(),
-        token_id: "tok-0193a1c2".into(),
-        sandbox_id: String::new(),
-        intent: Intent {
-            action_class: "communication.external.send".into(),
-            method: "POST".into(),
-            host: "api.slack.com".into(),
-            path: format!("/api/chat.postMessage/{i}"),
-            ..Default::default()
-        },
-        policy: PolicyRef {
-            bundle: "bundle-7".into(),
-            determining: vec!["policy0".into()],
-        },
-        latency_us: 180,
-    }
+    fixtures::draft(i)
+        .decision(Decision::Allow)
+        .reason("permitted by policy0")
+        .session("0193a1c2-7d4e-7b5f-9a31-2f0c6a1d9e77")
+        .token("tok-0193a1c2")
+        .host("api.slack.com")
+        .path(format!("/api/chat.postMessage/{i}"))
+        .policy("bundle-7", &["policy0"])
+        .latency_us(180)
 }
 
 fn append(c: &mut Criterion) {

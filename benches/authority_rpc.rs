@@ -11,47 +11,28 @@
 //!
 //! `cargo bench --bench authority_rpc` (set `FIRMA_BENCH_QUICK=1` for a shorter run).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::bench::{self, POLICY, authority_settings, percentile, quick};
 use firma::authority::certs::{self, CertRole, LeafRequest};
 use firma::authority::client::{ClientIdentity, Target};
 use firma::authority::server::{self, Settings, TlsFiles};
 use firma::authority::signed::{Pinned, StreamSigner};
+use firma::config::schema::StoreConfig;
 use firma::proto::authority_client::AuthorityClient;
 use firma::proto::{IssueCapabilityRequest, WatchPolicyBundleRequest};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-const ISSUANCE: &str = "@id(\"codex\")\npermit (principal == Firma::Agent::\"codex\", action in [Firma::Action::\"communication.external.send\", Firma::Action::\"communication.internal.send\"], resource);\n";
-
 fn settings(dir: &Path, tls: Option<TlsFiles>) -> Settings {
-    let policies = dir.join("policies");
-    let issuance = dir.join("issuance-policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::create_dir_all(&issuance).unwrap();
-    std::fs::write(
-        policies.join("schema.cedarschema"),
-        firma::config::action_classes::cedar_schema(),
-    )
-    .unwrap();
-    std::fs::write(policies.join("default.cedar"), ISSUANCE).unwrap();
-    std::fs::write(issuance.join("issuance.cedar"), ISSUANCE).unwrap();
+    let key = firma::config::keys::generate();
     Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        socket: dir.join("state/authority.sock"),
-        audience: "bench".into(),
-        key: firma::config::keys::generate(),
-        policies_dir: policies,
-        issuance_dir: issuance,
-        revocations_file: dir.join("data/revocations.txt"),
-        witness_file: dir.join("data/witnessed-checkpoints.jsonl"),
-        witness_keys: dir.join("witness-keys"),
-        local_audit_key: None,
-        max_ttl: Duration::from_secs(3600),
-        bundle_ttl: Duration::from_secs(30),
         tls,
-        allow_insecure_listen: false,
+        ..authority_settings(dir, "bench", &key, StoreConfig::default())
     }
 }
 
@@ -86,11 +67,6 @@ fn pki(dir: &Path) -> (TlsFiles, ClientIdentity) {
             key: sidecar.key,
         },
     )
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
 }
 
 fn micros(d: Duration) -> f64 {
@@ -138,11 +114,7 @@ async fn fan_out(target: &Target, policy_file: &Path, n: usize, round: usize) ->
     let edited = Instant::now();
     // Saved the way editors do (temporary file + rename): one complete change per round.
     let tmp = policy_file.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        format!("{ISSUANCE}// round {round} with {n} streams\n"),
-    )
-    .unwrap();
+    std::fs::write(&tmp, format!("{POLICY}// round {round} with {n} streams\n")).unwrap();
     std::fs::rename(&tmp, policy_file).unwrap();
     let waits = streams.into_iter().map(|(_client, mut stream)| {
         tokio::spawn(async move {
@@ -170,7 +142,7 @@ fn median(mut samples: Vec<Duration>) -> (Duration, Duration) {
 fn signed_bundle(dir: &Path) -> (firma::proto::PolicyBundle, Pinned) {
     let policies = dir.join("bundle-policies");
     std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("default.cedar"), ISSUANCE).unwrap();
+    std::fs::write(policies.join("default.cedar"), POLICY).unwrap();
     let bundle = firma::authority::policy::load_dir(&policies, &policies).unwrap();
     let mut wire = firma::proto::PolicyBundle {
         version: bundle.version.clone(),
@@ -186,21 +158,15 @@ fn signed_bundle(dir: &Path) -> (firma::proto::PolicyBundle, Pinned) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that quick.
-    let quick = std::env::var_os("FIRMA_BENCH_QUICK").is_some()
-        || !std::env::args().any(|a| a == "--bench");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let quick = quick();
+    let runtime = bench::runtime();
     let plain_dir = tempfile::tempdir().unwrap();
     let mtls_dir = tempfile::tempdir().unwrap();
     let (tls, identity) = pki(mtls_dir.path());
     let plain = settings(plain_dir.path(), None);
     let mtls = settings(mtls_dir.path(), Some(tls.clone()));
-    let plain_policy = plain.policies_dir.join("default.cedar");
-    let mtls_policy = mtls.policies_dir.join("default.cedar");
+    let plain_policy = plain.store.policies_dir.join("default.cedar");
+    let mtls_policy = mtls.store.policies_dir.join("default.cedar");
     let iterations = if quick { 200 } else { 5000 };
 
     println!("== bundle signature verification (per bundle received by a Sidecar) ==");

@@ -15,14 +15,17 @@
 //! Env: `BENCH_SECS` (default 10) per measurement, `BENCH_ROUNDS` (default 3, alternating;
 //! the median round is reported).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ChildGuard;
 use firma::proto::IssueCapabilityRequest;
 
 const FIRMA: &str = env!("CARGO_BIN_EXE_firma");
@@ -30,26 +33,6 @@ const FIRMA: &str = env!("CARGO_BIN_EXE_firma");
 /// The firma binary under test: `FIRMA_BENCH_EXE` (to compare two builds) or this build's.
 fn firma_exe() -> String {
     std::env::var("FIRMA_BENCH_EXE").unwrap_or_else(|_| FIRMA.to_string())
-}
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() {
@@ -88,8 +71,8 @@ fn main() {
 
     let (sidecar_addr, token, daemons) = start_firma(dir, &runtime, upstream);
     let (squid_addr, squid) = start_squid(dir);
-    let sidecar_pid = daemons[0].0.id();
-    let squid_pid = squid.0.id();
+    let sidecar_pid = daemons[0].id();
+    let squid_pid = squid.id();
     let target = format!("http://{upstream}/bench");
 
     let direct_script = write_script(dir, "direct", &target, None, false);
@@ -426,7 +409,7 @@ fn start_firma(
     dir: &Path,
     runtime: &tokio::runtime::Runtime,
     upstream: SocketAddr,
-) -> (SocketAddr, String, Vec<Guard>) {
+) -> (SocketAddr, String, Vec<ChildGuard>) {
     for sub in ["home", "data", "runtime", "state", "ws"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -487,41 +470,15 @@ fn start_firma(
     (sidecar_addr, token, vec![sidecar, authority])
 }
 
-fn spawn_ready(dir: &Path, args: &[&str], tag: &str) -> (Guard, SocketAddr) {
-    let socket_path = dir.join(format!("{tag}.notify"));
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let log = std::fs::File::create(dir.join(format!("{tag}.log"))).unwrap();
-    let mut child = Guard(
-        firma_cmd(dir)
-            .args(args)
-            .env("NOTIFY_SOCKET", &socket_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut buf = [0u8; 1024];
-    loop {
-        if let Ok(n) = socket.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("X_FIRMA_LISTEN=")) {
-                return (child, addr.parse().unwrap());
-            }
-        }
-        if let Ok(Some(status)) = child.0.try_wait() {
-            let log = std::fs::read_to_string(dir.join(format!("{tag}.log"))).unwrap_or_default();
-            panic!("firma {args:?} exited with {status}:\n{log}");
-        }
-        assert!(Instant::now() < deadline, "firma {args:?} not ready");
-    }
+fn spawn_ready(dir: &Path, args: &[&str], tag: &str) -> (ChildGuard, SocketAddr) {
+    let mut cmd = firma_cmd(dir);
+    cmd.args(args);
+    let (child, addr) = common::notify::spawn_ready(cmd, dir, tag, Duration::from_secs(60));
+    (child.with_grace(Duration::from_secs(5)), addr)
 }
 
 /// Debian's squid, foreground, plain forwarding: no ACLs beyond allow-all, no cache, no access log.
-fn start_squid(dir: &Path) -> (SocketAddr, Guard) {
+fn start_squid(dir: &Path) -> (SocketAddr, ChildGuard) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -551,7 +508,7 @@ fn start_squid(dir: &Path) -> (SocketAddr, Guard) {
         dir = squid_dir.display(),
     )
     .unwrap();
-    let child = Guard(
+    let child = ChildGuard::new(
         Command::new("squid")
             .args(["-N", "-f"])
             .arg(&conf)
@@ -559,7 +516,8 @@ fn start_squid(dir: &Path) -> (SocketAddr, Guard) {
             .stderr(Stdio::null())
             .spawn()
             .expect("start squid"),
-    );
+    )
+    .with_grace(Duration::from_secs(5));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {

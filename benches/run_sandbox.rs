@@ -5,59 +5,22 @@
 //! Prints both medians, their difference (the sandbox's set-up cost) and their ratio.
 //! Run: `cargo bench --bench run_sandbox`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FIRMA: &str = env!("CARGO_BIN_EXE_firma");
+use common::{FIRMA, World};
 
-/// A throwaway HOME, XDG dirs and state dir, as the tests build them.
-struct World(tempfile::TempDir);
-
-impl World {
-    fn new() -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("firma-bench-run-")
-            .tempdir()
-            .unwrap();
-        for dir in ["home", "data", "runtime", "state", "ws"] {
-            std::fs::create_dir_all(root.path().join(dir)).unwrap();
-        }
-        Self(root)
-    }
-
-    fn firma(&self, args: &[&str]) -> Command {
-        let root = self.0.path();
-        let mut cmd = Command::new(FIRMA);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", root.join("home"))
-            .env("XDG_DATA_HOME", root.join("data"))
-            .env("XDG_RUNTIME_DIR", root.join("runtime"))
-            .env("FIRMA_STATE_DIR", root.join("state"))
-            .current_dir(root.join("ws"))
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn must(&self, args: &[&str]) {
-        let out = self.firma(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "firma {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-/// Stops the daemon, also when the bench panics.
-struct Daemon<'a>(&'a World);
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.firma(&["sidecar", "stop"]).output();
-    }
+/// `firma <args>` in `world`, which must succeed (not polled: `timed` measures it).
+fn must(world: &World, args: &[&str]) {
+    let out = world.cmd().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "firma {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -70,7 +33,7 @@ fn timed(world: &World, flags: &[&str]) -> Duration {
     args.extend_from_slice(flags);
     args.extend_from_slice(&["--", "true"]);
     let start = Instant::now();
-    world.must(&args);
+    must(world, &args);
     start.elapsed()
 }
 
@@ -83,18 +46,20 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let world = World::new();
-    world.must(&[
-        "init",
-        "--yes",
-        "--agent",
-        "generic",
-        "--authority-listen",
-        "127.0.0.1:0",
-        "--sidecar-listen",
-        "127.0.0.1:0",
-    ]);
-    world.must(&["sidecar", "start", "--detach"]);
-    let _daemon = Daemon(&world);
+    must(
+        &world,
+        &[
+            "init",
+            "--yes",
+            "--agent",
+            "generic",
+            "--authority-listen",
+            "127.0.0.1:0",
+            "--sidecar-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let _daemon = world.start_detached();
     assert!(Path::new(FIRMA).is_file());
     // Warm up both paths (page cache, the CA bundle, the agent's dirs).
     timed(&world, &["--sandbox", "off"]);

@@ -3,10 +3,9 @@
 //! still verifies downstream; log objects under `log`; other lines as strings.
 
 use base64::Engine;
-use chrono::SecondsFormat;
 
-use crate::monitor::text::push_json_str;
-use crate::monitor::{FormatContext, Formatter, FormatterPlugin, Kind, Record};
+use crate::monitor::text::{push_json_str, push_rfc3339_nanos, push_u64};
+use crate::monitor::{FormatContext, Formatter, FormatterPlugin, Kind, Record, Source};
 
 /// Version of the output schema; only ever gains fields within a version.
 pub const SCHEMA: u32 = 1;
@@ -39,9 +38,15 @@ impl Formatter for JsonFormatter {
         "one JSON object per line (schema in docs/monitor.md), for jq and log collectors"
     }
 
-    fn write(&self, record: &Record, _ctx: &FormatContext, out: &mut Vec<u8>) {
+    fn write(
+        &self,
+        record: &Record,
+        _source: &dyn Source,
+        _ctx: &FormatContext,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(b"{\"schema\":");
-        out.extend_from_slice(SCHEMA.to_string().as_bytes());
+        push_u64(out, SCHEMA.into());
         out.extend_from_slice(b",\"source\":");
         push_json_str(out, record.source);
         let kind = match record.kind {
@@ -54,7 +59,11 @@ impl Formatter for JsonFormatter {
         out.extend_from_slice(kind.as_bytes());
         out.extend_from_slice(b"\",\"time\":");
         match record.time {
-            Some(time) => push_json_str(out, &time.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+            Some(time) => {
+                out.push(b'"');
+                push_rfc3339_nanos(out, &time);
+                out.push(b'"');
+            }
             None => out.extend_from_slice(b"null"),
         }
         match &record.kind {
@@ -70,7 +79,7 @@ impl Formatter for JsonFormatter {
             Kind::Raw => push_line(out, &record.raw),
             Kind::Malformed { reason } => {
                 out.extend_from_slice(b",\"offset\":");
-                out.extend_from_slice(record.offset.to_string().as_bytes());
+                push_u64(out, record.offset);
                 out.extend_from_slice(b",\"error\":");
                 push_json_str(out, reason);
                 push_line(out, &record.raw);

@@ -1,15 +1,16 @@
 //! `pretty`: one aligned line per record for people. Columns: time (UTC, milliseconds),
-//! source, then the decision (audit) or level (logs) and the details. Colour only when the
+//! source, then what the source's [`Summary`] says (a label such as a decision or a level, and
+//! the details); records a source does not summarise show their fields as `key=value`. Colour only when the
 //! run allows it (a terminal, or `--color always`; never with `NO_COLOR` on auto). Everything
 //! that came from a file is made terminal-safe first.
 
 use std::fmt::Write as _;
 
+use crate::monitor::text::{terminal_safe, terminal_safe_str, value_text};
+use crate::monitor::{
+    FormatContext, Formatter, FormatterPlugin, Kind, Record, Source, Summary, Tone,
+};
 use owo_colors::OwoColorize;
-use serde_json::Value;
-
-use crate::monitor::text::{terminal_safe, terminal_safe_str};
-use crate::monitor::{FormatContext, Formatter, FormatterPlugin, Kind, Record};
 
 pub struct PrettyFormatter;
 
@@ -36,65 +37,50 @@ fn source_style(name: &str) -> fn(&str) -> String {
     }
 }
 
-fn value_text(value: &Value) -> String {
-    match value {
-        Value::String(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => terminal_safe_str(s),
-        other => terminal_safe_str(&other.to_string()),
-    }
-}
-
-fn audit_line(record: &Record, ctx: &FormatContext, line: &mut String) {
-    let decision = record.str_field("decision");
-    let label = format!("{:<11}", decision.to_uppercase());
-    let label = match decision {
-        "deny" => paint(ctx, &label, |s| s.red().bold().to_string()),
-        "allow" => paint(ctx, &label, |s| s.green().to_string()),
-        _ => paint(ctx, &label, |s| s.dimmed().to_string()),
-    };
-    let _ = write!(
-        line,
-        "{label}  {}  {} {}{}  agent={}",
-        terminal_safe_str(or_dash(record.str_field("intent.action_class"))),
-        terminal_safe_str(record.str_field("intent.method")),
-        terminal_safe_str(record.str_field("intent.host")),
-        terminal_safe_str(record.str_field("intent.path")),
-        terminal_safe_str(or_dash(record.str_field("agent_id"))),
+/// A label coloured by its tone, padded to its column.
+fn label(ctx: &FormatContext, summary: &Summary) -> String {
+    let text = format!(
+        "{:<width$}",
+        terminal_safe_str(&summary.label),
+        width = summary.label_width
     );
-    let reason = record.str_field("reason");
-    if !reason.is_empty() {
-        let _ = write!(line, "  reason={}", terminal_safe_str(reason));
+    match summary.tone {
+        Tone::Alert => paint(ctx, &text, |s| s.red().bold().to_string()),
+        Tone::Caution => paint(ctx, &text, |s| s.yellow().to_string()),
+        Tone::Good => paint(ctx, &text, |s| s.green().to_string()),
+        Tone::Quiet => paint(ctx, &text, |s| s.dimmed().to_string()),
+        Tone::Notice => paint(ctx, &text, |s| s.yellow().bold().to_string()),
     }
 }
 
-/// Empty fields (no class for unmapped traffic, no agent without a token) show as `-` so the
-/// columns stay readable.
-fn or_dash(value: &str) -> &str {
-    if value.is_empty() { "-" } else { value }
-}
-
-fn log_line(record: &Record, ctx: &FormatContext, line: &mut String) {
-    let level = record.str_field("level").to_uppercase();
-    let label = format!("{level:<5}");
-    let label = match level.as_str() {
-        "ERROR" => paint(ctx, &label, |s| s.red().bold().to_string()),
-        "WARN" => paint(ctx, &label, |s| s.yellow().to_string()),
-        "INFO" => paint(ctx, &label, |s| s.green().to_string()),
-        _ => paint(ctx, &label, |s| s.dimmed().to_string()),
-    };
-    line.push_str(&label);
+/// The source's summary: label, two spaces, the details.
+fn summary_line(summary: &Summary, ctx: &FormatContext, line: &mut String) {
+    line.push_str(&label(ctx, summary));
     line.push_str("  ");
-    let target = record.str_field("target");
-    if !target.is_empty() {
-        line.push_str(&paint(ctx, &terminal_safe_str(target), |s| {
-            s.dimmed().to_string()
-        }));
-        line.push_str(": ");
-    }
-    line.push_str(&terminal_safe_str(record.str_field("message")));
-    for (key, value) in record.fields() {
-        if !matches!(key.as_str(), "timestamp" | "level" | "target" | "message") {
-            let _ = write!(line, "  {}={}", terminal_safe_str(key), value_text(value));
+    for span in &summary.details {
+        let text = terminal_safe_str(&span.text);
+        if span.dim {
+            line.push_str(&paint(ctx, &text, |s| s.dimmed().to_string()));
+        } else {
+            line.push_str(&text);
         }
+    }
+}
+
+/// A record its source does not summarise: its fields as `key=value`.
+fn fields_line(record: &Record, line: &mut String) {
+    let mut first = true;
+    for (key, value) in record.fields() {
+        if !first {
+            line.push_str("  ");
+        }
+        first = false;
+        let _ = write!(
+            line,
+            "{}={}",
+            terminal_safe_str(key),
+            terminal_safe_str(&value_text(value))
+        );
     }
 }
 
@@ -107,7 +93,7 @@ impl Formatter for PrettyFormatter {
         "aligned, coloured lines for people (the default)"
     }
 
-    fn write(&self, record: &Record, ctx: &FormatContext, out: &mut Vec<u8>) {
+    fn write(&self, record: &Record, source: &dyn Source, ctx: &FormatContext, out: &mut Vec<u8>) {
         let mut line = String::with_capacity(160);
         match record.time {
             Some(time) => {
@@ -122,33 +108,10 @@ impl Formatter for PrettyFormatter {
         line.push_str(&paint(ctx, &tag, source_style(record.source)));
         line.push_str("  ");
         match &record.kind {
-            Kind::Event if record.field("decision").is_some() => audit_line(record, ctx, &mut line),
-            Kind::Event if record.str_field("kind") == "segment" => {
-                let marker = paint(ctx, "SEGMENT    ", |s| s.yellow().bold().to_string());
-                let _ = write!(
-                    line,
-                    "{marker}  new chain segment at seq {}: {}",
-                    record
-                        .field("seq")
-                        .map(Value::to_string)
-                        .unwrap_or_default(),
-                    terminal_safe_str(record.str_field("reason"))
-                );
-                if let Some(torn) = record.field("torn") {
-                    let _ = write!(line, "  torn={}", terminal_safe_str(&torn.to_string()));
-                }
-            }
-            Kind::Event => {
-                let mut first = true;
-                for (key, value) in record.fields() {
-                    if !first {
-                        line.push_str("  ");
-                    }
-                    first = false;
-                    let _ = write!(line, "{}={}", terminal_safe_str(key), value_text(value));
-                }
-            }
-            Kind::Log => log_line(record, ctx, &mut line),
+            Kind::Event | Kind::Log => match source.summary(record) {
+                Some(summary) => summary_line(&summary, ctx, &mut line),
+                None => fields_line(record, &mut line),
+            },
             Kind::Raw => line.push_str(&terminal_safe(&record.raw)),
             Kind::Malformed { reason } => {
                 let marker = paint(ctx, "MALFORMED", |s| s.red().bold().reversed().to_string());

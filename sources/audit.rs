@@ -10,10 +10,20 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::audit::event::{Decision, SEGMENT_KIND};
-use crate::monitor::{Kind, Record, Source, SourcePlugin};
+use crate::monitor::json_scan::{Type, as_u64, object_members};
+use crate::monitor::{Kind, Record, Source, SourcePlugin, Summary, Tone};
 use crate::state_dir::StateDir;
 
 pub struct AuditSource;
+
+/// Wide enough for the longest label, `PASSTHROUGH`.
+const LABEL_WIDTH: usize = 11;
+
+/// Empty fields (no class for unmapped traffic, no agent without a token) show as `-` so the
+/// columns stay readable.
+fn or_dash(value: &str) -> &str {
+    if value.is_empty() { "-" } else { value }
+}
 
 /// The fields a record must have, with their types; checked without copying.
 #[allow(dead_code)]
@@ -61,6 +71,78 @@ struct SegmentShape<'a> {
     prev: IgnoredAny,
 }
 
+/// The top-level fields of [`Shape`] (bit per field), for the fast check.
+const SHAPE_FIELDS: [&[u8]; 13] = [
+    b"v",
+    b"seq",
+    b"ts",
+    b"event_id",
+    b"decision",
+    b"reason",
+    b"agent_id",
+    b"session_id",
+    b"token_id",
+    b"intent",
+    b"policy",
+    b"latency_us",
+    b"prev",
+];
+const INTENT_FIELDS: [&[u8]; 4] = [b"action_class", b"method", b"host", b"path"];
+
+/// The fast path for a canonical-looking decision line: its `ts` when the line is certainly a
+/// record of [`Shape`] (what serde_json would accept — a proptest holds the two together);
+/// `None` leaves the line to serde_json, which decides and explains. Skips building anything:
+/// most of a one-shot run's time is here.
+fn decision_ts(line: &[u8]) -> Option<&str> {
+    let mut seen = 0u16;
+    let mut ts = None;
+    let accepted = object_members(line, &mut |member| {
+        let Some(bit) = SHAPE_FIELDS.iter().position(|f| *f == member.key) else {
+            return true;
+        };
+        // A repeated field is an error for serde_json.
+        if seen & (1 << bit) != 0 {
+            return false;
+        }
+        seen |= 1 << bit;
+        match member.key {
+            b"v" => as_u64(&member).is_some_and(|v| v <= u64::from(u32::MAX)),
+            b"seq" | b"latency_us" => as_u64(&member).is_some(),
+            b"ts" => {
+                ts = Some(member.value);
+                member.value_type == Type::String && !member.escaped
+            }
+            b"decision" => {
+                member.value_type == Type::String
+                    && Decision::ALL
+                        .iter()
+                        .any(|d| d.as_str().as_bytes() == member.value)
+            }
+            b"intent" => member.value_type == Type::Object && intent_ok(member.value),
+            _ => true,
+        }
+    });
+    if !accepted || seen != (1 << SHAPE_FIELDS.len()) - 1 {
+        return None;
+    }
+    std::str::from_utf8(ts?).ok()
+}
+
+/// `intent`: the four fields, once each, `action_class` a string.
+fn intent_ok(object: &[u8]) -> bool {
+    let mut seen = 0u8;
+    object_members(object, &mut |member| {
+        let Some(bit) = INTENT_FIELDS.iter().position(|f| *f == member.key) else {
+            return true;
+        };
+        if seen & (1 << bit) != 0 {
+            return false;
+        }
+        seen |= 1 << bit;
+        member.key != b"action_class" || member.value_type == Type::String
+    }) && seen == (1 << INTENT_FIELDS.len()) - 1
+}
+
 fn malformed(line: &[u8], offset: u64, reason: String) -> Record {
     Record::new("audit", offset, Kind::Malformed { reason }, line)
 }
@@ -78,6 +160,11 @@ impl Source for AuditSource {
         state.audit_log()
     }
 
+    /// The Sidecar rotates its log (`audit.jsonl.N`, highest N oldest); the state dir lists them.
+    fn files(&self, state: &StateDir) -> Vec<PathBuf> {
+        state.audit_files()
+    }
+
     /// Checks the line against the record's shape without building it; the fields are parsed
     /// only if a formatter or filter asks for them.
     fn parse(&self, line: &[u8], offset: u64) -> Record {
@@ -88,8 +175,14 @@ impl Source for AuditSource {
             };
             return malformed(line, offset, reason);
         }
-        // In valid JSON `"kind":` can only be a key (inside a string its quotes are escaped).
-        let shape = if memchr::memmem::find(line, b"\"kind\":").is_some() {
+        // In valid JSON `"kind":` can only be a key (inside a string its quotes are escaped). A
+        // canonical decision record starts with `agent_id`, a marker with `kind`: no search.
+        let canonical = self.is_canonical(line);
+        let marker = !canonical && memchr::memmem::find(line, b"\"kind\":").is_some();
+        let fast = if canonical { decision_ts(line) } else { None };
+        let shape = if let Some(ts) = fast {
+            Ok(Cow::Borrowed(ts))
+        } else if marker {
             serde_json::from_slice::<SegmentShape<'_>>(line).and_then(|s| {
                 if s.kind == SEGMENT_KIND {
                     Ok(s.ts)
@@ -117,7 +210,51 @@ impl Source for AuditSource {
         };
         let mut record = Record::new(self.name(), offset, Kind::Event, line);
         record.time = Some(time);
+        // A segment marker is about the chain, not a decision: filters show it, always.
+        record.filterable = !marker;
         record
+    }
+
+    /// A decision: `DENY  class  METHOD host/path  agent=…  reason=…`; a segment marker:
+    /// `SEGMENT  new chain segment at seq N: reason  torn=…`.
+    fn summary(&self, record: &Record) -> Option<Summary> {
+        if record.kind != Kind::Event {
+            return None;
+        }
+        if record.str_field("kind") == SEGMENT_KIND {
+            let seq = record
+                .field("seq")
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let mut summary = Summary::new("SEGMENT", LABEL_WIDTH, Tone::Notice).text(format!(
+                "new chain segment at seq {seq}: {}",
+                record.str_field("reason")
+            ));
+            if let Some(torn) = record.field("torn") {
+                summary = summary.text(format!("  torn={torn}"));
+            }
+            return Some(summary);
+        }
+        let decision = record.str_field("decision");
+        let tone = match decision {
+            "deny" => Tone::Alert,
+            "allow" => Tone::Good,
+            _ => Tone::Quiet,
+        };
+        let mut summary = Summary::new(decision.to_uppercase(), LABEL_WIDTH, tone)
+            .text(or_dash(record.str_field("intent.action_class")))
+            .text(format!(
+                "  {} {}{}  agent={}",
+                record.str_field("intent.method"),
+                record.str_field("intent.host"),
+                record.str_field("intent.path"),
+                or_dash(record.str_field("agent_id")),
+            ));
+        let reason = record.str_field("reason");
+        if !reason.is_empty() {
+            summary = summary.text(format!("  reason={reason}"));
+        }
+        Some(summary)
     }
 
     fn filterable_fields(&self) -> &'static [&'static str] {
@@ -127,6 +264,8 @@ impl Source for AuditSource {
             "agent_id",
             "session_id",
             "token_id",
+            // Set on records of sandboxed `firma run`s.
+            "sandbox_id",
         ]
     }
 
@@ -200,8 +339,10 @@ mod tests {
     }
 
     /// The needle prefilter is exact on canonical lines: for records encoded by the audit
-    /// log's own RFC 8785 encoder, with hostile strings anywhere, "the line holds the needle"
-    /// is the same as "the field has the value".
+    /// log's own RFC 8785 encoder, with hostile strings anywhere (the agent chooses the path,
+    /// and may try to smuggle `"sandbox_id":"…"` into it), "the line holds the needle" is the
+    /// same as "the field has the value" — an agent can neither hide its record from a filtered
+    /// view nor slip it into another agent's or sandbox's.
     mod prefilter {
         use super::*;
         use crate::audit::event::{AuditEvent, Intent, PolicyRef};
@@ -215,6 +356,10 @@ mod tests {
                 Just("\"decision\":\"deny\"".to_string()),
                 Just("x\",\"action_class\":\"a.b".to_string()),
                 Just("a.b".to_string()),
+                Just("sbx".to_string()),
+                Just("x\",\"sandbox_id\":\"sbx".to_string()),
+                Just("\"agent_id\":\"codex".to_string()),
+                Just("codex".to_string()),
             ]
         }
 
@@ -236,6 +381,9 @@ mod tests {
                 path in text(),
                 wanted_class in text(),
                 wanted_decision in decision(),
+                wanted_agent in text(),
+                sandbox in proptest::option::of(text()),
+                wanted_sandbox in text(),
             ) {
                 let event = AuditEvent {
                     v: 1,
@@ -244,7 +392,7 @@ mod tests {
                     event_id: "e".into(),
                     decision,
                     reason,
-                    agent_id: agent,
+                    agent_id: agent.clone(),
                     session_id: "s".into(),
                     token_id: "t".into(),
                     intent: Intent { action_class: class.clone(), method: "GET".into(), host: "h".into(), path, ..Default::default() },
@@ -252,15 +400,21 @@ mod tests {
                     latency_us: 1,
                     prev: "0".repeat(64),
                     sig: Some("c2ln".into()),
-                    sandbox_id: String::new(),
+                    // A sandboxed run's records carry it (the writer omits it when empty).
+                    sandbox_id: sandbox.clone().unwrap_or_default(),
                 };
-                let line = crate::audit::canonical::to_vec(&serde_json::to_value(&event).unwrap()).unwrap();
+                let value = serde_json::to_value(&event).unwrap();
+                let line = crate::audit::canonical::to_vec(&value).unwrap();
                 prop_assert!(AuditSource.is_canonical(&line));
+                // The writer's records take the fast path.
+                prop_assert_eq!(decision_ts(&line), Some("2026-11-26T10:00:00.000000001Z"));
                 let record = AuditSource.parse(&line, 0);
                 prop_assert_eq!(&record.kind, &Kind::Event);
                 for (predicate, equal) in [
                     (FieldEquals::new("decision", wanted_decision.as_str()), decision == wanted_decision),
                     (FieldEquals::new("intent.action_class", wanted_class.clone()), class == wanted_class),
+                    (FieldEquals::new("agent_id", wanted_agent.clone()), agent == wanted_agent),
+                    (FieldEquals::new("sandbox_id", wanted_sandbox.clone()), !event.sandbox_id.is_empty() && event.sandbox_id == wanted_sandbox),
                 ] {
                     let needle = predicate.needle().unwrap();
                     let present = memchr::memmem::find(&line, &needle).is_some();
@@ -269,10 +423,38 @@ mod tests {
                 }
             }
 
+            /// The fast path accepts only what serde_json's `Shape` accepts, with the same `ts`:
+            /// real lines with a cut, an insertion and a deletion anywhere.
+            #[test]
+            fn the_fast_path_never_accepts_what_serde_refuses(
+                cut in 0usize..500,
+                insert in prop_oneof![
+                    Just(String::new()),
+                    "[a-z0-9\"\\\\{}\\[\\]:,. \\-eE+tfnul/]{0,6}",
+                    Just(",\"seq\":1".to_string()),
+                    Just(",\"intent\":{}".to_string()),
+                    Just("\\u0041".to_string()),
+                    Just("\\ud800".to_string()),
+                ],
+                remove in 0usize..8,
+            ) {
+                let base = LINE.as_bytes();
+                let cut = cut.min(base.len());
+                let mut line = base[..cut].to_vec();
+                line.extend_from_slice(insert.as_bytes());
+                let rest = &base[cut..];
+                line.extend_from_slice(&rest[remove.min(rest.len())..]);
+                if let Some(ts) = decision_ts(&line) {
+                    let shape = serde_json::from_slice::<Shape<'_>>(&line);
+                    prop_assert!(shape.is_ok(), "fast path accepted what serde refuses: {}", String::from_utf8_lossy(&line));
+                    prop_assert_eq!(shape.unwrap().ts, ts);
+                }
+            }
+
             #[test]
             fn any_bytes_parse_without_panicking(line in proptest::collection::vec(any::<u8>(), 0..300)) {
                 let record = AuditSource.parse(&line, 3);
-                prop_assert_eq!(record.raw, line);
+                prop_assert_eq!(&record.raw, &line);
             }
         }
     }

@@ -4,3 +4,4 @@
 pub mod audit;
 pub mod authority;
 pub mod sidecar;
+pub mod supervisor;

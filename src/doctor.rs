@@ -63,10 +63,9 @@ impl Check {
     }
 }
 
-/// The whole report (`--json` prints it as is; `version` is the schema's).
+/// The whole report (`--json` prints it, versioned by `cli::json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub version: u32,
     pub checks: Vec<Check>,
     pub worst: Status,
 }
@@ -143,11 +142,7 @@ pub fn diagnose(inputs: &Inputs) -> Report {
     checks.push(clock_check());
     checks.push(sandbox_check());
     let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
-    Report {
-        version: 1,
-        checks,
-        worst,
-    }
+    Report { checks, worst }
 }
 
 /// What `firma run`'s sandbox can use here (probed in a throwaway process).

@@ -98,6 +98,12 @@ impl StateDir {
     pub fn listen_file(&self, role: Role) -> PathBuf {
         self.dir.join(format!("{}.listen", role.file_stem()))
     }
+    /// The bound address of a daemon's Prometheus endpoint (`[<role>.metrics] listen`), written
+    /// by the daemon once it listens, `ip:port` and a newline like `*.listen`.
+    pub fn metrics_listen_file(&self, role: Role) -> PathBuf {
+        self.dir
+            .join(format!("{}.metrics.listen", role.file_stem()))
+    }
     pub fn identity_file(&self, role: Role) -> PathBuf {
         self.dir.join(format!(".{}.identity", role.file_stem()))
     }
@@ -163,11 +169,17 @@ impl StateDir {
         if let Some(dir) = &self.audit_dir {
             return dir.clone();
         }
-        match std::fs::read_to_string(self.audit_dir_pointer()) {
-            Ok(text) if Path::new(text.trim_end_matches('\n')).is_absolute() => {
-                PathBuf::from(text.trim_end_matches('\n'))
-            }
-            _ => self.dir.clone(),
+        // Read like every other file the Sidecar publishes: a symlink or another user's file
+        // planted here must not send readers to a log of its choosing.
+        let text = match crate::fsutil::read_trusted(&self.audit_dir_pointer()) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let dir = Path::new(text.trim_end_matches('\n'));
+        if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            self.dir.clone()
         }
     }
     /// This state dir with the audit log placed in `dir` (`[sidecar.audit] dir`; `None`: the
@@ -333,6 +345,25 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_dir_pointer_is_followed_only_when_firma_could_have_written_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        assert_eq!(state.audit_dir(), tmp.path());
+        std::fs::write(state.audit_dir_pointer(), "/srv/evidence\n").unwrap();
+        assert_eq!(state.audit_dir(), Path::new("/srv/evidence"));
+        // A symlink planted in its place sends no reader elsewhere.
+        let decoy = tmp.path().join("decoy");
+        std::fs::write(&decoy, "/tmp/forged\n").unwrap();
+        std::fs::remove_file(state.audit_dir_pointer()).unwrap();
+        std::os::unix::fs::symlink(&decoy, state.audit_dir_pointer()).unwrap();
+        assert_eq!(state.audit_dir(), tmp.path());
+        // Nor does a relative path.
+        std::fs::remove_file(state.audit_dir_pointer()).unwrap();
+        std::fs::write(state.audit_dir_pointer(), "elsewhere\n").unwrap();
+        assert_eq!(state.audit_dir(), tmp.path());
+    }
 
     #[test]
     fn guide_names() {

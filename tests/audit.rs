@@ -7,40 +7,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use common::audit::{draft, write_records};
 use common::{World, assert_success, stderr, stdout};
 use ed25519_dalek::SigningKey;
-use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
 use firma::audit::verify::{FindingKind, VerifyOptions, VerifyReport, verify};
 use firma::audit::writer::{AuditHealth, AuditWriter, WriterOptions};
 use firma::config::keys;
 use firma::config::schema::FsyncPolicy;
-
-fn draft(i: u64) -> AuditDraft {
-    AuditDraft {
-        decision: if i.is_multiple_of(3) {
-            Decision::Deny
-        } else {
-            Decision::Allow
-        },
-        reason: format!("policy decision {i}"),
-        agent_id: "codex".into(),
-        session_id: "s-1".into(),
-        token_id: format!("tok-{}", i % 7),
-        sandbox_id: String::new(),
-        intent: Intent {
-            action_class: "communication.external.send".into(),
-            method: "POST".into(),
-            host: "api.example.com".into(),
-            path: format!("/v1/send/{i}"),
-            ..Default::default()
-        },
-        policy: PolicyRef {
-            bundle: "b-42".into(),
-            determining: vec!["policy0".into()],
-        },
-        latency_us: 100 + i,
-    }
-}
 
 /// A key pair on disk (audit.key + audit.pub) in `dir`.
 fn key_in(dir: &Path) -> (SigningKey, PathBuf) {
@@ -52,11 +25,7 @@ fn key_in(dir: &Path) -> (SigningKey, PathBuf) {
 
 /// A log of `n` records written by the real writer.
 fn write_log(path: &Path, key: &SigningKey, n: u64) {
-    let (writer, _) = AuditWriter::open(path, key.clone(), WriterOptions::default()).unwrap();
-    for i in 0..n {
-        writer.append(draft(i)).unwrap();
-    }
-    writer.shutdown().unwrap();
+    write_records(path, key, (0..n).map(draft));
 }
 
 /// A log of `n` records in format 1 (as firma wrote before format 2), with its checkpoint.

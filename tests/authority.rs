@@ -6,24 +6,11 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::authority::{AuthorityProcess, DEADLINE};
+use common::authority::{AuthorityProcess, DEADLINE, issue_request};
 use common::{World, assert_success, stderr, stdout, wait_for};
 use firma::authority::token::verify_token;
-use firma::proto::{
-    IssueCapabilityRequest, RevokeRequest, WatchPolicyBundleRequest, WatchRevocationsRequest,
-};
+use firma::proto::{RevokeRequest, WatchPolicyBundleRequest, WatchRevocationsRequest};
 use tokio_stream::StreamExt;
-
-fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
-    IssueCapabilityRequest {
-        agent_id: agent.into(),
-        actions: vec![action.into()],
-        resource_scope: "*".into(),
-        session_id: "test-session".into(),
-        ttl_seconds: 600,
-        sandbox_id: String::new(),
-    }
-}
 
 fn public_key(world: &World) -> ed25519_dalek::VerifyingKey {
     firma::config::keys::load_verifying_key(&world.project_dir().join("authority.pub")).unwrap()
@@ -45,7 +32,7 @@ fn serve_tls(world: &World) {
     let dir = world.project_dir();
     std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-    edit_config(world, |text| {
+    world.edit_config(|text| {
         text.replacen(
             "bundle_ttl = \"30s\"\n",
             "bundle_ttl = \"30s\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
@@ -59,12 +46,6 @@ fn serve_tls(world: &World) {
     });
 }
 
-fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
-    let path = world.config_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, edit(text)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let world = World::new();
@@ -73,7 +54,10 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let mut client = authority.operator(&world).await;
 
     let mut revocations = client
-        .watch_revocations(WatchRevocationsRequest { since: None })
+        .watch_revocations(WatchRevocationsRequest {
+            since: None,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -178,7 +162,10 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let since =
         firma::authority::client::timestamp(chrono::Utc::now() - chrono::Duration::hours(1));
     let mut late = client
-        .watch_revocations(WatchRevocationsRequest { since: Some(since) })
+        .watch_revocations(WatchRevocationsRequest {
+            since: Some(since),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -203,6 +190,7 @@ async fn issue_verify_offline_revoke_and_watch_the_revocation() {
     let mut none = client
         .watch_revocations(WatchRevocationsRequest {
             since: Some(future),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -289,6 +277,7 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
     let mut stream = client
         .watch_policy_bundle(WatchPolicyBundleRequest {
             current_version: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -309,6 +298,7 @@ async fn policy_edits_reach_watchers_and_broken_edits_keep_the_old_bundle() {
     let mut current = client
         .watch_policy_bundle(WatchPolicyBundleRequest {
             current_version: first.version.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -433,7 +423,7 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
     // Address in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    edit_config(&world, |text| {
+    world.edit_config(|text| {
         text.replacen(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"{addr}\""),
@@ -449,7 +439,7 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
     );
     assert!(err.contains("hint:"), "{err}");
     drop(taken);
-    edit_config(&world, |text| {
+    world.edit_config(|text| {
         text.replacen(
             &format!("listen = \"{addr}\""),
             "listen = \"127.0.0.1:0\"",
@@ -485,9 +475,8 @@ fn startup_errors_exit_2_naming_the_address_or_file() {
     );
 
     // Plain text on a non-loopback address needs an explicit opt-in.
-    edit_config(&world, |text| {
-        text.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1)
-    });
+    world
+        .edit_config(|text| text.replacen("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"", 1));
     let out = world.run(&["authority"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("0.0.0.0:0"), "{}", stderr(&out));
@@ -586,15 +575,7 @@ async fn health_and_reflection_are_served() {
 /// A client generated only from `proto/` in another language: Python grpcio.
 #[test]
 fn python_client_generated_from_the_proto_calls_issue_and_health() {
-    let probe = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .output()
-        .expect("python3");
-    assert!(
-        probe.status.success(),
-        "python grpcio/grpcio-tools missing (`python3 -m pip install grpcio grpcio-tools`, as .ci/run does): {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    common::require_python("grpc, grpc_tools", "grpcio grpcio-tools");
     let world = World::new();
     world.init(&[]);
     let authority = AuthorityProcess::start(&world);
@@ -733,9 +714,7 @@ async fn tls_authority_is_reached_with_the_ca_file() {
 async fn bundles_are_refreshed_before_their_ttl_runs_out() {
     let world = World::new();
     world.init(&[]);
-    edit_config(&world, |text| {
-        text.replacen("bundle_ttl = \"30s\"", "bundle_ttl = \"1s\"", 1)
-    });
+    world.edit_config(|text| text.replacen("bundle_ttl = \"30s\"", "bundle_ttl = \"1s\"", 1));
     let authority = AuthorityProcess::start(&world);
     let mut client = authority.client().await;
     let mut stream = client
@@ -754,20 +733,6 @@ async fn bundles_are_refreshed_before_their_ttl_runs_out() {
     }
 }
 
-/// Stops the daemon pair a test started (`firma sidecar start`/`firma run`), also when it fails.
-struct DaemonGuard<'a>(&'a World);
-
-impl Drop for DaemonGuard<'_> {
-    fn drop(&mut self) {
-        let out = self.0.run(&["sidecar", "stop"]);
-        assert!(
-            out.status.success() || std::thread::panicking(),
-            "stop failed: {}",
-            stderr(&out)
-        );
-    }
-}
-
 /// `firma run` finds the Authority the way every other client does: a TLS Authority is reached
 /// over TLS with the configured CA (it used to be dialled with plain http:// and fail).
 #[test]
@@ -775,7 +740,7 @@ fn firma_run_gets_its_capability_from_a_tls_authority() {
     let world = World::new();
     world.init(&[]);
     serve_tls(&world);
-    let _daemon = DaemonGuard(&world);
+    let _daemon = common::stack::DaemonGuard(&world);
     let out = world.run(&["run", "codex", "--", "true"]);
     assert_success(&out);
     // firma's own lines go to stderr: stdout belongs to the command (#15).

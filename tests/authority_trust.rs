@@ -8,28 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::authority::{AuthorityProcess, DEADLINE};
+use common::authority::{AuthorityProcess, DEADLINE, issue_request};
 use common::{World, assert_success, stderr, stdout};
 use firma::authority::client::{ClientIdentity, Target};
-use firma::proto::{IssueCapabilityRequest, WatchPolicyBundleRequest};
+use firma::proto::WatchPolicyBundleRequest;
 use tokio_stream::StreamExt;
-
-fn edit_config(world: &World, edit: impl FnOnce(String) -> String) {
-    let path = world.config_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, edit(text)).unwrap();
-}
-
-fn issue_request() -> IssueCapabilityRequest {
-    IssueCapabilityRequest {
-        agent_id: "codex".into(),
-        actions: vec!["communication.external.send".into()],
-        resource_scope: "*".into(),
-        session_id: "trust".into(),
-        sandbox_id: String::new(),
-        ttl_seconds: 60,
-    }
-}
 
 /// The certificates of a mutual-TLS deployment, minted with `firma authority cert`.
 struct Pki {
@@ -49,7 +32,7 @@ impl Pki {
         let pki = Self {
             dir: dir.join("pki"),
         };
-        edit_config(world, |text| {
+        world.edit_config(|text| {
             text.replacen(
                 "bundle_ttl = \"30s\"\n",
                 "bundle_ttl = \"30s\"\ntls_cert = \"pki/localhost.crt\"\ntls_key = \"pki/localhost.key\"\nclient_ca = \"client-ca.crt\"\n",
@@ -176,7 +159,10 @@ async fn mutual_tls_names_the_role_and_refuses_everyone_else() {
         .await
         .unwrap();
     assert!(matches!(first, Some(Ok(_))), "{first:?}");
-    let status = sidecar.issue_capability(issue_request()).await.unwrap_err();
+    let status = sidecar
+        .issue_capability(issue_request("codex", "communication.external.send"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(
         status.message().contains("sidecar \"host-b\""),
@@ -189,7 +175,7 @@ async fn mutual_tls_names_the_role_and_refuses_everyone_else() {
         .await
         .unwrap();
     let granted = operator
-        .issue_capability(issue_request())
+        .issue_capability(issue_request("codex", "communication.external.send"))
         .await
         .unwrap()
         .into_inner();
@@ -409,25 +395,18 @@ fn mint(world: &World) -> String {
     stdout(&out).trim().to_string()
 }
 
-fn forbid_admin(world: &World) {
-    std::fs::write(
-        world.project_dir().join("policies/forbid-admin.cedar"),
-        "@id(\"no-admin\")\nforbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n",
-    )
-    .unwrap();
-}
-
 /// The Authority goes down and another process — with its own key and a permit-all bundle —
 /// takes its address: the running Sidecar refuses its bundle and revocation snapshot (logged),
 /// keeps enforcing the genuine bundle, and a Sidecar starting against it never becomes ready.
 #[test]
 fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
-    use common::http::{curl, upstream};
+    use common::http::curl;
+    use common::upstream::FileUpstream;
     let world = World::new();
     world.init(&[]);
-    forbid_admin(&world);
-    let (_upstream, port) = upstream(&world.path().join("www"), None);
-    world.map_local_port(port);
+    world.forbid_admin();
+    let upstream = FileUpstream::serving(&world);
+    let port = upstream.port;
     let mut authority = AuthorityProcess::start(&world);
     let url = authority.url();
     let sidecar = common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &url]);
@@ -435,8 +414,8 @@ fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
     let proxy = format!("http://firma:{token}@{}", sidecar.addr);
     let admin = format!("http://127.0.0.1:{port}/admin/secret.txt");
     let hello = format!("http://127.0.0.1:{port}/hello.txt");
-    assert_eq!(curl(None, &proxy, &hello).0, 200);
-    assert_eq!(curl(None, &proxy, &admin).0, 403);
+    assert_eq!(curl(&proxy, &hello, &[]).0, 200);
+    assert_eq!(curl(&proxy, &admin, &[]).0, 403);
 
     // The fake: another project (other keys, no forbid policy) on the genuine address.
     let _ = authority.guard.child_mut().kill();
@@ -467,12 +446,12 @@ fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
         "{line}"
     );
     // The genuine bundle stays in force; the fake's tokens are worthless.
-    assert_eq!(curl(None, &proxy, &admin).0, 403);
+    assert_eq!(curl(&proxy, &admin, &[]).0, 403);
     let fake_token = mint(&fake_world);
     let (status, body) = curl(
-        None,
         &format!("http://firma:{fake_token}@{}", sidecar.addr),
         &hello,
+        &[],
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("signature"), "{body}");
@@ -507,18 +486,10 @@ fn a_fake_authority_on_the_address_gets_no_sidecar_to_enforce_its_bundle() {
 /// the token names as its issuer.
 #[test]
 fn pyseto_verifies_tokens_their_audience_and_issuer() {
-    let probe = Command::new("python3")
-        .args(["-c", "import pyseto"])
-        .output()
-        .expect("python3");
-    assert!(
-        probe.status.success(),
-        "python pyseto missing (`python3 -m pip install pyseto`, as .ci/run does): {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    common::require_python("pyseto", "pyseto");
     let world = World::new();
     world.init(&[]);
-    edit_config(&world, |text| {
+    world.edit_config(|text| {
         text.replacen("[project]\n", "[project]\ndeployment = \"staging\"\n", 1)
     });
     let _authority = AuthorityProcess::start(&world);
@@ -554,11 +525,12 @@ except pyseto.VerifyError as err:
 /// key): 403 `token_invalid`, and the record says which deployments.
 #[test]
 fn a_sidecar_refuses_tokens_for_another_deployment() {
-    use common::http::{curl, upstream};
+    use common::http::curl;
+    use common::upstream::FileUpstream;
     let world = World::new();
     world.init(&[]);
-    let (_upstream, port) = upstream(&world.path().join("www"), None);
-    world.map_local_port(port);
+    let upstream = FileUpstream::serving(&world);
+    let port = upstream.port;
     let authority = AuthorityProcess::start(&world);
     let other = world.project_dir().join("prod.toml");
     let text = std::fs::read_to_string(world.config_path())
@@ -577,9 +549,9 @@ fn a_sidecar_refuses_tokens_for_another_deployment() {
     );
     let token = mint(&world);
     let (status, body) = curl(
-        None,
         &format!("http://firma:{token}@{}", sidecar.addr),
         &format!("http://127.0.0.1:{port}/hello.txt"),
+        &[],
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("token_invalid"), "{body}");
@@ -596,11 +568,12 @@ fn a_sidecar_refuses_tokens_for_another_deployment() {
 /// plain verifier then accepts — is `truncated` against the witness. Bogus reports are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn witnessed_checkpoints_catch_a_tail_removed_with_its_checkpoint() {
-    use common::http::{curl, upstream};
+    use common::http::curl;
+    use common::upstream::FileUpstream;
     let world = World::new();
     world.init(&[]);
-    let (_upstream, port) = upstream(&world.path().join("www"), None);
-    world.map_local_port(port);
+    let upstream = FileUpstream::serving(&world);
+    let port = upstream.port;
     let authority = AuthorityProcess::start(&world);
     let mut sidecar =
         common::authority::Daemon::spawn(&world, &["sidecar", "--authority-url", &authority.url()]);
@@ -608,7 +581,7 @@ async fn witnessed_checkpoints_catch_a_tail_removed_with_its_checkpoint() {
     let proxy = format!("http://firma:{token}@{}", sidecar.addr);
     for _ in 0..5 {
         assert_eq!(
-            curl(None, &proxy, &format!("http://127.0.0.1:{port}/hello.txt")).0,
+            curl(&proxy, &format!("http://127.0.0.1:{port}/hello.txt"), &[]).0,
             200
         );
     }

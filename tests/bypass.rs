@@ -5,8 +5,6 @@
 //! live with the audit writer's tests.)
 
 mod common;
-#[path = "proxy_support/mod.rs"]
-mod proxy_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,12 +12,12 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::audit::reason;
+use common::http::{json, raw};
+use common::stack::{DEADLINE, Stack, start_stack_with, write_rules};
+use common::upstream::{Upstream, start_upstream, upstream_tls};
 use common::{World, assert_success, wait_for};
-use proxy_support::*;
 use serde_json::Value;
-
-/// The scaffold's policies plus the forbid of the attacks.
-const FORBID_ADMIN: &str = "@id(\"no-admin\")\nforbid (principal, action, resource) when { context has path && context.path like \"/admin*\" };\n";
 
 /// Mapping rules: loopback on `ports` only.
 fn loopback_rules(ports: &[u16]) -> String {
@@ -45,7 +43,7 @@ fn guarded_stack(upstream: &Upstream, extra_rules: &str, env: &[(&str, &str)]) -
     start_stack_with(
         |world: &World| {
             write_rules(world, &rules);
-            add_policy(world, "no-admin.cedar", FORBID_ADMIN);
+            world.forbid_admin();
         },
         env,
     )
@@ -421,8 +419,7 @@ fn cedar_sees_the_port() {
                 world,
                 "[[rules]]\nhost = \"127.0.0.1\"\naction_class = \"communication.internal.send\"\n",
             );
-            add_policy(
-                world,
+            world.add_policy(
                 "port.cedar",
                 &format!(
                     "@id(\"no-port\")\nforbid (principal, action, resource) when {{ context has port && context.port == {} }};\n",
@@ -644,8 +641,7 @@ fn revocation_and_a_denying_bundle_close_open_tunnels() {
     let token = stack.token();
     let mut tunnel = open_tunnel(&stack, &upstream, &token);
     let before = stack.audit().len();
-    add_policy(
-        &stack.world,
+    stack.world.add_policy(
         "no-tunnels.cedar",
         "@id(\"no-tunnels\")\nforbid (principal, action, resource) when { context has method && context.method == \"CONNECT\" };\n",
     );

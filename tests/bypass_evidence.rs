@@ -6,28 +6,24 @@
 //! verifies and continues after a restart.
 
 mod common;
-mod proxy_support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{World, assert_success, stderr, stdout, wait_for};
-use firma::audit::control;
-use firma::state_dir::StateDir;
-use proxy_support::{
-    DEADLINE, Stack, Upstream, curl, json, spawn_ready, start_stack, start_upstream,
+use common::http::{curl, json};
+use common::stack::{
+    DEADLINE, LOOPBACK_RULES, Stack, start_stack, start_stack_with, stop, terminate, write_rules,
 };
+use common::tmpfs::Tmpfs;
+use common::upstream::{Upstream, start_upstream};
+use common::{World, assert_success, stdout, wait_for};
+use firma::audit::control;
 use serde_json::Value;
-
-fn state(world: &World) -> StateDir {
-    StateDir::new(world.state_dir())
-}
 
 /// Wait until the Sidecar's control socket reports the audit log unavailable; the reason.
 fn wait_unavailable(world: &World) -> String {
-    let socket = state(world).sidecar_socket();
+    let socket = world.state().sidecar_socket();
     wait_for(
         "the Sidecar to report its audit log unavailable",
         DEADLINE,
@@ -81,7 +77,7 @@ fn a_deleted_audit_log_refuses_every_call() {
     let stack = start_stack(|_| {}, &[]);
     let token = stack.token();
     assert_eq!(call(&stack, &token, &upstream, "/before").0, 200);
-    std::fs::remove_file(state(&stack.world).audit_log()).unwrap();
+    std::fs::remove_file(stack.world.state().audit_log()).unwrap();
     let reason = wait_unavailable(&stack.world);
     assert!(reason.contains("deleted or renamed"), "{reason}");
     assert_nothing_forwarded(&stack, &token, &upstream);
@@ -94,8 +90,8 @@ fn a_renamed_audit_log_refuses_every_call() {
     let token = stack.token();
     assert_eq!(call(&stack, &token, &upstream, "/before").0, 200);
     // What logrotate would do: rename, then create a fresh file under the old name.
-    let log = state(&stack.world).audit_log();
-    std::fs::rename(&log, state(&stack.world).audit().rotated(1)).unwrap();
+    let log = stack.world.state().audit_log();
+    std::fs::rename(&log, stack.world.state().audit().rotated(1)).unwrap();
     std::fs::write(&log, b"").unwrap();
     let reason = wait_unavailable(&stack.world);
     assert!(reason.contains("replaced"), "{reason}");
@@ -109,7 +105,7 @@ fn a_replaced_audit_log_refuses_every_call() {
     let token = stack.token();
     assert_eq!(call(&stack, &token, &upstream, "/before").0, 200);
     // An attacker swaps in an older copy of the log.
-    let log = state(&stack.world).audit_log();
+    let log = stack.world.state().audit_log();
     let copy = stack.world.path().join("copy.jsonl");
     std::fs::copy(&log, &copy).unwrap();
     assert_eq!(call(&stack, &token, &upstream, "/between").0, 200);
@@ -119,55 +115,15 @@ fn a_replaced_audit_log_refuses_every_call() {
     assert_nothing_forwarded(&stack, &token, &upstream);
 }
 
-/// A small tmpfs mounted over a directory for the life of the guard.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "cannot mount a tmpfs on {} (this test needs root, as CI has): {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
 #[test]
 fn a_full_disk_refuses_every_call() {
     let upstream = start_upstream(None);
     // The state dir (and with it the audit log) on a 2 MiB tmpfs.
     let mut mount = None;
-    let stack = proxy_support::start_stack_with(
+    let stack = start_stack_with(
         |world| {
             mount = Some(Tmpfs::mount(&world.state_dir(), "2m"));
-            std::fs::write(
-                world.project_dir().join("mapping-rules.toml"),
-                proxy_support::LOOPBACK_RULES,
-            )
-            .unwrap();
+            write_rules(world, LOOPBACK_RULES);
         },
         &[],
     );
@@ -222,29 +178,11 @@ fn a_full_disk_refuses_every_call() {
     // The operator frees space and restarts the Sidecar: the log verifies and continues.
     std::fs::remove_file(&filler).unwrap();
     let mut stack = stack;
-    proxy_support::stop(&mut stack.sidecar);
-    restart_sidecar(&mut stack);
+    stop(&mut stack.sidecar);
+    stack.restart_sidecar(&[], "sidecar-restarted");
     assert_eq!(call(&stack, &token, &upstream, "/recovered").0, 200);
-    let report = verify_json(&stack.world);
+    let report = stack.world.verify_json();
     assert_eq!(report["ok"], true, "{report:#}");
-}
-
-fn restart_sidecar(stack: &mut Stack) {
-    let url = format!("http://{}", stack.authority_addr);
-    let (sidecar, proxy) = spawn_ready(
-        &stack.world,
-        &["sidecar", "--authority-url", &url],
-        &[],
-        "sidecar-restarted",
-    );
-    stack.sidecar = sidecar;
-    stack.proxy = proxy;
-}
-
-fn verify_json(world: &World) -> Value {
-    let out = world.run(&["audit", "verify", "--json"]);
-    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
 }
 
 /// 16 clients through the Sidecar; SIGKILL mid-run. Every call a client saw answered 2xx has its
@@ -290,12 +228,7 @@ threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
         let text = std::fs::read_to_string(&out_path).ok()?;
         (text.lines().count() >= 500).then_some(())
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(stack.sidecar.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let _ = stack.sidecar.child_mut().wait();
+    stop(&mut stack.sidecar);
     let status = wait_for("the clients to give up", DEADLINE, || {
         clients.child_mut().try_wait().unwrap()
     });
@@ -316,7 +249,7 @@ threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
             "{path} was answered 200 but has no allow record"
         );
     }
-    let report = verify_json(&stack.world);
+    let report = stack.world.verify_json();
     assert_eq!(report["ok"], true, "{report:#}");
     for notice in report["notices"].as_array().unwrap() {
         assert_eq!(notice["kind"], "torn_tail", "{report:#}");
@@ -324,28 +257,14 @@ threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
     let last_before = report["last_seq"].as_u64().unwrap();
 
     // After a restart the chain continues.
-    restart_sidecar(&mut stack);
+    stack.restart_sidecar(&[], "sidecar-restarted");
     assert_eq!(call(&stack, &token, &upstream, "/after-restart").0, 200);
-    let mut sidecar = std::mem::replace(
-        &mut stack.sidecar,
-        common::ChildGuard::new(Command::new("true").spawn().unwrap()),
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sidecar.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert_success_status(wait_for("the sidecar to exit", DEADLINE, || {
-        sidecar.child_mut().try_wait().unwrap()
-    }));
-    let report = verify_json(&stack.world);
+    let status = terminate(&mut stack.sidecar);
+    assert!(status.success(), "{status}");
+    let report = stack.world.verify_json();
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(report["last_seq"].as_u64().unwrap() > last_before);
     assert_eq!(report["checkpoint"]["status"], "ok");
-}
-
-fn assert_success_status(status: std::process::ExitStatus) {
-    assert!(status.success(), "{status}");
 }
 
 /// `firma sidecar status` and `firma doctor` show a Sidecar whose audit log is unavailable as
@@ -354,17 +273,10 @@ fn assert_success_status(status: std::process::ExitStatus) {
 fn status_and_doctor_show_an_unavailable_log() {
     let world = World::new();
     world.init(&[]);
-    assert_success(&world.run(&["sidecar", "start", "--detach"]));
-    struct Stop<'a>(&'a World);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.run(&["sidecar", "stop"]);
-        }
-    }
-    let _stop = Stop(&world);
+    let _daemon = world.start_detached();
     let out = world.run(&["sidecar", "status", "--json"]);
     assert_success(&out);
-    std::fs::remove_file(state(&world).audit_log()).unwrap();
+    std::fs::remove_file(world.state().audit_log()).unwrap();
     wait_unavailable(&world);
     let out = world.run(&["sidecar", "status", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));

@@ -9,48 +9,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::audit::{Vary, draft, write_records};
 use common::{ChildGuard, FIRMA, World, wait_for};
 use serde_json::Value;
 
-fn draft(i: u64) -> firma::audit::event::AuditDraft {
-    use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
-    AuditDraft {
-        decision: if i.is_multiple_of(3) {
-            Decision::Deny
-        } else {
-            Decision::Allow
-        },
-        reason: format!("reason {i}"),
-        agent_id: format!("agent-{}", i % 2),
-        session_id: "s-1".into(),
-        token_id: format!("tok-{i}"),
-        sandbox_id: String::new(),
-        intent: Intent {
-            action_class: if i.is_multiple_of(2) {
-                "communication.external.send".into()
-            } else {
-                "network.http.read".into()
-            },
-            method: "POST".into(),
-            host: "api.example.com".into(),
-            path: format!("/v1/{i}"),
-            ..Default::default()
-        },
-        policy: PolicyRef {
-            bundle: "b-1".into(),
-            determining: vec!["p0".into()],
-        },
-        latency_us: 100 + i,
-    }
-}
-
+/// Records whose agent and action class vary, so the stored fields can be told apart.
 fn append_records(log: &Path, key: &ed25519_dalek::SigningKey, range: std::ops::Range<u64>) {
-    use firma::audit::writer::{AuditWriter, WriterOptions};
-    let (writer, _) = AuditWriter::open(log, key.clone(), WriterOptions::default()).unwrap();
-    for i in range {
-        writer.append(draft(i)).unwrap();
-    }
-    writer.shutdown().unwrap();
+    write_records(
+        log,
+        key,
+        range.map(|i| {
+            draft(i)
+                .agent(format!("agent-{}", i % 2))
+                .action_class(if i.is_multiple_of(2) {
+                    "communication.external.send"
+                } else {
+                    "network.http.read"
+                })
+        }),
+    );
 }
 
 fn line_count(path: &Path) -> usize {

@@ -81,8 +81,7 @@ fn pretty_output_has_header_and_one_line_per_check() {
 fn running_daemon_ca_and_audit_log_are_checked() {
     let world = World::new();
     world.init(&[]);
-    assert_success(&world.run(&["sidecar", "start", "--detach"]));
-    let stop = |w: &World| assert_success(&w.run(&["sidecar", "stop"]));
+    let daemon = world.start_detached();
     let (code, running) = report(&world, &[]);
     // Make a few audit records: a call without a token is denied and recorded.
     let listen = std::fs::read_to_string(world.state_dir().join("sidecar.listen")).unwrap();
@@ -95,7 +94,7 @@ fn running_daemon_ca_and_audit_log_are_checked() {
         .unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    stop(&world);
+    drop(daemon);
     assert_eq!(code, 0, "{running}");
     assert_eq!(status_of(&running, "daemon"), "ok", "{running}");
     assert_eq!(status_of(&running, "sidecar CA"), "ok", "{running}");

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -175,33 +174,12 @@ fn without_a_terminal_and_without_yes_it_uses_defaults() {
 #[test]
 fn wizard_through_a_pseudo_terminal_reasks_bad_answers() {
     let world = World::new();
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave = std::fs::File::from(pty.slave);
     let mut cmd = world.cmd();
-    cmd.arg("init")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let child = cmd.spawn().expect("spawn");
-    let mut guard = common::ChildGuard::new(child);
-    // Drop our copies of the slave so the master sees EOF/EIO when the child exits.
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
+    cmd.arg("init");
     // workspace, agent (bad, then good), provider (bad, then good), authority (default), audit
     // log directory (default: the state dir).
-    master
-        .write_all(b"proj\nbad agent!\nclaude\nnope\nopenai\n\n\n")
-        .unwrap();
-    let mut transcript = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match master.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => transcript.extend_from_slice(&buf[..n]),
-        }
-    }
-    let status = guard.child_mut().wait().unwrap();
-    let transcript = String::from_utf8_lossy(&transcript);
+    let (status, transcript) =
+        common::terminal::on_a_terminal(cmd, None, b"proj\nbad agent!\nclaude\nnope\nopenai\n\n\n");
     assert!(status.success(), "{transcript}");
     for prompt in [
         "[firma init] workspace path [.]: ",

@@ -4,21 +4,17 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
+use common::notify::{NotifySocket, listen_addr};
+use common::{ChildGuard, World, alive, assert_success, stderr, stdout, wait_for};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// A world with a scaffolded project on port 0 (real Authority and Sidecar).
 struct Stack {
@@ -44,18 +40,6 @@ impl Stack {
         let mut cmd = self.world.cmd();
         cmd.args(args);
         cmd
-    }
-
-    /// Give another program this world's environment and working directory.
-    fn apply_env(&self, cmd: &mut Command) {
-        let world = self.cmd(&[]);
-        cmd.env_clear();
-        for (k, v) in world.get_envs() {
-            if let Some(v) = v {
-                cmd.env(k, v);
-            }
-        }
-        cmd.current_dir(self.world.workspace()).stdin(Stdio::null());
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -94,7 +78,7 @@ impl Stack {
     /// Stop whatever runs (used on every exit path) and assert the world is clean.
     fn assert_clean(&self) {
         wait_for("the world's processes to exit", LONG, || {
-            world_processes(self.world.path()).is_empty().then_some(())
+            self.world.processes().is_empty().then_some(())
         });
         let leftovers: Vec<String> = std::fs::read_dir(self.state())
             .into_iter()
@@ -118,33 +102,8 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         // Never leave a process behind, also when a test fails.
-        for pid in world_processes(self.world.path()) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        self.world.kill_processes();
     }
-}
-
-/// Live (non-zombie) processes whose command line mentions the world's directory.
-fn world_processes(root: &Path) -> Vec<i32> {
-    let needle = root.to_string_lossy().into_owned();
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            if state.starts_with('Z') || state.is_empty() {
-                return false;
-            }
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&needle)
-        })
-        .collect()
 }
 
 /// Wait for a guarded child to exit and collect its output.
@@ -153,17 +112,6 @@ fn run_until_exit(child: &mut ChildGuard, timeout: Duration) -> Output {
         child.child_mut().try_wait().unwrap().map(|_| ())
     });
     child.take().wait_with_output().unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty()
-        && !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
 }
 
 /// The `timestamp` of the last JSON log line with this message (RFC 3339 UTC sorts as text).
@@ -313,26 +261,20 @@ fn detached_start_prints_next_steps_with_the_state_dir_flag() {
 #[test]
 fn foreground_start_stops_on_ctrl_c_and_notifies_systemd() {
     let stack = Stack::new();
-    let notify_path = stack.world.path().join("n.sock");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(LONG)).unwrap();
+    let notify = NotifySocket::bind(stack.world.path().join("n.sock"));
     let mut cmd = stack.cmd(&["sidecar", "start"]);
-    cmd.env("NOTIFY_SOCKET", &notify_path)
+    notify
+        .pass_to(&mut cmd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = ChildGuard::new(cmd.spawn().unwrap());
-    let mut buf = [0u8; 4096];
-    let n = notify
-        .recv(&mut buf)
+    let message = notify
+        .recv(LONG)
         .expect("READY=1 from the foreground start");
-    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(message.contains("READY=1"), "{message}");
     // READY comes after readiness: the files are published.
     assert_eq!(
-        message
-            .lines()
-            .find_map(|l| l.strip_prefix("X_FIRMA_LISTEN="))
-            .unwrap(),
+        listen_addr(&message).unwrap(),
         stack.read("sidecar.listen").trim()
     );
     assert_eq!(stack.pid("stack"), child.id() as i32);
@@ -378,7 +320,7 @@ fn detached_daemon_survives_sighup_of_the_launchers_session() {
     session
         .args(["--default-signal=HUP", "setsid", "sh", "-c"])
         .arg(&script);
-    stack.apply_env(&mut session);
+    stack.world.prepare(&mut session);
     session.stdout(Stdio::null()).stderr(Stdio::null());
     let mut shell = ChildGuard::new(session.spawn().unwrap());
     let sid = shell.id() as i32;
@@ -540,7 +482,9 @@ fn a_child_that_never_becomes_ready_times_out_and_rolls_back() {
         &[
             (
                 "FIRMA_TEST_SIDECAR_EXE",
-                &fixture("tests/fixtures/fake-sidecar").display().to_string(),
+                &common::repo("tests/fixtures/fake-sidecar")
+                    .display()
+                    .to_string(),
             ),
             ("FAKE_SIDECAR", "never-ready"),
             ("FIRMA_READY_TIMEOUT", "1s"),

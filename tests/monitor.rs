@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::audit::{Vary, draft, write_records};
 use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
 use serde_json::Value;
 
@@ -378,13 +379,15 @@ fn guide_everything_follows_all_sources() {
     let world = World::new();
     let dir = fixture(&world);
     let state = dir.to_str().unwrap();
+    let all = monitor(&world, &["--no-follow"]);
+    let all = stdout(&all);
+    let before: Vec<&str> = all.lines().collect();
+    assert_eq!(before.len(), 11);
     // firma monitor --state-dir /var/run/firma
     let follower = Follower::start(&world, &["--state-dir", state]);
-    follower.wait_positioned(&[
-        dir.join("audit.jsonl"),
-        dir.join("authority.log"),
-        dir.join("sidecar.log"),
-    ]);
+    // The last 10 are written once reading what is there is done (a line appended before
+    // that would count as one of them).
+    follower.wait_for("/v1/5");
     append_line(
         &dir.join("audit.jsonl"),
         &audit(6, Utc::now(), "deny", "x.y"),
@@ -394,12 +397,14 @@ fn guide_everything_follows_all_sources() {
     follower.wait_for("authority-live");
     append_line(&dir.join("sidecar.log"), "sidecar raw line");
     let lines = follower.wait_for("sidecar raw line");
-    // Following starts at the end: only the new lines, in arrival order.
-    assert_eq!(lines.len(), 3, "{lines:#?}");
-    assert!(lines[0].contains(" audit ") && lines[0].contains("DENY"));
-    assert!(lines[1].contains(" authority ") && lines[1].contains("INFO"));
+    // Following starts with the last 10 records already there (of 11, merged in time order,
+    // as a one-shot run shows them), then the new lines in arrival order.
+    assert_eq!(lines.len(), 13, "{lines:#?}");
+    assert_eq!(lines[..10], before[1..]);
+    assert!(lines[10].contains(" audit ") && lines[10].contains("DENY"));
+    assert!(lines[11].contains(" authority ") && lines[11].contains("INFO"));
     assert!(
-        lines[2].ends_with("  sidecar    sidecar raw line"),
+        lines[12].ends_with("  sidecar     sidecar raw line"),
         "{lines:#?}"
     );
 }
@@ -512,10 +517,15 @@ fn guide_filter_by_action_class() {
         &audit(7, Utc::now(), "allow", "communication.external.send"),
     );
     let lines = follower.wait_for("/v1/7");
-    assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert!(
-        lines[0].contains("ALLOW        communication.external.send  POST api.example.com/v1/7")
-    );
+    // The matching records already there (fewer than -n's default 10), then the live one.
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for (line, want) in lines.iter().zip([
+        "DENY         communication.external.send  POST api.example.com/v1/2",
+        "ALLOW        communication.external.send  POST api.example.com/v1/5",
+        "ALLOW        communication.external.send  POST api.example.com/v1/7",
+    ]) {
+        assert!(line.contains(want), "{lines:#?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,26 +758,28 @@ fn help_lists_sources_and_formats_from_the_registries() {
     let out = run(&world, &["monitor", "--help"]);
     assert_success(&out);
     let help = stdout(&out);
-    for name in [
-        "all:",
-        "audit:",
-        "authority:",
-        "sidecar:",
-        "json:",
-        "pretty:",
-    ] {
-        assert!(help.contains(name), "{name} missing from\n{help}");
+    let sources: Vec<&str> = firma::monitor::sources().iter().map(|s| s.name()).collect();
+    let formats: Vec<&str> = firma::monitor::formatters()
+        .iter()
+        .map(|f| f.name())
+        .collect();
+    for name in std::iter::once(&"all").chain(&sources).chain(&formats) {
+        assert!(
+            help.contains(&format!("{name}:")),
+            "{name} missing from\n{help}"
+        );
     }
     let out = monitor(&world, &["--source", "nope", "--no-follow"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("[possible values: all, audit, authority, sidecar]"),
-        "{}",
-        stderr(&out)
-    );
+    let want = format!("[possible values: all, {}]", sources.join(", "));
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
     let out = monitor(&world, &["--format", "nope", "--no-follow"]);
+    let want = format!("[possible values: {}]", formats.join(", "));
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    let out = monitor(&world, &["--decision", "nope", "--no-follow"]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("[possible values: json, pretty]"),
+        stderr(&out).contains("[possible values: allow, deny, passthrough]"),
         "{}",
         stderr(&out)
     );
@@ -809,6 +821,46 @@ fn malformed_audit_lines_are_reported_not_dropped() {
     insta::assert_snapshot!("json_malformed", stdout(&out));
     let out = monitor(&world, &["--no-follow", "--source", "audit"]);
     insta::assert_snapshot!("pretty_malformed", stdout(&out));
+}
+
+/// The agent chooses the path (and its request's text): what the sources summarise for
+/// `pretty` is made terminal-safe like everything else, in every field and in log fields.
+#[test]
+fn hostile_text_in_summaries_is_made_terminal_safe() {
+    let world = World::new();
+    let dir = world.state_dir();
+    let line = audit(1, at("2026-11-26T10:00:00Z"), "deny", "a.b")
+        .replace("/v1/1", r"/x\u001b]0;owned\u0007\u001b[2J")
+        .replace("codex", r"ag\u001b[31ment");
+    write_lines(&dir.join("audit.jsonl"), &[line]);
+    write_lines(
+        &dir.join("sidecar.log"),
+        &[r#"{"timestamp":"2026-11-26T10:00:01Z","level":"WARN\u001b[0m","target":"t\u009b","message":"m\u001b[1A","host":"h\u001bc"}"#.to_string()],
+    );
+    let out = run(&world, &["--color", "always", "monitor", "--no-follow"]);
+    assert_success(&out);
+    let text = stdout(&out);
+    // Colour codes are ours (the labels); none of the record's escapes survive.
+    let stripped = text
+        .replace("\x1b[31m", "")
+        .replace("\x1b[1m", "")
+        .replace("\x1b[33m", "")
+        .replace("\x1b[2m", "")
+        .replace("\x1b[36m", "")
+        .replace("\x1b[35m", "")
+        .replace("\x1b[34m", "")
+        .replace("\x1b[0m", "")
+        .replace("\x1b[39m", "")
+        .replace("\x1b[22m", "");
+    assert!(!stripped.contains('\x1b'), "{text:?}");
+    assert!(!stripped.contains('\u{9b}'), "{text:?}");
+    assert!(
+        stripped.contains(r"/x\x1b]0;owned\x07\x1b[2J"),
+        "{stripped}"
+    );
+    assert!(stripped.contains(r"agent=ag\x1b[31ment"), "{stripped}");
+    assert!(stripped.contains(r"WARN\x1b[0M  t\x9b: "), "{stripped}");
+    assert!(stripped.contains(r"m\x1b[1A  host=h\x1bc"), "{stripped}");
 }
 
 #[test]
@@ -1044,19 +1096,33 @@ fn two_monitors_at_once_both_see_everything() {
     assert_eq!(b.len(), 20);
 }
 
+/// Registry invariants, for whatever is registered (adding a plugin needs no edit here); the
+/// guide's plugins must be among them (a lost registration fails).
 #[test]
-fn the_expected_plugins_are_registered() {
-    let sources: Vec<_> = firma::monitor::sources().iter().map(|s| s.name()).collect();
-    assert_eq!(sources, ["audit", "authority", "sidecar"]);
+fn every_registered_plugin_is_well_formed() {
+    let sources = firma::monitor::sources();
+    let names: Vec<_> = sources.iter().map(|s| s.name()).collect();
+    for name in ["audit", "authority", "sidecar"] {
+        assert!(names.contains(&name), "{name} not registered: {names:?}");
+    }
+    let state = firma::state_dir::StateDir::new("/state");
+    for source in &sources {
+        assert!(!source.about().is_empty(), "{}", source.name());
+        assert_ne!(source.name(), "all", "`all` is the CLI's");
+        assert!(source.path(&state).starts_with(state.path()));
+    }
     let formats: Vec<_> = firma::monitor::formatters()
         .iter()
         .map(|f| f.name())
         .collect();
-    assert_eq!(formats, ["json", "pretty"]);
-    let state = firma::state_dir::StateDir::new("/state");
-    for source in firma::monitor::sources() {
-        assert!(!source.about().is_empty());
-        assert!(source.path(&state).starts_with(state.path()));
+    for name in ["json", "pretty"] {
+        assert!(
+            formats.contains(&name),
+            "{name} not registered: {formats:?}"
+        );
+    }
+    for formatter in firma::monitor::formatters() {
+        assert!(!formatter.about().is_empty(), "{}", formatter.name());
     }
 }
 
@@ -1106,43 +1172,548 @@ fn live_lines_without_a_time_pass_since() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// With the real audit writer.
+// Like the tools operators know: -n, several sources, -f, --agent, --sandbox-id, --level.
 
-fn real_draft(i: u64) -> firma::audit::event::AuditDraft {
-    use firma::audit::event::{AuditDraft, Decision, Intent, PolicyRef};
-    AuditDraft {
-        decision: if i.is_multiple_of(3) {
-            Decision::Deny
-        } else {
-            Decision::Allow
-        },
-        reason: format!("policy \"decision\":\"deny\" {i}"),
-        agent_id: "codex".into(),
-        session_id: "s-1".into(),
-        token_id: format!("tok-{i}"),
-        sandbox_id: String::new(),
-        intent: Intent {
-            action_class: "communication.external.send".into(),
-            method: "POST".into(),
-            host: "api.example.com".into(),
-            path: format!("/v1/send/{i}"),
-            ..Default::default()
-        },
-        policy: PolicyRef {
-            bundle: "b-1".into(),
-            determining: vec!["p0".into()],
-        },
-        latency_us: 100 + i,
+/// One canonical audit line with a chosen agent and, for a sandboxed run, its sandbox id (a
+/// top-level field, in its sorted place).
+fn audit_by(seq: u64, decision: &str, agent: &str, sandbox: Option<&str>) -> String {
+    let line = audit(seq, Utc::now(), decision, "communication.external.send")
+        .replace(r#""agent_id":"codex""#, &format!(r#""agent_id":"{agent}""#));
+    match sandbox {
+        Some(id) => line.replace(r#","seq":"#, &format!(r#","sandbox_id":"{id}","seq":"#)),
+        None => line,
     }
 }
 
+/// The `event_id`s (or log messages, or raw lines) of a JSON run's output.
+fn ids(out: &std::process::Output) -> Vec<String> {
+    messages(&stdout(out).lines().map(String::from).collect::<Vec<_>>())
+}
+
+#[test]
+fn last_n_matching_records_then_follow() {
+    let world = World::new();
+    let path = world.state_dir().join("audit.jsonl");
+    let decisions = ["allow", "deny", "passthrough", "deny", "allow"];
+    let lines: Vec<String> = (1..=40)
+        .map(|seq| audit(seq, Utc::now(), decisions[seq as usize % 5], "a"))
+        .collect();
+    write_lines(&path, &lines);
+    let denials: Vec<String> = (1..=40u64)
+        .filter(|seq| decisions[*seq as usize % 5] == "deny")
+        .map(|seq| format!("evt-{seq}"))
+        .collect();
+    // One shot: the tail of what a full read shows.
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--format",
+            "json",
+            "--decision",
+            "deny",
+            "-n",
+            "5",
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(ids(&out), denials[denials.len() - 5..]);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--lines", "all"],
+    );
+    assert_eq!(ids(&out).len(), 40);
+    let out = monitor(&world, &["--no-follow", "--format", "json", "-n", "0"]);
+    assert_eq!(ids(&out), Vec::<String>::new());
+    // Following (`-f` as tail users type it): the last 5 denials, then the new one.
+    let follower = Follower::start(
+        &world,
+        &["-f", "-n", "5", "--decision", "deny", "--format", "json"],
+    );
+    follower.wait_for(denials.last().unwrap());
+    append_line(&path, &audit(41, Utc::now(), "allow", "a"));
+    append_line(&path, &audit(42, Utc::now(), "deny", "a"));
+    let got = messages(&follower.wait_for("evt-42"));
+    let mut want = denials[denials.len() - 5..].to_vec();
+    want.push("evt-42".into());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn following_starts_with_the_last_ten_like_tail() {
+    let world = World::new();
+    let path = world.state_dir().join("sidecar.log");
+    let lines: Vec<String> = (1..=25).map(|i| now_log(&format!("m{i}"))).collect();
+    write_lines(&path, &lines);
+    let follower = Follower::start(&world, &["--source", "sidecar", "--format", "json"]);
+    follower.wait_for("m25");
+    append_line(&path, &now_log("end"));
+    let got = messages(&follower.wait_for("\"end\""));
+    let mut want: Vec<String> = (16..=25).map(|i| format!("m{i}")).collect();
+    want.push("end".into());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_bad_line_count_is_exit_2() {
+    let world = World::new();
+    for bad in ["-1", "ten", ""] {
+        let flag = format!("--lines={bad}");
+        let out = monitor(&world, &["--no-follow", &flag]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(stderr(&out).contains("--lines"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn several_sources_by_repeating_the_flag_or_with_commas() {
+    let world = World::new();
+    fixture(&world);
+    let sources = |out: &std::process::Output| -> Vec<String> {
+        let mut seen: Vec<String> = json_lines(&stdout(out))
+            .iter()
+            .map(|v| v["source"].as_str().unwrap().to_string())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    for args in [
+        &["--source", "audit", "--source", "sidecar"][..],
+        &["--source", "audit,sidecar"][..],
+        &["--source", "sidecar,audit,sidecar"][..],
+    ] {
+        let mut all = vec!["--no-follow", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = monitor(&world, &all);
+        assert_success(&out);
+        assert_eq!(sources(&out), ["audit", "sidecar"], "{args:?}");
+    }
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--source", "audit,all"],
+    );
+    assert_eq!(sources(&out), ["audit", "authority", "sidecar"]);
+    let out = monitor(&world, &["--no-follow", "--source", "audit,nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn agent_and_sandbox_filters_judge_decisions_and_show_what_they_cannot_judge() {
+    let world = World::new();
+    let dir = world.state_dir();
+    write_lines(
+        &dir.join("audit.jsonl"),
+        &[
+            audit_by(1, "allow", "codex", None),
+            audit_by(2, "deny", "claude", Some("sbx-1")),
+            audit_by(3, "allow", "codex", Some("sbx-1")),
+            audit_by(4, "deny", "codex", Some("sbx-2")),
+            "not json at all".to_string(),
+            audit_by(5, "allow", "claude", None),
+        ],
+    );
+    write_lines(&dir.join("sidecar.log"), &[now_log("log line")]);
+    let run_with = |args: &[&str]| {
+        let mut all = vec!["--no-follow", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = monitor(&world, &all);
+        assert_success(&out);
+        ids(&out)
+    };
+    assert_eq!(
+        run_with(&["--source", "audit", "--agent", "claude"]),
+        ["evt-2", "not json at all", "evt-5"]
+    );
+    // A record without a sandbox id is not from that sandbox.
+    assert_eq!(
+        run_with(&["--source", "audit", "--sandbox-id", "sbx-1"]),
+        ["evt-2", "evt-3", "not json at all"]
+    );
+    assert_eq!(
+        run_with(&[
+            "--sandbox-id",
+            "sbx-1",
+            "--agent",
+            "codex",
+            "--decision",
+            "allow"
+        ]),
+        ["evt-3", "not json at all", "log line"]
+    );
+    assert_eq!(
+        run_with(&["--source", "audit", "--agent", "nobody"]),
+        ["not json at all"]
+    );
+}
+
+#[test]
+fn level_filter_on_the_daemon_logs() {
+    let world = World::new();
+    fixture(&world);
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--source",
+            "authority,sidecar",
+            "--level",
+            "warn",
+        ],
+    );
+    assert_success(&out);
+    insta::assert_snapshot!("pretty_level_warn", stdout(&out));
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--level", "ERROR"],
+    );
+    assert_eq!(out.status.code(), Some(2), "levels are lower-case choices");
+    let out = monitor(
+        &world,
+        &["--no-follow", "--format", "json", "--level", "debug"],
+    );
+    // Every log record is DEBUG or above; audit records are not judged by --level.
+    assert_eq!(ids(&out).len(), 11);
+}
+
+#[test]
+fn a_mistyped_action_class_is_exit_2_with_a_suggestion() {
+    let world = World::new();
+    fixture(&world);
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--action-class",
+            "communication.internal.snd",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--action-class"), "{err}");
+    assert!(
+        err.contains(r#"did you mean "communication.internal.send"?"#),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+    let out = monitor(&world, &["--no-follow", "--action-class", "zzz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a registered action class"));
+    assert!(!stderr(&out).contains("did you mean"), "{}", stderr(&out));
+}
+
+#[test]
+fn notices_are_information_unless_something_may_be_lost() {
+    let world = World::new();
+    let path = world.state_dir().join("sidecar.log");
+    let follower = Follower::start(&world, &["--source", "sidecar", "--format", "json"]);
+    wait_for("the waiting note", DEADLINE, || {
+        follower.stderr().contains("waiting for").then_some(())
+    });
+    write_lines(&path, &[now_log("l1"), now_log("l2"), now_log("l3")]);
+    follower.wait_for("l3");
+    fs::write(&path, format!("{}\n", now_log("end"))).unwrap();
+    follower.wait_for("\"end\"");
+    let err = follower.stderr();
+    let shown = path.display();
+    assert!(
+        err.contains(&format!("info: monitor: waiting for {shown} to appear")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("info: monitor: {shown} appeared; following it")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("warn: monitor: {shown}: file truncated")),
+        "{err}"
+    );
+    assert!(stdout_is_records(&follower.lines()));
+}
+
+/// Every stdout line is a record (notes never go to stdout).
+fn stdout_is_records(lines: &[String]) -> bool {
+    lines
+        .iter()
+        .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["schema"] == 1))
+}
+
+#[test]
+fn supervisor_log_is_a_source() {
+    let world = World::new();
+    let dir = world.state_dir();
+    write_lines(
+        &dir.join("supervisor.log"),
+        &[
+            log(at("2026-11-26T10:00:00Z"), "INFO", "firma::lifecycle::supervisor", "authority spawned"),
+            r#"{"timestamp":"2026-11-26T10:00:05Z","level":"ERROR","target":"firma::lifecycle::supervisor","message":"sidecar exited; stopping the pair","signal":"SIGKILL"}"#.to_string(),
+        ],
+    );
+    let out = monitor(&world, &["--no-follow", "--source", "supervisor"]);
+    assert_success(&out);
+    insta::assert_snapshot!("pretty_supervisor", stdout(&out));
+}
+
+/// A pair started with `sidecar start --detach`, stopped on drop (also when a test fails).
+struct RunningPair<'w>(&'w World);
+
+impl<'w> RunningPair<'w> {
+    fn start(world: &'w World) -> Self {
+        world.init(&[]);
+        let pair = Self(world);
+        let out = world.run(&["sidecar", "start", "--detach"]);
+        assert_success(&out);
+        pair
+    }
+}
+
+impl Drop for RunningPair<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["sidecar", "stop"]);
+    }
+}
+
+#[test]
+fn the_real_supervisor_log_reads_through_its_source() {
+    let world = World::new();
+    let pair = RunningPair::start(&world);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--source", "supervisor", "--format", "json"],
+    );
+    assert_success(&out);
+    let records = json_lines(&stdout(&out));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "log" && r["log"]["message"] == "pair ready; supervising"),
+        "{}",
+        stdout(&out)
+    );
+    drop(pair);
+    // After the stop, the log says so; `--level` keeps INFO and above.
+    let out = monitor(
+        &world,
+        &[
+            "--no-follow",
+            "--source",
+            "supervisor",
+            "--level",
+            "info",
+            "-n",
+            "3",
+        ],
+    );
+    assert_success(&out);
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("supervisor  INFO "),
+        "{}",
+        stdout(&out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Sidecar's own rotation: audit.jsonl -> audit.jsonl.1, older ones shifted up.
+
+/// Rotate as the Sidecar does: shift `audit.jsonl.N` up, the live file to `.1`, and start a
+/// new live file with `first` (the Sidecar's segment marker; here any record).
+fn rotate_audit(dir: &Path, first: &str) {
+    let mut n = 1;
+    while dir.join(format!("audit.jsonl.{n}")).exists() {
+        n += 1;
+    }
+    for k in (1..n).rev() {
+        fs::rename(
+            dir.join(format!("audit.jsonl.{k}")),
+            dir.join(format!("audit.jsonl.{}", k + 1)),
+        )
+        .unwrap();
+    }
+    fs::rename(dir.join("audit.jsonl"), dir.join("audit.jsonl.1")).unwrap();
+    write_lines(&dir.join("audit.jsonl"), &[first.to_string()]);
+}
+
+#[test]
+fn follows_the_sidecars_rotations_once_per_record() {
+    let world = World::new();
+    let dir = world.state_dir();
+    let path = dir.join("audit.jsonl");
+    write_lines(&path, &[audit(1, Utc::now(), "allow", "a")]);
+    let follower = Follower::start(
+        &world,
+        &["--source", "audit", "--format", "json", "--since", "1h"],
+    );
+    follower.wait_for("evt-1");
+    let mut seq = 1;
+    let mut next = || {
+        seq += 1;
+        audit(seq, Utc::now(), "deny", "a")
+    };
+    // Rotations back to back, with no chance for the monitor to look in between: the files
+    // rotated away unseen are found in the listing and read in order.
+    for round in 0..6 {
+        append_line(&path, &next());
+        rotate_audit(&dir, &next());
+        append_line(&path, &next());
+        if round % 2 == 1 {
+            rotate_audit(&dir, &next());
+            rotate_audit(&dir, &next());
+        }
+    }
+    append_line(&path, &audit(1000, Utc::now(), "allow", "end"));
+    let got = messages(&follower.wait_for("evt-1000"));
+    let mut want: Vec<String> = (1..=seq).map(|s| format!("evt-{s}")).collect();
+    want.push("evt-1000".into());
+    assert_eq!(got, want);
+    assert!(dir.join("audit.jsonl.12").exists(), "12 rotations happened");
+    assert!(
+        follower.stderr().contains("has been replaced"),
+        "{}",
+        follower.stderr()
+    );
+}
+
+/// `[sidecar.audit] dir` in the project's config puts the log on another disk: monitor reads
+/// and follows it there (rotations included) also before any Sidecar published the place.
+#[test]
+fn the_configured_audit_dir_is_read_and_followed_before_any_sidecar_ran() {
+    let world = World::new();
+    let placed = world.path().join("evidence");
+    world.init(&["--audit-dir", placed.to_str().unwrap()]);
+    assert!(
+        !world.state_dir().join("audit.dir").exists(),
+        "no Sidecar published the place yet"
+    );
+    let path = placed.join("audit.jsonl");
+    write_lines(&path, &[audit(1, Utc::now(), "deny", "a")]);
+    let out = monitor(
+        &world,
+        &["--no-follow", "--source", "audit", "--format", "json"],
+    );
+    assert_success(&out);
+    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(messages(&lines), ["evt-1"]);
+
+    let follower = Follower::start(
+        &world,
+        &["--source", "audit", "--format", "json", "-n", "all"],
+    );
+    follower.wait_for("evt-1");
+    append_line(&path, &audit(2, Utc::now(), "allow", "a"));
+    rotate_audit(&placed, &audit(3, Utc::now(), "allow", "a"));
+    append_line(&path, &audit(4, Utc::now(), "deny", "a"));
+    assert_eq!(
+        messages(&follower.wait_for("evt-4")),
+        ["evt-1", "evt-2", "evt-3", "evt-4"]
+    );
+    assert!(!world.state_dir().join("audit.jsonl").exists());
+}
+
+#[test]
+fn reading_spans_the_rotated_files_oldest_first() {
+    let world = World::new();
+    let dir = world.state_dir();
+    let hours = |h: i64| Utc::now() - chrono::Duration::hours(h);
+    // Four files, 30 records each, an hour apart: .3 is 4h old ... the live file is 1h old.
+    let mut seq = 0;
+    for (i, name) in [
+        "audit.jsonl.3",
+        "audit.jsonl.2",
+        "audit.jsonl.1",
+        "audit.jsonl",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let start = hours(4 - i as i64);
+        let lines: Vec<String> = (0..30)
+            .map(|k| {
+                seq += 1;
+                audit(seq, start + chrono::Duration::seconds(k * 60), "deny", "a")
+            })
+            .collect();
+        write_lines(&dir.join(name), &lines);
+    }
+    let all = |args: &[&str]| {
+        let mut all = vec!["--no-follow", "--source", "audit", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = monitor(&world, &all);
+        assert_success(&out);
+        ids(&out)
+    };
+    let evts = |range: std::ops::RangeInclusive<u64>| -> Vec<String> {
+        range.map(|s| format!("evt-{s}")).collect()
+    };
+    assert_eq!(all(&[]), evts(1..=120));
+    // -n reaches back across files.
+    assert_eq!(all(&["-n", "45"]), evts(76..=120));
+    // --since 169.5 minutes: the window starts inside .2 (180 to 151 minutes old): .3 is not
+    // read, .2 from its 12th record on, then .1 and the live file.
+    let since = all(&["--since", "10170s"]);
+    assert_eq!(since, evts(42..=120));
+    // Files wholly before the window are chosen by their first record, never read: an
+    // (out of order) recent record in .3 is not seen, as the binary search would not see it
+    // inside one file either.
+    let mut old = fs::read_to_string(dir.join("audit.jsonl.3")).unwrap();
+    old.push_str(&audit(999, Utc::now(), "deny", "a"));
+    old.push('\n');
+    fs::write(dir.join("audit.jsonl.3"), old).unwrap();
+    assert_eq!(all(&["--since", "10170s"]), evts(42..=120));
+    assert!(all(&[]).contains(&"evt-999".to_string()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// With the real audit writer.
+
+fn real_draft(i: u64) -> firma::audit::event::AuditDraft {
+    // A reason quoting what the `--decision deny` prefilter looks for.
+    draft(i).reason(format!("policy \"decision\":\"deny\" {i}"))
+}
+
 fn write_real(path: &Path, key: &ed25519_dalek::SigningKey, range: std::ops::Range<u64>) {
+    write_records(path, key, range.map(real_draft));
+}
+
+/// `--sandbox-id` and `--agent` on records the real writer signed: the field names are the
+/// audit event's own.
+#[test]
+fn sandbox_and_agent_filters_on_the_real_writers_records() {
     use firma::audit::writer::{AuditWriter, WriterOptions};
-    let (writer, _) = AuditWriter::open(path, key.clone(), WriterOptions::default()).unwrap();
-    for i in range {
-        writer.append(real_draft(i)).unwrap();
+    let world = World::new();
+    let log = world.state_dir().join("audit.jsonl");
+    let key = firma::config::keys::generate();
+    let (writer, _) = AuditWriter::open(&log, key, WriterOptions::default()).unwrap();
+    for i in 0..12u64 {
+        let mut draft = real_draft(i);
+        draft.sandbox_id = ["", "sbx-a", "sbx-b"][i as usize % 3].to_string();
+        draft.agent_id = if i < 6 {
+            "codex".into()
+        } else {
+            "claude".into()
+        };
+        writer.append(draft).unwrap();
     }
     writer.shutdown().unwrap();
+    let tokens = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--no-follow", "--source", "audit", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = monitor(&world, &all);
+        assert_success(&out);
+        json_lines(&stdout(&out))
+            .iter()
+            .map(|v| v["event"]["token_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        tokens(&["--sandbox-id", "sbx-a"]),
+        ["tok-1", "tok-4", "tok-7", "tok-10"]
+    );
+    assert_eq!(
+        tokens(&["--sandbox-id", "sbx-b", "--agent", "claude"]),
+        ["tok-8", "tok-11"]
+    );
+    assert_eq!(tokens(&["--sandbox-id", ""]), Vec::<String>::new());
 }
 
 #[test]
@@ -1300,7 +1871,10 @@ fn following_from_the_end_shows_a_line_in_progress_whole() {
     let whole = now_log("in progress");
     let (first, second) = whole.split_at(20);
     fs::write(&path, format!("{}\n{first}", now_log("old"))).unwrap();
-    let follower = Follower::start(&world, &["--source", "sidecar", "--format", "json"]);
+    let follower = Follower::start(
+        &world,
+        &["--source", "sidecar", "--format", "json", "-n", "0"],
+    );
     let done = (fs::metadata(&path).unwrap().len() - first.len() as u64) as usize;
     // Positioned at the start of the unfinished line, not at the end of the file.
     let pid = follower.guard.id();

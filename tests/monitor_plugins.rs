@@ -1,93 +1,86 @@
-//! The plugin claim: a source and a formatter defined only here (the test crate) are picked up
-//! by the registries, the CLI's choices and the engine — with no change to the tailer, the
-//! filters or the CLI. (Kept apart from tests/monitor.rs, whose registry check is exact.)
+//! The plugin claim: a source and a formatter that exist only in their own test files
+//! (`tests/monitor_plugins/`) are picked up by the registries, the CLI's choices and help, the
+//! filters and the engine, and `pretty` shows what the source summarises — with no change to
+//! the tailer, the filters, the formatters or the CLI.
+
+#[path = "monitor_plugins/metrics_source.rs"]
+mod metrics_source;
+#[path = "monitor_plugins/tsv_formatter.rs"]
+mod tsv_formatter;
 
 use std::fs;
 
-use clap::Parser;
-use firma::monitor::{
-    FieldEquals, Filters, FormatContext, Formatter, FormatterPlugin, Kind, Plan, Record, Source,
-    SourcePlugin,
-};
+use clap::{CommandFactory, Parser};
+use firma::monitor::{FieldEquals, Filters, Plan};
 
-/// `metrics.csv`: `seconds,name,value` lines.
-struct CsvMetrics;
-
-impl Source for CsvMetrics {
-    fn name(&self) -> &'static str {
-        "metrics"
-    }
-    fn about(&self) -> &'static str {
-        "test-only CSV metrics"
-    }
-    fn path(&self, state: &firma::state_dir::StateDir) -> std::path::PathBuf {
-        state.path().join("metrics.csv")
-    }
-    fn parse(&self, line: &[u8], offset: u64) -> Record {
-        let text = String::from_utf8_lossy(line);
-        let parts: Vec<&str> = text.split(',').collect();
-        let [secs, name, value] = parts[..] else {
-            return Record::new(
-                self.name(),
-                offset,
-                Kind::Malformed {
-                    reason: "expected 3 columns".into(),
-                },
-                line,
-            );
-        };
-        let fields = serde_json::json!({ "decision": name, "value": value });
-        let mut record = Record::new(
-            self.name(),
-            offset,
-            Kind::Event,
-            serde_json::to_string(&fields).unwrap().as_bytes(),
-        );
-        record.time = chrono::DateTime::from_timestamp(secs.parse().unwrap_or(0), 0);
-        record.set_fields(fields.as_object().unwrap().clone());
-        record
-    }
-    fn filterable_fields(&self) -> &'static [&'static str] {
-        &["decision"]
-    }
+/// `firma monitor <args>` through the real CLI, one shot, output as a string.
+fn monitor(dir: &std::path::Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "firma",
+        "monitor",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--no-follow",
+    ];
+    all.extend_from_slice(args);
+    let cli = firma::cli::Cli::try_parse_from(all).expect("the CLI accepts the test plugins");
+    let firma::cli::Command::Monitor(args) = cli.command else {
+        panic!("not monitor")
+    };
+    let mut out = Vec::new();
+    firma::cli::monitor::execute(args, None, false, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
 }
 
-inventory::submit!(SourcePlugin(&CsvMetrics));
-
-/// `tsv`: source, kind, raw.
-struct Tsv;
-
-impl Formatter for Tsv {
-    fn name(&self) -> &'static str {
-        "tsv"
-    }
-    fn about(&self) -> &'static str {
-        "test-only tab-separated output"
-    }
-    fn write(&self, record: &Record, _ctx: &FormatContext, out: &mut Vec<u8>) {
-        let kind = match record.kind {
-            Kind::Event => "event",
-            Kind::Log => "log",
-            Kind::Raw => "raw",
-            Kind::Malformed { .. } => "malformed",
-        };
-        out.extend_from_slice(format!("{}\t{kind}\t", record.source).as_bytes());
-        out.extend_from_slice(&record.raw);
-        out.push(b'\n');
-    }
+/// The values clap offers for `firma monitor --<flag>`.
+fn choices(flag: &str) -> Vec<String> {
+    let cli = firma::cli::Cli::command();
+    let monitor = cli.find_subcommand("monitor").unwrap();
+    let arg = monitor
+        .get_arguments()
+        .find(|a| a.get_long() == Some(flag))
+        .unwrap();
+    arg.get_possible_values()
+        .iter()
+        .map(|v| v.get_name().to_string())
+        .collect()
 }
-
-inventory::submit!(FormatterPlugin(&Tsv));
 
 #[test]
 fn test_plugins_are_registered_next_to_the_built_in_ones() {
     let sources: Vec<_> = firma::monitor::sources().iter().map(|s| s.name()).collect();
-    assert_eq!(sources, ["audit", "authority", "metrics", "sidecar"]);
+    for name in ["audit", "authority", "sidecar", "metrics"] {
+        assert!(sources.contains(&name), "{name} not in {sources:?}");
+    }
     let formats: Vec<_> = firma::monitor::formatters()
         .iter()
         .map(|f| f.name())
         .collect();
-    assert_eq!(formats, ["json", "pretty", "tsv"]);
+    for name in ["json", "pretty", "tsv"] {
+        assert!(formats.contains(&name), "{name} not in {formats:?}");
+    }
+    // The CLI's choices are the registries, whatever they hold.
+    let mut want = vec!["all".to_string()];
+    want.extend(sources.iter().map(|s| s.to_string()));
+    assert_eq!(choices("source"), want);
+    assert_eq!(
+        choices("format"),
+        formats.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn filter_help_names_the_sources_that_declare_the_field() {
+    let mut cli = firma::cli::Cli::command();
+    let help = cli
+        .find_subcommand_mut("monitor")
+        .unwrap()
+        .render_help()
+        .to_string();
+    assert!(
+        help.contains("Judges audit, metrics records only"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -112,6 +105,7 @@ fn test_plugins_run_through_the_engine() {
         // The built-in decision filter judges the test source, which declared the field.
         filters: Filters::new().with(FieldEquals::new("decision", "deny")),
         formatter: firma::monitor::find_formatter("tsv").unwrap(),
+        last: None,
         follow: false,
         color: false,
         watch: true,
@@ -133,25 +127,28 @@ fn test_plugins_run_through_the_engine() {
 fn test_plugins_are_choices_of_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("metrics.csv"), "5,allow,9\n").unwrap();
-    let cli = firma::cli::Cli::try_parse_from([
-        "firma",
-        "monitor",
-        "--state-dir",
-        dir.path().to_str().unwrap(),
-        "--source",
-        "metrics",
-        "--format",
-        "tsv",
-        "--no-follow",
-    ])
-    .expect("the CLI accepts the test plugins");
-    let firma::cli::Command::Monitor(args) = cli.command else {
-        panic!("not monitor")
-    };
-    let mut out = Vec::new();
-    firma::cli::monitor::execute(args, false, &mut out).unwrap();
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        monitor(dir.path(), &["--source", "metrics", "--format", "tsv"]),
         "metrics\tevent\t{\"decision\":\"allow\",\"value\":\"9\"}\n"
+    );
+}
+
+#[test]
+fn pretty_shows_what_the_test_source_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("metrics.csv"), "5,allow,9\n6,deny,10\n").unwrap();
+    assert_eq!(
+        monitor(dir.path(), &["--source", "metrics", "--decision", "deny"]),
+        "1970-01-01T00:00:06.000Z  metrics  DENY    value 10\n"
+    );
+    // A built-in formatter and a test source, a test formatter and a built-in source.
+    fs::write(
+        dir.path().join("sidecar.log"),
+        "{\"timestamp\":\"1970-01-01T00:00:07Z\",\"level\":\"INFO\",\"message\":\"m\"}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        monitor(dir.path(), &["--source", "sidecar", "--format", "tsv"]),
+        "sidecar\tlog\t{\"timestamp\":\"1970-01-01T00:00:07Z\",\"level\":\"INFO\",\"message\":\"m\"}\n"
     );
 }

@@ -16,55 +16,37 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::authority::{DEADLINE, Daemon};
-use common::http::{curl, upstream};
+use common::http::{curl_in, in_netns};
+use common::netns::{Netns, ip};
+use common::upstream::FileUpstream;
 use common::{FIRMA, World, assert_success, stderr, stdout};
 
 /// The Authority's fixed port on host A (the namespaces are private, nothing else binds there).
 const AUTHORITY_PORT: u16 = 50051;
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|err| format!("cannot run `ip`: {err} (install iproute2)"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Three namespaces A, B, C with veth links A–B (10.213.1.0/24) and A–C (10.213.2.0/24).
 /// Dropping it deletes the namespaces, and with them the veth pairs.
 struct Hosts {
-    names: [String; 3],
+    hosts: [Netns; 3],
 }
 
 impl Hosts {
     fn create() -> Self {
-        let tag = std::process::id() % 100_000;
         let hosts = Self {
-            names: ["a", "b", "c"].map(|h| format!("firma-{h}-{tag}")),
+            hosts: ["a", "b", "c"].map(Netns::create),
         };
-        if let Err(why) = hosts.build(tag) {
+        let tag = std::process::id() % 100_000;
+        if let Err(why) = hosts.link(tag) {
             panic!(
-                "network namespaces cannot be created here: {why}. This test builds three hosts \
+                "veth pairs cannot be created here: {why}. This test builds three hosts \
                  with `ip netns` and veth pairs and needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), as CI has."
             );
         }
         hosts
     }
 
-    fn build(&self, tag: u32) -> Result<(), String> {
-        for ns in &self.names {
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
-        let [a, b, c] = &self.names;
+    fn link(&self, tag: u32) -> Result<(), String> {
+        let (a, b, c) = (self.a(), self.b(), self.c());
         for (peer, subnet, letter) in [(b, 1, "b"), (c, 2, "c")] {
             let (near, far) = (format!("v{letter}{tag}a"), format!("v{letter}{tag}p"));
             ip(&["link", "add", &near, "type", "veth", "peer", "name", &far])?;
@@ -95,49 +77,25 @@ impl Hosts {
     }
 
     fn a(&self) -> &str {
-        &self.names[0]
+        self.hosts[0].name()
     }
     fn b(&self) -> &str {
-        &self.names[1]
+        self.hosts[1].name()
     }
     fn c(&self) -> &str {
-        &self.names[2]
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = ip(&["netns", "del", ns]);
-        }
+        self.hosts[2].name()
     }
 }
 
 /// `firma <args>` in `world`, run inside namespace `ns`.
 fn firma_in(world: &World, ns: &str, args: &[&str]) -> Command {
-    let base = world.cmd();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, FIRMA])
-        .args(args)
-        .env_clear();
-    for (key, value) in base.get_envs() {
-        if let Some(value) = value {
-            cmd.env(key, value);
-        }
-    }
-    cmd.current_dir(world.workspace())
-        .stdin(std::process::Stdio::null());
+    let mut cmd = in_netns(Some(ns), FIRMA);
+    world.prepare(&mut cmd).args(args);
     cmd
 }
 
 fn run_in(world: &World, ns: &str, args: &[&str]) -> std::process::Output {
     common::run_with_timeout(&mut firma_in(world, ns, args), Duration::from_secs(60))
-}
-
-fn set_project(world: &World, edit: impl FnOnce(String) -> String) {
-    let path = world.config_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, edit(text)).unwrap();
 }
 
 /// A Sidecar host's firma.toml: its own audit key and mapping rules, the Authority on A reached
@@ -198,14 +156,10 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
     // Host A: the Authority, its CA, and the certificates of the deployment.
     let a = World::new();
     a.init(&[]);
-    std::fs::write(
-        a.project_dir().join("policies/forbid-admin.cedar"),
-        "@id(\"no-admin\")\nforbid (principal, action, resource)\nwhen { context has path && context.path like \"/admin*\" };\n",
-    )
-    .unwrap();
+    a.forbid_admin();
     let pki = a.project_dir().join("pki");
     let pki_dir = pki.display().to_string();
-    set_project(&a, |text| {
+    a.edit_config(|text| {
         text.replacen("[project]\n", "[project]\ndeployment = \"fleet\"\n", 1)
             .replacen(
                 "listen = \"127.0.0.1:0\"",
@@ -258,11 +212,13 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
         .unwrap();
     }
 
+    let www_b = FileUpstream::serving_in(&b, Some(hosts.b()));
+    let www_c = FileUpstream::serving_in(&c, Some(hosts.c()));
+    let (port_b, port_c) = (www_b.port, www_c.port);
+
     let mut authority = Daemon::spawn_command(firma_in(&a, hosts.a(), &["authority"]));
     let sidecar_b = Daemon::spawn_command(firma_in(&b, hosts.b(), &["sidecar"]));
     let sidecar_c = Daemon::spawn_command(firma_in(&c, hosts.c(), &["sidecar"]));
-    let (_www_b, port_b) = upstream(&b.path().join("www"), Some(hosts.b()));
-    let (_www_c, port_c) = upstream(&c.path().join("www"), Some(hosts.c()));
 
     // A token minted on A is enforced on B and C, under A's policies.
     let out = run_in(
@@ -273,10 +229,11 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
     assert_success(&out);
     let token = stdout(&out).trim().to_string();
     let site = |ns: &str, sidecar: &Daemon, port: u16, path: &str| {
-        curl(
+        curl_in(
             Some(ns),
             &format!("http://firma:{token}@{}", sidecar.addr),
             &format!("http://127.0.0.1:{port}{path}"),
+            &[],
         )
     };
     for (ns, sidecar, port) in [
@@ -409,7 +366,7 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
     let fake = World::new();
     fake.init(&[]);
     let a_project = a.project_dir().display().to_string();
-    set_project(&fake, |text| {
+    fake.edit_config(|text| {
         text.replacen(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"0.0.0.0:{AUTHORITY_PORT}\""),
@@ -441,16 +398,18 @@ fn an_authority_on_host_a_serves_sidecars_on_hosts_b_and_c() {
         (hosts.c(), &sidecar_c, port_c),
     ] {
         let proxy = format!("http://firma:{kept}@{}", sidecar.addr);
-        let (status, _) = curl(
+        let (status, _) = curl_in(
             Some(ns),
             &proxy,
             &format!("http://127.0.0.1:{port}/hello.txt"),
+            &[],
         );
         assert_eq!(status, 200, "{ns}");
-        let (status, body) = curl(
+        let (status, body) = curl_in(
             Some(ns),
             &proxy,
             &format!("http://127.0.0.1:{port}/admin/secret.txt"),
+            &[],
         );
         assert_eq!(status, 403, "{ns}: {body}");
         assert!(body.contains("no-admin"), "{ns}: {body}");

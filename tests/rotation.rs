@@ -4,47 +4,28 @@
 //! all of it under load — `firma audit rotate`, a following monitor, SIGKILL during rotations.
 
 mod common;
-mod proxy_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::audit::draft;
+use common::http::curl;
+use common::stack::{DEADLINE, start_stack, stop};
+use common::tmpfs::Tmpfs;
+use common::upstream::start_upstream;
 use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
 use ed25519_dalek::SigningKey;
 use firma::audit::control;
-use firma::audit::event::{AuditDraft, AuditRecord, Decision, Intent, PolicyRef};
+use firma::audit::event::AuditRecord;
 use firma::audit::record;
 use firma::audit::verify::{FindingKind, VerifyOptions, VerifyReport, verify};
 use firma::audit::writer::{AuditWriter, Trigger, WriterOptions};
 use firma::config::keys;
 use firma::config::schema::FsyncPolicy;
 use firma::state_dir::{AuditFiles, StateDir};
-use proxy_support::{DEADLINE, curl, spawn_ready, start_stack, start_upstream};
 use serde_json::Value;
-
-// `..Intent::default()` keeps the draft valid as `Intent` gains optional fields.
-#[allow(clippy::needless_update)]
-fn draft(i: u64) -> AuditDraft {
-    AuditDraft {
-        decision: Decision::Allow,
-        reason: format!("permitted {i}"),
-        agent_id: "codex".into(),
-        session_id: "s".into(),
-        token_id: "t".into(),
-        sandbox_id: String::new(),
-        intent: Intent {
-            action_class: "communication.internal.send".into(),
-            method: "GET".into(),
-            host: "127.0.0.1".into(),
-            path: format!("/r/{i}"),
-            ..Intent::default()
-        },
-        policy: PolicyRef::default(),
-        latency_us: 1,
-    }
-}
 
 fn options() -> WriterOptions {
     WriterOptions {
@@ -399,12 +380,6 @@ fn a_rotation_cut_short_by_a_crash_is_completed_on_open() {
 
 // ---- the Sidecar ------------------------------------------------------------------------------
 
-fn verify_json(world: &World) -> Value {
-    let out = world.run(&["audit", "verify", "--json"]);
-    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
-}
-
 const LOAD_CLIENTS: &str = r#"
 import sys, threading, requests
 proxy, url, n, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -502,7 +477,7 @@ fn rotation_under_load_loses_and_repeats_nothing() {
     for j in 0..2000 {
         assert_eq!(seen.get(&format!("/load/{j}")), Some(&1), "/load/{j}");
     }
-    let report = verify_json(&stack.world);
+    let report = stack.world.verify_json();
     assert_eq!(report["ok"], true, "{report:#}");
 
     // The monitor printed each record once (it follows the live file across rotations).
@@ -571,31 +546,18 @@ fn sigkill_during_rotations_leaves_a_log_that_verifies_and_restarts() {
             (rotations >= 5).then_some(())
         });
         // Verifying while the Sidecar rotates (and retention deletes) every few records.
-        let report = verify_json(&stack.world);
+        let report = stack.world.verify_json();
         assert_eq!(
             report["ok"], true,
             "round {round}, verified while rotating: {report:#}"
         );
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(stack.sidecar.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let _ = stack.sidecar.child_mut().wait();
+        stop(&mut stack.sidecar);
         let _ = wait_for("the clients to give up", DEADLINE, || {
             clients.child_mut().try_wait().unwrap()
         });
-        let report = verify_json(&stack.world);
+        let report = stack.world.verify_json();
         assert_eq!(report["ok"], true, "round {round}: {report:#}");
-        let url_ = format!("http://{}", stack.authority_addr);
-        let (sidecar, proxy) = spawn_ready(
-            &stack.world,
-            &["sidecar", "--authority-url", &url_],
-            &[],
-            &format!("sidecar-{round}"),
-        );
-        stack.sidecar = sidecar;
-        stack.proxy = proxy;
+        stack.restart_sidecar(&[], &format!("sidecar-{round}"));
         let (status, body) = curl(
             &stack.proxy_url(Some(&token)),
             &format!("http://127.0.0.1:{}/after-{round}", upstream.addr.port()),
@@ -603,7 +565,7 @@ fn sigkill_during_rotations_leaves_a_log_that_verifies_and_restarts() {
         );
         assert_eq!(status, 200, "{body}");
     }
-    let report = verify_json(&stack.world);
+    let report = stack.world.verify_json();
     assert_eq!(report["ok"], true, "{report:#}");
 }
 
@@ -638,7 +600,7 @@ fn a_configured_audit_dir_is_found_by_every_reader() {
         dir,
         "published for readers without the config"
     );
-    let report = verify_json(&stack.world);
+    let report = stack.world.verify_json();
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(
         report["files"][0]["path"]
@@ -686,24 +648,7 @@ fn init_places_the_log_on_request() {
 fn doctor_warns_about_an_audit_log_on_tmpfs() {
     let world = World::new();
     world.init(&[]);
-    let mount = world.state_dir();
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
-        .arg(&mount)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "this test needs root to mount a tmpfs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount);
+    let _tmpfs = Tmpfs::mount(&world.state_dir(), "4m");
     let out = world.run(&["doctor"]);
     let text = stdout(&out);
     assert!(text.contains("tmpfs"), "{text}");

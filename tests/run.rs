@@ -7,7 +7,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::agent::{DaemonGuard, Upstream, audit_records, forbid_admin};
+use common::stack::DaemonGuard;
+use common::upstream::FileUpstream;
 use common::{World, assert_success, run_with_timeout, stderr, stdout};
 
 /// A uid no test process runs as.
@@ -17,9 +18,8 @@ const OTHER_UID: u32 = 65534;
 fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     let world = World::new();
     world.init(&[]);
-    forbid_admin(&world);
-    let upstream = Upstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    world.forbid_admin();
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
 
     let hello = upstream.url("/hello.txt");
@@ -68,7 +68,7 @@ fn curl_and_python_through_the_sidecar_allowed_and_denied() {
     assert!(text.contains("200 hello from upstream"), "{text}");
     assert!(text.contains("403 {\"denied\":true"), "{text}");
 
-    let records = audit_records(&world);
+    let records = world.audit_records();
     let decided = |decision: &str, path: &str| {
         records
             .iter()

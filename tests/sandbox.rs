@@ -8,7 +8,8 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::agent::{DaemonGuard, Upstream, audit_records, forbid_admin};
+use common::stack::DaemonGuard;
+use common::upstream::FileUpstream;
 use common::{ChildGuard, World, assert_success, stderr, stdout, wait_for};
 
 /// A uid no test process runs as.
@@ -55,7 +56,7 @@ fn assert_reached(out: &Output, names: &[&str]) {
 /// No audit record names a path starting with `prefix`: the call never reached the Sidecar.
 #[track_caller]
 fn assert_no_record_under(world: &World, prefix: &str) {
-    let records = audit_records(world);
+    let records = world.audit_records();
     let recorded = |r: &serde_json::Value| {
         r["intent"]["path"]
             .as_str()
@@ -93,8 +94,7 @@ fn started(world: &World) -> (String, String) {
 fn direct_network_access_fails_and_the_upstream_is_untouched() {
     let world = World::new();
     world.init(&[]);
-    let upstream = Upstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     let (authority, sidecar) = started(&world);
 
@@ -148,9 +148,8 @@ fn direct_network_access_fails_and_the_upstream_is_untouched() {
 fn calls_through_the_relay_work_and_carry_the_sandbox_id() {
     let world = World::new();
     world.init(&[]);
-    forbid_admin(&world);
-    let upstream = Upstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    world.forbid_admin();
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     let script = format!(
         "curl -sS -o /dev/null -w '%{{http_code}}\\n' {}; curl -sS -o /dev/null -w '%{{http_code}}\\n' {}",
@@ -170,7 +169,7 @@ fn calls_through_the_relay_work_and_carry_the_sandbox_id() {
     assert_success(&out);
     assert!(!stderr(&out).contains("sandbox"), "{}", stderr(&out));
 
-    let records = audit_records(&world);
+    let records = world.audit_records();
     let find = |decision: &str, path: &str| {
         records
             .iter()
@@ -404,8 +403,7 @@ fn run_section_configures_hidden_and_writable_paths() {
 fn the_whole_process_tree_is_confined() {
     let world = World::new();
     world.init(&[]);
-    let upstream = Upstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     started(&world);
     let sidecar_pid = std::fs::read_to_string(world.state_dir().join("sidecar.pid")).unwrap();
@@ -499,8 +497,7 @@ fn other_uid_curl(proxy: &str, url: &str) -> String {
 fn another_uid_cannot_use_the_relay() {
     let world = World::new();
     world.init(&[]);
-    let upstream = Upstream::start(&world.path().join("www"));
-    upstream.map_in(&world);
+    let upstream = FileUpstream::serving(&world);
     let _daemon = DaemonGuard(&world);
     started(&world);
 

@@ -2,17 +2,14 @@
 //! a real upstream server started by the test, and real clients (curl, Python requests).
 
 mod common;
-#[path = "proxy_support/mod.rs"]
-mod proxy_support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
+use common::http::{curl, json, python_get, raw_response, status_of};
+use common::stack::{DEADLINE, start_stack, stop, terminate};
+use common::upstream::{start_upstream, start_upstream_at, upstream_tls};
 use common::{assert_success, wait_for};
-use proxy_support::*;
 
 #[test]
 fn allowed_call_is_forwarded_without_proxy_authorization_and_audited() {
@@ -328,41 +325,24 @@ fn upstream_failure_after_allow_is_a_502_with_its_own_record() {
 fn malformed_requests_get_400_and_the_proxy_survives() {
     let upstream = start_upstream(None);
     let stack = start_stack(|_| {}, &[]);
-    let raw = |request: &[u8]| -> String {
-        let mut stream = TcpStream::connect(stack.proxy).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        stream.write_all(request).unwrap();
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    let status = |response: &str| -> u16 {
-        response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    };
+    let raw = |request: &[u8]| raw_response(stack.proxy, request);
     // Bad request line.
-    assert_eq!(status(&raw(b"THIS IS NOT HTTP\r\n\r\n")), 400);
-    assert_eq!(status(&raw(b"GET\r\n\r\n")), 400);
+    assert_eq!(status_of(&raw(b"THIS IS NOT HTTP\r\n\r\n")), 400);
+    assert_eq!(status_of(&raw(b"GET\r\n\r\n")), 400);
     // Origin-form: not a proxy request.
     let response = raw(b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n");
-    assert_eq!(status(&response), 400, "{response}");
+    assert_eq!(status_of(&response), 400, "{response}");
     assert!(response.contains("malformed_request"), "{response}");
     // Absolute URI without a host.
     let response = raw(b"GET http:///x HTTP/1.1\r\nHost: \r\n\r\n");
-    assert_eq!(status(&response), 400, "{response}");
+    assert_eq!(status_of(&response), 400, "{response}");
     // CONNECT without a port/host.
-    assert_eq!(status(&raw(b"CONNECT :443 HTTP/1.1\r\n\r\n")), 400);
+    assert_eq!(status_of(&raw(b"CONNECT :443 HTTP/1.1\r\n\r\n")), 400);
     // Huge headers: 431 (Request Header Fields Too Large) — a 4xx, never a crash.
     let mut huge = b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
     huge.extend_from_slice(b"\r\n\r\n");
-    let code = status(&raw(&huge));
+    let code = status_of(&raw(&huge));
     assert!(code == 400 || code == 431, "{code}");
     // Binary garbage.
     let _ = raw(&[0u8, 255, 13, 10, 13, 10, 1, 2, 3]);
@@ -382,7 +362,7 @@ fn malformed_requests_get_400_and_the_proxy_survives() {
 #[test]
 fn concurrent_load_gives_exactly_one_verified_record_per_request() {
     let upstream = start_upstream(None);
-    let stack = start_stack(|_| {}, &[]);
+    let mut stack = start_stack(|_| {}, &[]);
     let token = stack.token();
     let before = stack.audit().len();
     let url = format!("http://127.0.0.1:{}/load", upstream.addr.port());
@@ -428,15 +408,7 @@ print(sum(ok))
     assert!(records[before..].iter().all(|r| r["decision"] == "allow"));
 
     // Stop the sidecar (SIGTERM → exit 0), then verify the whole log.
-    let mut sidecar = stack.sidecar;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sidecar.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = wait_for("the sidecar to exit", DEADLINE, || {
-        sidecar.child_mut().try_wait().unwrap()
-    });
+    let status = terminate(&mut stack.sidecar);
     assert!(status.success(), "{status}");
     let out = stack.world.run(&[
         "audit",
@@ -470,15 +442,7 @@ fn ca_survives_restarts_and_a_lost_authority_fails_closed() {
 
     // Restart the sidecar on the same state dir: same CA, same audit chain continues.
     stop(&mut stack.sidecar);
-    let urlauthority = format!("http://{}", stack.authority_addr);
-    let (sidecar, proxy) = spawn_ready(
-        &stack.world,
-        &["sidecar", "--authority-url", &urlauthority],
-        &[],
-        "sidecar-2",
-    );
-    stack.sidecar = sidecar;
-    stack.proxy = proxy;
+    stack.restart_sidecar(&[], "sidecar-2");
     assert_eq!(std::fs::read(stack.ca_cert()).unwrap(), ca);
     let (code, _) = curl(&stack.proxy_url(Some(&token)), &url, &[]);
     assert_eq!(code, 200);

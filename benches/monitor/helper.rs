@@ -4,6 +4,9 @@
 //! (canonical JSON lines, ~500 bytes each, chained `prev` hashes, time-ordered `ts` ending
 //! now, the given share of denies).
 //!
+//! `monitor-bench parse <file> <lines> <reps>`: nanoseconds per line of the audit source's
+//! parse on the file's first lines, canonical (fast path) and not (serde_json), median of reps.
+//!
 //! `monitor-bench latency <file> <count> -- <command…>`: run the command (a follower of
 //! `<file>`: `firma monitor …` or `tail -F …`), append `<count>` records one at a time, and
 //! print the delay from each append to the moment its line shows up on the command's stdout
@@ -212,6 +215,48 @@ fn latency(path: &str, count: usize, command: &[String]) {
     );
 }
 
+/// Nanoseconds per line of the audit source's `parse` on `path`'s first lines: as written
+/// (canonical: the fast path) and with a leading space (not canonical: serde_json decides).
+fn parse_speed(path: &str, lines: usize, reps: usize) {
+    let source = firma::monitor::find_source("audit").expect("the audit source");
+    let mut text = Vec::new();
+    use std::io::Read;
+    std::fs::File::open(path)
+        .expect("open")
+        .take(lines as u64 * 2048)
+        .read_to_end(&mut text)
+        .expect("read");
+    let canonical: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .take(lines)
+        .collect();
+    let spaced: Vec<Vec<u8>> = canonical.iter().map(|l| [b" ", *l].concat()).collect();
+    let time = |lines: &mut dyn Iterator<Item = &[u8]>| {
+        let start = Instant::now();
+        let mut count = 0usize;
+        for line in lines {
+            let record = source.parse(line, 0);
+            assert!(record.time.is_some(), "{}", String::from_utf8_lossy(line));
+            count += 1;
+        }
+        start.elapsed().as_nanos() as f64 / count as f64
+    };
+    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        fast.push(time(&mut canonical.iter().copied()));
+        slow.push(time(&mut spaced.iter().map(Vec::as_slice)));
+    }
+    fast.sort_by(f64::total_cmp);
+    slow.sort_by(f64::total_cmp);
+    println!(
+        "{{\"lines\":{},\"fast_ns\":{:.0},\"serde_ns\":{:.0}}}",
+        canonical.len(),
+        fast[reps / 2],
+        slow[reps / 2]
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -220,13 +265,19 @@ fn main() {
             args[2].parse().expect("records"),
             args[3].parse().expect("deny percent"),
         ),
+        Some("parse") if args.len() == 4 => parse_speed(
+            &args[1],
+            args[2].parse().expect("lines"),
+            args[3].parse().expect("reps"),
+        ),
         Some("latency") if args.len() > 4 && args[3] == "--" => {
             latency(&args[1], args[2].parse().expect("count"), &args[4..])
         }
         _ => {
             eprintln!(
                 "usage: monitor-bench gen <file> <records> <deny-percent>\n       \
-                 monitor-bench latency <file> <count> -- <command…>"
+                 monitor-bench latency <file> <count> -- <command…>\n       \
+                 monitor-bench parse <file> <lines> <reps>"
             );
             std::process::exit(2);
         }

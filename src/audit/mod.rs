@@ -10,6 +10,7 @@ pub mod event_bytes;
 pub mod format1;
 pub mod lines;
 pub mod place;
+pub mod progress;
 pub mod record;
 pub mod verify;
 pub mod writer;

@@ -13,13 +13,14 @@ use chrono::{DateTime, Utc};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::signed::{Pinned, SnapshotDigest};
+use super::store::fleet::{FleetReport, Sighting};
 use crate::config::LoadedConfig;
 use crate::config::schema::{AuthorityConfig, AuthorityMode};
 use crate::error::Hinted;
 use crate::proto::authority_client::AuthorityClient;
 use crate::proto::{
-    GetWitnessedCheckpointRequest, IssueCapabilityRequest, RevokeRequest, WatchRevocationsRequest,
-    WitnessedCheckpoint,
+    GetWitnessedCheckpointRequest, IssueCapabilityRequest, ListSidecarsRequest, PublishRequest,
+    PublishResponse, RevokeRequest, WatchRevocationsRequest, WitnessedCheckpoint,
 };
 use crate::state_dir::StateDir;
 
@@ -126,6 +127,22 @@ impl Target {
         }
     }
 
+    /// The Authority replicas a Sidecar watches, in order of preference: `url` (what `firma
+    /// sidecar start` passes with `--authority-url`) alone, else `[sidecar.authority] urls`,
+    /// else `[sidecar.authority] url`.
+    pub fn for_sidecar_replicas(loaded: &LoadedConfig, url: Option<String>) -> Vec<Self> {
+        let urls = &loaded.config.sidecar.authority.urls;
+        if url.is_some() || urls.is_empty() {
+            return vec![Self::for_sidecar(loaded, url)];
+        }
+        urls.iter()
+            .map(|url| Self {
+                url: url.clone(),
+                ..Self::for_sidecar(loaded, None)
+            })
+            .collect()
+    }
+
     /// The configured (not yet connected) endpoint; checks scheme, loopback rule, CA and identity.
     pub fn endpoint(&self) -> Result<Endpoint, Hinted> {
         endpoint(
@@ -134,6 +151,27 @@ impl Target {
             self.identity.as_ref(),
             self.allow_insecure,
         )
+    }
+
+    /// The endpoint of one address `addr` that the URL's host name resolved to: dialled at the
+    /// address, verified (TLS) and addressed (`:authority`) by the name.
+    pub fn endpoint_at(&self, addr: SocketAddr) -> Result<Endpoint, Hinted> {
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|_| Hinted::new(format!("{:?} is not a URL", self.url)))?;
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let host = uri.host().unwrap_or_default().to_string();
+        let dialled = format!("{scheme}://{addr}");
+        let mut endpoint = build_endpoint(
+            &dialled,
+            self.ca_cert.as_deref(),
+            self.identity.as_ref(),
+            self.allow_insecure,
+            Some(&host),
+        )?;
+        endpoint = endpoint.origin(uri);
+        Ok(endpoint)
     }
 
     /// Connect now; the error names the address and where it came from.
@@ -220,6 +258,67 @@ impl Target {
         })
     }
 
+    /// Publish policy bundles (etcd store): every replica serves them. `runtime` and `issuance`
+    /// were loaded and validated locally, so mistakes are named by file before anything is sent.
+    pub async fn publish(
+        &self,
+        runtime: &super::policy::PolicyBundle,
+        issuance: &super::policy::PolicyBundle,
+    ) -> Result<PublishResponse, Hinted> {
+        let names = |files: &[PathBuf]| {
+            files
+                .iter()
+                .map(|f| {
+                    f.file_name()
+                        .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into())
+                })
+                .collect()
+        };
+        let mut client = self.connect().await?;
+        Ok(client
+            .publish(PublishRequest {
+                runtime_policies: runtime.policies.clone(),
+                issuance_policies: issuance.policies.clone(),
+                schema: runtime.schema_text.clone(),
+                runtime_files: names(&runtime.files),
+                issuance_files: names(&issuance.files),
+            })
+            .await
+            .map_err(|status| self.rpc_error(&status))?
+            .into_inner())
+    }
+
+    /// The Sidecars the Authority (with etcd: the fleet) has seen.
+    pub async fn fleet(&self) -> Result<FleetReport, Hinted> {
+        let mut client = self.connect().await?;
+        let response = client
+            .list_sidecars(ListSidecarsRequest {})
+            .await
+            .map_err(|status| self.rpc_error(&status))?
+            .into_inner();
+        let time = |ts: Option<prost_types::Timestamp>| ts.as_ref().and_then(from_timestamp);
+        Ok(FleetReport {
+            replica: response.replica,
+            backend: response.backend,
+            sidecars: response
+                .sidecars
+                .into_iter()
+                .map(|s| Sighting {
+                    sidecar_id: s.sidecar_id,
+                    host: s.host,
+                    address: s.address,
+                    replica: s.replica,
+                    bundle_revision: s.bundle_revision,
+                    bundle_version: s.bundle_version,
+                    checkpoint_seq: s.checkpoint_seq,
+                    checkpoint_at: time(s.checkpoint_at),
+                    last_seen: time(s.last_seen).unwrap_or_default(),
+                    connected: s.connected,
+                })
+                .collect(),
+        })
+    }
+
     /// Whether `token_id` is revoked, from the Authority's revocation snapshot (verified with
     /// the pinned key): `Some((revoked_at, reason))` or `None`.
     pub async fn revocation_of(
@@ -229,7 +328,10 @@ impl Target {
     ) -> Result<Option<(DateTime<Utc>, String)>, Hinted> {
         let mut client = self.connect().await?;
         let mut stream = client
-            .watch_revocations(WatchRevocationsRequest { since: None })
+            .watch_revocations(WatchRevocationsRequest {
+                since: None,
+                ..Default::default()
+            })
             .await
             .map_err(|status| self.rpc_error(&status))?
             .into_inner();
@@ -287,12 +389,27 @@ impl Target {
                 status.message()
             ))
             .hint("see `firma token issue --help` for the accepted values"),
+            tonic::Code::Unavailable if status.message().contains("etcd") => Hinted::new(format!(
+                "the Authority at {} refused: {}",
+                self.url,
+                status.message()
+            ))
+            .hint(
+                "its etcd store has no quorum or cannot be reached: bring a majority of the \
+                     etcd members back (docs/fleet.md#failure-modes); nothing was changed",
+            ),
             tonic::Code::Unavailable => Hinted::new(format!(
                 "the Authority at {} is unavailable: {}",
                 self.url,
                 status.message()
             ))
             .hint("check that it is running (`firma sidecar status`)"),
+            tonic::Code::FailedPrecondition | tonic::Code::Aborted => Hinted::new(format!(
+                "the Authority at {} refused: {}",
+                self.url,
+                status.message()
+            ))
+            .hint("see docs/fleet.md"),
             _ => Hinted::new(format!(
                 "the Authority at {} failed: {} ({:?})",
                 self.url,
@@ -372,6 +489,17 @@ pub fn endpoint(
     identity: Option<&ClientIdentity>,
     allow_insecure: bool,
 ) -> Result<Endpoint, Hinted> {
+    build_endpoint(url, ca_cert, identity, allow_insecure, None)
+}
+
+/// [`endpoint`], verifying a TLS server as `tls_name` (default: the URL's host).
+fn build_endpoint(
+    url: &str,
+    ca_cert: Option<&Path>,
+    identity: Option<&ClientIdentity>,
+    allow_insecure: bool,
+    tls_name: Option<&str>,
+) -> Result<Endpoint, Hinted> {
     if let Some(path) = url.strip_prefix(UNIX_SCHEME) {
         super::socket::check(Path::new(path))?;
         return Ok(Endpoint::from_shared(url.to_string())
@@ -420,7 +548,12 @@ pub fn endpoint(
                     "CA certificate",
                     "fix [sidecar.authority] ca_cert in firma.toml",
                 )?))
-                .domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+                .domain_name(
+                    tls_name
+                        .unwrap_or(&host)
+                        .trim_start_matches('[')
+                        .trim_end_matches(']'),
+                );
             if let Some(identity) = identity {
                 let hint = "fix client_cert / client_key in firma.toml (`firma authority cert issue` makes a pair)";
                 tls = tls.identity(Identity::from_pem(

@@ -14,6 +14,7 @@ pub mod service;
 pub mod signed;
 pub mod socket;
 pub mod store;
+pub mod streams;
 pub mod tls;
 pub mod token;
 pub mod watch;

@@ -38,6 +38,8 @@ pub struct PolicyBundle {
     pub files: Vec<PathBuf>,
     pub policy_set: PolicySet,
     pub schema: Schema,
+    /// The store revision it was published at (etcd store); 0 when read from files.
+    pub revision: u64,
 }
 
 impl PolicyBundle {
@@ -167,9 +169,97 @@ pub fn load_dir(dir: &Path, schema_dir: &Path) -> Result<Arc<PolicyBundle>, Hint
             .hint("fix the policy; the previous policies stay in force while the Authority runs")
     })?;
 
+    finish(
+        Parsed {
+            policies: policies.clone(),
+            policy_set,
+            schema_text,
+            schema,
+            schema_file,
+            files: files.clone(),
+            schema_name: &schema_name,
+        },
+        &fallback,
+        &locate,
+    )
+}
+
+/// A bundle from text loaded elsewhere — what `firma authority publish` sent, or what another
+/// replica stored — validated as [`load_dir`] validates files (locations name `origin`).
+pub fn from_text(
+    origin: &str,
+    policies: &str,
+    schema_text: &str,
+    files: Vec<PathBuf>,
+) -> Result<Arc<PolicyBundle>, Hinted> {
+    let origin = PathBuf::from(origin);
+    let schema_name = PathBuf::from(format!("{} (schema)", origin.display()));
+    let schema = Schema::from_cedarschema_str(schema_text)
+        .map(|(schema, _)| schema)
+        .map_err(|err| {
+            Hinted::new(format!(
+                "{}: invalid Cedar schema: {}",
+                schema_name.display(),
+                describe(&err)
+            ))
+            .hint("fix policies/schema.cedarschema and publish again")
+        })?;
+    let locate = |offset: usize| locate_in(&origin, policies, offset);
+    let fallback = || locate_in(&origin, policies, 0);
+    let policy_set: PolicySet = policies.parse().map_err(|err: cedar_policy::ParseErrors| {
+        let first = err.iter().next();
+        let at = first
+            .and_then(|e| first_offset(e))
+            .map_or_else(fallback, locate);
+        let message = first.map_or_else(|| describe(&err), |e| describe(e));
+        Hinted::new(format!("{at}: Cedar syntax error: {message}"))
+            .hint("fix the policy and publish again; the bundle in force stays")
+    })?;
+    finish(
+        Parsed {
+            policies: policies.to_string(),
+            policy_set,
+            schema_text: schema_text.to_string(),
+            schema,
+            schema_file: None,
+            files,
+            schema_name: &schema_name,
+        },
+        &fallback,
+        &locate,
+    )
+}
+
+/// Policies parsed from their text, with their schema, not yet validated.
+struct Parsed<'a> {
+    policies: String,
+    policy_set: PolicySet,
+    schema_text: String,
+    schema: Schema,
+    schema_file: Option<PathBuf>,
+    files: Vec<PathBuf>,
+    /// How the schema is named in messages.
+    schema_name: &'a Path,
+}
+
+/// Validate a parsed set against its schema, check `@id`s and compute the version.
+fn finish(
+    parsed: Parsed<'_>,
+    fallback: &dyn Fn() -> FileLocation,
+    locate: &dyn Fn(usize) -> FileLocation,
+) -> Result<Arc<PolicyBundle>, Hinted> {
+    let Parsed {
+        policies,
+        policy_set,
+        schema_text,
+        schema,
+        schema_file,
+        files,
+        schema_name,
+    } = parsed;
     let result = Validator::new(schema.clone()).validate(&policy_set, ValidationMode::Strict);
     if let Some(err) = result.validation_errors().next() {
-        let at = first_offset(err).map_or_else(fallback, &locate);
+        let at = first_offset(err).map_or_else(fallback, locate);
         let label = policy_label(&policy_set, err.policy_id());
         return Err(Hinted::new(format!(
             "{at}: policy {label} does not validate against the schema: {}",
@@ -182,7 +272,7 @@ pub fn load_dir(dir: &Path, schema_dir: &Path) -> Result<Arc<PolicyBundle>, Hint
         )));
     }
 
-    check_unique_ids(&policy_set, &policies, &locate)?;
+    check_unique_ids(&policy_set, &policies, locate)?;
 
     let mut hasher = Sha256::new();
     hasher.update(policies.as_bytes());
@@ -196,6 +286,7 @@ pub fn load_dir(dir: &Path, schema_dir: &Path) -> Result<Arc<PolicyBundle>, Hint
         files,
         policy_set,
         schema,
+        revision: 0,
     }))
 }
 
@@ -287,6 +378,36 @@ mod tests {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn published_text_is_validated_like_files() {
+        let schema = action_classes::cedar_schema();
+        let dir = dir_with(&[("a.cedar", ALLOW)]);
+        let from_files = load_dir(dir.path(), dir.path()).unwrap();
+        let published = from_text(
+            "published runtime policies",
+            ALLOW,
+            &schema,
+            vec!["a.cedar".into()],
+        )
+        .unwrap();
+        assert_eq!(published.version, from_files.version);
+        assert_eq!(published.revision, 0);
+        let err = from_text(
+            "published runtime policies",
+            "permit (principal, action == Firma::Action::\"no.such.class\", resource);",
+            &schema,
+            vec![],
+        )
+        .unwrap_err();
+        assert!(
+            err.message().starts_with("published runtime policies:1:"),
+            "{}",
+            err.message()
+        );
+        assert!(from_text("x", "permit (", &schema, vec![]).is_err());
+        assert!(from_text("x", ALLOW, "namespace {", vec![]).is_err());
     }
 
     #[test]

@@ -37,9 +37,26 @@ pub struct Revocation {
     /// After this the token is invalid anyway (its `exp`, or a bound on it); `None`: unknown.
     pub expires_at: Option<DateTime<Utc>>,
     pub reason: String,
+    /// The store revision that recorded it (etcd store); 0 with the files store.
+    pub revision: u64,
 }
 
 impl Revocation {
+    /// A revocation made now; an empty (or all-control) reason reads `unspecified`.
+    pub fn now(token_id: &str, expires_at: Option<DateTime<Utc>>, reason: &str) -> Self {
+        let reason = match sanitize(reason) {
+            r if r.is_empty() => "unspecified".to_string(),
+            r => r,
+        };
+        Self {
+            token_id: token_id.to_string(),
+            revoked_at: Utc::now(),
+            expires_at,
+            reason,
+            revision: 0,
+        }
+    }
+
     /// Whether the revoked token can no longer be valid at `now` (the verifiers' clock
     /// leeway included), so the entry protects nothing.
     pub fn is_moot(&self, now: DateTime<Utc>) -> bool {
@@ -79,8 +96,8 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|err| format!("{text:?} is not an RFC 3339 time: {err}"))
 }
 
-/// Reasons live on one line of a tab-separated file.
-fn sanitize(reason: &str) -> String {
+/// Reasons live on one line of a tab-separated file (and every store keeps them so).
+pub fn sanitize(reason: &str) -> String {
     reason
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -104,6 +121,7 @@ pub fn parse_line(line: &str, first_seen: DateTime<Utc>) -> Result<Option<Revoca
             revoked_at: first_seen,
             expires_at: None,
             reason: "file-based revocation".to_string(),
+            revision: 0,
         }));
     }
     let revoked_at = parse_time(time)?;
@@ -121,6 +139,7 @@ pub fn parse_line(line: &str, first_seen: DateTime<Utc>) -> Result<Option<Revoca
         revoked_at,
         expires_at,
         reason: reason.trim().to_string(),
+        revision: 0,
     }))
 }
 
@@ -215,16 +234,7 @@ impl RevocationStore {
         if let Some(existing) = state.entries.iter().find(|e| e.token_id == token_id) {
             return Ok((false, existing.clone()));
         }
-        let reason = match sanitize(reason) {
-            r if r.is_empty() => "unspecified".to_string(),
-            r => r,
-        };
-        let entry = Revocation {
-            token_id: token_id.to_string(),
-            revoked_at: Utc::now(),
-            expires_at,
-            reason,
-        };
+        let entry = Revocation::now(token_id, expires_at, reason);
         append(&self.path, &format_line(&entry))?;
         state.ids.insert(entry.token_id.clone());
         state.entries.push(entry.clone());
@@ -450,6 +460,7 @@ mod tests {
                 revoked_at: now - chrono::Duration::hours(2),
                 expires_at: exp,
                 reason: "r".into(),
+                revision: 0,
             })
         };
         let text = format!(
@@ -522,6 +533,7 @@ mod tests {
                 revoked_at: DateTime::from_timestamp(secs, micros * 1000).unwrap(),
                 expires_at: (secs % 2 == 0).then(|| DateTime::from_timestamp(secs + 60, 0).unwrap()),
                 reason: sanitize(&reason),
+                revision: 0,
             };
             let parsed = parse_line(&format_line(&entry), Utc::now()).unwrap().unwrap();
             prop_assert_eq!(parsed, entry);

@@ -2,13 +2,18 @@
 //! and stop on SIGTERM/SIGINT within a second (the Sidecar's twin is `sidecar::run`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::server;
 use crate::config::Discovery;
 use crate::config::dirs::resolve_state_dir;
+use crate::config::schema::MetricsConfig;
 use crate::error::Hinted;
+use crate::metrics::authority::metrics;
+use crate::metrics::endpoint::{self, Exposition, MetricsServer};
 use crate::platform::signals::{Sig, Signals};
+use crate::state_dir::{Role, StateDir};
 
 /// What the command line hands the daemon.
 #[derive(Debug, Clone, Default)]
@@ -29,9 +34,11 @@ pub fn run(options: RunOptions) -> Result<(), Hinted> {
         .build()
         .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
     let config_path = loaded.path.clone();
+    let metrics_config = loaded.config.authority.metrics.clone();
     let result = runtime.block_on(async move {
         let mut signals = Signals::install(Sig::TERMINATE)?;
         let authority = server::start(settings).await?;
+        let metrics = serve_metrics(&metrics_config, &state, &authority).await?;
         match crate::lifecycle::health::HealthReporter::new(
             state.clone(),
             crate::state_dir::Role::Authority,
@@ -49,6 +56,9 @@ pub fn run(options: RunOptions) -> Result<(), Hinted> {
         }
         let signal = signals.recv().await;
         tracing::info!(signal = signal.name(), "shutting down");
+        if let Some(metrics) = metrics {
+            metrics.shutdown().await;
+        }
         authority.shutdown().await;
         tracing::info!("stopped");
         Ok::<(), Hinted>(())
@@ -56,4 +66,21 @@ pub fn run(options: RunOptions) -> Result<(), Hinted> {
     // Stragglers (aborted connection tasks) get a moment, never more.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// `[authority.metrics]`: the Prometheus endpoint, when configured (the revocations held are
+/// read at each scrape).
+async fn serve_metrics(
+    config: &MetricsConfig,
+    state: &StateDir,
+    authority: &server::Authority,
+) -> Result<Option<MetricsServer>, Hinted> {
+    let store = authority.store().clone();
+    let exposition = Exposition {
+        registry: metrics().registry(),
+        refresh: Some(Arc::new(move || {
+            metrics().set_revoked_tokens(store.revocation_count());
+        })),
+    };
+    endpoint::serve(config, Role::Authority, Some(state), Arc::new(exposition)).await
 }

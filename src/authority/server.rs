@@ -14,14 +14,11 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::pb::health_server::HealthServer;
 
 use super::issuance::Issuer;
-use super::revocations::RevocationStore;
 use super::roles::Gate;
 use super::service::{AuthorityService, describe_bundle};
 use super::signed::StreamSigner;
-use super::store::PolicyStores;
+use super::store::{PolicyStores, SharedState, StoreSettings};
 use super::tls::ServerTls;
-use super::watch::{DirWatch, watch_dirs};
-use super::witness::WitnessStore;
 use crate::config::LoadedConfig;
 use crate::config::schema::AuthorityMode;
 use crate::error::Hinted;
@@ -51,15 +48,8 @@ pub struct Settings {
     /// The operator socket (`<state>/authority.sock`).
     pub socket: PathBuf,
     pub key: SigningKey,
-    pub policies_dir: PathBuf,
-    pub issuance_dir: PathBuf,
-    pub revocations_file: PathBuf,
-    /// The witnessed checkpoints (data dir).
-    pub witness_file: PathBuf,
-    /// `<sidecar-id>.pub` audit keys of witnessed Sidecars.
-    pub witness_keys: PathBuf,
-    /// The audit public key of this project's own Sidecar (witnessed as `local`).
-    pub local_audit_key: Option<PathBuf>,
+    /// Where the shared state lives (policies, revocations, witnessed checkpoints).
+    pub store: StoreSettings,
     pub max_ttl: Duration,
     pub bundle_ttl: Duration,
     pub tls: Option<TlsFiles>,
@@ -91,11 +81,15 @@ impl Settings {
             }),
             _ => None,
         };
-        Ok(Self {
-            listen,
-            audience: loaded.deployment(),
-            socket: state.authority_socket(),
-            key,
+        let deployment = loaded.deployment();
+        let store = StoreSettings {
+            config: config.store.clone(),
+            prefix: config
+                .store
+                .prefix
+                .clone()
+                .map(|p| if p.ends_with('/') { p } else { format!("{p}/") })
+                .unwrap_or_else(|| StoreSettings::default_prefix(&deployment)),
             policies_dir: config.policies.clone(),
             issuance_dir: config.issuance_policies.clone(),
             revocations_file: data.revocations(),
@@ -104,6 +98,17 @@ impl Settings {
             local_audit_key: Some(crate::config::keys::public_path(
                 &loaded.config.sidecar.audit.key,
             )),
+            max_ttl: config.max_ttl,
+            replica: config.replica_name.clone().unwrap_or_else(|| {
+                format!("{}:{}", super::store::fleet::this_host(), listen.port())
+            }),
+        };
+        Ok(Self {
+            listen,
+            audience: deployment,
+            socket: state.authority_socket(),
+            key,
+            store,
             max_ttl: config.max_ttl,
             bundle_ttl: config.bundle_ttl,
             tls,
@@ -120,9 +125,7 @@ pub struct Authority {
     shutdown: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     health: tonic_health::server::HealthReporter,
-    stores: Arc<PolicyStores>,
-    revocations: Arc<RevocationStore>,
-    _watches: Vec<DirWatch>,
+    store: Arc<dyn SharedState>,
 }
 
 impl Authority {
@@ -143,11 +146,12 @@ impl Authority {
     }
 
     pub fn stores(&self) -> &Arc<PolicyStores> {
-        &self.stores
+        self.store.policies()
     }
 
-    pub fn revocations(&self) -> &Arc<RevocationStore> {
-        &self.revocations
+    /// The shared state (files or etcd).
+    pub fn store(&self) -> &Arc<dyn SharedState> {
+        &self.store
     }
 
     /// End every stream, stop accepting, and wait (at most [`SHUTDOWN_GRACE`]) for connections
@@ -171,18 +175,16 @@ impl Authority {
                 }
             }
         }
+        self.store.close().await;
         let _ = std::fs::remove_file(&self.socket);
     }
 }
 
 /// Load everything, bind, and start serving. Errors here are start-up errors (exit 2).
 pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
-    let stores = Arc::new(PolicyStores::load(
-        &settings.policies_dir,
-        &settings.issuance_dir,
-    )?);
-    let revocations = RevocationStore::open(&settings.revocations_file)?;
-    prune(&revocations);
+    let signer = Arc::new(StreamSigner::new(settings.key.clone()));
+    let store = super::store::open(&settings.store, signer.clone()).await?;
+    prune(store.as_ref()).await;
 
     let tls = match &settings.tls {
         Some(files) => Some(ServerTls::load(
@@ -235,47 +237,17 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         settings.key.clone(),
         settings.audience.clone(),
         settings.max_ttl,
-        stores.clone(),
+        store.policies().clone(),
     ));
-    let witness = Arc::new(WitnessStore::open(
-        &settings.witness_file,
-        &settings.witness_keys,
-        settings.local_audit_key.clone(),
-    )?);
     let service = AuthorityService::new(
         issuer,
-        Arc::new(StreamSigner::new(settings.key.clone())),
-        witness,
-        stores.clone(),
-        revocations.clone(),
+        signer,
+        store.clone(),
         settings.bundle_ttl,
         shutdown_rx.clone(),
     );
 
-    let mut watches = Vec::new();
-    let reload_stores = stores.clone();
-    let mut dirs = vec![settings.policies_dir.clone()];
-    if settings.issuance_dir != settings.policies_dir {
-        dirs.push(settings.issuance_dir.clone());
-    }
-    watches.push(watch_dirs(&dirs, move |_| reload_stores.reload())?);
-    let revocations_dir = settings
-        .revocations_file
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
-    let reload_revocations = revocations.clone();
-    let revocations_name = settings.revocations_file.file_name().map(ToOwned::to_owned);
-    watches.push(watch_dirs(&[revocations_dir], move |paths| {
-        // By name: editors save through temporary files renamed over the original.
-        if paths
-            .iter()
-            .any(|p| p.file_name() == revocations_name.as_deref())
-        {
-            reload_revocations.reload();
-        }
-    })?);
-
-    tokio::spawn(prune_periodically(revocations.clone(), shutdown_rx.clone()));
+    tokio::spawn(prune_periodically(store.clone(), shutdown_rx.clone()));
 
     let mut servers = Vec::new();
     let tcp_router = router(service.gated(tcp_gate), health_service.clone())?;
@@ -296,8 +268,8 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         shutdown_signal(shutdown_rx),
     )));
 
-    let runtime = stores.runtime();
-    let issuance = stores.issuance();
+    let runtime = store.policies().runtime();
+    let issuance = store.policies().issuance();
     tracing::info!(
         addr = %addr,
         socket = %settings.socket.display(),
@@ -307,12 +279,13 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
             _ => "sidecars (operators use the socket)",
         },
         runtime_bundle = %runtime.version,
-        revocations = revocations.len(),
-        "authority serving: runtime policies {}, issuance policies {}, {} revocations in {}",
+        revocations = store.revocation_count(),
+        store = store.backend().name(),
+        replica = store.fleet().replica(),
+        "authority serving: runtime policies {}, issuance policies {}, state in {}",
         describe_bundle(&runtime),
         describe_bundle(&issuance),
-        revocations.len(),
-        settings.revocations_file.display()
+        store.describe()
     );
     Ok(Authority {
         addr,
@@ -321,9 +294,7 @@ pub async fn start(settings: Settings) -> Result<Authority, Hinted> {
         shutdown,
         servers,
         health,
-        stores,
-        revocations,
-        _watches: watches,
+        store,
     })
 }
 
@@ -355,27 +326,20 @@ fn router(
         .add_service(AuthorityServer::new(service)))
 }
 
-fn prune(revocations: &RevocationStore) {
-    if let Err(err) = revocations.prune(chrono::Utc::now()) {
-        tracing::warn!(
-            hint = err.hint_text().unwrap_or_default(),
-            "cannot prune revocations: {}",
-            err.message()
-        );
+async fn prune(store: &dyn SharedState) {
+    if let Err(err) = store.prune(chrono::Utc::now()).await {
+        tracing::warn!("cannot prune revocations: {err}");
     }
 }
 
-async fn prune_periodically(revocations: Arc<RevocationStore>, stop: watch::Receiver<bool>) {
+async fn prune_periodically(store: Arc<dyn SharedState>, stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     let stopped = shutdown_signal(stop);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
             () = &mut stopped => break,
-            _ = tick.tick() => {
-                let store = revocations.clone();
-                let _ = tokio::task::spawn_blocking(move || prune(&store)).await;
-            }
+            _ = tick.tick() => prune(store.as_ref()).await,
         }
     }
 }

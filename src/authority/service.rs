@@ -1,6 +1,7 @@
-//! The `firma.v1.Authority` gRPC service: maps wire messages to issuance, revocations and
-//! policy-bundle streams. Streams end on their own when the server shuts down, so tonic's
-//! graceful shutdown never waits on a long-lived stream.
+//! The `firma.v1.Authority` gRPC service: maps wire messages to issuance, the shared state
+//! (revocations, witnessed checkpoints, published policies, the fleet view — `store`) and the
+//! two signed streams (`streams`). Streams end on their own when the server shuts down, so
+//! tonic's graceful shutdown never waits on a long-lived stream.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,24 +9,25 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::Stream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::client::{from_timestamp, timestamp};
 use super::issuance::{IssueOutcome, IssueRequest, Issuer};
 use super::policy::PolicyBundle;
-use super::revocations::{Revocation, RevocationStore};
-use super::roles::Caller;
-use super::roles::{Gate, Need};
-use super::signed::{SnapshotDigest, StreamSigner};
-use super::store::{PolicyStores, short};
-use super::witness::{LOCAL_SIDECAR, Refusal, WitnessStore};
+use super::roles::{Caller, Gate, Need, Role};
+use super::signed::StreamSigner;
+use super::store::{Position, Publication, SharedState, short};
+use super::streams::{BundleStream, RevocationStream};
+use super::witness::{LOCAL_SIDECAR, Refusal};
+use crate::metrics::authority::{Rpc, WatchStream, metrics};
 use crate::proto::{
     self, GetWitnessedCheckpointRequest, IssueCapabilityRequest, IssueCapabilityResponse,
+    ListSidecarsRequest, ListSidecarsResponse, PublishRequest, PublishResponse,
     ReportCheckpointRequest, ReportCheckpointResponse, RevocationEvent, RevokeRequest,
-    RevokeResponse, WatchPolicyBundleRequest, WatchRevocationsRequest, WitnessedCheckpoint,
-    authority_server,
+    RevokeResponse, SidecarSighting, WatchPolicyBundleRequest, WatchRevocationsRequest,
+    WitnessedCheckpoint, authority_server,
 };
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -36,9 +38,7 @@ pub struct AuthorityService {
     gate: Gate,
     issuer: Arc<Issuer>,
     signer: Arc<StreamSigner>,
-    witness: Arc<WitnessStore>,
-    stores: Arc<PolicyStores>,
-    revocations: Arc<RevocationStore>,
+    store: Arc<dyn SharedState>,
     bundle_ttl: Duration,
     shutdown: watch::Receiver<bool>,
 }
@@ -47,9 +47,7 @@ impl AuthorityService {
     pub fn new(
         issuer: Arc<Issuer>,
         signer: Arc<StreamSigner>,
-        witness: Arc<WitnessStore>,
-        stores: Arc<PolicyStores>,
-        revocations: Arc<RevocationStore>,
+        store: Arc<dyn SharedState>,
         bundle_ttl: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -57,9 +55,7 @@ impl AuthorityService {
             gate: Gate::OpenTcp,
             issuer,
             signer,
-            witness,
-            stores,
-            revocations,
+            store,
             bundle_ttl,
             shutdown,
         }
@@ -77,46 +73,20 @@ impl AuthorityService {
         let secs = self.bundle_ttl.as_secs() + u64::from(self.bundle_ttl.subsec_nanos() > 0);
         u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
     }
-}
 
-fn bundle_message(
-    bundle: &PolicyBundle,
-    ttl_seconds: u32,
-    signer: &StreamSigner,
-) -> proto::PolicyBundle {
-    let mut message = proto::PolicyBundle {
-        version: bundle.version.clone(),
-        policies: bundle.policies.clone(),
-        schema: bundle.schema_text.clone(),
-        ttl_seconds,
-        sent_at: Some(timestamp(Utc::now())),
-        ..Default::default()
-    };
-    signer.sign_bundle(&mut message);
-    message
-}
-
-fn revocation_message(entry: &Revocation, signer: &StreamSigner) -> RevocationEvent {
-    let mut message = RevocationEvent {
-        token_id: entry.token_id.clone(),
-        reason: entry.reason.clone(),
-        revoked_at: Some(timestamp(entry.revoked_at)),
-        ..Default::default()
-    };
-    signer.sign_revocation(&mut message);
-    message
-}
-
-/// Send one stream item unless the server is shutting down (a client that stopped reading must
-/// not hold shutdown up). `false`: end the stream.
-async fn deliver<T>(
-    tx: &mpsc::Sender<Result<T, Status>>,
-    item: Result<T, Status>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    tokio::select! {
-        sent = tx.send(item) => sent.is_ok(),
-        _ = shutdown.wait_for(|stop| *stop) => false,
+    /// The fleet view's record of a Sidecar's stream (operators watching are not listed).
+    fn attach(
+        &self,
+        caller: &Caller,
+        sidecar_id: &str,
+        host: &str,
+    ) -> Result<Option<super::store::fleet::Attachment>, Status> {
+        if caller.role != Role::Sidecar {
+            return Ok(None);
+        }
+        let id = sidecar_of(caller, sidecar_id, true)?;
+        let host = host.chars().take(253).collect::<String>();
+        Ok(Some(self.store.fleet().attach(&id, &host, &caller.peer)))
     }
 }
 
@@ -126,6 +96,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<IssueCapabilityRequest>,
     ) -> Result<Response<IssueCapabilityResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::IssueCapability);
         let caller = self
             .gate
             .admit(&request, "IssueCapability", Need::Operator)?;
@@ -139,12 +110,16 @@ impl authority_server::Authority for AuthorityService {
         )
         .and_then(|request| request.with_sandbox(&wire.sandbox_id))
         .map_err(Status::invalid_argument)?;
+        self.store.writable().inspect_err(|err| {
+            tracing::warn!(caller = %caller, "refusing to mint: {err}");
+        })?;
         let outcome = self
             .issuer
             .issue(&parsed, Utc::now())
             .map_err(|err| Status::internal(err.to_string()))?;
         let response = match outcome {
             IssueOutcome::Granted { token, claims } => {
+                metrics().token_issued();
                 tracing::info!(
                     agent_id = %claims.agent_id,
                     session_id = %claims.session_id,
@@ -166,6 +141,7 @@ impl authority_server::Authority for AuthorityService {
                 }
             }
             IssueOutcome::Denied { reason, message } => {
+                metrics().token_denied(reason);
                 tracing::warn!(
                     agent_id = %parsed.agent_id,
                     actions = %parsed.actions.join(","),
@@ -188,6 +164,7 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::Revoke);
         let caller = self.gate.admit(&request, "Revoke", Need::Operator)?;
         let wire = request.into_inner();
         super::revocations::validate_uuid(&wire.token_id).map_err(Status::invalid_argument)?;
@@ -198,14 +175,15 @@ impl authority_server::Authority for AuthorityService {
                 })?),
                 None => super::revocations::expiry_bound(&wire.token_id, self.issuer.max_ttl()),
             };
-        let store = self.revocations.clone();
-        let (newly, entry) = tokio::task::spawn_blocking(move || {
-            store.revoke(&wire.token_id, &wire.reason, expires_at)
-        })
-        .await
-        .map_err(|err| Status::internal(err.to_string()))?
-        .map_err(|err| Status::internal(err.message().to_string()))?;
+        let (newly, entry) = self
+            .store
+            .revoke(&wire.token_id, &wire.reason, expires_at)
+            .await
+            .inspect_err(|err| {
+                tracing::warn!(token_id = %wire.token_id, caller = %caller, "revocation refused: {err}");
+            })?;
         if newly {
+            metrics().token_revoked();
             tracing::info!(token_id = %entry.token_id, reason = %entry.reason, caller = %caller, "token revoked");
         }
         Ok(Response::new(RevokeResponse {
@@ -218,18 +196,15 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<ReportCheckpointRequest>,
     ) -> Result<Response<ReportCheckpointResponse>, Status> {
+        let _timer = metrics().rpc(Rpc::ReportCheckpoint);
         let caller = self
             .gate
             .admit(&request, "ReportCheckpoint", Need::Sidecar)?;
         let wire = request.into_inner();
         let sidecar = sidecar_of(&caller, &wire.sidecar_id, true)?;
-        let witness = self.witness.clone();
-        let id = sidecar.clone();
-        let outcome = tokio::task::spawn_blocking(move || witness.report(&id, &wire.checkpoint))
-            .await
-            .map_err(|err| Status::internal(err.to_string()))?;
-        match outcome {
+        match self.store.witness(&sidecar, &wire.checkpoint).await {
             Ok(seq) => {
+                self.store.fleet().checkpoint(&sidecar, seq);
                 tracing::debug!(sidecar = %sidecar, seq, caller = %caller, "checkpoint witnessed");
                 Ok(Response::new(ReportCheckpointResponse {
                     witnessed_seq: seq,
@@ -240,6 +215,7 @@ impl authority_server::Authority for AuthorityService {
                     Refusal::UnknownSidecar(why) => Status::failed_precondition(why),
                     Refusal::Invalid(why) => Status::invalid_argument(why),
                     Refusal::Backwards(why) => Status::failed_precondition(why),
+                    Refusal::Unavailable(why) => Status::unavailable(why),
                 };
                 tracing::warn!(
                     sidecar = %sidecar,
@@ -256,11 +232,12 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<GetWitnessedCheckpointRequest>,
     ) -> Result<Response<WitnessedCheckpoint>, Status> {
+        let _timer = metrics().rpc(Rpc::GetWitnessedCheckpoint);
         let caller = self
             .gate
             .admit(&request, "GetWitnessedCheckpoint", Need::Watcher)?;
         let sidecar = sidecar_of(&caller, &request.get_ref().sidecar_id, false)?;
-        let answer = match self.witness.latest(&sidecar) {
+        let answer = match self.store.witnessed(&sidecar) {
             Some((record, fingerprint)) => WitnessedCheckpoint {
                 found: true,
                 witnessed_at: super::witness::witnessed_at(&record).map(timestamp),
@@ -282,58 +259,27 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<WatchPolicyBundleRequest>,
     ) -> Result<Response<Self::WatchPolicyBundleStream>, Status> {
-        let peer = self
+        let caller = self
             .gate
-            .admit(&request, "WatchPolicyBundle", Need::Watcher)?
-            .to_string();
-        let known = request.into_inner().current_version;
-        let mut bundles = self.stores.subscribe_runtime();
-        let mut shutdown = self.shutdown.clone();
-        let ttl_seconds = self.ttl_seconds();
-        let signer = self.signer.clone();
-        // Refresh at half the TTL so a sidecar never enforces with a stale bundle.
-        let period = Duration::from_millis(u64::from(ttl_seconds) * 500);
+            .admit(&request, "WatchPolicyBundle", Need::Watcher)?;
+        let wire = request.into_inner();
+        let attachment = self.attach(&caller, &wire.sidecar_id, &wire.host)?;
         let (tx, rx) = mpsc::channel(2);
-        tracing::debug!(%peer, "policy bundle watcher connected");
+        tracing::debug!(peer = %caller, "policy bundle watcher connected");
+        let stream = BundleStream {
+            store: self.store.clone(),
+            signer: self.signer.clone(),
+            ttl_seconds: self.ttl_seconds(),
+            known_version: wire.current_version,
+            known_revision: wire.current_revision,
+            shutdown: self.shutdown.clone(),
+            attachment,
+            peer: caller.to_string(),
+        };
+        let watching = metrics().watching(WatchStream::PolicyBundle);
         tokio::spawn(async move {
-            let current = bundles.borrow_and_update().clone();
-            if current.version != known
-                && !deliver(
-                    &tx,
-                    Ok(bundle_message(&current, ttl_seconds, &signer)),
-                    &mut shutdown,
-                )
-                .await
-            {
-                return;
-            }
-            let mut refresh =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let bundle = tokio::select! {
-                    _ = shutdown.wait_for(|stop| *stop) => break,
-                    _ = tx.closed() => break,
-                    changed = bundles.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        refresh.reset();
-                        bundles.borrow_and_update().clone()
-                    }
-                    _ = refresh.tick() => bundles.borrow().clone(),
-                };
-                if !deliver(
-                    &tx,
-                    Ok(bundle_message(&bundle, ttl_seconds, &signer)),
-                    &mut shutdown,
-                )
-                .await
-                {
-                    break;
-                }
-            }
-            tracing::debug!(%peer, "policy bundle watcher disconnected");
+            let _watching = watching;
+            stream.run(tx).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -344,60 +290,90 @@ impl authority_server::Authority for AuthorityService {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let peer = self
+        let caller = self
             .gate
-            .admit(&request, "WatchRevocations", Need::Watcher)?
-            .to_string();
-        let since = match request.into_inner().since {
+            .admit(&request, "WatchRevocations", Need::Watcher)?;
+        let wire = request.into_inner();
+        let since = match wire.since {
             Some(ts) => Some(
                 from_timestamp(&ts)
                     .ok_or_else(|| Status::invalid_argument("since is not a valid timestamp"))?,
             ),
             None => None,
         };
-        let (replay, mut live) = self.revocations.replay_and_subscribe(since);
-        let mut shutdown = self.shutdown.clone();
-        let signer = self.signer.clone();
+        let attachment = self.attach(&caller, &wire.sidecar_id, &wire.host)?;
         let (tx, rx) = mpsc::channel(64);
-        tracing::debug!(%peer, replay = replay.len(), "revocation watcher connected");
+        let stream = RevocationStream {
+            store: self.store.clone(),
+            signer: self.signer.clone(),
+            position: Position {
+                since,
+                since_revision: wire.since_revision,
+            },
+            shutdown: self.shutdown.clone(),
+            attachment,
+            peer: caller.to_string(),
+        };
+        let watching = metrics().watching(WatchStream::Revocations);
         tokio::spawn(async move {
-            let mut digest = SnapshotDigest::default();
-            for entry in &replay {
-                let event = revocation_message(entry, &signer);
-                digest.add(&event);
-                if !deliver(&tx, Ok(event), &mut shutdown).await {
-                    return;
-                }
-            }
-            let mut marker = RevocationEvent::default();
-            signer.sign_snapshot(&mut marker, &digest);
-            if !deliver(&tx, Ok(marker), &mut shutdown).await {
-                return;
-            }
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.wait_for(|stop| *stop) => break,
-                    _ = tx.closed() => break,
-                    received = live.recv() => received,
-                };
-                let message = match event {
-                    Ok(entry) => Ok(revocation_message(&entry, &signer)),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(%peer, missed, "revocation watcher fell behind; asking it to reconnect");
-                        Err(Status::aborted(format!(
-                            "fell {missed} revocations behind; reconnect with `since` to replay"
-                        )))
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                let failed = message.is_err();
-                if !deliver(&tx, message, &mut shutdown).await || failed {
-                    break;
-                }
-            }
-            tracing::debug!(%peer, "revocation watcher disconnected");
+            let _watching = watching;
+            stream.run(tx).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let caller = self.gate.admit(&request, "Publish", Need::Operator)?;
+        let wire = request.into_inner();
+        let publication = Publication {
+            runtime: wire.runtime_policies,
+            issuance: wire.issuance_policies,
+            schema: wire.schema,
+            runtime_files: wire.runtime_files.into_iter().map(Into::into).collect(),
+            issuance_files: wire.issuance_files.into_iter().map(Into::into).collect(),
+            by: caller.to_string(),
+        };
+        let published = self.store.publish(publication).await.inspect_err(|err| {
+            tracing::warn!(caller = %caller, "publication refused: {err}");
+        })?;
+        Ok(Response::new(PublishResponse {
+            revision: published.revision,
+            runtime_version: published.runtime_version,
+            issuance_version: published.issuance_version,
+            changed: published.changed,
+        }))
+    }
+
+    async fn list_sidecars(
+        &self,
+        request: Request<ListSidecarsRequest>,
+    ) -> Result<Response<ListSidecarsResponse>, Status> {
+        self.gate.admit(&request, "ListSidecars", Need::Operator)?;
+        let fleet = self.store.fleet();
+        let sidecars = fleet
+            .list()
+            .into_iter()
+            .map(|s| SidecarSighting {
+                sidecar_id: s.sidecar_id,
+                host: s.host,
+                address: s.address,
+                replica: s.replica,
+                bundle_revision: s.bundle_revision,
+                bundle_version: s.bundle_version,
+                checkpoint_seq: s.checkpoint_seq,
+                checkpoint_at: s.checkpoint_at.map(timestamp),
+                last_seen: Some(timestamp(s.last_seen)),
+                connected: s.connected,
+            })
+            .collect();
+        Ok(Response::new(ListSidecarsResponse {
+            sidecars,
+            replica: fleet.replica().to_string(),
+            backend: self.store.backend().name().to_string(),
+        }))
     }
 }
 

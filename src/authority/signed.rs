@@ -7,10 +7,17 @@
 //! field in order — strings as an 8-byte big-endian length and the UTF-8 bytes, `u32`/`u64` as
 //! big-endian integers, timestamps as 8-byte big-endian seconds and 4-byte big-endian nanos.
 //!
-//! - bundle: `firma-policy-bundle-v1\n`, version, policies, schema, ttl_seconds (u32), sent_at;
-//! - revocation event: `firma-revocation-v1\n`, token_id, reason, revoked_at;
-//! - snapshot marker: `firma-revocation-snapshot-v1\n`, sent_at, snapshot_count (u64), and the
-//!   SHA-256 of the replayed events' canonical bytes, each preceded by its 8-byte length.
+//! - bundle: `firma-policy-bundle-v2\n`, version, policies, schema, ttl_seconds (u32), sent_at,
+//!   revision (u64);
+//! - revocation event: `firma-revocation-v2\n`, token_id, reason, revoked_at, revision (u64);
+//! - snapshot marker: `firma-revocation-snapshot-v2\n`, sent_at, snapshot_count (u64), the
+//!   SHA-256 of the replayed events' canonical bytes, each preceded by its 8-byte length, and
+//!   revision (u64);
+//! - a bundle at rest in the etcd store: `firma-stored-bundle-v1\n`, runtime policies, issuance
+//!   policies, schema, published_at — replicas refuse to serve one that does not verify.
+//!
+//! Revisions are the store's (etcd's) revision numbers, 0 with the files store: signing them
+//! keeps a replayed genuine event from moving a Sidecar's resume position.
 //!
 //! The domain tags keep one kind of signed message from passing as another, or as a PASETO token
 //! (whose signed bytes start with a little-endian count).
@@ -23,9 +30,10 @@ use super::client::{from_timestamp, timestamp};
 use super::token::key_id;
 use crate::proto::{PolicyBundle, RevocationEvent};
 
-const BUNDLE_DOMAIN: &[u8] = b"firma-policy-bundle-v1\n";
-const REVOCATION_DOMAIN: &[u8] = b"firma-revocation-v1\n";
-const SNAPSHOT_DOMAIN: &[u8] = b"firma-revocation-snapshot-v1\n";
+const BUNDLE_DOMAIN: &[u8] = b"firma-policy-bundle-v2\n";
+const REVOCATION_DOMAIN: &[u8] = b"firma-revocation-v2\n";
+const SNAPSHOT_DOMAIN: &[u8] = b"firma-revocation-snapshot-v2\n";
+const STORED_BUNDLE_DOMAIN: &[u8] = b"firma-stored-bundle-v1\n";
 
 /// Why a signed message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +88,7 @@ fn bundle_bytes(bundle: &PolicyBundle) -> Vec<u8> {
         .str(&bundle.schema)
         .u32(bundle.ttl_seconds)
         .time(&bundle.sent_at)
+        .u64(bundle.revision)
         .0
 }
 
@@ -88,6 +97,7 @@ fn revocation_bytes(event: &RevocationEvent) -> Vec<u8> {
         .str(&event.token_id)
         .str(&event.reason)
         .time(&event.revoked_at)
+        .u64(event.revision)
         .0
 }
 
@@ -96,7 +106,26 @@ fn snapshot_bytes(marker: &RevocationEvent, digest: &[u8; 32]) -> Vec<u8> {
         .time(&marker.sent_at)
         .u64(marker.snapshot_count)
         .bytes(digest)
+        .u64(marker.revision)
         .0
+}
+
+/// The policy bundles as the etcd store keeps them (see [`StoredBundleText`]).
+fn stored_bundle_bytes(stored: &StoredBundleText<'_>) -> Vec<u8> {
+    Canonical::new(STORED_BUNDLE_DOMAIN)
+        .str(stored.runtime)
+        .str(stored.issuance)
+        .str(stored.schema)
+        .str(stored.published_at)
+        .0
+}
+
+/// The signed fields of the bundles at rest in the etcd store.
+pub struct StoredBundleText<'a> {
+    pub runtime: &'a str,
+    pub issuance: &'a str,
+    pub schema: &'a str,
+    pub published_at: &'a str,
 }
 
 /// The running digest of a revocation replay, kept the same way by sender and receiver.
@@ -150,7 +179,27 @@ impl StreamSigner {
         (event.signature, event.key_id) = self.sign(&revocation_bytes(event));
     }
 
-    /// Complete a snapshot marker for the events `digest` covered, sent now.
+    /// The signature of bundles stored for other replicas (hex).
+    pub fn sign_stored_bundle(&self, stored: &StoredBundleText<'_>) -> String {
+        hex::encode(self.sign(&stored_bundle_bytes(stored)).0)
+    }
+
+    /// Whether a stored bundle was signed by this key (replicas share it).
+    pub fn verify_stored_bundle(
+        &self,
+        stored: &StoredBundleText<'_>,
+        signature_hex: &str,
+    ) -> Result<(), Refused> {
+        let signature = hex::decode(signature_hex).unwrap_or_default();
+        Pinned::new(self.key.verifying_key()).verify(
+            &stored_bundle_bytes(stored),
+            &signature,
+            &self.key_id,
+        )
+    }
+
+    /// Complete a snapshot marker for the events `digest` covered, sent now (`marker.revision`,
+    /// the store revision it covers, is set by the caller).
     pub fn sign_snapshot(&self, marker: &mut RevocationEvent, digest: &SnapshotDigest) {
         marker.snapshot_complete = true;
         marker.sent_at = Some(timestamp(Utc::now()));
@@ -264,12 +313,13 @@ mod tests {
         signer.sign_bundle(&mut signed);
         assert!(signed.key_id.starts_with("k4.pid."));
         pinned.verify_bundle(&signed).unwrap();
-        let edits: [fn(&mut PolicyBundle); 5] = [
+        let edits: [fn(&mut PolicyBundle); 6] = [
             |b| b.version.push('x'),
             |b| b.policies.push(' '),
             |b| b.schema.push(' '),
             |b| b.ttl_seconds += 1,
             |b| b.sent_at.as_mut().unwrap().nanos ^= 1,
+            |b| b.revision += 1,
         ];
         for edit in edits {
             let mut tampered = signed.clone();
@@ -285,6 +335,30 @@ mod tests {
             err.contains(other.key_id()) && err.contains(&signed.key_id),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stored_bundles_verify_with_the_shared_key_only() {
+        let key = crate::config::keys::generate();
+        let signer = StreamSigner::new(key);
+        let text = |runtime| StoredBundleText {
+            runtime,
+            issuance: "permit (principal, action, resource);",
+            schema: "namespace Firma {}",
+            published_at: "2026-11-30T00:00:00Z",
+        };
+        let signature = signer.sign_stored_bundle(&text("forbid (principal, action, resource);"));
+        signer
+            .verify_stored_bundle(&text("forbid (principal, action, resource);"), &signature)
+            .unwrap();
+        assert!(signer.verify_stored_bundle(&text(""), &signature).is_err());
+        let other = StreamSigner::new(crate::config::keys::generate());
+        assert!(
+            other
+                .verify_stored_bundle(&text("forbid (principal, action, resource);"), &signature)
+                .is_err()
+        );
+        assert!(signer.verify_stored_bundle(&text(""), "zz").is_err());
     }
 
     #[test]
@@ -310,6 +384,13 @@ mod tests {
             received.add(e);
         }
         pinned.verify_snapshot(&marker, &received).unwrap();
+        // Revisions are signed: a replayed event or marker cannot move a resume position.
+        let mut moved = events[0].clone();
+        moved.revision += 1000;
+        assert!(pinned.verify_revocation(&moved).is_err());
+        let mut moved = marker.clone();
+        moved.revision += 1000;
+        assert!(pinned.verify_snapshot(&moved, &received).is_err());
         // A replay that withholds an event does not verify.
         let mut withheld = SnapshotDigest::default();
         withheld.add(&events[0]);

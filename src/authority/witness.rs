@@ -80,18 +80,134 @@ pub enum Refusal {
     Invalid(String),
     /// Behind, or beside (same seq, other head), what was witnessed.
     Backwards(String),
+    /// The store could not take it now (etcd without quorum): report again later.
+    Unavailable(String),
 }
 
 /// (sidecar id, audit key fingerprint): one chain of checkpoints.
-type Chain = (String, String);
+pub type Chain = (String, String);
 /// The latest witnessed `seq`, `head` and stored record of a chain.
-type Latest = (u64, String, Witnessed);
+pub type Latest = (u64, String, Witnessed);
 
-/// The Authority's side.
-pub struct WitnessStore {
-    path: PathBuf,
+/// What a verified report means for the chain it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// The chain already holds this checkpoint (`seq`): nothing to store.
+    Already(u64),
+    /// A checkpoint ahead of the chain's latest: store `record` as the chain's latest.
+    Ahead {
+        chain: Chain,
+        seq: u64,
+        head: String,
+        record: Witnessed,
+    },
+}
+
+/// The audit keys the operator registered, and the checks every report passes — the same for
+/// every store.
+pub struct WitnessKeys {
     keys_dir: PathBuf,
     local_key: Option<PathBuf>,
+}
+
+impl WitnessKeys {
+    pub fn new(keys_dir: &Path, local_key: Option<PathBuf>) -> Self {
+        Self {
+            keys_dir: keys_dir.to_path_buf(),
+            local_key,
+        }
+    }
+
+    /// The audit key registered for `sidecar`, and the file it came from.
+    pub fn registered_key(&self, sidecar: &str) -> Option<(VerifyingKey, PathBuf)> {
+        let file = if sidecar == LOCAL_SIDECAR {
+            let own = self.keys_dir.join(format!("{LOCAL_SIDECAR}.pub"));
+            if own.exists() {
+                Some(own)
+            } else {
+                self.local_key.clone()
+            }
+        } else if crate::config::load::validate_agent_id(sidecar).is_ok() {
+            Some(self.keys_dir.join(format!("{sidecar}.pub")))
+        } else {
+            None
+        }?;
+        let key = crate::config::keys::load_verifying_key(&file).ok()?;
+        Some((key, file))
+    }
+
+    /// Verify `line` (the bytes of an `audit.checkpoint`) from `sidecar` with its registered key
+    /// and place it against its chain's latest (`latest` looks a chain up).
+    pub fn check(
+        &self,
+        sidecar: &str,
+        line: &[u8],
+        latest: impl FnOnce(&Chain) -> Option<(u64, String)>,
+    ) -> Result<Accepted, Refusal> {
+        let (key, _) = self.registered_key(sidecar).ok_or_else(|| {
+            Refusal::UnknownSidecar(format!(
+                "no audit key is registered for sidecar {sidecar:?}: the operator copies its \
+                 audit.pub to {}",
+                self.keys_dir.join(format!("{sidecar}.pub")).display()
+            ))
+        })?;
+        let checkpoint = checkpoint::parse(line, &key).map_err(|problem| {
+            Refusal::Invalid(format!(
+                "the checkpoint does not verify with the audit key registered for {sidecar:?}: {problem}"
+            ))
+        })?;
+        let chain = (sidecar.to_string(), key_fingerprint(&key));
+        if let Some((seq, head)) = latest(&chain) {
+            if checkpoint.seq < seq {
+                return Err(Refusal::Backwards(format!(
+                    "checkpoint seq {} is behind the witnessed seq {seq}",
+                    checkpoint.seq
+                )));
+            }
+            if checkpoint.seq == seq {
+                if checkpoint.head != head {
+                    return Err(Refusal::Backwards(format!(
+                        "checkpoint seq {seq} names head {} but {head} was witnessed for it",
+                        checkpoint.head
+                    )));
+                }
+                return Ok(Accepted::Already(seq));
+            }
+        }
+        let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line)).into_owned();
+        let record = Witnessed {
+            sidecar: sidecar.to_string(),
+            key: chain.1.clone(),
+            witnessed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            checkpoint: text,
+        };
+        Ok(Accepted::Ahead {
+            chain,
+            seq: checkpoint.seq,
+            head: checkpoint.head,
+            record,
+        })
+    }
+
+    /// The latest checkpoint witnessed for `sidecar` under its currently registered key, from
+    /// the chains in `latest`.
+    pub fn latest_of(
+        &self,
+        sidecar: &str,
+        latest: &HashMap<Chain, Latest>,
+    ) -> Option<(Witnessed, String)> {
+        let (key, _) = self.registered_key(sidecar)?;
+        let fingerprint = key_fingerprint(&key);
+        latest
+            .get(&(sidecar.to_string(), fingerprint.clone()))
+            .map(|(_, _, w)| (w.clone(), fingerprint))
+    }
+}
+
+/// The files store's side: `witnessed-checkpoints.jsonl`.
+pub struct WitnessStore {
+    path: PathBuf,
+    keys: WitnessKeys,
     /// Latest accepted (seq, head, record) per (sidecar, key fingerprint).
     latest: Mutex<HashMap<Chain, Latest>>,
 }
@@ -114,15 +230,9 @@ impl WitnessStore {
         };
         let mut latest = HashMap::new();
         for (index, line) in text.lines().enumerate() {
-            let parsed = serde_json::from_str::<Witnessed>(line)
-                .map_err(|err| err.to_string())
-                .and_then(|w| {
-                    let (seq, head) = seq_and_head(&w.checkpoint)?;
-                    Ok((seq, head, w))
-                });
-            match parsed {
-                Ok((seq, head, w)) => {
-                    latest.insert((w.sidecar.clone(), w.key.clone()), (seq, head, w));
+            match parse_record(line) {
+                Ok((chain, entry)) => {
+                    latest.insert(chain, entry);
                 }
                 Err(why) => tracing::warn!(
                     "{}:{}: skipping an unreadable witnessed checkpoint: {why}",
@@ -133,86 +243,43 @@ impl WitnessStore {
         }
         Ok(Self {
             path: path.to_path_buf(),
-            keys_dir: keys_dir.to_path_buf(),
-            local_key,
+            keys: WitnessKeys::new(keys_dir, local_key),
             latest: Mutex::new(latest),
         })
     }
 
     /// The audit key registered for `sidecar`, and the file it came from.
     pub fn registered_key(&self, sidecar: &str) -> Option<(VerifyingKey, PathBuf)> {
-        let file = if sidecar == LOCAL_SIDECAR {
-            let own = self.keys_dir.join(format!("{LOCAL_SIDECAR}.pub"));
-            if own.exists() {
-                Some(own)
-            } else {
-                self.local_key.clone()
-            }
-        } else if crate::config::load::validate_agent_id(sidecar).is_ok() {
-            Some(self.keys_dir.join(format!("{sidecar}.pub")))
-        } else {
-            None
-        }?;
-        let key = crate::config::keys::load_verifying_key(&file).ok()?;
-        Some((key, file))
+        self.keys.registered_key(sidecar)
     }
 
     /// Witness `line` (the bytes of an `audit.checkpoint`) from `sidecar`. Returns the
     /// witnessed `seq`.
     pub fn report(&self, sidecar: &str, line: &[u8]) -> Result<u64, Refusal> {
-        let (key, _) = self.registered_key(sidecar).ok_or_else(|| {
-            Refusal::UnknownSidecar(format!(
-                "no audit key is registered for sidecar {sidecar:?}: the operator copies its \
-                 audit.pub to {}",
-                self.keys_dir.join(format!("{sidecar}.pub")).display()
-            ))
-        })?;
-        let checkpoint = checkpoint::parse(line, &key).map_err(|problem| {
-            Refusal::Invalid(format!(
-                "the checkpoint does not verify with the audit key registered for {sidecar:?}: {problem}"
-            ))
-        })?;
-        let fingerprint = key_fingerprint(&key);
-        let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line)).into_owned();
         let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = (sidecar.to_string(), fingerprint.clone());
-        if let Some((seq, head, _)) = latest.get(&slot) {
-            if checkpoint.seq < *seq {
-                return Err(Refusal::Backwards(format!(
-                    "checkpoint seq {} is behind the witnessed seq {seq}",
-                    checkpoint.seq
-                )));
-            }
-            if checkpoint.seq == *seq {
-                if checkpoint.head != *head {
-                    return Err(Refusal::Backwards(format!(
-                        "checkpoint seq {seq} names head {} but {} was witnessed for it",
-                        checkpoint.head, head
-                    )));
-                }
-                return Ok(*seq);
+        let accepted = self.keys.check(sidecar, line, |chain| {
+            latest.get(chain).map(|(seq, head, _)| (*seq, head.clone()))
+        })?;
+        match accepted {
+            Accepted::Already(seq) => Ok(seq),
+            Accepted::Ahead {
+                chain,
+                seq,
+                head,
+                record,
+            } => {
+                self.append(&record)
+                    .map_err(|err| Refusal::Invalid(err.message().to_string()))?;
+                latest.insert(chain, (seq, head, record));
+                Ok(seq)
             }
         }
-        let record = Witnessed {
-            sidecar: sidecar.to_string(),
-            key: fingerprint,
-            witnessed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-            checkpoint: text,
-        };
-        self.append(&record)
-            .map_err(|err| Refusal::Invalid(err.message().to_string()))?;
-        latest.insert(slot, (checkpoint.seq, checkpoint.head.clone(), record));
-        Ok(checkpoint.seq)
     }
 
     /// The latest checkpoint witnessed for `sidecar` under its currently registered key.
     pub fn latest(&self, sidecar: &str) -> Option<(Witnessed, String)> {
-        let (key, _) = self.registered_key(sidecar)?;
-        let fingerprint = key_fingerprint(&key);
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
-        latest
-            .get(&(sidecar.to_string(), fingerprint.clone()))
-            .map(|(_, _, w)| (w.clone(), fingerprint))
+        self.keys.latest_of(sidecar, &latest)
     }
 
     fn append(&self, record: &Witnessed) -> Result<(), Hinted> {
@@ -231,6 +298,13 @@ impl WitnessStore {
         file.write_all(&line).map_err(io)?;
         file.sync_data().map_err(io)
     }
+}
+
+/// A stored record (a JSON line, or an etcd value) and its chain.
+pub fn parse_record(text: &str) -> Result<(Chain, Latest), String> {
+    let w = serde_json::from_str::<Witnessed>(text).map_err(|err| err.to_string())?;
+    let (seq, head) = seq_and_head(&w.checkpoint)?;
+    Ok(((w.sidecar.clone(), w.key.clone()), (seq, head, w)))
 }
 
 /// `seq` and `head` of a stored checkpoint line (its signature was checked when stored).

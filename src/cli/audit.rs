@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
+use super::progress::VerifyBar;
 use super::{CommandResult, Outcome, output};
 use crate::audit::control;
 use crate::audit::verify::{
     CheckpointStatus, FindingKind, VerifyOptions, VerifyReport, resume_at_seq, verify,
 };
 use crate::authority::witness_check::WitnessReport;
-use crate::config::dirs::resolve_state_dir;
 use crate::config::keys::{load_verifying_key, public_path};
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
@@ -23,6 +25,8 @@ use crate::state_dir::StateDir;
 
 const VERIFY_AFTER_HELP: &str = "\
 Exit status: 0 clean, 1 tampering found, 2 error (a file or key that cannot be read).
+On a terminal, logs over 4 MiB show a progress bar on stderr (records/s, ETA); never with --json
+or when stderr is not a terminal.
 
 Examples:
   firma audit verify
@@ -57,12 +61,10 @@ pub enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
-    /// Machine-readable report on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -79,9 +81,8 @@ pub struct VerifyArgs {
     /// Do not check the tail against a checkpoint (for a copied log without one).
     #[arg(long)]
     pub no_checkpoint: bool,
-    /// Machine-readable report on stdout (schema in docs/audit-log.md).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
     /// Also compare the log with the checkpoint the Authority witnessed: a tail removed together
     /// with audit.checkpoint is `truncated` (docs/audit-log.md#witnessed-checkpoints).
     #[arg(long)]
@@ -97,9 +98,8 @@ pub struct VerifyArgs {
     /// [default: [sidecar.audit] key_fingerprint]; another key is `wrong_key`.
     #[arg(long, value_name = "HEX")]
     pub key_fingerprint: Option<String>,
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 pub fn run(args: AuditArgs, config: Option<PathBuf>) -> CommandResult {
@@ -113,7 +113,7 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     // The project's configuration names the key, its pin and where the log lives; it is needed
     // only for what the flags do not say.
     let loaded = Discovery::new(config).load();
-    let state = resolve_state_dir(args.state_dir.as_deref()).0;
+    let state = args.state_dir.resolve().0;
     let state = match &loaded {
         Ok(loaded) => state.with_audit_dir(loaded.config.sidecar.audit.dir.clone()),
         Err(_) => state,
@@ -177,7 +177,16 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         }
         Ok(options)
     };
-    let attempt = |files: Vec<PathBuf>| verify(&options(files)?);
+    let attempt = |files: Vec<PathBuf>| {
+        let mut options = options(files)?;
+        let bar = VerifyBar::for_files(&options.files, args.json.enabled());
+        options.progress = bar.as_ref().map(VerifyBar::hook);
+        let report = verify(&options);
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        report
+    };
     let mut result = attempt(files);
     // A rotation renames files and retention deletes them: one between listing and reading can
     // look like a gap or a missing file. Then list and verify again (a log that is really broken
@@ -194,14 +203,13 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     }
     let report = result?;
     let witness_ok = witness.as_ref().is_none_or(WitnessReport::is_ok);
-    if args.json {
+    if args.json.enabled() {
         let mut json = serde_json::to_value(&report).expect("reports always serialise");
         if let Some(witness) = &witness {
             json["witness"] = serde_json::to_value(witness).expect("reports always serialise");
             json["ok"] = (report.ok && witness_ok).into();
         }
-        let text = serde_json::to_string_pretty(&json).expect("reports always serialise");
-        println!("{text}");
+        json::print(Document::AuditVerify, &json)?;
     } else {
         print_human(&report, &key_path);
         if let Some(witness) = &witness {
@@ -231,7 +239,7 @@ fn witness(
     key: &ed25519_dalek::VerifyingKey,
 ) -> Result<WitnessReport, Hinted> {
     let loaded = loaded.as_ref().map_err(Clone::clone)?;
-    let (state, _) = resolve_state_dir(args.state_dir.as_deref());
+    let (state, _) = args.state_dir.resolve();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -242,13 +250,10 @@ fn witness(
 }
 
 fn run_rotate(args: RotateArgs) -> CommandResult {
-    let state = resolve_state_dir(args.state_dir.as_deref()).0;
+    let state = args.state_dir.resolve().0;
     let rotated = control::rotate(&state.sidecar_socket(), Duration::from_secs(30))?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rotated).expect("replies serialise")
-        );
+    if args.json.enabled() {
+        json::print(Document::AuditRotate, &rotated)?;
         return Ok(Outcome::Success);
     }
     output::ok(format!(

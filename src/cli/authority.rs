@@ -1,37 +1,42 @@
 //! `firma authority`: run the Authority (gRPC) in the foreground; `firma authority cert` mints
-//! the certificates of a deployment over the network.
+//! the certificates of a deployment over the network; `firma authority publish` puts the
+//! project's policies in force on every replica (etcd store).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome, output};
 use crate::authority::certs::{self, CertRole, LeafRequest};
+use crate::authority::policy;
 use crate::authority::run::{RunOptions, run as run_authority};
+use crate::authority::store::short;
 use crate::config::{Discovery, LoadedConfig};
 use crate::error::Hinted;
 
 const AFTER_HELP: &str = "\
 Serves firma.v1.Authority, the standard grpc.health.v1.Health service and gRPC server reflection
-on [authority].listen (port 0 picks a free port; the bound address is logged as `ready` with field
-`addr`) for sidecars, and the operator socket <state_dir>/authority.sock (mint, revoke) for its
-own user. With tls_cert, tls_key and client_ca, callers on the port are authenticated by their
-client certificate (`firma authority cert`). Edits of policies/ and issuance-policies/ are
-hot-reloaded; revocations live in $XDG_DATA_HOME/firma/revocations.txt. SIGTERM or SIGINT stops
-it within a second, open streams included. Logs are JSON lines when stderr is not a
-terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
+on [authority].listen (port 0 picks a free port; the bound address is logged as `ready` with
+field `addr`) for sidecars, and the operator socket <state_dir>/authority.sock (mint, revoke)
+for its own user; it publishes its health in the state directory too (degraded while an older
+policy bundle is in force). With tls_cert, tls_key and client_ca, callers on the port are
+authenticated by their client certificate (`firma authority cert`). With the files store
+(default) edits of policies/ and issuance-policies/ are hot-reloaded and revocations live in
+$XDG_DATA_HOME/firma/revocations.txt; with [authority.store] backend = \"etcd\" several replicas
+share them in etcd and policies are published with `firma authority publish` (docs/fleet.md).
+SIGTERM or SIGINT stops it within a second, open streams included. Logs are JSON lines when
+stderr is not a terminal (FIRMA_LOG sets the filter, default info). See docs/authority.md.";
 
 #[derive(Debug, Args)]
 #[command(after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 pub struct AuthorityArgs {
     #[command(subcommand)]
     pub command: Option<AuthorityCommand>,
-    /// State directory (env: FIRMA_STATE_DIR): the operator socket `authority.sock`, and the
-    /// Authority's health (`.authority.health.json`: degraded while an older policy bundle is
-    /// in force).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +44,29 @@ pub enum AuthorityCommand {
     /// Certificates for mutual TLS: a CA, and the operator, sidecar and server certificates it signs.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Publish this project's policies to every replica (etcd store; docs/fleet.md).
+    #[command(after_help = PUBLISH_HELP)]
+    Publish(PublishArgs),
+}
+
+const PUBLISH_HELP: &str = "\
+Examples:
+  firma authority publish
+  firma authority publish --json
+
+Loads policies/ and issuance-policies/ as the Authority does (a policy that does not parse or
+validate is named by file:line:column and nothing is sent), then asks the running Authority (the
+operator socket, or [authority] url with the operator certificate) to store them in etcd: every
+replica puts them in force and streams the runtime bundle to its Sidecars, under a new store
+revision. Unchanged content writes nothing. With the files store the Authority reloads the
+files itself and refuses to publish. See docs/fleet.md.";
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub json: JsonFlag,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 const CERT_EXAMPLES: &str = "\
@@ -102,15 +130,63 @@ pub fn run(args: AuthorityArgs, config: Option<PathBuf>) -> CommandResult {
     match args.command {
         Some(AuthorityCommand::Cert(CertCommand::Init(init))) => cert_init(init, config),
         Some(AuthorityCommand::Cert(CertCommand::Issue(issue))) => cert_issue(issue, config),
+        Some(AuthorityCommand::Publish(publish_args)) => publish(publish_args, config),
         None => {
             super::logging::init_daemon_logging();
             run_authority(RunOptions {
                 config,
-                state_dir: args.state_dir,
+                state_dir: args.state_dir.into_flag(),
             })?;
             Ok(Outcome::Success)
         }
     }
+}
+
+#[derive(serde::Serialize)]
+struct PublishedJson {
+    revision: u64,
+    runtime_version: String,
+    issuance_version: String,
+    changed: bool,
+}
+
+fn publish(args: PublishArgs, config: Option<PathBuf>) -> CommandResult {
+    let loaded = Discovery::new(config).load()?;
+    let authority = &loaded.config.authority;
+    let runtime = policy::load_dir(&authority.policies, &authority.policies)?;
+    let issuance = policy::load_dir(&authority.issuance_policies, &authority.policies)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Hinted::new(format!("cannot start the async runtime: {err}")))?;
+    let response = tokio.block_on(async {
+        let target = super::token::locate(args.state_dir.as_deref(), Some(&loaded))?;
+        target.publish(&runtime, &issuance).await
+    })?;
+    if args.json.enabled() {
+        let published = PublishedJson {
+            revision: response.revision,
+            runtime_version: response.runtime_version,
+            issuance_version: response.issuance_version,
+            changed: response.changed,
+        };
+        json::print(Document::AuthorityPublish, &published)?;
+    } else if response.changed {
+        output::ok(format!(
+            "published revision {}: runtime policies {} ({} files), issuance policies {} ({} files)",
+            response.revision,
+            short(&response.runtime_version),
+            runtime.files.len(),
+            short(&response.issuance_version),
+            issuance.files.len()
+        ));
+    } else {
+        output::ok(format!(
+            "nothing to publish: revision {} already holds these policies",
+            response.revision
+        ));
+    }
+    Ok(Outcome::Success)
 }
 
 fn cert_init(args: CertInitArgs, config: Option<PathBuf>) -> CommandResult {

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 use owo_colors::OwoColorize;
 
+use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome, output};
 use crate::config::dirs::resolve_state_dir;
 use crate::doctor::{Check, Inputs, Status, diagnose};
@@ -15,12 +17,10 @@ use crate::lifecycle::status::status;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Machine-readable output: one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
+    #[command(flatten)]
+    pub json: JsonFlag,
     /// Verify the whole audit log instead of its tail.
     #[arg(long)]
     pub full: bool,
@@ -39,11 +39,8 @@ pub fn run(args: DoctorArgs, config: Option<PathBuf>) -> CommandResult {
         full_audit: args.full,
         daemon,
     });
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("report serializes")
-        );
+    if args.json.enabled() {
+        json::print(Document::Doctor, &report)?;
     } else {
         print_pretty(&report.checks);
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::flags::StateDirArg;
 use super::prompt::ask;
 use super::{CommandResult, Outcome, output};
 use crate::config::dirs::{StateDirSource, resolve_data_dir, resolve_state_dir};
@@ -70,9 +71,8 @@ pub struct InitArgs {
     #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_SIDECAR_LISTEN)]
     pub sidecar_listen: String,
 
-    /// State directory to create (env: FIRMA_STATE_DIR) [default: $XDG_RUNTIME_DIR/firma, else /tmp/firma-$UID].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 
     /// Keep the audit log in DIR, a persistent disk ([sidecar.audit] dir) [default: the state
     /// dir, usually wiped at reboot].

@@ -1,7 +1,6 @@
 //! The command line: flags, help text, dispatch, and the one place errors become exit codes
 //! (named in [`exit_code`]).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,10 +13,14 @@ pub mod completions;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod flags;
+pub mod fleet;
 pub mod init;
+pub mod json;
 pub mod logging;
 pub mod monitor;
 pub mod output;
+pub mod progress;
 pub mod project;
 pub mod prompt;
 pub mod run;
@@ -46,9 +49,8 @@ $XDG_RUNTIME_DIR/firma, then /tmp/firma-$UID.";
 #[command(name = "firma", version, about, long_about, after_help = AFTER_HELP)]
 #[command(propagate_version = true, max_term_width = 100)]
 pub struct Cli {
-    /// Configuration file (env: FIRMA_CONFIG); default: the nearest .firma/firma.toml.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: flags::ConfigArg,
 
     /// When to use colour (NO_COLOR is honoured by `auto`).
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
@@ -80,6 +82,9 @@ pub enum Command {
     /// Issue and revoke capability tokens through the running Authority.
     Token(token::TokenArgs),
 
+    /// The fleet: the Sidecars an Authority replica (with etcd: every replica) has seen.
+    Fleet(fleet::FleetArgs),
+
     /// Run an agent through the Sidecar (scaffolds and starts the daemon when needed).
     Run(run::RunArgs),
 
@@ -108,22 +113,24 @@ pub enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     output::set_color_choice(cli.color);
+    let config = cli.config.into_flag();
     let command = match cli.command {
         // `run` exits with the agent's own status, and its launcher with the agent's too.
-        Command::Run(args) => return run::run(args, cli.config),
+        Command::Run(args) => return run::run(args, config),
         Command::Sandbox(args) => return run::sandbox(args),
         command => command,
     };
     let result = match command {
         Command::Run(_) | Command::Sandbox(_) => unreachable!("handled above"),
-        Command::Init(args) => init::run(args, cli.config),
-        Command::Config(args) => config::run(args, cli.config),
-        Command::Authority(args) => authority::run(args, cli.config),
-        Command::Sidecar(args) => sidecar::run(args, cli.config),
-        Command::Monitor(args) => monitor::run(args, cli.config),
-        Command::Audit(args) => audit::run(args, cli.config),
-        Command::Token(args) => token::run(args, cli.config),
-        Command::Doctor(args) => doctor::run(args, cli.config),
+        Command::Init(args) => init::run(args, config),
+        Command::Config(args) => config::run(args, config),
+        Command::Authority(args) => authority::run(args, config),
+        Command::Sidecar(args) => sidecar::run(args, config),
+        Command::Monitor(args) => monitor::run(args, config),
+        Command::Audit(args) => audit::run(args, config),
+        Command::Token(args) => token::run(args, config),
+        Command::Fleet(args) => fleet::run(args, config),
+        Command::Doctor(args) => doctor::run(args, config),
         Command::Demo(args) => demo::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Manpages(args) => completions::manpages(args),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::flags::StateDirArg;
 use super::{exit_code, output};
 use crate::error::Hinted;
 use crate::run::sandbox::{self, SandboxMode};
@@ -30,9 +31,8 @@ pub struct RunArgs {
     /// Command to run [default: the agent's usual executable, e.g. `codex`, `claude`].
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
     /// Confine the agent (Linux): `auto` uses what the kernel offers and warns about the rest,
     /// `required` refuses to start without all of it [default: `[run] sandbox`, else auto].
     #[arg(long, value_enum, value_name = "MODE")]
@@ -76,7 +76,7 @@ pub fn run(args: RunArgs, config: Option<PathBuf>) -> ExitCode {
     let options = RunOptions {
         agent: args.agent,
         command: args.command,
-        state_dir: args.state_dir,
+        state_dir: args.state_dir.into_flag(),
         config,
         sandbox: args.sandbox,
     };

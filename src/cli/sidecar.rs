@@ -8,10 +8,11 @@
 //! error; `restart` as `start --detach`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::flags::{JsonFlag, StateDirArg, StopTimeoutArg};
+use super::json::{self, Document};
 use super::project::warn_if_other_project;
 use super::{CommandResult, Outcome, output};
 use crate::config::dirs::{StateDirSource, trusted_state_dir};
@@ -39,9 +40,8 @@ pub struct SidecarArgs {
 /// Flags of the bare `firma sidecar` (the foreground proxy).
 #[derive(Debug, Args)]
 pub struct SidecarRunArgs {
-    /// State directory for the audit log and the generated CA (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
     /// Authority URL overriding [sidecar.authority].url (used by `sidecar start`).
     #[arg(long, value_name = "URL")]
     pub authority_url: Option<String>,
@@ -66,14 +66,11 @@ Order: stack.lock, Authority (own process group) until its gRPC health check pas
 Any failure rolls everything back (exit 2). Each component must report ready within
 FIRMA_READY_TIMEOUT (default 30s). Foreground: Ctrl-C, SIGTERM or SIGHUP stops the pair (exit 0);
 a child dying on its own stops the other (exit 2), unless [sidecar.supervise] restart =
-\"on-failure\" restarts it.")]
+\"on-failure\" restarts it. The firma.toml passed to both children: --config, then
+FIRMA_SIDECAR_CONFIG_FILE, then FIRMA_CONFIG, then the discovered one.")]
 pub struct StartArgs {
-    /// firma.toml passed to both children (env: FIRMA_SIDECAR_CONFIG_FILE) [default: discovered firma.toml].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// State directory (env: FIRMA_STATE_DIR) [default: $XDG_RUNTIME_DIR/firma, else /tmp/firma-$UID].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
     /// Return after readiness, leaving a supervisor process that owns the pair.
     #[arg(long)]
     pub detach: bool,
@@ -81,12 +78,10 @@ pub struct StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Seconds to wait after the soft signal before hard-killing survivors.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    pub timeout: f64,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
+    #[command(flatten)]
+    pub timeout: StopTimeoutArg,
 }
 
 #[derive(Debug, Args)]
@@ -96,12 +91,10 @@ bundle: why is printed below the table), unhealthy (alive, endpoint not answerin
 (ended on its own: exit status or signal, and when), stopped (not running). Exit 0 when all run,
 1 otherwise.")]
 pub struct StatusArgs {
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
+    #[command(flatten)]
+    pub json: JsonFlag,
     /// Print only the daemon-mode (supervisor) pid.
     #[arg(long, conflicts_with = "json")]
     pub daemon: bool,
@@ -112,15 +105,10 @@ pub struct StatusArgs {
 Restarts with the config the running pair serves (or --config); when nothing runs, it starts
 the discovered config. The new pair always runs detached.")]
 pub struct RestartArgs {
-    /// firma.toml for the new pair [default: the one the running pair serves, else discovered].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// State directory (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Seconds to wait after the soft signal before hard-killing survivors.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    pub timeout: f64,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
+    #[command(flatten)]
+    pub timeout: StopTimeoutArg,
 }
 
 /// `firma __supervise` (hidden): the detached supervisor `start --detach` runs.
@@ -142,7 +130,7 @@ pub fn run(args: SidecarArgs, config: Option<PathBuf>) -> CommandResult {
             super::logging::init_daemon_logging();
             run_sidecar(RunOptions {
                 config,
-                state_dir: args.run.state_dir,
+                state_dir: args.run.state_dir.into_flag(),
                 authority_url: args.run.authority_url,
             })?;
             Ok(Outcome::Success)
@@ -158,7 +146,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Hinted> {
 }
 
 fn start(args: StartArgs, global_config: Option<PathBuf>) -> CommandResult {
-    let config = Discovery::new(args.config.or(global_config))
+    let config = Discovery::new(global_config)
         .with_env_first(START_CONFIG_ENV)
         .load()?;
     let (state, source) = trusted_state_dir(args.state_dir.as_deref())?;
@@ -304,21 +292,11 @@ fn finish(finished: Finished, state: &StateDir, detached: bool) -> CommandResult
     }
 }
 
-fn parse_stop_timeout(timeout: f64) -> Result<Duration, Hinted> {
-    if !timeout.is_finite() || timeout < 0.0 {
-        return Err(
-            Hinted::new(format!("--timeout {timeout} is not a number of seconds"))
-                .hint("pass e.g. --timeout 2 or --timeout 0.5"),
-        );
-    }
-    Ok(Duration::from_secs_f64(timeout))
-}
-
 fn stop_cmd(args: StopArgs) -> CommandResult {
-    let timeout = parse_stop_timeout(args.timeout)?;
+    let timeout = args.timeout.duration();
     let (state, _) = trusted_state_dir(args.state_dir.as_deref())?;
     let report = stop::stop(&state, timeout)?;
-    print_stop_report(&report, &state, args.timeout);
+    print_stop_report(&report, &state, args.timeout.seconds());
     Ok(Outcome::Success)
 }
 
@@ -362,10 +340,8 @@ fn status_cmd(args: StatusArgs, config: Option<PathBuf>) -> CommandResult {
             None => Ok(Outcome::FoundProblems),
         };
     }
-    if args.json {
-        let json = serde_json::to_string_pretty(&report)
-            .map_err(|err| Hinted::new(format!("cannot encode status: {err}")))?;
-        println!("{json}");
+    if args.json.enabled() {
+        json::print(Document::SidecarStatus, &report)?;
     } else {
         print!("{}", status::render_table(&report));
     }
@@ -377,10 +353,10 @@ fn status_cmd(args: StatusArgs, config: Option<PathBuf>) -> CommandResult {
 }
 
 fn restart(args: RestartArgs, global_config: Option<PathBuf>) -> CommandResult {
-    let timeout = parse_stop_timeout(args.timeout)?;
+    let timeout = args.timeout.duration();
     let (state, source) = trusted_state_dir(args.state_dir.as_deref())?;
     let running_config = live_stack(&state).and_then(|s| s.meta).map(|m| m.config);
-    let chosen = args.config.or(global_config);
+    let chosen = global_config;
     let config = match (chosen, running_config) {
         (Some(flag), _) => Discovery::new(Some(flag)).load()?,
         (None, Some(running)) => load_running_config(&running)?,
@@ -389,7 +365,7 @@ fn restart(args: RestartArgs, global_config: Option<PathBuf>) -> CommandResult {
             .load()?,
     };
     let report = stop::stop(&state, timeout)?;
-    print_stop_report(&report, &state, args.timeout);
+    print_stop_report(&report, &state, args.timeout.seconds());
     start_detached(&config, &state, source)
 }
 

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::flags::{JsonFlag, StateDirArg};
+use super::json::{self, Document};
 use super::{CommandResult, Outcome, output};
 use crate::authority::client::{CapabilityRequest, Target};
 use crate::authority::inspect::{self, Inspection, RevocationStatus, Validity};
@@ -59,12 +61,10 @@ pub struct IssueArgs {
     /// Requested lifetime (clamped to the Authority's max_ttl).
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub ttl: String,
-    /// Print the token, its id and expiry as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// State directory holding the operator socket (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -75,9 +75,8 @@ pub struct RevokeArgs {
     /// Why (recorded in revocations.txt).
     #[arg(long, default_value = "operator-revoked")]
     pub reason: String,
-    /// State directory holding the operator socket (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -85,12 +84,10 @@ pub struct InspectArgs {
     /// The token (`v4.public.…`).
     #[arg(value_name = "TOKEN")]
     pub token: String,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// State directory holding the operator socket (env: FIRMA_STATE_DIR).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    #[command(flatten)]
+    pub state_dir: StateDirArg,
 }
 
 pub fn run(args: TokenArgs, config: Option<PathBuf>) -> CommandResult {
@@ -110,7 +107,10 @@ pub fn run(args: TokenArgs, config: Option<PathBuf>) -> CommandResult {
 
 /// The running Authority, found the way every client finds it — refusing the stack of another
 /// project unless the state dir was named explicitly.
-fn locate(state_dir: Option<&Path>, loaded: Option<&LoadedConfig>) -> Result<Target, Hinted> {
+pub(super) fn locate(
+    state_dir: Option<&Path>,
+    loaded: Option<&LoadedConfig>,
+) -> Result<Target, Hinted> {
     let (state, source) = dirs::resolve_state_dir(state_dir);
     if let Some(loaded) = loaded {
         let explicit = source == dirs::StateDirSource::Flag;
@@ -179,8 +179,8 @@ async fn issue(args: IssueArgs, loaded: Option<LoadedConfig>) -> CommandResult {
     let expires_at = issued
         .expires_at
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    if args.json {
-        let json = IssuedJson {
+    if args.json.enabled() {
+        let issued_json = IssuedJson {
             token: &issued.token,
             token_id: &issued.token_id,
             expires_at,
@@ -189,10 +189,7 @@ async fn issue(args: IssueArgs, loaded: Option<LoadedConfig>) -> CommandResult {
             actions: &args.actions,
             resource_scope: &args.scope,
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).expect("plain struct")
-        );
+        json::print(Document::TokenIssue, &issued_json)?;
     } else {
         println!("{}", issued.token);
         eprintln!(
@@ -259,11 +256,8 @@ async fn inspect(args: InspectArgs, loaded: Option<LoadedConfig>) -> CommandResu
             why: err.message().to_string(),
         },
     };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("plain struct")
-        );
+    if args.json.enabled() {
+        json::print(Document::TokenInspect, &report)?;
     } else {
         print!("{}", render(&report, chrono::Utc::now()));
     }

@@ -183,6 +183,27 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// Like [`locate`], for a key of one `[table]` (the first `key =` after its header).
+fn locate_in(text: &str, path: &Path, table: &str, key: &str) -> FileLocation {
+    let header = format!("[{table}]");
+    let start = text
+        .split_inclusive('\n')
+        .scan(0, |offset, line| {
+            let at = *offset;
+            *offset += line.len();
+            Some((at, line))
+        })
+        .find(|(_, line)| line.trim() == header)
+        .map_or(0, |(at, _)| at);
+    let (line, column) =
+        find_key(&text[start..], key).map_or((1, 1), |offset| line_col(text, start + offset));
+    FileLocation {
+        path: path.to_path_buf(),
+        line,
+        column,
+    }
+}
+
 fn locate(text: &str, path: &Path, key: &str) -> FileLocation {
     let (line, column) = find_key(text, key).map_or((1, 1), |offset| line_col(text, offset));
     FileLocation {
@@ -312,14 +333,40 @@ fn validate(config: &FirmaConfig, text: &str, path: &Path) -> Result<(), Hinted>
         ))
         .hint("use restart = \"no\" to never restart"));
     }
-    let url = &config.sidecar.authority.url;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(Hinted::new(format!(
-            "{}: [sidecar.authority].url must be http:// or https://, got {url:?}",
-            locate(text, path, "url")
-        ))
-        .hint("e.g. url = \"http://127.0.0.1:50051\""));
+    for (table, metrics) in [
+        ("sidecar.metrics", &config.sidecar.metrics),
+        ("authority.metrics", &config.authority.metrics),
+    ] {
+        if let Some(addr) = metrics.listen
+            && !addr.ip().is_loopback()
+            && !metrics.allow_remote
+        {
+            return Err(Hinted::new(format!(
+                "{}: [{table}].listen {addr} is not a loopback address",
+                locate_in(text, path, table, "listen")
+            ))
+            .hint(format!(
+                "serve metrics on 127.0.0.1 (or [::1]), or set allow_remote = true in [{table}] \
+                 to expose the unauthenticated endpoint on purpose"
+            )));
+        }
     }
+    let link = &config.sidecar.authority;
+    for (key, url) in
+        std::iter::once(("url", &link.url)).chain(link.urls.iter().map(|u| ("urls", u)))
+    {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Hinted::new(format!(
+                "{}: [sidecar.authority].{key} must be http:// or https://, got {url:?}",
+                locate(text, path, key)
+            ))
+            .hint("e.g. url = \"http://127.0.0.1:50051\""));
+        }
+    }
+    crate::authority::store::validate_config(
+        &config.authority.store,
+        &locate(text, path, "backend").to_string(),
+    )?;
     Ok(())
 }
 
@@ -377,6 +424,13 @@ fn resolve_paths(mut config: FirmaConfig, dir: &Path) -> FirmaConfig {
         &mut authority.client_ca_key,
         &mut authority.client_cert,
         &mut authority.client_key,
+    ] {
+        path.iter_mut().for_each(abs);
+    }
+    for path in [
+        &mut authority.store.ca_cert,
+        &mut authority.store.client_cert,
+        &mut authority.store.client_key,
     ] {
         path.iter_mut().for_each(abs);
     }

@@ -95,6 +95,84 @@ pub struct AuthorityConfig {
     /// witnesses: `<sidecar-id>.pub` (the id `local` defaults to this project's audit.pub).
     #[serde(default = "default_witness_keys")]
     pub witness_keys: PathBuf,
+    /// `[authority.metrics]`: Prometheus endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
+    /// Where the shared state lives: local files (default) or etcd, for replicas (docs/fleet.md).
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// This replica's name in the fleet view. Default: `<hostname>:<port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_name: Option<String>,
+}
+
+/// Which store holds the Authority's shared state (revocations, witnessed checkpoints, the
+/// policy bundles in force).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Files in the data dir and the policy directories: one Authority, no extra service.
+    #[default]
+    Files,
+    /// An etcd cluster shared by several Authority replicas.
+    Etcd,
+}
+
+impl StoreBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::Etcd => "etcd",
+        }
+    }
+}
+
+/// `[authority.store]`: the shared state of the Authority (docs/fleet.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// etcd client URLs (`http://10.0.0.5:2379`, `https://…`), tried in turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
+    /// Key prefix of this deployment's state. Default: `/firma/<deployment>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// CA certificate (PEM) of the etcd cluster, for `https://` endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) presented to etcd (its `--client-cert-auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The key (PEM) of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// How long one etcd request may take before the write is refused (no quorum, no member).
+    #[serde(default = "default_store_timeout", with = "duration_str")]
+    pub timeout: Duration,
+    /// Allow plain `http://` to a non-loopback etcd endpoint (logged loudly). Off by default.
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Files,
+            endpoints: Vec::new(),
+            prefix: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            timeout: default_store_timeout(),
+            allow_insecure: false,
+        }
+    }
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -118,6 +196,30 @@ pub struct SidecarConfig {
     pub authority: SidecarAuthorityConfig,
     #[serde(default)]
     pub supervise: SuperviseConfig,
+    /// `[sidecar.metrics]`: Prometheus endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
+}
+
+/// `[sidecar.metrics]` / `[authority.metrics]`: a Prometheus endpoint (OpenMetrics text at
+/// `/metrics`) on a listener of its own — never the proxy port (docs/metrics.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve; absent: no endpoint. Port 0 picks a free port (published in the state
+    /// dir as `<role>.metrics.listen`). Loopback only unless `allow_remote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Allow a non-loopback `listen`: the endpoint has no authentication, and its numbers tell
+    /// how much the agents do (expose it only on a network you trust, or behind a TLS proxy).
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl MetricsConfig {
+    pub fn is_off(&self) -> bool {
+        self.listen.is_none() && !self.allow_remote
+    }
 }
 
 /// What the supervisor does when a component dies on its own (systemd's `Restart=`).
@@ -359,6 +461,18 @@ pub struct SidecarAuthorityConfig {
     /// The key (PEM) of `client_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<PathBuf>,
+    /// Several Authority replicas, in order of preference: a Sidecar whose streams drop moves
+    /// to the next one (docs/fleet.md). Empty: `url` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// How long the Sidecar keeps enforcing a bundle no replica has refreshed; then it denies
+    /// every call (`policy_bundle_stale`). Default and upper bound: the bundle's own TTL.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_opt"
+    )]
+    pub max_bundle_age: Option<Duration>,
 }
 
 impl Default for ProxyConfig {
@@ -405,6 +519,8 @@ impl Default for SidecarAuthorityConfig {
             allow_insecure: false,
             client_cert: None,
             client_key: None,
+            urls: Vec::new(),
+            max_bundle_age: None,
         }
     }
 }
@@ -580,6 +696,29 @@ pub mod duration_str {
             )));
         }
         Ok(value)
+    }
+}
+
+/// [`duration_str`] for an optional key.
+pub mod duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration_str::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(deserializer).map(Some)
     }
 }
 

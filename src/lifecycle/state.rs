@@ -75,6 +75,7 @@ impl StateDir {
             self.listen_file(role),
             self.identity_file(role),
             self.health_file(role),
+            self.metrics_listen_file(role),
         ] {
             remove_if_present(&path);
         }

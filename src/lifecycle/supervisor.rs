@@ -457,6 +457,7 @@ impl Running {
         crate::lifecycle::state::remove_if_present(&self.state.pid_file(role));
         crate::lifecycle::state::remove_if_present(&self.state.listen_file(role));
         crate::lifecycle::state::remove_if_present(&self.state.health_file(role));
+        crate::lifecycle::state::remove_if_present(&self.state.metrics_listen_file(role));
     }
 
     fn member_mut(&mut self, role: Role) -> Option<&mut Member> {

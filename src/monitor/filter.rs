@@ -23,10 +23,10 @@ pub trait Predicate: Send + Sync {
     }
 }
 
-/// `--decision`, `--action-class`: exact match of a string field, on sources that declare the
-/// field filterable. Records that cannot be judged — raw and malformed lines, and records that
-/// lack the field altogether (an audit segment marker has no decision) — pass: they are
-/// reported, never hidden.
+/// `--decision`, `--action-class`, `--agent`, `--sandbox-id`: exact match of a string field, on
+/// sources that declare the field filterable. A record that lacks the field does not match;
+/// records the filters do not judge (raw and malformed lines, audit segment markers: see
+/// [`Record::filterable`]) pass — they are reported, never hidden.
 pub struct FieldEquals {
     pub path: &'static str,
     pub value: String,
@@ -47,13 +47,8 @@ impl Predicate for FieldEquals {
     }
 
     fn matches(&self, record: &Record, _time: Option<DateTime<Utc>>) -> bool {
-        match record.kind {
-            super::Kind::Event | super::Kind::Log => match record.field(self.path) {
-                Some(value) => value.as_str() == Some(self.value.as_str()),
-                None => true,
-            },
-            _ => true,
-        }
+        !record.filterable
+            || record.field(self.path).and_then(|v| v.as_str()) == Some(self.value.as_str())
     }
 
     /// `"<leaf key>":<JSON string>`: in canonical JSON a key and its value are adjacent with no
@@ -64,6 +59,68 @@ impl Predicate for FieldEquals {
         needle.push(b':');
         needle.extend(serde_json::to_vec(&self.value).ok()?);
         Some(needle)
+    }
+}
+
+/// A log level, least severe first (tracing's levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub const ALL: [Level; 5] = [
+        Self::Error,
+        Self::Warn,
+        Self::Info,
+        Self::Debug,
+        Self::Trace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
+    /// A level as written in a log line (`WARN`) or on the command line (`warn`).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// `--level`: log records at this level or more severe (`warn` shows WARN and ERROR, as
+/// journalctl's `-p` does), on sources that declare `level` filterable. A log record whose
+/// level cannot be read does not match; raw lines (a panic message) are not judged: they pass.
+pub struct LevelAtLeast(pub Level);
+
+impl LevelAtLeast {
+    /// The field the level is read from.
+    pub const FIELD: &'static str = "level";
+}
+
+impl Predicate for LevelAtLeast {
+    fn applies_to(&self, source: &dyn Source) -> bool {
+        source.filterable_fields().contains(&Self::FIELD)
+    }
+
+    fn matches(&self, record: &Record, _time: Option<DateTime<Utc>>) -> bool {
+        !record.filterable
+            || record
+                .field(Self::FIELD)
+                .and_then(|v| v.as_str())
+                .and_then(Level::parse)
+                .is_some_and(|level| level >= self.0)
     }
 }
 
@@ -98,10 +155,6 @@ impl Filters {
     pub fn with(mut self, predicate: impl Predicate + 'static) -> Self {
         self.predicates.push(Box::new(predicate));
         self
-    }
-
-    pub fn push(&mut self, predicate: Box<dyn Predicate>) {
-        self.predicates.push(predicate);
     }
 
     /// The predicates that judge `source`, with their needles prepared.

@@ -85,7 +85,13 @@ impl LineReader {
     }
 
     /// The next complete line, reading from `file` as needed; `None` at end of file.
-    pub fn next<'a>(&'a mut self, mut file: &File) -> io::Result<Option<Item<'a>>> {
+    pub fn next<'a>(&'a mut self, file: &File) -> io::Result<Option<Item<'a>>> {
+        Ok(self.advance(file)?.map(|found| self.item(found)))
+    }
+
+    /// Like [`LineReader::next`], but what was found does not borrow the reader (so a caller
+    /// may move on to another file before it looks at the line): see [`LineReader::item`].
+    pub fn advance(&mut self, mut file: &File) -> io::Result<Option<Found>> {
         let (line_start, newline) = loop {
             if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
                 let newline = self.scanned + pos;
@@ -94,7 +100,7 @@ impl LineReader {
                 self.scanned = self.start;
                 if let Some((offset, len, head)) = self.skipping.take() {
                     let len = len + (newline - line_start) as u64;
-                    return Ok(Some(Item::Oversized { offset, len, head }));
+                    return Ok(Some(Found::Oversized { offset, len, head }));
                 }
                 break (line_start, newline);
             }
@@ -131,11 +137,38 @@ impl LineReader {
             self.file_pos += read as u64;
         };
         let offset = self.file_pos.saturating_sub((self.end - line_start) as u64);
-        Ok(Some(Item::Line {
+        Ok(Some(Found::Line {
             offset,
-            bytes: &self.buf[line_start..newline],
+            start: line_start,
+            end: newline,
         }))
     }
+
+    /// The item `found` (just returned by [`LineReader::advance`]) stands for.
+    pub fn item(&self, found: Found) -> Item<'_> {
+        match found {
+            Found::Line { offset, start, end } => Item::Line {
+                offset,
+                bytes: &self.buf[start..end],
+            },
+            Found::Oversized { offset, len, head } => Item::Oversized { offset, len, head },
+        }
+    }
+}
+
+/// A line found by [`LineReader::advance`]: where it is in the reader's buffer.
+#[derive(Debug)]
+pub enum Found {
+    Line {
+        offset: u64,
+        start: usize,
+        end: usize,
+    },
+    Oversized {
+        offset: u64,
+        len: u64,
+        head: Vec<u8>,
+    },
 }
 
 #[cfg(test)]

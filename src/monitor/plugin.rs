@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::record::Record;
+use super::summary::Summary;
 use crate::state_dir::StateDir;
 
 /// Where records come from: one file, usually in the state directory.
@@ -15,13 +16,24 @@ pub trait Source: Sync {
     fn about(&self) -> &'static str;
     /// The file this source reads (ask the state dir: it owns the names).
     fn path(&self, state: &StateDir) -> PathBuf;
+    /// Every file of this source, oldest first, the live one ([`Source::path`]) last. A source
+    /// whose writer rotates its file lists the rotated ones too, so reading spans them and
+    /// following crosses each rotation without skipping a file. Default: the live file only.
+    fn files(&self, state: &StateDir) -> Vec<PathBuf> {
+        vec![self.path(state)]
+    }
     /// Turn one line (without its newline) at byte `offset` into a record. Never fails: a
     /// line that cannot be understood becomes a raw or malformed record.
     fn parse(&self, line: &[u8], offset: u64) -> Record;
-    /// Field paths (`decision`, `intent.action_class`) that field filters may judge on this
-    /// source's records. Filters on other fields ignore this source.
+    /// Field paths (`decision`, `intent.action_class`, `level`) that filters may judge on this
+    /// source's records. A filter on another field ignores this source (its records pass).
     fn filterable_fields(&self) -> &'static [&'static str] {
         &[]
+    }
+    /// The record in one line for people: a label with a tone and the details that matter.
+    /// `None` (the default): formatters show the record's fields as `key=value`.
+    fn summary(&self, _record: &Record) -> Option<Summary> {
+        None
     }
     /// Records are appended in time order, so `--since` may binary-search the file.
     fn time_ordered(&self) -> bool {
@@ -41,8 +53,8 @@ pub trait Formatter: Sync {
     fn name(&self) -> &'static str;
     /// One line of help for `--format`.
     fn about(&self) -> &'static str;
-    /// Append `record` to `out` as exactly one line, newline included.
-    fn write(&self, record: &Record, ctx: &FormatContext, out: &mut Vec<u8>);
+    /// Append `record`, read by `source`, to `out` as exactly one line, newline included.
+    fn write(&self, record: &Record, source: &dyn Source, ctx: &FormatContext, out: &mut Vec<u8>);
 }
 
 /// What a formatter may know about the run.
@@ -82,6 +94,14 @@ pub fn formatters() -> Vec<&'static dyn Formatter> {
     all.sort_by_key(|f| f.name());
     all.dedup_by_key(|f| f.name());
     all
+}
+
+/// The registered sources that let filters judge `path` (see [`Source::filterable_fields`]).
+pub fn sources_filterable_by(path: &str) -> Vec<&'static dyn Source> {
+    sources()
+        .into_iter()
+        .filter(|s| s.filterable_fields().contains(&path))
+        .collect()
 }
 
 pub fn find_source(name: &str) -> Option<&'static dyn Source> {

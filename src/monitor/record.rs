@@ -1,5 +1,6 @@
 //! [`Record`]: one line of one source, parsed — what filters judge and formatters write.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
@@ -28,10 +29,50 @@ pub struct Record {
     /// The record's own time, when it carries one.
     pub time: Option<DateTime<Utc>>,
     pub kind: Kind,
+    /// Whether field filters (`--decision`, `--agent`, …) judge this record. True for events
+    /// and logs; false for raw and malformed lines, which cannot be judged, and for records a
+    /// source marks as outside what its filters are about (an audit segment marker has no
+    /// decision, agent or sandbox). Records that are not judged pass: shown, never hidden.
+    pub filterable: bool,
     /// Parsed fields, on first use (see [`Record::fields`]).
     fields: OnceLock<Map<String, Value>>,
     /// The line exactly as read, without its newline.
     pub raw: Vec<u8>,
+}
+
+thread_local! {
+    /// Buffers of dropped records, reused for new ones: a run that copies millions of lines
+    /// allocates a few buffers, not one per line.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many spare buffers are kept, and up to what size (a huge line's buffer is let go).
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 64 << 10;
+
+fn buffer_with(bytes: &[u8]) -> Vec<u8> {
+    let mut buf = SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_default();
+    buf.clear();
+    buf.extend_from_slice(bytes);
+    buf
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.raw);
+        if buf.capacity() == 0 || buf.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        // During thread teardown the pool may be gone: then the buffer is simply freed.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        });
+    }
 }
 
 impl Record {
@@ -40,9 +81,10 @@ impl Record {
             source,
             offset,
             time: None,
+            filterable: matches!(kind, Kind::Event | Kind::Log),
             kind,
             fields: OnceLock::new(),
-            raw: raw.to_vec(),
+            raw: buffer_with(raw),
         }
     }
 

@@ -63,7 +63,7 @@ fn first_timed_line_after(
     Ok(None)
 }
 
-fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+pub(super) fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read_at(&mut buf[filled..], pos + filled as u64) {

@@ -1,8 +1,11 @@
-//! Following one file by name: survives rotation by rename (inode change; the old file is
-//! drained first and watched a little longer for late writes), copytruncate (size below the
-//! read offset, or the first bytes rewritten), deletion and re-creation. Lines come out whole,
-//! once each.
+//! Following one source's files by name: the live file, and for a source whose writer rotates
+//! (`audit.jsonl` → `audit.jsonl.1`, older ones shifted) the files it rotated away. Survives
+//! rotation by rename (inode change: the old file is read to its end — and watched a little
+//! longer for late writes — then every file rotated after it, oldest first, then the new live
+//! file), copytruncate (size below the read offset, or the first bytes rewritten), deletion and
+//! re-creation. Lines come out whole, once each.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -14,6 +17,11 @@ use super::lines::{Item, LineReader};
 /// How long a rotated-away file is still read for late writes before it is closed.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(2);
 const FINGERPRINT: usize = 256;
+/// How often the rotated files are listed again when they shift while being opened.
+const LIST_ATTEMPTS: usize = 8;
+
+/// Every file of a source, oldest first, the live one last (see `Source::files`).
+pub type Lister = Box<dyn Fn() -> Vec<PathBuf>>;
 
 /// What happened to a followed file, for a note on stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,19 +31,32 @@ pub enum Change {
     Appeared,
 }
 
+type FileId = (u64, u64);
+
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    (meta.dev(), meta.ino())
+}
+
 struct Open {
     file: File,
-    id: (u64, u64),
+    id: FileId,
+    /// Whether it was opened as the live path (not as a rotated file).
+    live: bool,
+    /// Tells files apart for [`Tail::read_line_at`].
+    serial: u64,
     reader: LineReader,
     fingerprint: Vec<u8>,
 }
 
 impl Open {
-    fn new(file: File, pos: u64) -> io::Result<Self> {
+    fn new(mut file: File, pos: u64, live: bool, serial: u64) -> io::Result<Self> {
         let meta = file.metadata()?;
+        file.seek(SeekFrom::Start(pos))?;
         let mut open = Self {
             file,
-            id: (meta.dev(), meta.ino()),
+            id: file_id(&meta),
+            live,
+            serial,
             reader: LineReader::new(pos),
             fingerprint: Vec::new(),
         };
@@ -80,58 +101,85 @@ struct Retired {
     since: Instant,
 }
 
-/// One followed path.
+/// One source's files, followed.
 pub struct Tail {
+    /// The live file.
     path: PathBuf,
+    list: Lister,
     current: Option<Open>,
+    /// Files to read after the current one, in order (rotated files, then the live one).
+    queue: VecDeque<Open>,
     retired: Vec<Retired>,
+    serial: u64,
 }
 
 impl Tail {
-    pub fn new(path: PathBuf) -> Self {
+    /// Follow the live file `path`; `list` names every file of the source, oldest first.
+    pub fn new(path: PathBuf, list: Lister) -> Self {
         Self {
             path,
+            list,
             current: None,
+            queue: VecDeque::new(),
             retired: Vec::new(),
+            serial: 0,
         }
     }
 
+    /// The live file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Open the path (if it exists) positioned by `position(file, size)`.
-    pub fn open_with(
-        &mut self,
-        position: impl FnOnce(&File, u64) -> io::Result<u64>,
-    ) -> io::Result<bool> {
-        let mut file = match File::open(&self.path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(err) => return Err(err),
-        };
-        let size = file.metadata()?.len();
-        let pos = position(&file, size)?;
-        file.seek(SeekFrom::Start(pos))?;
-        self.current = Some(Open::new(file, pos)?);
-        Ok(true)
+    /// Start reading `files` (opened, in reading order, each with the offset to start at).
+    pub fn start(&mut self, files: Vec<(File, u64)>) -> io::Result<()> {
+        let live_id = std::fs::metadata(&self.path).ok().map(|m| file_id(&m));
+        for (file, pos) in files {
+            let live = Some(file_id(&file.metadata()?)) == live_id;
+            let open = self.open(file, pos, live)?;
+            self.queue.push_back(open);
+        }
+        self.current = self.queue.pop_front();
+        Ok(())
+    }
+
+    fn open(&mut self, file: File, pos: u64, live: bool) -> io::Result<Open> {
+        self.serial += 1;
+        Open::new(file, pos, live, self.serial)
     }
 
     pub fn is_open(&self) -> bool {
         self.current.is_some()
     }
 
-    /// The next complete line of the current file; `None` at its end (or with no file).
-    pub fn next_line(&mut self) -> io::Result<Option<Item<'_>>> {
-        match &mut self.current {
-            Some(open) => open.reader.next(&open.file),
-            None => Ok(None),
+    /// The next complete line, with the serial of its file (for [`Tail::read_line_at`]); at
+    /// the end of a file, the next file's lines. `None` at the end of the last one (or with
+    /// no file).
+    pub fn next_line(&mut self) -> io::Result<Option<(u64, Item<'_>)>> {
+        loop {
+            let Some(open) = &mut self.current else {
+                return Ok(None);
+            };
+            if let Some(found) = open.reader.advance(&open.file)? {
+                let open = self.current.as_ref().expect("just read");
+                return Ok(Some((open.serial, open.reader.item(found))));
+            }
+            let Some(next) = self.queue.pop_front() else {
+                return Ok(None);
+            };
+            if let Some(done) = self.current.replace(next) {
+                self.retired.push(Retired {
+                    open: done,
+                    since: Instant::now(),
+                });
+            }
         }
     }
 
-    /// The line of the current file that starts at `offset` (without its newline).
-    pub fn read_line_at(&self, offset: u64) -> io::Result<Option<Vec<u8>>> {
-        let Some(open) = &self.current else {
+    /// The line that starts at `offset` of file `serial`, if that is still the current file
+    /// (without its newline).
+    pub fn read_line_at(&self, serial: u64, offset: u64) -> io::Result<Option<Vec<u8>>> {
+        let Some(open) = self.current.as_ref().filter(|o| o.serial == serial) else {
             return Ok(None);
         };
         let mut line = Vec::new();
@@ -171,33 +219,79 @@ impl Tail {
         Ok(Some(Change::Truncated))
     }
 
-    /// After draining the current file: if the path now names another file (rotation,
-    /// re-creation) or names one for the first time, switch to it, reading from its start.
-    /// The old file is kept for [`RETIRE_GRACE`] to catch late writes.
+    /// After draining the current file: if the live path now names another file (rotation,
+    /// re-creation) or names one for the first time, queue it — after every file the source
+    /// rotated since the last one we know, so nothing rotated away unseen is skipped. The file
+    /// being read is finished first and kept for [`RETIRE_GRACE`] to catch late writes.
     pub fn check_identity(&mut self) -> io::Result<Option<Change>> {
         let meta = match std::fs::metadata(&self.path) {
             Ok(meta) => meta,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(err),
         };
-        let id = (meta.dev(), meta.ino());
-        let change = match &self.current {
-            Some(open) if open.id == id => return Ok(None),
-            Some(_) => Change::Replaced,
-            None => Change::Appeared,
-        };
-        let old = self.current.take();
-        if !self.open_with(|_, _| Ok(0))? {
-            self.current = old;
+        let known = self.queue.back().or(self.current.as_ref());
+        if known.is_some_and(|open| open.id == file_id(&meta)) {
             return Ok(None);
         }
-        if let Some(open) = old {
-            self.retired.push(Retired {
-                open,
-                since: Instant::now(),
-            });
+        let change = match known {
+            Some(open) if open.live => Change::Replaced,
+            _ => Change::Appeared,
+        };
+        let newer = self.files_after(known.map(|open| open.id))?;
+        if newer.is_empty() {
+            return Ok(None);
+        }
+        for (file, live) in newer {
+            let open = self.open(file, 0, live)?;
+            self.queue.push_back(open);
+        }
+        if self.current.is_none() {
+            self.current = self.queue.pop_front();
         }
         Ok(Some(change))
+    }
+
+    /// The source's files that come after the file `known` (by identity), opened, the live one
+    /// last. When `known` is not among them (a source that does not list its rotated files,
+    /// or one deleted meanwhile), only the live file. Names shift while a writer rotates, so
+    /// every file opened is checked to be the one listed, or the listing is taken again.
+    fn files_after(&self, known: Option<FileId>) -> io::Result<Vec<(File, bool)>> {
+        for _ in 0..LIST_ATTEMPTS {
+            let listed: Vec<(PathBuf, FileId)> = (self.list)()
+                .into_iter()
+                .filter_map(|path| {
+                    let meta = std::fs::metadata(&path).ok()?;
+                    Some((path, file_id(&meta)))
+                })
+                .collect();
+            let wanted = match listed.iter().position(|(_, id)| Some(*id) == known) {
+                Some(at) => &listed[at + 1..],
+                None => match listed.last() {
+                    Some(last) if last.0 == self.path => std::slice::from_ref(last),
+                    _ => &[],
+                },
+            };
+            let mut opened = Vec::with_capacity(wanted.len());
+            for (path, id) in wanted {
+                match File::open(path) {
+                    Ok(file) if file_id(&file.metadata()?) == *id => {
+                        opened.push((file, *path == self.path));
+                    }
+                    Ok(_) => break,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => break,
+                    Err(err) => return Err(err),
+                }
+            }
+            if opened.len() == wanted.len() {
+                return Ok(opened);
+            }
+        }
+        // Rotating faster than we can list: take the live file as it is now.
+        match File::open(&self.path) {
+            Ok(file) => Ok(vec![(file, true)]),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
     }
 
     /// Read what late writers appended to rotated-away files; close those past their grace

@@ -22,6 +22,8 @@
 //! - file modes 0600/0700 (`config::dirs`, `config::keys`, `fsutil`; Windows: an owner-only ACL);
 //! - the Authority's operator socket (a Unix socket with a peer-uid check; Windows: a named pipe
 //!   with an ACL);
+//! - `firma monitor`'s directory watch (`monitor::watch`: inotify on Linux; other platforms use
+//!   the portable `notify` crate there already);
 //! - `firma run`'s sandbox (Linux user/network/mount namespaces and Landlock, `run::sandbox`;
 //!   Windows: an AppContainer, or no sandbox with a loud warning).
 //!

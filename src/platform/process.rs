@@ -116,18 +116,22 @@ mod tests {
 
     #[test]
     fn group_kill_reaches_grandchildren_after_the_leader_exits() {
-        // Leader starts a grandchild that ignores SIGTERM, then exits on SIGTERM itself.
+        // Leader starts a grandchild that ignores SIGTERM, then exits on SIGTERM itself. The
+        // grandchild says when its trap is set (signalled earlier, it would die of SIGTERM).
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("trapped");
         let mut leader = std::process::Command::new("sh")
             .args([
                 "-c",
-                "sh -c 'trap \"\" TERM; while :; do sleep 0.05; done' & wait",
+                "sh -c 'trap \"\" TERM; : > \"$0\"; while :; do sleep 0.05; done' \"$0\" & wait",
             ])
+            .arg(&ready)
             .process_group(0)
             .spawn()
             .unwrap();
         let id = Identity::of(leader.id() as i32).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while id.live_group_members().len() < 2 && Instant::now() < deadline {
+        while !ready.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(signal_group(&id, Signal::SIGTERM));

@@ -12,6 +12,7 @@
 use crate::audit::event::DraftRef;
 use crate::audit::writer::{AuditWriter, Recorded};
 use crate::error::Hinted;
+use crate::metrics::sidecar::metrics;
 
 /// Records decisions with the audit writer (see the module comment).
 pub struct AuditSink {
@@ -26,10 +27,18 @@ impl AuditSink {
     /// Write the record of a decision; resolves once it is written (and fsynced, with
     /// `fsync = always`).
     pub async fn record(&self, draft: &DraftRef<'_>) -> Result<(), Hinted> {
-        let seq = match self.writer.record(draft)? {
+        let recorded = {
+            // Busy: chaining, signing and writing (the waiting below is not work).
+            let _busy = metrics().audit_busy();
+            self.writer.record(draft)?
+        };
+        let seq = match recorded {
             Recorded::Written { seq } => seq,
             Recorded::Queued { seq, written } => {
-                written.await.unwrap_or_else(|_| Err(stopped()))?;
+                metrics().audit_queued();
+                let written = written.await;
+                drop(metrics().audit_dequeued());
+                written.unwrap_or_else(|_| Err(stopped()))?;
                 seq
             }
         };

@@ -18,7 +18,7 @@ use rcgen::{
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::cache::{BoundedCache, LEAF_CACHE_BYTES};
+use super::cache::{BoundedCache, CacheKind};
 use crate::config::dirs::ensure_private_dir;
 use crate::error::Hinted;
 use crate::fsutil::{Durability, write_atomic};
@@ -89,7 +89,7 @@ impl CertificateAuthority {
             cert_path,
             cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
-            leaves: BoundedCache::new(LEAF_CACHE_BYTES),
+            leaves: BoundedCache::of(CacheKind::LeafCertificates),
         })
     }
 
@@ -157,7 +157,7 @@ impl CertificateAuthority {
             cert_path,
             cert_der: der,
             issuer: Issuer::new(params, key),
-            leaves: BoundedCache::new(LEAF_CACHE_BYTES),
+            leaves: BoundedCache::of(CacheKind::LeafCertificates),
         })
     }
 

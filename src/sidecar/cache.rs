@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::RwLock;
 
+use crate::metrics::sidecar::metrics;
+
 /// Verified capability tokens (`token_cache.rs`).
 pub const TOKEN_CACHE_BYTES: usize = 8 << 20;
 /// Cedar decisions of one policy bundle (`cedar.rs`).
@@ -16,12 +18,45 @@ pub const CEDAR_MEMO_BYTES: usize = 32 << 20;
 /// TLS server configs of intercepted hosts (`ca.rs`).
 pub const LEAF_CACHE_BYTES: usize = 16 << 20;
 
+/// Which cache: its budget, and its `cache` label in the metrics (docs/metrics.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Verified capability tokens.
+    Tokens,
+    /// Cedar decisions of the bundle in force.
+    CedarDecisions,
+    /// TLS server configs minted for intercepted hosts.
+    LeafCertificates,
+}
+
+impl CacheKind {
+    pub const ALL: [CacheKind; 3] = [Self::Tokens, Self::CedarDecisions, Self::LeafCertificates];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tokens => "tokens",
+            Self::CedarDecisions => "cedar_decisions",
+            Self::LeafCertificates => "leaf_certificates",
+        }
+    }
+
+    pub fn budget(self) -> usize {
+        match self {
+            Self::Tokens => TOKEN_CACHE_BYTES,
+            Self::CedarDecisions => CEDAR_MEMO_BYTES,
+            Self::LeafCertificates => LEAF_CACHE_BYTES,
+        }
+    }
+}
+
 /// What one entry costs besides its key and value bytes (hash-table slot, allocation headers).
 const ENTRY_OVERHEAD: usize = 64;
 
 /// A map whose entries are charged their size in bytes against a fixed budget.
 pub struct BoundedCache<K, V> {
     budget: usize,
+    /// Reported to the metrics (hits, misses, size) when set.
+    kind: Option<CacheKind>,
     inner: RwLock<Charged<K, V>>,
 }
 
@@ -34,10 +69,20 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
     pub fn new(budget: usize) -> Self {
         Self {
             budget,
+            kind: None,
             inner: RwLock::new(Charged {
                 map: HashMap::new(),
                 used: 0,
             }),
+        }
+    }
+
+    /// The cache `kind`, with its budget, counted in the metrics.
+    pub fn of(kind: CacheKind) -> Self {
+        metrics().cache_size(kind, 0, 0);
+        Self {
+            kind: Some(kind),
+            ..Self::new(kind.budget())
         }
     }
 
@@ -46,7 +91,11 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.read().map.get(key).cloned()
+        let found = self.read().map.get(key).cloned();
+        if let Some(kind) = self.kind {
+            metrics().cache_lookup(kind, found.is_some());
+        }
+        found
     }
 
     /// Remember `value` under `key`, charged `bytes` (its key and value sizes). An entry larger
@@ -63,6 +112,9 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
         }
         if inner.map.insert(key, value).is_none() {
             inner.used += cost;
+        }
+        if let Some(kind) = self.kind {
+            metrics().cache_size(kind, inner.map.len(), inner.used);
         }
     }
 

@@ -13,7 +13,7 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
-use super::cache::{BoundedCache, CEDAR_MEMO_BYTES};
+use super::cache::{BoundedCache, CacheKind};
 
 /// A parsed policy bundle, ready to evaluate.
 pub struct PolicyBundle {
@@ -125,7 +125,7 @@ impl PolicyBundle {
                 authorizer: Authorizer::new(),
                 entities: Entities::empty(),
                 has_port,
-                memo: BoundedCache::new(CEDAR_MEMO_BYTES),
+                memo: BoundedCache::of(CacheKind::CedarDecisions),
             },
             warnings,
         ))
@@ -148,7 +148,7 @@ impl PolicyBundle {
     /// [`Self::evaluate`], remembering the answer. Evaluation without entities is a pure
     /// function of the request, and `time` (whole seconds) is part of the key, so a remembered
     /// answer is exactly what Cedar would say again; a new bundle starts with an empty memo. The
-    /// memo is bounded by bytes ([`CEDAR_MEMO_BYTES`]).
+    /// memo is bounded by bytes ([`super::cache::CEDAR_MEMO_BYTES`]).
     pub fn evaluate_memoized(&self, call: &CedarCall<'_>) -> Result<Evaluation, String> {
         let key = format!(
             "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
@@ -383,7 +383,7 @@ permit (principal, action == Firma::Action::"code.read", resource == Firma::Reso
             let path = format!("{long}{i}");
             let c = call("codex", "communication.internal.send", &path);
             b.evaluate_memoized(&c).unwrap();
-            assert!(b.memo.used() <= CEDAR_MEMO_BYTES);
+            assert!(b.memo.used() <= CacheKind::CedarDecisions.budget());
         }
     }
 

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Utc};
+
 use super::audit_sink::AuditSink;
 use super::cedar::CedarCall;
 use super::identity::Presented;
@@ -21,7 +23,7 @@ use crate::audit::event::{Decision, DraftRef};
 use crate::authority::token::{CapabilityClaims, scope_matches};
 use crate::config::schema::UnmappedPolicy;
 use crate::error::Hinted;
-use chrono::{DateTime, Utc};
+use crate::metrics::sidecar::metrics;
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,6 +409,14 @@ impl Pipeline {
             determining: &verdict.determining,
             latency_us,
         };
-        self.audit.record(&draft).await
+        let written = metrics().audit_append(self.audit.record(&draft)).await;
+        metrics().recorded(
+            verdict.decision,
+            &verdict.action_class,
+            verdict.reason,
+            latency_us,
+            written.is_ok(),
+        );
+        written
     }
 }

@@ -32,6 +32,7 @@ use super::pipeline::{Call, Pipeline, Reason, Verdict};
 use super::responses::{self, ProxyBody};
 use super::target::{Target, TargetError, canonical_host};
 use super::{tunnel, upstream};
+use crate::metrics::sidecar::{TunnelKind, metrics};
 
 /// Largest request head (request line + headers) accepted; bigger ones get 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -352,7 +353,7 @@ impl Proxy {
             parts.headers.insert(header::HOST, host);
         }
         let request = Request::from_parts(parts, body);
-        let exchange = route.send(&self.tls, &target, addr, request);
+        let exchange = metrics().upstream(route.send(&self.tls, &target, addr, request));
         match tokio::time::timeout(self.upstream_timeout, exchange).await {
             Ok(Ok(response)) => relay(response),
             Ok(Err(detail)) => {
@@ -560,7 +561,7 @@ impl Proxy {
         // Connect before answering 200, so a dead upstream is a proper 502/504.
         let upstream = match tokio::time::timeout(
             self.upstream_timeout,
-            upstream::connect_tcp(&target.host, addr),
+            metrics().upstream(upstream::connect_tcp(&target.host, addr)),
         )
         .await
         {
@@ -602,6 +603,7 @@ impl Proxy {
         upstream: TcpStream,
         opened: Opened,
     ) {
+        let _open = metrics().tunnel(TunnelKind::Plain);
         let Opened {
             target,
             token,
@@ -645,6 +647,7 @@ impl Proxy {
         target: Target,
         token: Presented,
     ) {
+        let _open = metrics().tunnel(TunnelKind::Intercepted);
         let tls = match TlsAcceptor::from(config)
             .accept(TokioIo::new(upgraded))
             .await

@@ -26,13 +26,15 @@ use super::state::AuthorityState;
 use super::token_cache::VerifiedTokens;
 use super::upstream;
 use crate::audit::writer::{AuditWriter, WriterOptions};
-use crate::authority::client::Target;
 use crate::authority::signed::Pinned;
 use crate::authority::token::TrustedIssuer;
 use crate::config::dirs::{ensure_private_dir, resolve_state_dir};
 use crate::config::{Discovery, keys};
 use crate::error::Hinted;
+use crate::metrics::endpoint::{self, MetricsServer};
+use crate::metrics::sidecar as sidecar_metrics;
 use crate::platform::signals::{Sig, Signals};
+use crate::state_dir::Role;
 
 /// How long in-flight requests may finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -119,22 +121,22 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     let tls = upstream::tls_config()?;
     let resolver = Resolver::from_env()?;
 
-    let target = Target::for_sidecar(&loaded, options.authority_url.clone());
-    let url = target.url.clone();
-    let channel = authority_link::channel(&target)?;
+    let link = authority_link::Link::new(&loaded, options.authority_url.clone()).await?;
+    let url = link.replicas.names();
     let authority = Arc::new(AuthorityState::default());
-    authority_link::spawn(
-        channel.clone(),
-        url.clone(),
-        authority.clone(),
-        Pinned::new(authority_key),
-    );
-    let witness = authority_link::CheckpointReporter::spawn(
-        channel,
-        url.clone(),
-        state.audit_checkpoint(),
-        crate::authority::witness::sidecar_id(&loaded)?,
-    );
+    link.spawn(authority.clone(), Pinned::new(authority_key));
+    let witness = link.reporter(state.audit_checkpoint());
+
+    // `[sidecar.metrics]`: a listener of its own, up before the first bundle (so a scrape shows
+    // `ready 0`); like every firma listener, no call through the proxy may reach it.
+    let exposition = sidecar_metrics::exposition(authority.clone(), writer.health());
+    let metrics = endpoint::serve(
+        &config.metrics,
+        Role::Sidecar,
+        Some(&state),
+        Arc::new(exposition),
+    )
+    .await?;
 
     let mut signals = Signals::install(Sig::TERMINATE)?;
 
@@ -157,6 +159,8 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
 
     let mut listeners = vec![addr];
     listeners.extend(authority_addrs(&url).await);
+    listeners.extend(metrics.as_ref().map(MetricsServer::local_addr));
+    listeners.extend(endpoint::published(&state, Role::Authority));
     let destinations = Destinations::new(resolver, listeners, state.relay_listen_dir());
     let pipeline = Pipeline {
         mapping,
@@ -204,6 +208,9 @@ async fn serve(options: RunOptions) -> Result<(), Hinted> {
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     close_audit(&writer)?;
     // The final checkpoint, so the witness holds the log's last record.
     witness.flush(Duration::from_millis(500)).await;

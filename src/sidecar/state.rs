@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use super::cedar::PolicyBundle;
+use crate::metrics::sidecar::metrics;
 
 /// Whether the Sidecar may judge calls yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +53,7 @@ impl AuthorityState {
         *self.bundle.write().expect("bundle lock") = Some(Arc::new(bundle));
         self.readiness.send_modify(|r| r.bundle = true);
         self.changes.send_modify(|n| *n += 1);
+        metrics().bundle_received();
     }
 
     /// Notified whenever a bundle or a revocation arrives.
@@ -64,6 +66,11 @@ impl AuthorityState {
             .read()
             .expect("revocation lock")
             .contains(token_id)
+    }
+
+    /// How many token ids are revoked.
+    pub fn revoked_count(&self) -> usize {
+        self.revoked.read().expect("revocation lock").len()
     }
 
     /// Record a revocation; returns whether it was new.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chrono::Utc;
 
-use super::cache::{BoundedCache, TOKEN_CACHE_BYTES};
+use super::cache::{BoundedCache, CacheKind};
 use super::pipeline::{TokenRejection, TokenVerifier};
 use crate::authority::token::{CapabilityClaims, TokenError, TrustedIssuer};
 
@@ -28,7 +28,7 @@ impl VerifiedTokens {
     pub fn new(trust: TrustedIssuer) -> Self {
         Self {
             trust,
-            verified: BoundedCache::new(TOKEN_CACHE_BYTES),
+            verified: BoundedCache::of(CacheKind::Tokens),
         }
     }
 

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use firma::proto::IssueCapabilityRequest;
 use firma::proto::authority_client::AuthorityClient;
 use tonic::transport::Channel;
 
@@ -14,6 +15,18 @@ use super::{ChildGuard, World};
 
 /// Generous: these bound hangs, they do not measure speed (benches do).
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A capability request: `agent` may do `action` on everything, for 10 minutes.
+pub fn issue_request(agent: &str, action: &str) -> IssueCapabilityRequest {
+    IssueCapabilityRequest {
+        agent_id: agent.into(),
+        actions: vec![action.into()],
+        resource_scope: "*".into(),
+        session_id: "test-session".into(),
+        ttl_seconds: 600,
+        sandbox_id: String::new(),
+    }
+}
 
 /// A `firma authority`.
 pub type AuthorityProcess = Daemon;
@@ -120,7 +133,7 @@ impl Daemon {
 
     /// A client on the operator socket: mint and revoke.
     pub async fn operator(&self, world: &World) -> AuthorityClient<Channel> {
-        let socket = world.state_dir().join("authority.sock");
+        let socket = world.state().authority_socket();
         firma::authority::client::connect(&format!("unix:{}", socket.display()), None)
             .await
             .expect("connect to the operator socket")

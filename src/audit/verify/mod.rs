@@ -32,6 +32,7 @@ pub use self::start::{resume_at_offset, resume_at_seq};
 use self::walker::Walker;
 use super::chain::ChainHead;
 use super::checkpoint;
+use super::progress::ProgressHook;
 use crate::error::Hinted;
 use crate::state_dir::AuditFiles;
 
@@ -55,6 +56,8 @@ pub struct VerifyOptions {
     /// The fingerprint `key` must have (`--key-fingerprint`, `[sidecar.audit] key_fingerprint`):
     /// verifying with another key is a `wrong_key` problem.
     pub pinned_fingerprint: Option<String>,
+    /// Told how far the walk has come (`firma audit verify`'s progress bar).
+    pub progress: Option<ProgressHook>,
 }
 
 /// A trusted point to continue verification from: the first file is read from byte `offset`
@@ -78,6 +81,7 @@ impl VerifyOptions {
             resume: None,
             stop_at_first: false,
             pinned_fingerprint: None,
+            progress: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use super::report::{
 use super::start::RetainedStart;
 use crate::audit::chain::ChainHead;
 use crate::audit::checkpoint::{Checkpoint, CheckpointProblem};
+use crate::audit::progress::{Progress, ProgressHook};
 use crate::audit::record::{LineProblem, key_fingerprint};
 
 /// Recent line hashes kept to recognise a duplicated line (bounded memory).
@@ -41,6 +42,9 @@ pub(super) struct Walker {
     retained: Option<RetainedStart>,
     /// `seq` of the first record present, when retention deleted the ones before it.
     retained_from: Option<u64>,
+    progress: Option<ProgressHook>,
+    /// Bytes taken so far (line lengths and their newlines), for `progress`.
+    bytes: u64,
 }
 
 impl Walker {
@@ -79,12 +83,15 @@ impl Walker {
             checkpoint_matched: false,
             retained,
             retained_from: None,
+            progress: options.progress.clone(),
+            bytes: 0,
         }
     }
 
     pub(super) fn take(&mut self, checks: Vec<LineCheck>) {
         for check in checks {
             self.lines += 1;
+            self.bytes += check.len + u64::from(check.terminated);
             let summary = &mut self.files[check.file];
             summary.lines += 1;
             if let Ok(c) = &check.outcome {
@@ -96,6 +103,12 @@ impl Walker {
             } else {
                 self.step(check);
             }
+        }
+        if let Some(progress) = &self.progress {
+            progress.report(Progress {
+                lines: self.lines,
+                bytes: self.bytes,
+            });
         }
     }
 

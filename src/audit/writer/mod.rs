@@ -60,6 +60,7 @@ use super::record::{self, MAX_LINE_BYTES, RECORD_DOMAIN_V2, RecordSigner, line_h
 use crate::config::schema::{AuditConfig, FsyncPolicy};
 use crate::error::Hinted;
 use crate::fsutil::{Durability, write_atomic};
+use crate::metrics::sidecar::metrics;
 use crate::state_dir::AuditFiles;
 
 /// Checkpoint at least every this many records…
@@ -690,6 +691,7 @@ impl Shared {
         }
         let last = state.written.seq + slots.len() as u64;
         state.written = ChainHead::advance(last, slots[slots.len() - 1].hash);
+        metrics().audit_written(batch.len());
         state.live_bytes += batch.len() as u64;
         state.live_records += slots.len() as u64;
         self.written.store(last, Ordering::Release);
@@ -819,6 +821,7 @@ impl Shared {
             let state = lock(&self.state);
             (Arc::clone(&state.live), state.written.seq)
         };
+        let started = Instant::now();
         if let Err(err) = live.file.sync_data() {
             let mut state = lock(&self.state);
             return Err(self.fail(
@@ -826,6 +829,7 @@ impl Shared {
                 format!("cannot fsync {}: {err}", self.files.live().display()),
             ));
         }
+        metrics().audit_fsynced(target.saturating_sub(*synced), started.elapsed());
         *synced = target;
         Ok(())
     }

@@ -1,16 +1,18 @@
-//! The Authority's two policy stores — runtime policies (streamed to sidecars) and issuance
-//! policies (consulted by `IssueCapability`) — with hot reload: a change that loads replaces the
-//! bundle and wakes every watcher; one that does not is logged with file:line:column and the
-//! previous bundle stays in force.
+//! The Authority's two policy bundles in force — runtime policies (streamed to sidecars) and
+//! issuance policies (consulted by `IssueCapability`). With the files store they are hot
+//! reloaded from the policy directories: a change that loads replaces the bundle and wakes every
+//! watcher; one that does not is logged with file:line:column and the previous bundle stays in
+//! force. With the etcd store the replica installs what was published ([`PolicyStores::install`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
-use super::policy::{PolicyBundle, load_dir};
+use crate::authority::policy::{PolicyBundle, load_dir};
 use crate::error::Hinted;
 use crate::lifecycle::health::HealthReporter;
+use crate::metrics::authority::{BundleKind, metrics};
 
 pub struct PolicyStores {
     policies_dir: PathBuf,
@@ -33,6 +35,41 @@ impl PolicyStores {
             issuance: watch::Sender::new(issuance),
             health: OnceLock::new(),
         })
+    }
+
+    /// Bundles that came from elsewhere (the etcd store); the directories are only named.
+    pub fn from_bundles(
+        runtime: Arc<PolicyBundle>,
+        issuance: Arc<PolicyBundle>,
+        policies_dir: &Path,
+        issuance_dir: &Path,
+    ) -> Self {
+        Self {
+            policies_dir: policies_dir.to_path_buf(),
+            issuance_dir: issuance_dir.to_path_buf(),
+            runtime: watch::Sender::new(runtime),
+            issuance: watch::Sender::new(issuance),
+            health: OnceLock::new(),
+        }
+    }
+
+    /// Put a published pair in force (a newer store revision); watchers get the runtime bundle.
+    pub fn install(&self, runtime: Arc<PolicyBundle>, issuance: Arc<PolicyBundle>) {
+        let previous = self.runtime.borrow().revision;
+        if runtime.revision <= previous && previous != 0 {
+            return;
+        }
+        tracing::info!(
+            revision = runtime.revision,
+            version = %runtime.version,
+            issuance_version = %issuance.version,
+            policies = runtime.len(),
+            "published policy bundle {} in force (revision {})",
+            short(&runtime.version),
+            runtime.revision
+        );
+        self.issuance.send_replace(issuance);
+        self.runtime.send_replace(runtime);
     }
 
     pub fn policies_dir(&self) -> &Path {
@@ -96,6 +133,7 @@ fn reload_one(
             }
         }
         Ok(bundle) => {
+            metrics().bundle_reload(BundleKind::from_name(kind), true);
             tracing::info!(
                 kind,
                 version = %bundle.version,
@@ -106,6 +144,7 @@ fn reload_one(
             store.send_replace(bundle);
         }
         Err(err) => {
+            metrics().bundle_reload(BundleKind::from_name(kind), false);
             if let Some(health) = health {
                 health.degrade(
                     &what,
