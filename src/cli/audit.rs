@@ -190,11 +190,16 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     let mut result = attempt(files);
     // A rotation renames files and retention deletes them: one between listing and reading can
     // look like a gap or a missing file. Then list and verify again (a log that is really broken
-    // fails again, with no rotation in between).
-    for _ in 0..3 {
-        let settled = matches!(&result, Ok(report) if report.ok)
-            || !args.files.is_empty()
-            || live.live_identity() == listed_at;
+    // fails again, with no rotation in between). A Sidecar under load with a tiny rotate_size
+    // rotates every few milliseconds, so a few attempts may all meet one.
+    for _ in 0..20 {
+        // A listed file that is gone (an error) is retried even when the live file looks the
+        // same: its inode may be a deleted file's, reused by a later rotation.
+        let settled = !args.files.is_empty()
+            || match &result {
+                Ok(report) => report.ok || live.live_identity() == listed_at,
+                Err(_) => false,
+            };
         if settled {
             break;
         }
