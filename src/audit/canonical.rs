@@ -108,11 +108,6 @@ impl MemberSlot {
         }
     }
 
-    /// Byte offset of the slot in the bytes written without the member.
-    pub fn at(self) -> usize {
-        self.at
-    }
-
     /// Append `without` (the canonical bytes of the object without the member) to `out` with the
     /// member `name: value` (already canonical bytes) at its place.
     pub fn write_joined(self, without: &[u8], name: &str, value: &[u8], out: &mut Vec<u8>) {
@@ -127,22 +122,6 @@ impl MemberSlot {
             out.push(b',');
         }
         out.extend_from_slice(&without[self.at..]);
-    }
-
-    /// Insert the member `name: value` (already canonical bytes) at its place in `out`, turning
-    /// the canonical bytes of the object without it into those of the object with it.
-    pub fn insert(self, name: &str, value: &[u8], out: &mut Vec<u8>) {
-        let mut member = Vec::with_capacity(name.len() + value.len() + 4);
-        if !self.before_member && self.non_empty {
-            member.push(b',');
-        }
-        write_string(name, &mut member);
-        member.push(b':');
-        member.extend_from_slice(value);
-        if self.before_member {
-            member.push(b',');
-        }
-        out.splice(self.at..self.at, member);
     }
 }
 
@@ -412,11 +391,12 @@ mod tests {
             for (i, key) in keys.iter().enumerate() {
                 map.insert(key.clone(), Value::from(i as u64));
             }
-            let mut spliced = Vec::new();
-            let slot = write_object_leaving_out(&map, &name, &mut spliced).unwrap();
+            let mut without = Vec::new();
+            let slot = write_object_leaving_out(&map, &name, &mut without).unwrap();
             let mut encoded_value = Vec::new();
             write_string(&value, &mut encoded_value);
-            slot.insert(&name, &encoded_value, &mut spliced);
+            let mut spliced = Vec::new();
+            slot.write_joined(&without, &name, &encoded_value, &mut spliced);
             map.insert(name.clone(), Value::String(value));
             proptest::prop_assert_eq!(
                 String::from_utf8(spliced).unwrap(),

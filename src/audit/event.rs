@@ -165,33 +165,6 @@ pub struct DraftRef<'a> {
     pub latency_us: u64,
 }
 
-impl DraftRef<'_> {
-    /// An owned copy.
-    pub fn to_owned_draft(&self) -> AuditDraft {
-        AuditDraft {
-            decision: self.decision,
-            reason: self.reason.to_string(),
-            agent_id: self.agent_id.to_string(),
-            session_id: self.session_id.to_string(),
-            token_id: self.token_id.to_string(),
-            sandbox_id: self.sandbox_id.to_string(),
-            intent: Intent {
-                action_class: self.action_class.to_string(),
-                method: self.method.to_string(),
-                host: self.host.to_string(),
-                path: self.path.to_string(),
-                port: self.port,
-                addr: self.addr.map(str::to_string),
-            },
-            policy: PolicyRef {
-                bundle: self.bundle.to_string(),
-                determining: self.determining.to_vec(),
-            },
-            latency_us: self.latency_us,
-        }
-    }
-}
-
 /// One signed, chained line of `audit.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
