@@ -794,6 +794,122 @@ test "${hash%% *}" = "$(printf '%s' "$line" | jq -r .prev)" && echo "chain ok"
     }
 }
 
+/// Format 2 from the spec alone, by a third party (Python `cryptography`): it checks every line
+/// of a log firma wrote (format 1, the switch marker, format 2), and writes a log of its own that
+/// `firma audit verify` accepts — and refuses once two signatures are swapped.
+#[test]
+fn a_third_party_reads_and_writes_format_2_with_python_cryptography() {
+    let have_python = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_python {
+        eprintln!("skipped: python3 with cryptography missing (.ci/run installs it)");
+        return;
+    }
+    let world = World::new();
+    world.init(&[]);
+    let key = keys::load_signing_key(&world.project_dir().join("audit.key")).unwrap();
+    let log = world.state_dir().join("audit.jsonl");
+    write_v1_log(&log, &key, 3);
+    write_log(&log, &key, 3);
+    const SCRIPT: &str = r#"
+import base64, hashlib, json, sys
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+mode, path, keyfile = sys.argv[1:4]
+def canon(o):  # RFC 8785 for records: ASCII member names, sorted; no whitespace
+    return json.dumps(o, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()
+def body(rec):
+    return canon({k: v for k, v in rec.items() if k != 'sig'})
+def chain_hash(line, rec):  # format 1: the whole line; format 2: the line without sig
+    return hashlib.sha256(line if rec['v'] == 1 else body(rec)).hexdigest()
+if mode == 'check':
+    pub = load_pem_public_key(open(keyfile, 'rb').read())
+    prev = '0' * 64
+    lines = open(path, 'rb').read().split(b'\n')[:-1]
+    for n, line in enumerate(lines, 1):
+        rec = json.loads(line)
+        assert canon(rec) == line, f'line {n} not canonical'
+        pub.verify(base64.b64decode(rec['sig']), b'firma-audit-v%d\n' % rec['v'] + body(rec))
+        assert rec['seq'] == n and rec['prev'] == prev, f'line {n} does not chain'
+        prev = chain_hash(line, rec)
+    print('checked', len(lines), sorted({json.loads(l)['v'] for l in lines}))
+else:
+    sk = load_pem_private_key(open(keyfile, 'rb').read(), None)
+    prev, out = '0' * 64, []
+    for seq in range(1, 4):
+        rec = {'agent_id': 'py', 'decision': 'allow', 'event_id': f'e-{seq}',
+               'intent': {'action_class': 'code.read', 'host': 'example.com', 'method': 'GET', 'path': '/'},
+               'latency_us': 1, 'policy': {'bundle': 'b', 'determining': []}, 'prev': prev,
+               'reason': 'allowed', 'seq': seq, 'session_id': 's', 'token_id': 't',
+               'ts': f'2026-11-30T00:00:0{seq}.000000000Z', 'v': 2}
+        rec['sig'] = base64.b64encode(sk.sign(b'firma-audit-v2\n' + body(rec))).decode()
+        out.append(canon(rec))
+        prev = chain_hash(out[-1], rec)
+    open(path, 'wb').write(b''.join(l + b'\n' for l in out))
+    point = {'head': prev, 'kind': 'checkpoint', 'log': 'audit.jsonl', 'seq': 3,
+             'ts': '2026-11-30T00:00:04.000000000Z', 'v': 1}
+    point['sig'] = base64.b64encode(sk.sign(b'firma-audit-checkpoint-v1\n' + canon(point))).decode()
+    open(path.replace('.jsonl', '.checkpoint'), 'wb').write(canon(point) + b'\n')
+    print('wrote 3')
+"#;
+    let python = |mode: &str, path: &Path, key: &Path| {
+        std::process::Command::new("python3")
+            .args(["-c", SCRIPT, mode])
+            .arg(path)
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    let out = python("check", &log, &world.project_dir().join("audit.pub"));
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("checked 7 [1, 2]"),
+        "{}",
+        stdout(&out)
+    );
+
+    let theirs = tempfile::tempdir().unwrap();
+    let their_log = theirs.path().join("audit.jsonl");
+    assert_success(&python(
+        "write",
+        &their_log,
+        &world.project_dir().join("audit.key"),
+    ));
+    let verify_theirs = || {
+        world.run(&[
+            "audit",
+            "verify",
+            "--json",
+            "--file",
+            their_log.to_str().unwrap(),
+            "--key",
+            world.project_dir().join("audit.pub").to_str().unwrap(),
+        ])
+    };
+    let out = verify_theirs();
+    assert_success(&out);
+    assert_eq!(json_report(&out)["verified"], 3);
+    let mut lines = lines_of(&their_log);
+    let sig = |l: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(l).unwrap()["sig"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (sig(&lines[0]), sig(&lines[1]));
+    for (i, (from, to)) in [(0, (&a, &b)), (1, (&b, &a))] {
+        lines[i] = String::from_utf8(lines[i].clone())
+            .unwrap()
+            .replace(from.as_str(), to)
+            .into_bytes();
+    }
+    write_lines(&their_log, &lines);
+    let out = verify_theirs();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(json_report(&out)["problem"]["kind"], "modified");
+}
+
 // ---- properties of the canonical form -----------------------------------------------------
 
 mod canonical_properties {
