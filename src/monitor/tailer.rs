@@ -256,7 +256,11 @@ impl Tail {
     /// or one deleted meanwhile), only the live file. Names shift while a writer rotates, so
     /// every file opened is checked to be the one listed, or the listing is taken again.
     fn files_after(&self, known: Option<FileId>) -> io::Result<Vec<(File, bool)>> {
-        for _ in 0..LIST_ATTEMPTS {
+        for attempt in 0..LIST_ATTEMPTS {
+            if attempt > 0 {
+                // Give a rotation in progress (renames shifting the names) time to finish.
+                std::thread::sleep(Duration::from_millis(2));
+            }
             let listed: Vec<(PathBuf, FileId)> = (self.list)()
                 .into_iter()
                 .filter_map(|path| {
@@ -266,6 +270,9 @@ impl Tail {
                 .collect();
             let wanted = match listed.iter().position(|(_, id)| Some(*id) == known) {
                 Some(at) => &listed[at + 1..],
+                // A listing taken while names shift can miss the known file: list again
+                // before concluding the source does not list it (which would skip files).
+                None if known.is_some() && attempt + 1 < LIST_ATTEMPTS => continue,
                 None => match listed.last() {
                     Some(last) if last.0 == self.path => std::slice::from_ref(last),
                     _ => &[],
