@@ -470,7 +470,7 @@ pub struct SidecarAuthorityConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "duration_opt"
+        with = "optional_duration_str"
     )]
     pub max_bundle_age: Option<Duration>,
 }
@@ -650,8 +650,7 @@ fn default_authority_url() -> String {
     format!("http://{DEFAULT_AUTHORITY_LISTEN}")
 }
 
-/// Durations as humantime strings (`"30s"`, `"15m"`, `"1h"`); zero is rejected.
-/// `Option<Duration>` as an optional humantime string.
+/// [`duration_str`] for an optional key.
 pub mod optional_duration_str {
     use std::time::Duration;
 
@@ -674,6 +673,7 @@ pub mod optional_duration_str {
     }
 }
 
+/// Durations as humantime strings (`"30s"`, `"15m"`, `"1h"`); zero is rejected.
 pub mod duration_str {
     use std::time::Duration;
 
@@ -696,29 +696,6 @@ pub mod duration_str {
             )));
         }
         Ok(value)
-    }
-}
-
-/// [`duration_str`] for an optional key.
-pub mod duration_opt {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(value) => super::duration_str::serialize(value, serializer),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        super::duration_str::deserialize(deserializer).map(Some)
     }
 }
 

@@ -272,7 +272,10 @@ impl Tail {
                 Some(at) => &listed[at + 1..],
                 // A listing taken while names shift can miss the known file: list again
                 // before concluding the source does not list it (which would skip files).
-                None if known.is_some() && attempt + 1 < LIST_ATTEMPTS => continue,
+                // A listing of the live file alone has nothing to skip.
+                None if known.is_some() && listed.len() > 1 && attempt + 1 < LIST_ATTEMPTS => {
+                    continue;
+                }
                 None => match listed.last() {
                     Some(last) if last.0 == self.path => std::slice::from_ref(last),
                     _ => &[],
