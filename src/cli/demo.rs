@@ -2,8 +2,8 @@
 //!
 //! In a throwaway directory it scaffolds a project, starts the daemon detached, starts a local
 //! upstream, sends allowed, denied and passthrough calls through the Sidecar with a real HTTP
-//! client, shows `firma monitor --no-follow`, runs `firma audit verify`, stops the daemon and
-//! removes what it made. Each step prints the command an operator would type.
+//! client, shows `firma monitor --no-follow`, stops the daemon, runs `firma audit verify` (the
+//! final checkpoint then names the last record) and removes what it made. Each step prints the command an operator would type.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -241,17 +241,19 @@ impl Demo {
             &[0],
         )?;
 
+        // Stopping first: the Sidecar's last act is a checkpoint naming its last record, so the
+        // verification below covers the whole log up to its final word.
         step(
-            "6. prove the audit log untampered",
-            &format!("firma audit verify --state-dir {state}"),
-        );
-        self.show(&["audit", "verify", "--state-dir", &state], &[0])?;
-
-        step(
-            "7. stop the daemon",
+            "6. stop the daemon",
             &format!("firma sidecar stop --state-dir {state}"),
         );
         self.show(&["sidecar", "stop", "--state-dir", &state], &[0])?;
+
+        step(
+            "7. prove the audit log untampered",
+            &format!("firma audit verify --state-dir {state}"),
+        );
+        self.show(&["audit", "verify", "--state-dir", &state], &[0])?;
         Ok(())
     }
 
