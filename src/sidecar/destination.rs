@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::RwLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::pipeline::{Reason, Verdict};
 use super::target::Target;
@@ -77,10 +77,24 @@ pub struct Destinations {
     listeners: Vec<SocketAddr>,
     /// Where `firma run` relays publish their addresses.
     relay_dir: PathBuf,
-    /// The relay ports, and the directory's mtime when they were read (`None`: not read yet;
-    /// `Some(None)`: the directory did not exist — a state cached like any other, so a Sidecar
-    /// without relays pays one `stat` per loopback call, not a `read_dir`).
-    relays: RwLock<(Option<Option<SystemTime>>, HashSet<u16>)>,
+    /// The last listing of the relay directory (`None`: not read yet).
+    relays: RwLock<Option<RelayListing>>,
+}
+
+/// Directory timestamps come from a coarse clock (a scheduler tick, 1–10 ms): a relay file added
+/// in the same tick as the listing's mtime leaves the mtime unchanged. A listing is therefore
+/// trusted only once its mtime is this much older than the moment it was taken; until then the
+/// directory is read again on every check (for a moment after each relay starts or stops).
+const RELAY_MTIME_SETTLE: Duration = Duration::from_secs(1);
+
+/// The relay ports as listed, and the directory's mtime before the listing (`None`: the
+/// directory did not exist — cached like any other state, so a Sidecar without relays pays one
+/// `stat` per loopback call, not a `read_dir`).
+struct RelayListing {
+    modified: Option<SystemTime>,
+    /// No later change can share `modified` (see [`RELAY_MTIME_SETTLE`]).
+    settled: bool,
+    ports: HashSet<u16>,
 }
 
 impl Destinations {
@@ -89,7 +103,7 @@ impl Destinations {
             resolver,
             listeners,
             relay_dir,
-            relays: RwLock::new((None, HashSet::new())),
+            relays: RwLock::new(None),
         }
     }
 
@@ -154,13 +168,26 @@ impl Destinations {
             .ok();
         {
             let relays = self.relays.read().unwrap_or_else(|p| p.into_inner());
-            if relays.0 == Some(modified) {
-                return relays.1.contains(&port);
+            if let Some(listing) = relays.as_ref()
+                && listing.settled
+                && listing.modified == modified
+            {
+                return listing.ports.contains(&port);
             }
         }
+        let listed_at = SystemTime::now();
         let ports = read_relay_ports(&self.relay_dir);
         let found = ports.contains(&port);
-        *self.relays.write().unwrap_or_else(|p| p.into_inner()) = (Some(modified), ports);
+        let settled = modified.is_none_or(|modified| {
+            listed_at
+                .duration_since(modified)
+                .is_ok_and(|age| age >= RELAY_MTIME_SETTLE)
+        });
+        *self.relays.write().unwrap_or_else(|p| p.into_inner()) = Some(RelayListing {
+            modified,
+            settled,
+            ports,
+        });
         found
     }
 }
@@ -286,34 +313,65 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.reason, Reason::SelfTarget);
         // Relays publish their ports; a new file is seen at once.
-        std::fs::create_dir(dir.path().join("relays")).unwrap();
+        let relays = dir.path().join("relays");
+        std::fs::create_dir(&relays).unwrap();
         assert!(
             d.literal_self_target(&target("http://127.0.0.1:7100/"))
                 .is_none()
         );
         let me = std::process::id();
-        std::fs::write(
-            dir.path().join(format!("relays/{me}.listen")),
-            "127.0.0.1:7100\n",
-        )
-        .unwrap();
-        // Directory mtimes have coarse granularity: force a re-read for the test.
-        d.relays.write().unwrap().0 = None;
+        std::fs::write(relays.join(format!("{me}.listen")), "127.0.0.1:7100\n").unwrap();
         assert!(
             d.literal_self_target(&target("http://127.0.0.1:7100/"))
                 .is_some()
         );
         // A relay whose process is gone no longer holds its port.
-        std::fs::write(
-            dir.path().join("relays/2147483646.listen"),
-            "127.0.0.1:7200\n",
-        )
-        .unwrap();
-        d.relays.write().unwrap().0 = None;
+        std::fs::write(relays.join("2147483646.listen"), "127.0.0.1:7200\n").unwrap();
         assert!(
             d.literal_self_target(&target("http://127.0.0.1:7200/"))
                 .is_none()
         );
+    }
+
+    /// The directory's mtime has a coarse clock: a relay added in the same tick as the last
+    /// listing leaves it unchanged, and must be seen all the same.
+    #[test]
+    fn a_relay_added_within_the_same_mtime_tick_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let relays = dir.path().join("relays");
+        std::fs::create_dir(&relays).unwrap();
+        let d = Destinations::new(Resolver::pinned("").unwrap(), vec![], relays.clone());
+        let me = std::process::id();
+        let set_mtime = |at: SystemTime| {
+            std::fs::File::open(&relays)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        };
+        std::fs::write(relays.join(format!("{me}.listen")), "127.0.0.1:7100\n").unwrap();
+        let tick = std::fs::metadata(&relays).unwrap().modified().unwrap();
+        assert!(d.relay_ports_contain(7100));
+        // A second relay in the same tick: the mtime the listing saw, unchanged.
+        std::fs::write(relays.join("1.listen"), "127.0.0.1:7300\n").unwrap();
+        set_mtime(tick);
+        assert!(
+            d.relay_ports_contain(7300),
+            "a listing of the same tick was trusted"
+        );
+
+        // Once the mtime is well in the past, the listing is reused without reading again.
+        let past = SystemTime::now() - 10 * RELAY_MTIME_SETTLE;
+        set_mtime(past);
+        assert!(d.relay_ports_contain(7300));
+        std::fs::remove_file(relays.join("1.listen")).unwrap();
+        set_mtime(past);
+        assert!(
+            d.relay_ports_contain(7300),
+            "a settled listing of an unchanged directory is reused"
+        );
+        // Any change of the mtime is read again.
+        set_mtime(SystemTime::now());
+        assert!(!d.relay_ports_contain(7300));
     }
 
     #[test]
