@@ -321,6 +321,42 @@ fn upstream_failure_after_allow_is_a_502_with_its_own_record() {
     );
 }
 
+/// An agent cannot grow the Sidecar's log by a line a call: repeated upstream failures are
+/// logged once a window, while every call keeps its records.
+#[test]
+fn repeated_upstream_failures_do_not_grow_the_log_a_line_a_call() {
+    let stack = start_stack(|_| {}, &[]);
+    let token = stack.token();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let before = stack.audit().len();
+    let calls = 25;
+    for _ in 0..calls {
+        let (code, _) = curl(
+            &stack.proxy_url(Some(&token)),
+            &format!("http://127.0.0.1:{port}/gone"),
+            &[],
+        );
+        assert_eq!(code, 502);
+    }
+    let failures = stack.audit()[before..]
+        .iter()
+        .filter(|r| r["reason"].as_str().unwrap().starts_with("upstream_error"))
+        .count();
+    assert_eq!(failures, calls, "every failure keeps its record");
+    let log = std::fs::read_to_string(stack.world.path().join("sidecar.log")).unwrap();
+    let lines = log
+        .matches("upstream failed after the call was allowed")
+        .count();
+    // One a 10-second window (a slow machine may cross into a second one).
+    assert!(
+        (1..=2).contains(&lines),
+        "{lines} lines for {calls} failures:\n{log}"
+    );
+}
+
 #[test]
 fn malformed_requests_get_400_and_the_proxy_survives() {
     let upstream = start_upstream(None);

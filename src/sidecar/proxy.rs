@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use super::ca::CertificateAuthority;
 use super::destination::Destinations;
 use super::identity::{Presented, presented_token};
+use super::log_throttle::{self, Throttle};
 use super::mapping::glob_match;
 use super::pipeline::{Call, Pipeline, Reason, Verdict};
 use super::responses::{self, ProxyBody};
@@ -495,7 +496,10 @@ impl Proxy {
         } else {
             (Reason::UpstreamError, StatusCode::BAD_GATEWAY)
         };
-        tracing::warn!(host = %call.host, reason = reason.code(), %detail, "upstream failed after the call was allowed");
+        static UPSTREAM_FAILED: Throttle = Throttle::new(log_throttle::WINDOW);
+        if let Some(left_out) = UPSTREAM_FAILED.admit() {
+            tracing::warn!(host = %call.host, reason = reason.code(), %detail, left_out, "upstream failed after the call was allowed");
+        }
         let mut failed = verdict.clone();
         failed.reason = reason;
         failed.detail = detail;
@@ -654,7 +658,10 @@ impl Proxy {
         {
             Ok(tls) => tls,
             Err(err) => {
-                tracing::info!(host = %target.host, error = %err, "TLS handshake with the client failed (does it trust the firma CA?)");
+                static HANDSHAKE_FAILED: Throttle = Throttle::new(log_throttle::WINDOW);
+                if let Some(left_out) = HANDSHAKE_FAILED.admit() {
+                    tracing::info!(host = %target.host, error = %err, left_out, "TLS handshake with the client failed (does it trust the firma CA?)");
+                }
                 return;
             }
         };
