@@ -293,21 +293,21 @@ fn https_is_tunnelled_or_intercepted() {
     assert_eq!(json(&body)["reason"], "token_missing");
 }
 
-#[test]
-fn upstream_failure_after_allow_is_a_502_with_its_own_record() {
-    let stack = start_stack(|_| {}, &[]);
-    let token = stack.token();
-    // A port nothing listens on.
+/// A loopback URL nothing listens on.
+fn closed_url() -> String {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    format!("http://127.0.0.1:{port}/gone")
+}
+
+#[test]
+fn upstream_failure_after_allow_is_a_502_with_its_own_record() {
+    let stack = start_stack(|_| {}, &[]);
+    let token = stack.token();
     let before = stack.audit().len();
-    let (code, body) = curl(
-        &stack.proxy_url(Some(&token)),
-        &format!("http://127.0.0.1:{port}/gone"),
-        &[],
-    );
+    let (code, body) = curl(&stack.proxy_url(Some(&token)), &closed_url(), &[]);
     assert_eq!(code, 502, "{body}");
     assert_eq!(json(&body)["reason"], "upstream_error");
     let records = stack.audit();
@@ -326,20 +326,11 @@ fn upstream_failure_after_allow_is_a_502_with_its_own_record() {
 #[test]
 fn repeated_upstream_failures_do_not_grow_the_log_a_line_a_call() {
     let stack = start_stack(|_| {}, &[]);
-    let token = stack.token();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (proxy, url) = (stack.proxy_url(Some(&stack.token())), closed_url());
     let before = stack.audit().len();
     let calls = 25;
     for _ in 0..calls {
-        let (code, _) = curl(
-            &stack.proxy_url(Some(&token)),
-            &format!("http://127.0.0.1:{port}/gone"),
-            &[],
-        );
-        assert_eq!(code, 502);
+        assert_eq!(curl(&proxy, &url, &[]).0, 502);
     }
     let failures = stack.audit()[before..]
         .iter()
