@@ -12,6 +12,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lifecycle;
+pub mod log_throttle;
 pub mod metrics;
 pub mod monitor;
 pub mod platform;

@@ -572,6 +572,41 @@ async fn health_and_reflection_are_served() {
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 }
 
+/// Any local process can reach the TCP port: refusing it twenty times must not write twenty log
+/// lines (the daemon log is not rotated), while every call is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_refusals_are_logged_once_a_window() {
+    let world = World::new();
+    world.init(&[]);
+    let authority = AuthorityProcess::start(&world);
+    let mut client = authority.client().await;
+    let calls = 20;
+    for _ in 0..calls {
+        let status = client
+            .issue_capability(issue_request("codex", "communication.external.send"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+    let refusals = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("refused") && l.contains("IssueCapability"))
+            .count()
+    };
+    wait_for("the refusal in the log", DEADLINE, || {
+        (refusals(&authority.log()) > 0).then_some(())
+    });
+    // The log is read by another thread: give any late line the time to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = authority.log();
+    // One a 10-second window (a slow machine may cross into a second one).
+    assert!(
+        (1..=2).contains(&refusals(&log)),
+        "{} lines for {calls} refusals:\n{log}",
+        refusals(&log)
+    );
+}
+
 /// A client generated only from `proto/` in another language: Python grpcio.
 #[test]
 fn python_client_generated_from_the_proto_calls_issue_and_health() {

@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use crate::log_throttle::{self, Throttle};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 use tonic::{Request, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -128,7 +129,16 @@ impl Gate {
             ),
             Need::Watcher => unreachable!("every role may watch"),
         };
-        tracing::warn!(method, peer = %caller.peer, role = caller.role.name(), "refused: {message}");
+        static REFUSED: Throttle = Throttle::new(log_throttle::WINDOW);
+        // Per method, role and host (not port: a new connection must not make a new key).
+        let host = caller
+            .peer
+            .parse::<std::net::SocketAddr>()
+            .map_or_else(|_| caller.peer.clone(), |addr| addr.ip().to_string());
+        let key = format!("{method} {} {host}", caller.role.name());
+        if let Some(left_out) = REFUSED.admit(&key) {
+            tracing::warn!(method, peer = %caller.peer, role = caller.role.name(), left_out, "refused: {message}");
+        }
         Err(Status::permission_denied(message))
     }
 

@@ -23,6 +23,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::Hinted;
+use crate::log_throttle::{self, Throttle};
 
 /// A handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,7 +130,10 @@ impl ServerTls {
 }
 
 fn log_refused(peer: SocketAddr, why: &str) {
-    tracing::warn!(%peer, "refused a TLS connection: {why}");
+    static REFUSED: Throttle = Throttle::new(log_throttle::WINDOW);
+    if let Some(left_out) = REFUSED.admit(&format!("{} {why}", peer.ip())) {
+        tracing::warn!(%peer, left_out, "refused a TLS connection: {why}");
+    }
 }
 
 fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, Hinted> {

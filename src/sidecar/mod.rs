@@ -7,7 +7,6 @@ pub mod cache;
 pub mod cedar;
 pub mod destination;
 pub mod identity;
-pub mod log_throttle;
 pub mod mapping;
 pub mod pipeline;
 pub mod proxy;

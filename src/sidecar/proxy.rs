@@ -27,12 +27,12 @@ use tokio_rustls::TlsAcceptor;
 use super::ca::CertificateAuthority;
 use super::destination::Destinations;
 use super::identity::{Presented, presented_token};
-use super::log_throttle::{self, Throttle};
 use super::mapping::glob_match;
 use super::pipeline::{Call, Pipeline, Reason, Verdict};
 use super::responses::{self, ProxyBody};
 use super::target::{Target, TargetError, canonical_host};
 use super::{tunnel, upstream};
+use crate::log_throttle::{self, Throttle};
 use crate::metrics::sidecar::{TunnelKind, metrics};
 
 /// Largest request head (request line + headers) accepted; bigger ones get 431.
@@ -497,7 +497,7 @@ impl Proxy {
             (Reason::UpstreamError, StatusCode::BAD_GATEWAY)
         };
         static UPSTREAM_FAILED: Throttle = Throttle::new(log_throttle::WINDOW);
-        if let Some(left_out) = UPSTREAM_FAILED.admit() {
+        if let Some(left_out) = UPSTREAM_FAILED.admit("") {
             tracing::warn!(host = %call.host, reason = reason.code(), %detail, left_out, "upstream failed after the call was allowed");
         }
         let mut failed = verdict.clone();
@@ -659,7 +659,7 @@ impl Proxy {
             Ok(tls) => tls,
             Err(err) => {
                 static HANDSHAKE_FAILED: Throttle = Throttle::new(log_throttle::WINDOW);
-                if let Some(left_out) = HANDSHAKE_FAILED.admit() {
+                if let Some(left_out) = HANDSHAKE_FAILED.admit("") {
                     tracing::info!(host = %target.host, error = %err, left_out, "TLS handshake with the client failed (does it trust the firma CA?)");
                 }
                 return;
