@@ -120,7 +120,38 @@ pub struct AuditDraft {
     pub latency_us: u64,
 }
 
+/// What the writer adds to a draft to make it a record ([`AuditDraft::into_event`]).
+pub struct WriterFields {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: String,
+    pub event_id: String,
+    pub prev: String,
+    pub sig: Option<String>,
+}
+
 impl AuditDraft {
+    /// The record this draft becomes with the writer's fields.
+    pub fn into_event(self, fields: WriterFields) -> AuditEvent {
+        AuditEvent {
+            v: fields.v,
+            seq: fields.seq,
+            ts: fields.ts,
+            event_id: fields.event_id,
+            decision: self.decision,
+            reason: self.reason,
+            agent_id: self.agent_id,
+            session_id: self.session_id,
+            token_id: self.token_id,
+            sandbox_id: self.sandbox_id,
+            intent: self.intent,
+            policy: self.policy,
+            latency_us: self.latency_us,
+            prev: fields.prev,
+            sig: fields.sig,
+        }
+    }
+
     /// The draft's fields, borrowed.
     pub fn borrowed(&self) -> DraftRef<'_> {
         DraftRef {

@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 
 use super::chain::ChainHead;
 use super::checkpoint::Checkpoint;
-use super::event::{AUDIT_FORMAT_V1, AuditDraft, AuditEvent, new_event_id, now_rfc3339};
+use super::event::{AUDIT_FORMAT_V1, AuditDraft, WriterFields, new_event_id, now_rfc3339};
 use super::record::{self, RecordSigner};
 use crate::error::Hinted;
 use crate::state_dir::AuditFiles;
@@ -28,23 +28,14 @@ pub fn write_log(
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     let mut head = ChainHead::GENESIS;
     for draft in drafts {
-        let event = AuditEvent {
+        let event = draft.into_event(WriterFields {
             v: AUDIT_FORMAT_V1,
             seq: head.seq + 1,
             ts: now_rfc3339(),
             event_id: new_event_id(),
-            decision: draft.decision,
-            reason: draft.reason,
-            agent_id: draft.agent_id,
-            session_id: draft.session_id,
-            token_id: draft.token_id,
-            sandbox_id: draft.sandbox_id,
-            intent: draft.intent,
-            policy: draft.policy,
-            latency_us: draft.latency_us,
             prev: head.hash_hex(),
             sig: None,
-        };
+        });
         let sealed = record::seal_by(record::to_object(&event), &signer);
         head = ChainHead::advance(event.seq, sealed.chain_hash);
         out.write_all(&sealed.line).map_err(io)?;

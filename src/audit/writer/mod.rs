@@ -52,8 +52,8 @@ pub use self::rotate::{RetentionReport, RotationReport, Trigger};
 use super::chain::ChainHead;
 use super::checkpoint::Checkpoint;
 use super::event::{
-    AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, DraftRef, SegmentMarker, TornLine, new_event_id,
-    now_rfc3339,
+    AUDIT_FORMAT_VERSION, AuditDraft, AuditEvent, DraftRef, SegmentMarker, TornLine, WriterFields,
+    new_event_id, now_rfc3339,
 };
 use super::event_bytes::{EventTemplate, Unsigned};
 use super::record::{self, MAX_LINE_BYTES, RECORD_DOMAIN_V2, RecordSigner, line_hash};
@@ -383,23 +383,14 @@ impl AuditWriter {
         if shared.options.fsync == FsyncPolicy::Always {
             shared.sync_through(link.seq)?;
         }
-        Ok(AuditEvent {
+        Ok(draft.into_event(WriterFields {
             v: AUDIT_FORMAT_VERSION,
             seq: link.seq,
             ts: link.ts,
             event_id,
-            decision: draft.decision,
-            reason: draft.reason,
-            agent_id: draft.agent_id,
-            session_id: draft.session_id,
-            token_id: draft.token_id,
-            sandbox_id: draft.sandbox_id,
-            intent: draft.intent,
-            policy: draft.policy,
-            latency_us: draft.latency_us,
             prev: link.prev,
             sig: Some(sig),
-        })
+        }))
     }
 
     /// Chain, sign and write one record without waiting for other callers' signatures: an
