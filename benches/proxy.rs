@@ -177,6 +177,18 @@ fn main() {
         squid.cpu_us_per_request,
         verdict(cpu_median <= 0.75)
     );
+    // What the host allows: the Sidecar and the load (wrk + upstream) share the cores, so its
+    // throughput cannot exceed cores / (its CPU per request + the load's).
+    let ceiling = cores() as f64 * 1e6 / (sidecar.cpu_us_per_request + sidecar.load_us_per_request);
+    let needed = (cores() as f64 * 1e6 / (2.2 * squid.rps)) - sidecar.load_us_per_request;
+    println!(
+        "  load (wrk + upstream) CPU per request in the sidecar run: {:.1} µs; with the sidecar's {:.1} µs, {} cores allow at most {ceiling:.0} req/s = {:.2}x squid's; 2.2x would need the sidecar at <= {needed:.1} µs per request ({:.2}x squid's)",
+        sidecar.load_us_per_request,
+        sidecar.cpu_us_per_request,
+        cores(),
+        ceiling / squid.rps,
+        needed / squid.cpu_us_per_request,
+    );
     println!(
         "  sidecar/squid ratio of each round, in order: {}",
         ratios.join(", ")
@@ -230,12 +242,16 @@ struct Measure {
     p50_us: f64,
     /// CPU time of the proxy process per request in the throughput run (NaN for direct).
     cpu_us_per_request: f64,
+    /// CPU time of the other side per request in the same run: wrk and the in-process upstream.
+    load_us_per_request: f64,
 }
 
 /// Throughput at 16 connections (with the CPU time `pid` spent on it), then p50 at 1.
 fn measure(addr: SocketAddr, script: &Path, secs: u64, pid: Option<u32>) -> Measure {
     let cpu_before = pid.map(cpu_micros);
+    let load_before = load_cpu_micros();
     let run = wrk(addr, script, 16, secs);
+    let load_us_per_request = (load_cpu_micros() - load_before) / run.requests;
     let cpu_us_per_request = match (pid, cpu_before) {
         (Some(pid), Some(before)) => (cpu_micros(pid) - before) / run.requests,
         _ => f64::NAN,
@@ -245,16 +261,33 @@ fn measure(addr: SocketAddr, script: &Path, secs: u64, pid: Option<u32>) -> Meas
         rps: run.rps,
         p50_us: latency.p50_us,
         cpu_us_per_request,
+        load_us_per_request,
     }
 }
 
 /// utime + stime of process `pid` (all its threads), in µs.
 fn cpu_micros(pid: u32) -> f64 {
+    stat_micros(&pid.to_string(), 2)
+}
+
+/// This process's CPU time (the in-process upstream) plus that of its reaped children (each wrk
+/// run: `Command::output` waits for it; the proxies are not reaped before the end), in µs.
+fn load_cpu_micros() -> f64 {
+    stat_micros("self", 4)
+}
+
+/// The sum of `count` CPU-time fields of `/proc/<pid>/stat` from utime on (utime, stime,
+/// cutime, cstime: fields 14 to 17), in µs.
+fn stat_micros(pid: &str, count: usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    // Fields after the parenthesised command name, counted from field 3.
     let after = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let ticks: f64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(count)
+        .map(|field| field.parse::<f64>().expect("a tick count"))
+        .sum();
     ticks * 1_000_000.0 / clock_ticks_per_second()
 }
 
