@@ -13,7 +13,9 @@
 //!   the throughput run, divided by the requests wrk completed in it.
 //!
 //! Env: `BENCH_SECS` (default 10) per measurement, `BENCH_ROUNDS` (default 3, alternating;
-//! the median round is reported).
+//! the median round is reported), `BENCH_PIN=1` (a core each: both proxies on CPU 0, wrk and
+//! the upstream on CPU 1, so neither side preempts the other; the Sidecar then runs one request
+//! thread, as Squid runs one worker).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -55,6 +57,12 @@ fn main() {
     }
     let secs: u64 = env_or("BENCH_SECS", 10);
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let pinned = env_or("BENCH_PIN", 0) == 1;
+    if pinned {
+        // Before any thread or child exists: everything inherits the load's CPU; the proxies
+        // move once started.
+        pin_to(None, LOAD_CPU);
+    }
     let root = tempfile::Builder::new()
         .prefix("firma-bench-")
         .tempdir()
@@ -73,6 +81,10 @@ fn main() {
     let (squid_addr, squid) = start_squid(dir);
     let sidecar_pid = daemons[0].id();
     let squid_pid = squid.id();
+    if pinned {
+        pin_to(Some(sidecar_pid), PROXY_CPU);
+        pin_to(Some(squid_pid), PROXY_CPU);
+    }
     let target = format!("http://{upstream}/bench");
 
     let direct_script = write_script(dir, "direct", &target, None, false);
@@ -137,6 +149,11 @@ fn main() {
         "  upstream: in-process hyper, GET /bench; cores: {}",
         cores()
     );
+    if pinned {
+        println!(
+            "  pinned (BENCH_PIN=1): both proxies on CPU {PROXY_CPU}, wrk and the upstream on CPU {LOAD_CPU}"
+        );
+    }
     println!(
         "  {:<10} {:>14} {:>14} {:>16}",
         "", "req/s (c=16)", "p50 (c=1)", "added p50"
@@ -177,18 +194,9 @@ fn main() {
         squid.cpu_us_per_request,
         verdict(cpu_median <= 0.75)
     );
-    // What the host allows: the Sidecar and the load (wrk + upstream) share the cores, so its
-    // throughput cannot exceed cores / (its CPU per request + the load's).
-    let ceiling = cores() as f64 * 1e6 / (sidecar.cpu_us_per_request + sidecar.load_us_per_request);
-    let needed = (cores() as f64 * 1e6 / (2.2 * squid.rps)) - sidecar.load_us_per_request;
-    println!(
-        "  load (wrk + upstream) CPU per request in the sidecar run: {:.1} µs; with the sidecar's {:.1} µs, {} cores allow at most {ceiling:.0} req/s = {:.2}x squid's; 2.2x would need the sidecar at <= {needed:.1} µs per request ({:.2}x squid's)",
-        sidecar.load_us_per_request,
-        sidecar.cpu_us_per_request,
-        cores(),
-        ceiling / squid.rps,
-        needed / squid.cpu_us_per_request,
-    );
+    if !pinned {
+        print_ceiling(&sidecar, &squid);
+    }
     println!(
         "  sidecar/squid ratio of each round, in order: {}",
         ratios.join(", ")
@@ -221,6 +229,22 @@ fn main() {
     }
 }
 
+/// What the host allows: the Sidecar and the load (wrk + upstream) share the cores, so its
+/// throughput cannot exceed cores / (its CPU per request + the load's). (Not when pinned: then
+/// each side has a core of its own.)
+fn print_ceiling(sidecar: &Measure, squid: &Measure) {
+    let ceiling = cores() as f64 * 1e6 / (sidecar.cpu_us_per_request + sidecar.load_us_per_request);
+    let needed = (cores() as f64 * 1e6 / (2.2 * squid.rps)) - sidecar.load_us_per_request;
+    println!(
+        "  load (wrk + upstream) CPU per request in the sidecar run: {:.1} µs; with the sidecar's {:.1} µs, {} cores allow at most {ceiling:.0} req/s = {:.2}x squid's; 2.2x would need the sidecar at <= {needed:.1} µs per request ({:.2}x squid's)",
+        sidecar.load_us_per_request,
+        sidecar.cpu_us_per_request,
+        cores(),
+        ceiling / squid.rps,
+        needed / squid.cpu_us_per_request,
+    );
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
@@ -230,6 +254,30 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// With `BENCH_PIN=1`: the proxies' CPU and the load's.
+const PROXY_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+
+/// Pin every thread of `pid` (`None`: this process, before it starts threads) to `cpu`.
+fn pin_to(pid: Option<u32>, cpu: usize) {
+    match pid {
+        None => {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu).expect("a CPU index");
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                .expect("pin the bench to its CPU");
+        }
+        Some(pid) => {
+            let status = Command::new("taskset")
+                .args(["-a", "-cp", &cpu.to_string(), &pid.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .expect("run taskset");
+            assert!(status.success(), "taskset -a -cp {cpu} {pid} failed");
+        }
+    }
 }
 
 fn cores() -> usize {
