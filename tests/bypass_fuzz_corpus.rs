@@ -38,3 +38,8 @@ fn request_target_corpus_holds() {
 fn audit_line_corpus_holds() {
     replay("audit_line", firma::fuzzing::audit_line);
 }
+
+#[test]
+fn capability_token_corpus_holds() {
+    replay("capability_token", firma::fuzzing::capability_token);
+}
