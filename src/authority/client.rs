@@ -65,11 +65,13 @@ pub struct Target {
 /// The URL of a local Authority bound to `addr`: `https://` when `[authority]` serves TLS, and a
 /// wildcard address dialled over loopback.
 pub fn local_url(authority: &AuthorityConfig, addr: SocketAddr) -> String {
-    let scheme = if authority.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    url_of(authority.tls_cert.is_some(), addr)
+}
+
+/// The URL of an Authority bound to `addr`, serving TLS or not (a wildcard address dialled over
+/// loopback).
+pub fn url_of(tls: bool, addr: SocketAddr) -> String {
+    let scheme = if tls { "https" } else { "http" };
     format!("{scheme}://{}", crate::lifecycle::probes::dialable(addr))
 }
 

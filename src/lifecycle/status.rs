@@ -226,7 +226,7 @@ async fn authority_answers(row: &Component, meta: Option<&StackMeta>) -> bool {
     let url = match meta {
         Some(m) if m.authority_url.starts_with("https://") => m.authority_url.clone(),
         _ => match listen.parse() {
-            Ok(addr) => format!("http://{}", probes::dialable(addr)),
+            Ok(addr) => crate::authority::client::url_of(false, addr),
             Err(_) => listen.clone(),
         },
     };
