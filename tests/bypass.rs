@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::audit::reason;
-use common::http::{json, raw};
+use common::http::{json, raw, raw_response};
 use common::stack::{DEADLINE, Stack, start_stack_with, write_rules};
 use common::upstream::{Upstream, start_upstream, upstream_tls};
 use common::{World, assert_success, wait_for};
@@ -839,4 +839,135 @@ fn the_default_mapping_reaches_no_loopback_port_without_a_rule() {
     assert_eq!(last_reason(&stack), "unmapped");
     assert_eq!(upstream.hits.load(Ordering::SeqCst), 0);
     let _: SocketAddr = stack.proxy;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Request smuggling: one request decided is one request upstream.
+
+/// The Sidecar's allow records so far.
+fn allowed(stack: &Stack) -> usize {
+    stack
+        .audit()
+        .iter()
+        .filter(|r| r["decision"] == "allow")
+        .count()
+}
+
+#[test]
+fn smuggled_requests_never_reach_the_upstream_undecided() {
+    let upstream = start_upstream(None);
+    let stack = guarded_stack(&upstream, "", &[]);
+    let token = stack.token();
+    let authority = format!("127.0.0.1:{}", upstream.addr.port());
+    // What an agent hides behind an allowed request: a call the policy forbids (`/admin`).
+    let smuggled = format!("GET /admin/smuggled HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    let post = |headers: &str, body: &str| {
+        format!(
+            "POST http://{authority}/ok HTTP/1.1\r\nHost: {authority}\r\nProxy-Authorization: Basic {}\r\n{headers}\r\n{body}",
+            basic(&token)
+        )
+    };
+    let end = "0\r\n\r\n";
+    let both = end.len() + smuggled.len();
+    let chunk = format!("{:x}\r\n{smuggled}\r\n{end}", smuggled.len());
+    // Each case and the statuses the agent gets back. A 400 with no record is hyper refusing a
+    // message it cannot frame before any decision exists; nothing is forwarded then.
+    let cases: [(&str, String, &[u16]); 9] = [
+        (
+            "Content-Length, then Transfer-Encoding",
+            post(
+                &format!("Content-Length: {both}\r\nTransfer-Encoding: chunked\r\n"),
+                &format!("{end}{smuggled}"),
+            ),
+            &[200],
+        ),
+        (
+            "Transfer-Encoding, then Content-Length",
+            post(
+                &format!("Transfer-Encoding: chunked\r\nContent-Length: {both}\r\n"),
+                &format!("{end}{smuggled}"),
+            ),
+            &[200],
+        ),
+        (
+            "two Content-Lengths",
+            post(
+                &format!(
+                    "Content-Length: 0\r\nContent-Length: {}\r\n",
+                    smuggled.len()
+                ),
+                &smuggled,
+            ),
+            &[400],
+        ),
+        (
+            "a Transfer-Encoding that is not chunked",
+            post(
+                &format!(
+                    "Transfer-Encoding: xchunked\r\nContent-Length: {}\r\n",
+                    smuggled.len()
+                ),
+                &smuggled,
+            ),
+            &[400],
+        ),
+        (
+            "chunked, then identity",
+            post("Transfer-Encoding: chunked, identity\r\n", &chunk),
+            &[400],
+        ),
+        (
+            "a space before the colon",
+            post(
+                "Transfer-Encoding : chunked\r\n",
+                &format!("{end}{smuggled}"),
+            ),
+            &[400],
+        ),
+        (
+            // The trailing bytes are a request of their own, decided (and refused: not
+            // absolute-form) like any other.
+            "bytes after a zero Content-Length",
+            post("Content-Length: 0\r\n", &smuggled),
+            &[200, 400],
+        ),
+        (
+            "a request as the Content-Length body",
+            post(
+                &format!("Content-Length: {}\r\n", smuggled.len()),
+                &smuggled,
+            ),
+            &[200],
+        ),
+        (
+            "a request as a chunk",
+            post("Transfer-Encoding: chunked\r\n", &chunk),
+            &[200],
+        ),
+    ];
+    for (name, request, expected) in cases {
+        let hits = upstream.hits.load(Ordering::SeqCst);
+        let allowed_before = allowed(&stack);
+        let response = raw_response(stack.proxy, request.as_bytes());
+        // Give a request the upstream parsed out of the stream time to be counted.
+        std::thread::sleep(Duration::from_millis(200));
+        let forwarded = upstream.hits.load(Ordering::SeqCst) - hits;
+        let decided = allowed(&stack) - allowed_before;
+        let statuses: Vec<u16> = response
+            .match_indices("HTTP/1.1 ")
+            .filter_map(|(at, _)| response[at + 9..at + 12].parse().ok())
+            .collect();
+        assert_eq!(statuses, expected, "{name}:\n{response}");
+        assert!(
+            forwarded == decided && forwarded == expected.iter().filter(|&&s| s == 200).count(),
+            "{name}: the upstream got {forwarded} requests for {decided} allowed records:\n{response}"
+        );
+        assert!(
+            !response.contains("/admin"),
+            "{name}: the upstream answered the smuggled call:\n{response}"
+        );
+        if expected.contains(&400) && expected.contains(&200) {
+            assert_eq!(last_reason(&stack), "malformed_request", "{name}");
+        }
+    }
 }
