@@ -971,3 +971,85 @@ fn smuggled_requests_never_reach_the_upstream_undecided() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. No protocol switch: one decision never becomes a raw channel.
+
+/// A complicit upstream: answers every request `101 Switching Protocols`, then counts the bytes
+/// that arrive on the connection after it (traffic no decision covered).
+fn switching_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let after = Arc::new(AtomicUsize::new(0));
+    let counted = after.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let head = read_head(&mut stream);
+                if head.is_empty() {
+                    return;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                );
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    counted.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, after)
+}
+
+#[test]
+fn an_upgrade_never_turns_a_decided_call_into_a_raw_channel() {
+    let upstream = start_upstream(None);
+    let (switching, after_101) = switching_upstream();
+    let stack = guarded_stack(&upstream, &loopback_rules(&[switching.port()]), &[]);
+    let token = stack.token();
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    // An honest upstream never sees the agent's Upgrade: the call arrives as a plain request.
+    let target = format!("http://127.0.0.1:{}/ws", upstream.addr.port());
+    let (code, body) = get_raw(&stack, &target, &token, upgrade);
+    assert_eq!(code, 200, "{body}");
+    let headers = &json(&body)["headers"];
+    assert!(
+        headers.get("upgrade").is_none() && headers.get("connection").is_none(),
+        "{headers}"
+    );
+    // A complicit upstream that switches anyway gets no channel: the agent is not told 101, and
+    // what it sends next never reaches the upstream as raw bytes.
+    let request = format!(
+        "GET http://127.0.0.1:{}/ws HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n{upgrade}\r\nRAW-BYTES-AFTER-THE-SWITCH\r\n\r\n",
+        switching.port(),
+        basic(&token)
+    );
+    let response = raw_response(stack.proxy, request.as_bytes());
+    let status = common::http::status_of(&response);
+    assert_eq!(status, 502, "{response}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        after_101.load(Ordering::SeqCst),
+        0,
+        "bytes reached the upstream after its 101"
+    );
+    // Recorded like any upstream failure after an allowed decision.
+    let record = stack.last_audit();
+    assert!(
+        reason(&record).starts_with("upstream_error")
+            && record["reason"]
+                .as_str()
+                .unwrap()
+                .contains("101 Switching Protocols"),
+        "{record}"
+    );
+}

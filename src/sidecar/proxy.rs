@@ -356,6 +356,16 @@ impl Proxy {
         let request = Request::from_parts(parts, body);
         let exchange = metrics().upstream(route.send(&self.tls, &target, addr, request));
         match tokio::time::timeout(self.upstream_timeout, exchange).await {
+            // The Sidecar never asks for a protocol switch (it strips `Upgrade`), and a switch
+            // would turn one decision into a raw channel: an upstream that switches anyway failed.
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let detail = format!(
+                    "{} answered 101 Switching Protocols, which firma does not relay",
+                    target.authority()
+                );
+                self.upstream_failed(&verdict, &call, Some(addr), started, false, detail)
+                    .await
+            }
             Ok(Ok(response)) => relay(response),
             Ok(Err(detail)) => {
                 self.upstream_failed(&verdict, &call, Some(addr), started, false, detail)
