@@ -1,7 +1,7 @@
 //! The properties the fuzz targets (`fuzz/`: request targets, audit lines, capability tokens)
 //! check, as plain functions: each takes arbitrary bytes and panics when a property fails. The
-//! fuzz targets are one-line wrappers, and `tests/bypass_fuzz_corpus.rs` replays the committed corpus (and every former finding)
-//! through the same functions on the stable toolchain.
+//! fuzz targets are one-line wrappers, and `tests/bypass_fuzz_corpus.rs` replays the committed
+//! corpus (and every former finding) through the same functions on the stable toolchain.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
