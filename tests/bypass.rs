@@ -1053,3 +1053,72 @@ fn an_upgrade_never_turns_a_decided_call_into_a_raw_channel() {
         "{record}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12. Response desync: what an upstream sends beyond its answer never answers a later call.
+
+/// A complicit upstream: answers each request with its path, then sends a second, unrequested
+/// response (`EXTRA`) on the same connection.
+fn doubling_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                loop {
+                    let head = read_head(&mut stream);
+                    let Some(path) = head.split_whitespace().nth(1).map(str::to_string) else {
+                        return;
+                    };
+                    let answer = |body: &str| {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let both = answer(&path) + &answer("EXTRA");
+                    if stream.write_all(both.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_unrequested_response_never_answers_a_later_call() {
+    let upstream = start_upstream(None);
+    let doubling = doubling_upstream();
+    let stack = guarded_stack(&upstream, &loopback_rules(&[doubling.port()]), &[]);
+    let token = stack.token();
+    // Three calls on one agent connection (one upstream connection, while it lasts).
+    let request = |path: &str, last: bool| {
+        format!(
+            "GET http://127.0.0.1:{}{path} HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n{}\r\n",
+            doubling.port(),
+            basic(&token),
+            if last { "Connection: close\r\n" } else { "" }
+        )
+    };
+    let mut stream = TcpStream::connect(stack.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    for (path, last) in [("/one", false), ("/two", false), ("/three", true)] {
+        stream.write_all(request(path, last).as_bytes()).unwrap();
+        let head = read_head(&mut stream);
+        let mut body = vec![0u8; content_length(&head)];
+        stream.read_exact(&mut body).unwrap();
+        let body = String::from_utf8_lossy(&body);
+        // The answer to this call, or a failure of it — never the upstream's extra response.
+        assert!(
+            body == path || head.starts_with("HTTP/1.1 502"),
+            "{path} was answered with {head}{body}"
+        );
+        assert_ne!(body, "EXTRA", "{path}");
+    }
+}
