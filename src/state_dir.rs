@@ -274,9 +274,20 @@ impl AuditFiles {
     }
     /// The live file's (device, inode), to notice that it was rotated.
     pub fn live_identity(&self) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(&self.live).ok()?;
-        Some((meta.dev(), meta.ino()))
+        identity(&self.live)
+    }
+    /// The log's files, oldest first, each with the (device, inode) its name leads to now. Equal
+    /// layouts taken before and after reading the log mean no rotation renamed, created or
+    /// deleted one of them in between — also not the first half of a rotation, which renames
+    /// `.N` to `.N+1` before the live file moves.
+    pub fn layout(&self) -> Vec<(PathBuf, Option<(u64, u64)>)> {
+        self.oldest_first()
+            .into_iter()
+            .map(|path| {
+                let id = identity(&path);
+                (path, id)
+            })
+            .collect()
     }
     /// The signed checkpoint naming the last durable record.
     pub fn checkpoint(&self) -> PathBuf {
@@ -317,6 +328,13 @@ impl AuditFiles {
         files.push(self.live.clone());
         files
     }
+}
+
+/// The (device, inode) `path` leads to, not following a symlink.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 /// Paths of the durable per-user data directory.
@@ -383,6 +401,37 @@ mod tests {
             DataDir::new("/d").revocations(),
             Path::new("/d/revocations.txt")
         );
+    }
+
+    /// What `audit verify` compares around a read: appends keep the layout, every step of a
+    /// rotation changes it — the shift of `.N` to `.N+1` too, before the live file moves.
+    #[test]
+    fn the_layout_changes_with_each_step_of_a_rotation_and_not_with_appends() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let files = StateDir::new(tmp.path()).audit();
+        std::fs::write(files.live(), "a\n").unwrap();
+        std::fs::write(files.rotated(1), "b\n").unwrap();
+        let before = files.layout();
+        assert_eq!(before.len(), 2);
+        assert!(before.iter().all(|(_, id)| id.is_some()));
+        let mut live = std::fs::OpenOptions::new()
+            .append(true)
+            .open(files.live())
+            .unwrap();
+        live.write_all(b"c\n").unwrap();
+        assert_eq!(files.layout(), before, "an append is not a rotation");
+        std::fs::rename(files.rotated(1), files.rotated(2)).unwrap();
+        let shifted = files.layout();
+        assert_ne!(shifted, before, "the shift alone is seen");
+        assert_eq!(
+            files.live_identity(),
+            before[1].1,
+            "while the live file is the same"
+        );
+        std::fs::rename(files.live(), files.rotated(1)).unwrap();
+        std::fs::write(files.live(), "").unwrap();
+        assert_ne!(files.layout(), shifted, "the switch is seen");
     }
 
     #[test]

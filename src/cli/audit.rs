@@ -118,10 +118,10 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         Ok(loaded) => state.with_audit_dir(loaded.config.sidecar.audit.dir.clone()),
         Err(_) => state,
     };
-    // The live file's identity before the files are listed: if it changes before they were all
-    // read, the Sidecar rotated meanwhile (see below).
+    // The files' identities before they are listed: if they differ once all were read, the
+    // Sidecar rotated meanwhile (see below).
     let live = state.audit();
-    let mut listed_at = live.live_identity();
+    let mut listed_at = live.layout();
     let files = if args.files.is_empty() {
         default_files(&state)?
     } else {
@@ -191,19 +191,21 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     // A rotation renames files and retention deletes them: one between listing and reading can
     // look like a gap or a missing file. Then list and verify again (a log that is really broken
     // fails again, with no rotation in between). A Sidecar under load with a tiny rotate_size
-    // rotates every few milliseconds, so a few attempts may all meet one.
+    // rotates every few milliseconds, so a few attempts may all meet one. The whole layout is
+    // compared, not only the live file: a rotation renames `.N` to `.N+1` first, and a read in
+    // between sees files shifted under it while the live file is still the same.
     for _ in 0..20 {
-        // A listed file that is gone (an error) is retried even when the live file looks the
+        // A listed file that is gone (an error) is retried even when the layout looks the
         // same: its inode may be a deleted file's, reused by a later rotation.
         let settled = !args.files.is_empty()
             || match &result {
-                Ok(report) => report.ok || live.live_identity() == listed_at,
+                Ok(report) => report.ok || live.layout() == listed_at,
                 Err(_) => false,
             };
         if settled {
             break;
         }
-        listed_at = live.live_identity();
+        listed_at = live.layout();
         result = default_files(&state).and_then(attempt);
     }
     let report = result?;
