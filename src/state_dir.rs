@@ -276,16 +276,17 @@ impl AuditFiles {
     pub fn live_identity(&self) -> Option<(u64, u64)> {
         identity(&self.live)
     }
-    /// The log's files, oldest first, each with the (device, inode) its name leads to now. Equal
-    /// layouts taken before and after reading the log mean no rotation renamed, created or
+    /// The log's files, oldest first, each with what its name leads to now ([`FileMark`]).
+    /// Equal layouts taken before and after reading the log mean no rotation renamed, created or
     /// deleted one of them in between — also not the first half of a rotation, which renames
-    /// `.N` to `.N+1` before the live file moves.
-    pub fn layout(&self) -> Vec<(PathBuf, Option<(u64, u64)>)> {
+    /// `.N` to `.N+1` before the live file moves, and not a run of rotations whose new files
+    /// reused the inodes retention freed.
+    pub fn layout(&self) -> Vec<(PathBuf, Option<FileMark>)> {
         self.oldest_first()
             .into_iter()
             .map(|path| {
-                let id = identity(&path);
-                (path, id)
+                let mark = FileMark::of(&path);
+                (path, mark)
             })
             .collect()
     }
@@ -327,6 +328,36 @@ impl AuditFiles {
         let mut files: Vec<PathBuf> = self.rotations().into_iter().rev().map(|(_, p)| p).collect();
         files.push(self.live.clone());
         files
+    }
+}
+
+/// What a name in the audit directory leads to: the file's (device, inode) and its first line
+/// (at most [`FileMark::HEAD_BYTES`]). A filesystem readily gives a new file the inode of one just
+/// deleted — as rotation and retention do, a few files round and round — so the inode alone can
+/// repeat; the first line is a record with its own `seq` and event id, and never does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMark {
+    id: (u64, u64),
+    head: Vec<u8>,
+}
+
+impl FileMark {
+    /// Enough of a first line to include its event id.
+    const HEAD_BYTES: usize = 1024;
+
+    fn of(path: &Path) -> Option<Self> {
+        use std::io::Read;
+        let id = identity(path)?;
+        let mut head = Vec::with_capacity(Self::HEAD_BYTES);
+        std::fs::File::open(path)
+            .ok()?
+            .take(Self::HEAD_BYTES as u64)
+            .read_to_end(&mut head)
+            .ok()?;
+        if let Some(end) = head.iter().position(|&b| b == b'\n') {
+            head.truncate(end);
+        }
+        Some(Self { id, head })
     }
 }
 
@@ -425,13 +456,21 @@ mod tests {
         let shifted = files.layout();
         assert_ne!(shifted, before, "the shift alone is seen");
         assert_eq!(
-            files.live_identity(),
-            before[1].1,
+            shifted.last(),
+            before.last(),
             "while the live file is the same"
         );
         std::fs::rename(files.live(), files.rotated(1)).unwrap();
         std::fs::write(files.live(), "").unwrap();
         assert_ne!(files.layout(), shifted, "the switch is seen");
+        // A file that takes another's name and inode (deleted, then reused) differs by its
+        // first line.
+        let live = files.layout().pop().unwrap().1.unwrap();
+        let reused = FileMark {
+            id: live.id,
+            head: b"{\"seq\":7}".to_vec(),
+        };
+        assert_ne!(Some(reused), files.layout().pop().unwrap().1);
     }
 
     #[test]

@@ -118,8 +118,8 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
         Ok(loaded) => state.with_audit_dir(loaded.config.sidecar.audit.dir.clone()),
         Err(_) => state,
     };
-    // The files' identities before they are listed: if they differ once all were read, the
-    // Sidecar rotated meanwhile (see below).
+    // The files' layout (names, inodes, first lines) before they are listed: if it differs once
+    // all were read, the Sidecar rotated meanwhile (see below).
     let live = state.audit();
     let mut listed_at = live.layout();
     let files = if args.files.is_empty() {
@@ -192,8 +192,9 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     // look like a gap or a missing file. Then list and verify again (a log that is really broken
     // fails again, with no rotation in between). A Sidecar under load with a tiny rotate_size
     // rotates every few milliseconds, so a few attempts may all meet one. The whole layout is
-    // compared, not only the live file: a rotation renames `.N` to `.N+1` first, and a read in
-    // between sees files shifted under it while the live file is still the same.
+    // compared, not only the live file's inode: a rotation renames `.N` to `.N+1` first (a read
+    // in between sees files shifted under it while the live file is the same), and a new live
+    // file may get the inode retention just freed (`FileMark`).
     for _ in 0..20 {
         // A listed file that is gone (an error) is retried even when the layout looks the
         // same: its inode may be a deleted file's, reused by a later rotation.
