@@ -975,36 +975,40 @@ fn smuggled_requests_never_reach_the_upstream_undecided() {
 // ---------------------------------------------------------------------------------------------
 // 11. No protocol switch: one decision never becomes a raw channel.
 
+/// A raw upstream on loopback: `serve` gets each connection on its own thread (reads time out
+/// after 10 s).
+fn raw_upstream(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    addr
+}
+
 /// A complicit upstream: answers every request `101 Switching Protocols`, then counts the bytes
 /// that arrive on the connection after it (traffic no decision covered).
 fn switching_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let after = Arc::new(AtomicUsize::new(0));
+    let after = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = after.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let counted = counted.clone();
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let head = read_head(&mut stream);
-                if head.is_empty() {
-                    return;
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                );
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    counted.fetch_add(n, Ordering::SeqCst);
-                }
-            });
+    let addr = raw_upstream(move |mut stream| {
+        if read_head(&mut stream).is_empty() {
+            return;
+        }
+        let _ = stream.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            counted.fetch_add(n, Ordering::SeqCst);
         }
     });
     (addr, after)
@@ -1060,33 +1064,24 @@ fn an_upgrade_never_turns_a_decided_call_into_a_raw_channel() {
 /// A complicit upstream: answers each request with its path, then sends a second, unrequested
 /// response (`EXTRA`) on the same connection.
 fn doubling_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                loop {
-                    let head = read_head(&mut stream);
-                    let Some(path) = head.split_whitespace().nth(1).map(str::to_string) else {
-                        return;
-                    };
-                    let answer = |body: &str| {
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        )
-                    };
-                    let both = answer(&path) + &answer("EXTRA");
-                    if stream.write_all(both.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    raw_upstream(|mut stream| {
+        loop {
+            let head = read_head(&mut stream);
+            let Some(path) = head.split_whitespace().nth(1).map(str::to_string) else {
+                return;
+            };
+            let answer = |body: &str| {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let both = answer(&path) + &answer("EXTRA");
+            if stream.write_all(both.as_bytes()).is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
 }
 
 #[test]
