@@ -1117,3 +1117,51 @@ fn an_unrequested_response_never_answers_a_later_call() {
         assert_ne!(body, "EXTRA", "{path}");
     }
 }
+
+/// Trailer fields are headers too: a `Proxy-Authorization` (or anything else) sent as a chunked
+/// request's trailer never reaches the upstream, nor does the header's token.
+#[test]
+fn a_token_in_a_trailer_never_reaches_the_upstream() {
+    let upstream = start_upstream(None);
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = received.clone();
+    // Records every byte it is sent; answers once a message (head, or chunked body) ends.
+    let recording = raw_upstream(move |mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut all = sink.lock().unwrap();
+            all.extend_from_slice(&buf[..n]);
+            if all.ends_with(b"0\r\n\r\n") {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        }
+    });
+    let stack = guarded_stack(&upstream, &loopback_rules(&[recording.port()]), &[]);
+    let token = stack.token();
+    let request = format!(
+        "POST http://127.0.0.1:{}/t HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: Proxy-Authorization, X-Extra\r\nTE: trailers\r\n\
+         Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\
+         Proxy-Authorization: Bearer SECRET-IN-TRAILER\r\nX-Extra: 1\r\n\r\n",
+        recording.port(),
+        basic(&token)
+    );
+    let response = raw_response(stack.proxy, request.as_bytes());
+    assert_eq!(common::http::status_of(&response), 200, "{response}");
+    let received = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(
+        received.contains("\r\n3\r\nabc\r\n"),
+        "the body is forwarded: {received:?}"
+    );
+    for secret in ["SECRET-IN-TRAILER", &basic(&token), "proxy-authorization"] {
+        assert!(
+            !received
+                .to_ascii_lowercase()
+                .contains(&secret.to_ascii_lowercase()),
+            "{secret} reached the upstream: {received:?}"
+        );
+    }
+}
