@@ -3,8 +3,8 @@
 //! local process reaching the Authority (a refused role, a refused TLS handshake). Per key — what
 //! was refused and to whom, so distinct events each get their line — the first line of a window
 //! is logged, the rest are counted, and the next logged line says how many were left out.
-//! Otherwise a caller could grow a daemon log (which is not rotated) by a line a call without
-//! limit. The events themselves (audit records, metrics, the refusal) are never throttled.
+//! Otherwise a caller could grow a daemon log (which firma does not rotate) by a line a call
+//! without limit. The events themselves (audit records, metrics, the refusal) are never throttled.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

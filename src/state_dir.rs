@@ -463,14 +463,18 @@ mod tests {
         std::fs::rename(files.live(), files.rotated(1)).unwrap();
         std::fs::write(files.live(), "").unwrap();
         assert_ne!(files.layout(), shifted, "the switch is seen");
-        // A file that takes another's name and inode (deleted, then reused) differs by its
-        // first line.
-        let live = files.layout().pop().unwrap().1.unwrap();
-        let reused = FileMark {
-            id: live.id,
-            head: b"{\"seq\":7}".to_vec(),
-        };
-        assert_ne!(Some(reused), files.layout().pop().unwrap().1);
+        // Another file under the same name and inode (as when a deleted file's inode is reused)
+        // differs by its first line: here the same inode, rewritten in place.
+        std::fs::write(files.live(), "{\"seq\":7}\n").unwrap();
+        let switched = files.layout();
+        std::fs::write(files.live(), "{\"seq\":8}\n").unwrap();
+        let reused = files.layout();
+        assert_eq!(
+            switched.last().unwrap().1.as_ref().unwrap().id,
+            reused.last().unwrap().1.as_ref().unwrap().id,
+            "the same inode"
+        );
+        assert_ne!(reused, switched, "told apart by the first line");
     }
 
     #[test]

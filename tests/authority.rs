@@ -573,7 +573,7 @@ async fn health_and_reflection_are_served() {
 }
 
 /// Any local process can reach the TCP port: refusing it twenty times must not write twenty log
-/// lines (the daemon log is not rotated), while every call is still refused.
+/// lines (firma does not rotate the daemon log), while every call is still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_refusals_are_logged_once_a_window() {
     let world = World::new();

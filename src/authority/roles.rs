@@ -14,10 +14,11 @@
 
 use std::fmt;
 
-use crate::log_throttle::{self, Throttle};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 use tonic::{Request, Status};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::log_throttle::{self, Throttle};
 
 /// The `OU` of an operator's client certificate.
 pub const OPERATOR_OU: &str = "operator";

@@ -121,7 +121,12 @@ fn run_verify(args: VerifyArgs, config: Option<PathBuf>) -> CommandResult {
     // The files' layout (names, inodes, first lines) before they are listed: if it differs once
     // all were read, the Sidecar rotated meanwhile (see below).
     let live = state.audit();
-    let mut listed_at = live.layout();
+    // (Files named on the command line are read as given, never listed again.)
+    let mut listed_at = if args.files.is_empty() {
+        live.layout()
+    } else {
+        Vec::new()
+    };
     let files = if args.files.is_empty() {
         default_files(&state)?
     } else {

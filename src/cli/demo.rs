@@ -3,7 +3,8 @@
 //! In a throwaway directory it scaffolds a project, starts the daemon detached, starts a local
 //! upstream, sends allowed, denied and passthrough calls through the Sidecar with a real HTTP
 //! client, shows `firma monitor --no-follow`, stops the daemon, runs `firma audit verify` (the
-//! final checkpoint then names the last record) and removes what it made. Each step prints the command an operator would type.
+//! final checkpoint then names the last record) and removes what it made. Each step prints the
+//! command an operator would type.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
